@@ -1,0 +1,230 @@
+//! Command-line interface: flags -> [`ScanConfig`] -> [`pipeline::run_scan`] -> exit status.
+//! The library never prints; this module prints the summary and warnings.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::pipeline::{self, ScanConfig};
+use crate::testkit::{self, Attack, Kind, Spec};
+
+/// Exit codes, so nightly jobs and training pipelines can gate on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// 0: the run finished.
+    Success,
+    /// 2: a usage or input error (or any other failure); nothing was published.
+    Error,
+    /// 3: the run finished but quarantined more rows than `--fail-if-quarantined` allows.
+    QuarantineOverLimit,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(s: ExitStatus) -> ExitCode {
+        ExitCode::from(match s {
+            ExitStatus::Success => 0,
+            ExitStatus::Error => 2,
+            ExitStatus::QuarantineOverLimit => 3,
+        })
+    }
+}
+
+/// datavet: find poisoned records in ML training data before you retrain on them.
+///
+/// Point `datavet scan` at Parquet files holding an id, a label and the model's activations (or
+/// embedding) per record. It decides which classes look attacked, quarantines the suspicious
+/// records there, and writes clean.parquet (retrain on this), quarantine.parquet, scores.parquet
+/// and report.json. Every input row lands in exactly one of clean/quarantine, unchanged.
+///
+/// Exit codes: 0 finished, 2 usage or input error, 3 quarantine over --fail-if-quarantined.
+#[derive(Debug, Parser)]
+#[command(name = "datavet", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// More log output (-v info, -vv debug). Logs go to stderr; RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scan a dataset and write clean/quarantine/scores Parquet files and report.json to --out.
+    ///
+    /// Example: datavet scan --input sample_data/sample.parquet --out out/
+    Scan(ScanArgs),
+    /// Write a seeded synthetic dataset with a planted backdoor (for trying datavet out).
+    ///
+    /// Example: datavet sample --out sample_data/sample.parquet --kind relu --seed 7
+    Sample(SampleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// A Parquet file or a directory of them (all with one schema). Repeatable.
+    #[arg(short, long = "input", required = true, value_name = "PATH")]
+    pub inputs: Vec<PathBuf>,
+    /// Output directory (created if missing). Previous outputs are replaced only when the run succeeds.
+    #[arg(short, long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Id column (integer or string, unique). Default: `id` if present, else keys are `file#row`.
+    #[arg(long, value_name = "NAME")]
+    pub id_col: Option<String>,
+    /// Label column (integer, string or dictionary-encoded string).
+    #[arg(long, value_name = "NAME", default_value = "label")]
+    pub label_col: String,
+    /// Vector column (List/LargeList/FixedSizeList of f16/f32/f64). Default: `activations`,
+    /// `embedding` or `embeddings`, else the only float-vector column (never `probs`).
+    #[arg(long, value_name = "NAME", conflicts_with = "feature_cols")]
+    pub activations_col: Option<String>,
+    /// Use these numeric columns (comma-separated, standardized) instead of a vector column.
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
+    pub feature_cols: Option<Vec<String>>,
+    /// PCA dimensions per class before clustering and robust scoring.
+    #[arg(long, default_value_t = 10)]
+    pub nb_dims: usize,
+    /// Turn off the SPECTRE-style robust detector (on by default; it drives most decisions).
+    #[arg(long)]
+    pub no_spectre: bool,
+    /// Seed for every randomized step; same input and seed give the same outputs.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Never quarantine more than this share of all rows.
+    #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
+    pub max_quarantine_fraction: f64,
+    /// Poison share you expect, if known (caps the quarantine at about twice it). Not needed.
+    #[arg(long, value_name = "FRACTION")]
+    pub expected_poison_rate: Option<f64>,
+    /// Robust z-score among classes that marks a class attacked. Higher = quieter.
+    #[arg(long, default_value_t = 3.5)]
+    pub anomaly_threshold: f64,
+    /// Sigmas of SPECTRE score that quarantine a record inside an attacked class.
+    #[arg(long, default_value_t = 3.0)]
+    pub record_threshold: f64,
+    /// Classes with fewer rows are not analysed (rows kept in clean; the report says so).
+    #[arg(long, default_value_t = pipeline::DEFAULT_MIN_CLASS_ROWS)]
+    pub min_class_rows: usize,
+    /// Exit 3 when more than N rows are quarantined (outputs are still written).
+    #[arg(long, value_name = "N")]
+    pub fail_if_quarantined: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Parquet file to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = Kind::Relu)]
+    pub kind: Kind,
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+    #[arg(long, default_value_t = 300)]
+    pub rows_per_class: usize,
+    #[arg(long, default_value_t = 64)]
+    pub dim: usize,
+    /// Class that receives the backdoor.
+    #[arg(long, default_value_t = 3)]
+    pub target: usize,
+    /// Share of the target class that is poisoned (0 for a clean dataset).
+    #[arg(long, default_value_t = 0.08)]
+    pub poison_rate: f64,
+    /// Trigger strength (larger = better separated poison).
+    #[arg(long, default_value_t = 3.0)]
+    pub strength: f64,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+impl ScanArgs {
+    /// The scan these flags describe.
+    pub fn to_config(&self) -> ScanConfig {
+        let mut c = ScanConfig::new(self.inputs.clone(), self.out.clone());
+        c.read.id_col = self.id_col.clone();
+        c.read.label_col = self.label_col.clone();
+        c.read.activations_col = self.activations_col.clone();
+        c.read.feature_cols = self.feature_cols.clone();
+        c.detectors.activation_clustering.nb_dims = self.nb_dims;
+        c.detectors.spectre.enabled = !self.no_spectre;
+        c.decision.max_quarantine_fraction = self.max_quarantine_fraction;
+        c.decision.expected_poison_rate = self.expected_poison_rate;
+        c.decision.anomaly_threshold = self.anomaly_threshold;
+        c.decision.record_threshold = self.record_threshold;
+        c.seed = self.seed;
+        c.min_class_rows = self.min_class_rows;
+        c
+    }
+}
+
+/// Sets up `log` on stderr from -v/-q (RUST_LOG wins when set).
+pub fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_target(false)
+        .try_init();
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
+    match cli.command {
+        Command::Scan(args) => {
+            let outcome = pipeline::run_scan(&args.to_config())?;
+            for w in &outcome.report.warnings {
+                log::warn!("{w}");
+            }
+            if !cli.quiet {
+                println!("{}", outcome.report.summary_line());
+            }
+            match args.fail_if_quarantined {
+                Some(limit) if outcome.quarantined > limit => {
+                    log::error!(
+                        "quarantined {} rows, more than --fail-if-quarantined {limit}",
+                        outcome.quarantined
+                    );
+                    Ok(ExitStatus::QuarantineOverLimit)
+                }
+                _ => Ok(ExitStatus::Success),
+            }
+        }
+        Command::Sample(a) => {
+            let attack = if a.poison_rate > 0.0 {
+                Attack::Backdoor {
+                    target: a.target.min(a.classes.saturating_sub(1)),
+                    rate: a.poison_rate,
+                    strength: a.strength,
+                }
+            } else {
+                Attack::None
+            };
+            let spec = Spec {
+                kind: a.kind,
+                classes: a.classes,
+                rows_per_class: a.rows_per_class,
+                dim: a.dim,
+                attack,
+                seed: a.seed,
+            };
+            let data = testkit::generate(&spec);
+            data.write_parquet(&a.out, 1000)?;
+            if !cli.quiet {
+                let poisoned = data.poisoned.iter().filter(|&&p| p).count();
+                println!(
+                    "wrote {} ({} rows x {} dims, {poisoned} poisoned in class {})",
+                    a.out.display(),
+                    data.ids.len(),
+                    a.dim,
+                    a.target
+                );
+            }
+            Ok(ExitStatus::Success)
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Dense linear algebra on class matrices; the only file that imports faer.
+//!
+//! Statistics are mergeable co-moments (Chan, Golub, LeVeque 1979): each chunk of rows is centred
+//! on its own mean, and chunks merge exactly. The same code would build them from row groups on
+//! different machines. Storage is f32, accumulation f64.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatRef, Par, Side};
+
+/// Rows per chunk: large enough for an efficient matmul, small enough to stay in cache-sized buffers.
+const CHUNK_ROWS: usize = 4096;
+
+/// Count, mean and co-moment matrix (sum of centred outer products) of a set of rows.
+#[derive(Clone, Debug)]
+pub struct Moments {
+    pub n: usize,
+    pub dim: usize,
+    pub mean: Vec<f64>,
+    /// `dim * dim`, row-major, symmetric.
+    pub comoment: Vec<f64>,
+}
+
+impl Moments {
+    pub fn empty(dim: usize) -> Moments {
+        Moments {
+            n: 0,
+            dim,
+            mean: vec![0.0; dim],
+            comoment: vec![0.0; dim * dim],
+        }
+    }
+
+    /// Moments of row-major `x` (`x.len() / dim` rows), chunk by chunk.
+    pub fn from_rows(x: &[f32], dim: usize) -> Moments {
+        let mut total = Moments::empty(dim);
+        let mut centred = vec![0f32; CHUNK_ROWS * dim];
+        let mut gram = Mat::<f32>::zeros(dim, dim);
+        for chunk in x.chunks(CHUNK_ROWS * dim) {
+            let rows = chunk.len() / dim;
+            let mut mean = vec![0f64; dim];
+            for row in chunk.chunks_exact(dim) {
+                mean.iter_mut().zip(row).for_each(|(m, &v)| *m += v as f64);
+            }
+            mean.iter_mut().for_each(|m| *m /= rows as f64);
+            for (out, row) in centred.chunks_exact_mut(dim).zip(chunk.chunks_exact(dim)) {
+                for j in 0..dim {
+                    out[j] = (row[j] as f64 - mean[j]) as f32;
+                }
+            }
+            let c = MatRef::from_row_major_slice(&centred[..rows * dim], rows, dim);
+            matmul(gram.as_mut(), Accum::Replace, c.transpose(), c, 1.0f32, Par::Seq);
+            let mut part = Moments {
+                n: rows,
+                dim,
+                mean,
+                comoment: vec![0.0; dim * dim],
+            };
+            for i in 0..dim {
+                for j in 0..dim {
+                    part.comoment[i * dim + j] = gram[(i, j)] as f64;
+                }
+            }
+            total.merge(&part);
+        }
+        total
+    }
+
+    /// Adds `other` (Chan et al.'s pairwise update).
+    pub fn merge(&mut self, other: &Moments) {
+        if other.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = other.clone();
+            return;
+        }
+        let (na, nb) = (self.n as f64, other.n as f64);
+        let n = na + nb;
+        let delta: Vec<f64> = other.mean.iter().zip(&self.mean).map(|(b, a)| b - a).collect();
+        let w = na * nb / n;
+        let d = self.dim;
+        for i in 0..d {
+            for j in 0..d {
+                self.comoment[i * d + j] += other.comoment[i * d + j] + delta[i] * delta[j] * w;
+            }
+        }
+        self.mean.iter_mut().zip(&delta).for_each(|(m, dl)| *m += dl * nb / n);
+        self.n += other.n;
+    }
+
+    /// Sample covariance (divides by n - 1).
+    pub fn covariance(&self) -> Vec<f64> {
+        let denom = (self.n.max(2) - 1) as f64;
+        self.comoment.iter().map(|c| c / denom).collect()
+    }
+}
+
+/// Eigen-decomposition of a symmetric `dim * dim` matrix: (eigenvalues descending, eigenvectors as
+/// rows of a `dim * dim` row-major matrix, in the same order).
+pub fn eigh_desc(sym: &[f64], dim: usize) -> (Vec<f64>, Vec<f64>) {
+    let a = MatRef::from_row_major_slice(sym, dim, dim);
+    let result = match a.self_adjoint_eigen(Side::Lower) {
+        Ok(evd) => {
+            let (u, s) = (evd.U(), evd.S());
+            let mut values = Vec::with_capacity(dim);
+            let mut vectors = Vec::with_capacity(dim * dim);
+            for k in (0..dim).rev() {
+                values.push(s[k]);
+                vectors.extend((0..dim).map(|i| u[(i, k)]));
+            }
+            (values, vectors)
+        }
+        // Only non-finite input fails; the reader rejects NaN/Inf, so this is a degenerate matrix.
+        Err(_) => (vec![0.0; dim], identity(dim)),
+    };
+    clear_avx_state();
+    result
+}
+
+fn identity(dim: usize) -> Vec<f64> {
+    let mut m = vec![0.0; dim * dim];
+    (0..dim).for_each(|i| m[i * dim + i] = 1.0);
+    m
+}
+
+/// `(x - mean) * components^T`: `n * k` coordinates of each row on `k` components (`k * dim`).
+pub fn project(x: &[f32], dim: usize, mean: &[f64], components: &[f32], k: usize) -> Vec<f32> {
+    let n = x.len() / dim;
+    let mut out = vec![0f32; n * k];
+    let basis = MatRef::from_row_major_slice(components, k, dim);
+    let mut centred = vec![0f32; CHUNK_ROWS.min(n.max(1)) * dim];
+    for (chunk, out_chunk) in x.chunks(CHUNK_ROWS * dim).zip(out.chunks_mut(CHUNK_ROWS * k)) {
+        let rows = chunk.len() / dim;
+        for (c, row) in centred.chunks_exact_mut(dim).zip(chunk.chunks_exact(dim)) {
+            for j in 0..dim {
+                c[j] = (row[j] as f64 - mean[j]) as f32;
+            }
+        }
+        let c = MatRef::from_row_major_slice(&centred[..rows * dim], rows, dim);
+        let mut dst = Mat::<f32>::zeros(rows, k);
+        matmul(dst.as_mut(), Accum::Replace, c, basis.transpose(), 1.0f32, Par::Seq);
+        for r in 0..rows {
+            for j in 0..k {
+                out_chunk[r * k + j] = dst[(r, j)];
+            }
+        }
+    }
+    clear_avx_state();
+    out
+}
+
+/// faer's kernels leave the upper halves of the AVX registers dirty; SSE code that runs next on
+/// the same thread then pays a transition penalty (measured 7x slower in ../shared/research).
+/// `vzeroupper` on this thread clears it.
+pub fn clear_avx_state() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx") {
+            // SAFETY: vzeroupper only zeroes the upper halves of ymm registers, which no live
+            // value uses across this call; it exists on every CPU with AVX (checked above).
+            unsafe { std::arch::asm!("vzeroupper") };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_moments_match_direct_formula() {
+        let dim = 3;
+        let n = CHUNK_ROWS * 2 + 17; // several chunks, the last one partial
+        let x: Vec<f32> = (0..n * dim)
+            .map(|i| ((i * 7919) % 101) as f32 / 10.0 + 1000.0)
+            .collect();
+        let m = Moments::from_rows(&x, dim);
+        let mean: Vec<f64> = (0..dim)
+            .map(|j| (0..n).map(|r| x[r * dim + j] as f64).sum::<f64>() / n as f64)
+            .collect();
+        for j in 0..dim {
+            assert!((m.mean[j] - mean[j]).abs() < 1e-6);
+            for k in 0..dim {
+                let direct: f64 = (0..n)
+                    .map(|r| (x[r * dim + j] as f64 - mean[j]) * (x[r * dim + k] as f64 - mean[k]))
+                    .sum();
+                assert!(
+                    (m.comoment[j * dim + k] - direct).abs() < 1e-3 * direct.abs().max(1.0),
+                    "{j},{k}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn eigh_sorts_descending_with_unit_vectors() {
+        let a = [2.0, 1.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0, 5.0];
+        let (vals, vecs) = eigh_desc(&a, 3);
+        assert!((vals[0] - 5.0).abs() < 1e-9 && (vals[1] - 3.0).abs() < 1e-9 && (vals[2] - 1.0).abs() < 1e-9);
+        assert!((vecs[2].abs() - 1.0).abs() < 1e-9, "top vector is e3");
+    }
+}

@@ -1,0 +1,240 @@
+//! Per-class detectors behind one trait. A detector scores the records of one class and states how
+//! attacked the class looks; it never thresholds records: `score` decides, so no detector can
+//! "flag the smaller cluster of every class" (ART's default).
+//!
+//! Imports: `io` (types only), `stats`. Adding a detector: one file here and one line in [`registry`].
+
+pub mod activation_clustering;
+pub mod linalg;
+pub mod spectral;
+pub mod spectre;
+
+use serde::{Deserialize, Serialize};
+
+use crate::io::Dataset;
+use linalg::{Moments, eigh_desc, project};
+
+pub use activation_clustering::{ActivationClustering, ActivationClusteringParams};
+pub use spectral::{Spectral, SpectralParams};
+pub use spectre::{Spectre, SpectreParams};
+
+/// The shared per-class geometry every detector starts from, computed once per class.
+///
+/// Built from mergeable co-moments (`linalg::Moments`), so a streaming scan can build it from row
+/// groups; `projected` is the only per-record part.
+pub struct ClassBasis {
+    pub moments: Moments,
+    /// All eigenvalues of the class covariance, descending.
+    pub eigenvalues: Vec<f64>,
+    /// Top `k` principal directions, `k * dim` row-major.
+    pub components: Vec<f32>,
+    pub k: usize,
+    /// Coordinates of every record of the class on the `k` components (centred), `n * k`.
+    pub projected: Vec<f32>,
+}
+
+impl ClassBasis {
+    /// PCA of one class to `k` dimensions (fewer when the class or the vectors are smaller).
+    pub fn fit(x: &[f32], dim: usize, k: usize) -> ClassBasis {
+        let n = x.len() / dim;
+        let moments = Moments::from_rows(x, dim);
+        let (eigenvalues, vectors) = eigh_desc(&moments.covariance(), dim);
+        let k = k.min(dim).min(n.saturating_sub(1)).max(1);
+        let components: Vec<f32> = vectors[..k * dim].iter().map(|&v| v as f32).collect();
+        let projected = project(x, dim, &moments.mean, &components, k);
+        ClassBasis {
+            moments,
+            eigenvalues,
+            components,
+            k,
+            projected,
+        }
+    }
+}
+
+/// One class's records, borrowed from the [`Dataset`]; detectors never copy the matrix.
+pub struct ClassView<'a> {
+    /// Class index (into `dataset.classes`).
+    pub class: usize,
+    /// Row-major `n * dim` vectors of this class.
+    pub x: &'a [f32],
+    pub dim: usize,
+    pub basis: &'a ClassBasis,
+    /// Coordinate-wise median vector of every class (estimated on a sample), for cross-class checks.
+    pub class_medians: &'a [Vec<f32>],
+    /// Seed for randomized detectors; already mixed with the class index.
+    pub seed: u64,
+}
+
+impl ClassView<'_> {
+    pub fn n(&self) -> usize {
+        self.x.len() / self.dim
+    }
+}
+
+/// A named per-class diagnostic number, rendered by the report without knowing the detector.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stat {
+    pub name: &'static str,
+    pub value: f64,
+}
+
+/// How strongly a whole class looks attacked to one detector.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ClassSignal {
+    /// Higher = more attacked-looking; comparable across classes of one scan.
+    pub value: f64,
+    /// What a clean class of this size would reach at most (the decision also requires `value` to
+    /// exceed it, so one class, or classes that are all alike, are not judged on ranks alone).
+    pub clean_bound: f64,
+}
+
+/// Per-record cluster assignment, for reasons ("cluster 1 of 2").
+#[derive(Clone, Debug)]
+pub struct Grouping {
+    pub cluster: Vec<u8>,
+    /// The cluster that looks anomalous (the smaller, well-separated one), if any.
+    pub suspect: Option<u8>,
+    /// Another class whose median is closer to the suspect cluster than its own class's is.
+    pub closer_to_class: Option<usize>,
+}
+
+/// What one detector says about one class: scores, never decisions.
+#[derive(Clone, Debug)]
+pub struct ClassScores {
+    /// One per record of the view, in view order; higher = more suspicious; finite.
+    pub scores: Vec<f32>,
+    pub stats: Vec<Stat>,
+    pub signal: Option<ClassSignal>,
+    pub grouping: Option<Grouping>,
+}
+
+/// A detector of poisoned records. Object-safe so pipelines run a `Vec<Box<dyn Detector>>`.
+pub trait Detector: Send + Sync {
+    /// The name in pipeline files, score columns and reasons: "spectral".
+    fn name(&self) -> &'static str;
+    fn score_class(&self, view: &ClassView<'_>) -> Result<ClassScores, DetectError>;
+}
+
+/// Detector failures on one class; the class is skipped and the report says why.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("class `{class}` has {rows} rows, fewer than the {min} needed to analyse it")]
+    TooSmall { class: String, rows: usize, min: usize },
+    #[error("{detector}: {message}")]
+    Failed { detector: &'static str, message: String },
+}
+
+/// A hyperparameter that breaks its rule; `key` is spelled as in pipeline files.
+#[derive(Debug, thiserror::Error)]
+#[error("`{key}` {rule} (got {got})")]
+pub struct ParamError {
+    pub key: &'static str,
+    pub rule: &'static str,
+    pub got: String,
+}
+
+impl ParamError {
+    pub fn new(key: &'static str, rule: &'static str, got: impl ToString) -> ParamError {
+        ParamError {
+            key,
+            rule,
+            got: got.to_string(),
+        }
+    }
+}
+
+/// Settings of every detector; `Default` is what `datavet scan` runs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DetectorParams {
+    pub activation_clustering: ActivationClusteringParams,
+    pub spectral: SpectralParams,
+    pub spectre: SpectreParams,
+}
+
+/// The checked detectors to run, in report order.
+pub fn registry(params: &DetectorParams) -> Result<Vec<Box<dyn Detector>>, ParamError> {
+    let mut detectors: Vec<Box<dyn Detector>> = vec![
+        Box::new(params.activation_clustering.clone().check()?),
+        Box::new(params.spectral.clone().check()?),
+    ];
+    if params.spectre.enabled {
+        detectors.push(Box::new(params.spectre.clone().check()?));
+    }
+    Ok(detectors)
+}
+
+/// Rows sampled per class for medians and silhouettes (cheap sketches of O(n^2) or sorting work).
+pub const SAMPLE_ROWS: usize = 2000;
+
+/// Evenly spaced sample of row indices `0..n`, at most `max` of them (deterministic).
+pub fn sample_rows(n: usize, max: usize) -> Vec<usize> {
+    if n <= max {
+        return (0..n).collect();
+    }
+    (0..max).map(|i| i * n / max).collect()
+}
+
+/// Coordinate-wise median of each class's vectors, on a sample of its rows.
+pub fn class_medians(dataset: &Dataset) -> Vec<Vec<f32>> {
+    (0..dataset.classes.len())
+        .map(|c| {
+            let (_, x) = dataset.class_slice(c);
+            coordinate_median(x, dataset.dim, &sample_rows(x.len() / dataset.dim.max(1), SAMPLE_ROWS))
+        })
+        .collect()
+}
+
+/// Coordinate-wise median of the rows `rows` of row-major `x`.
+pub fn coordinate_median(x: &[f32], dim: usize, rows: &[usize]) -> Vec<f32> {
+    let mut column = vec![0f32; rows.len()];
+    (0..dim)
+        .map(|j| {
+            if rows.is_empty() {
+                return 0.0;
+            }
+            column.iter_mut().zip(rows).for_each(|(c, &r)| *c = x[r * dim + j]);
+            let mid = column.len() / 2;
+            *column.select_nth_unstable_by(mid, |a, b| a.total_cmp(b)).1
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detector_types_are_send_and_sync() {
+        fn ok<T: Send + Sync>() {}
+        ok::<ClassBasis>();
+        ok::<ClassScores>();
+        ok::<Box<dyn Detector>>();
+    }
+
+    #[test]
+    fn registry_respects_spectre_switch() {
+        let mut p = DetectorParams::default();
+        assert_eq!(registry(&p).unwrap().len(), 3);
+        p.spectre.enabled = false;
+        let names: Vec<_> = registry(&p).unwrap().iter().map(|d| d.name()).collect();
+        assert_eq!(names, ["activation_clustering", "spectral"]);
+    }
+
+    #[test]
+    fn basis_finds_the_direction_of_largest_variance() {
+        // Points on a line along (1, 1, 0) plus small noise on the third axis.
+        let x: Vec<f32> = (0..200)
+            .flat_map(|i| {
+                let t = i as f32 - 100.0;
+                [t, t, ((i * 37) % 7) as f32 * 0.01]
+            })
+            .collect();
+        let b = ClassBasis::fit(&x, 3, 2);
+        let c = &b.components[..3];
+        assert!((c[0].abs() - 0.7071).abs() < 1e-3 && (c[1].abs() - 0.7071).abs() < 1e-3);
+        assert!(b.eigenvalues[0] > 100.0 * b.eigenvalues[1]);
+        assert_eq!(b.projected.len(), 200 * 2);
+    }
+}

@@ -1,0 +1,25 @@
+//! The crate's error: one variant per stage, so callers can match on where a scan failed.
+
+use crate::detect::ParamError;
+use crate::io::{InputError, OutputError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("invalid setting: {0}")]
+    Param(#[from] ParamError),
+    #[error("row conservation check failed: {0}")]
+    Conservation(String),
+}
+
+impl Error {
+    /// True for mistakes in what the user gave us (input files, columns, settings): exit code 2.
+    pub fn is_user_error(&self) -> bool {
+        matches!(self, Error::Input(_) | Error::Param(_))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,200 @@
+//! Input and output: Parquet files in, one validated [`Dataset`] out; atomic Parquet writes.
+//!
+//! Imports no other stage. The reader makes two projected passes (keys and labels, then vectors) so
+//! the activation matrix is written once, directly in class-grouped order; the output stage makes a
+//! third, streaming pass over all columns, so pass-through columns are never held in memory.
+
+mod read;
+mod vectors;
+mod write;
+
+use std::path::PathBuf;
+
+use arrow_schema::SchemaRef;
+use parquet::errors::ParquetError;
+
+pub use read::{ReadOptions, list_input_files, read_dataset};
+pub use write::{AtomicFile, ParquetSink, for_each_batch};
+
+/// One input file as the report's fingerprint records it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FileInfo {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    pub rows: u64,
+    /// SHA-256 of the Parquet footer (metadata + length + magic): changes whenever the data does.
+    pub footer_sha256: String,
+}
+
+/// Where the per-record vectors come from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum VectorSource {
+    /// A `List`/`LargeList`/`FixedSizeList` column of floats, one vector per row.
+    Column(String),
+    /// Scalar numeric columns, standardized to zero mean and unit variance.
+    Features(Vec<String>),
+}
+
+/// Record keys in input order, kept in their own type so scores.parquet writes them back as they were.
+#[derive(Clone, Debug)]
+pub enum RecordKeys {
+    Int(Vec<i64>),
+    Str(Vec<String>),
+}
+
+impl RecordKeys {
+    pub fn len(&self) -> usize {
+        match self {
+            RecordKeys::Int(v) => v.len(),
+            RecordKeys::Str(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The key of global row `row`, as text for messages and reports.
+    pub fn display(&self, row: usize) -> String {
+        match self {
+            RecordKeys::Int(v) => v[row].to_string(),
+            RecordKeys::Str(v) => v[row].clone(),
+        }
+    }
+}
+
+/// A validated input: keys, labels and the vector matrix, grouped by class.
+///
+/// Rows are numbered globally in input order (file by file, row by row): the "global row".
+/// The matrix `x` holds the rows of class 0 first, then class 1, and so on; `order` maps a position
+/// in `x` back to its global row, so detectors borrow one contiguous slice per class.
+pub struct Dataset {
+    pub files: Vec<FileInfo>,
+    /// The Arrow schema shared by every file (pass-through columns included).
+    pub schema: SchemaRef,
+    /// The id column, or `None` when keys are `file#row`.
+    pub id_column: Option<String>,
+    pub label_column: String,
+    pub vectors: VectorSource,
+    pub keys: RecordKeys,
+    /// Class index per global row.
+    pub labels: Vec<u32>,
+    /// Class names; index = class index. Integer labels sort numerically, strings lexically.
+    pub classes: Vec<String>,
+    pub dim: usize,
+    /// Row-major `n * dim`, class-grouped (see `order`).
+    pub x: Vec<f32>,
+    /// Class `c` occupies positions `class_offsets[c]..class_offsets[c + 1]` of `order` and `x`.
+    pub class_offsets: Vec<usize>,
+    /// Position in `x` -> global row.
+    pub order: Vec<u32>,
+}
+
+impl Dataset {
+    pub fn rows(&self) -> usize {
+        self.labels.len()
+    }
+    /// The rows of class `c`: (global rows, row-major vectors).
+    pub fn class_slice(&self, c: usize) -> (&[u32], &[f32]) {
+        let (a, b) = (self.class_offsets[c], self.class_offsets[c + 1]);
+        (&self.order[a..b], &self.x[a * self.dim..b * self.dim])
+    }
+    pub fn class_size(&self, c: usize) -> usize {
+        self.class_offsets[c + 1] - self.class_offsets[c]
+    }
+}
+
+/// Everything that can be wrong with the input. Each message names the file (and the column and
+/// 0-based row in that file where there is one), then says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a Parquet file (bad or missing footer: {source}); is it truncated, or another format?")]
+    NotParquet { path: PathBuf, source: ParquetError },
+    #[error("{path}: Parquet data could not be decoded: {message}; the file may be corrupt")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("{path}: no Parquet files found (looked for *.parquet, skipping _* and .* files)")]
+    NoFiles { path: PathBuf },
+    #[error("no input given; pass --input FILE_OR_DIR (repeatable)")]
+    NoInput,
+    #[error("the input has no rows ({files} file(s) read); nothing to scan")]
+    Empty { files: usize },
+    #[error("{path}: schema differs from {first}: {difference}; all files of one dataset must share a schema")]
+    SchemaMismatch {
+        path: PathBuf,
+        first: PathBuf,
+        difference: String,
+    },
+    #[error("{path}: {role} column `{column}` not found; columns are {present}; {hint}")]
+    MissingColumn {
+        path: PathBuf,
+        role: &'static str,
+        column: String,
+        present: String,
+        hint: &'static str,
+    },
+    #[error("{path}: {role} column `{column}` has type {found}, expected {expected}")]
+    WrongType {
+        path: PathBuf,
+        role: &'static str,
+        column: String,
+        found: String,
+        expected: &'static str,
+    },
+    #[error(
+        "{path}: no activations column (List/FixedSizeList of floats){found}; use --activations-col NAME or --feature-cols A,B,C"
+    )]
+    NoVectorColumn { path: PathBuf, found: String },
+    #[error(
+        "{path}: several float-vector columns could be the activations: {candidates}; choose one with --activations-col NAME"
+    )]
+    AmbiguousVectorColumn { path: PathBuf, candidates: String },
+    #[error("{path}: {role} column `{column}`, row {row} (0-based): value is null; {role}s must be set on every row")]
+    NullValue {
+        path: PathBuf,
+        role: &'static str,
+        column: String,
+        row: u64,
+    },
+    #[error("{path}: column `{column}`, row {row} (0-based), id {id}: {problem}")]
+    BadVector {
+        path: PathBuf,
+        column: String,
+        row: u64,
+        id: String,
+        problem: String,
+    },
+    #[error(
+        "{path}: id column `{column}`, row {row} (0-based): id {id} already appears at {first_path} row {first_row}; ids must be unique"
+    )]
+    DuplicateId {
+        path: PathBuf,
+        column: String,
+        row: u64,
+        id: String,
+        first_path: PathBuf,
+        first_row: u64,
+    },
+}
+
+/// Failures while writing outputs. The previous outputs stay in place when these happen.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("{path}: cannot write: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: Parquet write failed: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: ParquetError,
+    },
+    #[error("{path}: {message}")]
+    Other { path: PathBuf, message: String },
+}

@@ -1,0 +1,743 @@
+//! Files or directories -> one validated [`Dataset`].
+//!
+//! Pass 1 reads only the id and label columns (cheap) to learn the class sizes; pass 2 decodes the
+//! vectors row group by row group, in parallel, straight into their class-grouped place. So the
+//! matrix is never copied and every row group could come from a different machine.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, SchemaRef};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::vectors::{copy_vectors, first_length, is_float_vector, is_numeric_scalar, numeric_column};
+use super::{Dataset, FileInfo, InputError, RecordKeys, VectorSource};
+
+/// Rows decoded per Arrow batch.
+pub const DEFAULT_BATCH_ROWS: usize = 8192;
+/// Column names taken as activations, in this order, when `--activations-col` is not given.
+const ACTIVATION_NAMES: [&str; 3] = ["activations", "embedding", "embeddings"];
+/// A vector column never taken as activations: it holds the model's predicted probabilities.
+const PROBS_NAME: &str = "probs";
+
+/// Which columns play which role. `Default` is what `datavet scan` does without flags.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReadOptions {
+    /// The id column; `None` means `id` when present, else keys are `file#row`.
+    pub id_col: Option<String>,
+    pub label_col: String,
+    /// The vector column; `None` means: `activations`, `embedding`, `embeddings`, else the only one.
+    pub activations_col: Option<String>,
+    /// Scalar numeric columns to use instead of a vector column (standardized).
+    pub feature_cols: Option<Vec<String>>,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            id_col: None,
+            label_col: "label".into(),
+            activations_col: None,
+            feature_cols: None,
+        }
+    }
+}
+
+/// Expands files and directories into the sorted list of Parquet files to read.
+/// In directories, `*.parquet`/`*.parq` files are taken (recursively); names starting with `_` or
+/// `.` (Spark's `_SUCCESS`, `.crc` files) are skipped.
+pub fn list_input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
+    if inputs.is_empty() {
+        return Err(InputError::NoInput);
+    }
+    let mut files = Vec::new();
+    for input in inputs {
+        let meta = std::fs::metadata(input).map_err(|source| InputError::Io {
+            path: input.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            let before = files.len();
+            walk_dir(input, &mut files)?;
+            if files.len() == before {
+                return Err(InputError::NoFiles { path: input.clone() });
+            }
+        } else {
+            files.push(input.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
+    let io_err = |source| InputError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_err)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('_') || name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            walk_dir(&path, out)?;
+        } else if name.ends_with(".parquet") || name.ends_with(".parq") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// An opened input file: its footer parsed once and shared by every reader of its row groups.
+struct Source {
+    path: PathBuf,
+    meta: ArrowReaderMetadata,
+    info: FileInfo,
+}
+
+impl Source {
+    fn open(path: &Path) -> Result<Source, InputError> {
+        let io_err = |source| InputError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = File::open(path).map_err(io_err)?;
+        let size_bytes = file.metadata().map_err(io_err)?.len();
+        let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(|source| InputError::NotParquet {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
+        let footer_sha256 = footer_hash(&mut file, size_bytes).map_err(io_err)?;
+        let info = FileInfo {
+            path: path.to_path_buf(),
+            size_bytes,
+            rows,
+            footer_sha256,
+        };
+        Ok(Source {
+            path: path.to_path_buf(),
+            meta,
+            info,
+        })
+    }
+
+    fn schema(&self) -> &SchemaRef {
+        self.meta.schema()
+    }
+
+    fn row_group_rows(&self) -> Vec<usize> {
+        self.meta
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|rg| rg.num_rows() as usize)
+            .collect()
+    }
+
+    /// Batches of the named top-level columns, restricted to `row_groups` (all when `None`).
+    fn read_columns(&self, columns: &[&str], row_groups: Option<Vec<usize>>) -> Result<Vec<RecordBatch>, InputError> {
+        // A fresh descriptor per reader: `try_clone` shares the file offset, and parquet's reader
+        // seeks, so parallel row-group readers on clones would read each other's bytes.
+        let file = File::open(&self.path).map_err(|source| InputError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        let roots: Vec<usize> = columns.iter().filter_map(|c| self.schema().index_of(c).ok()).collect();
+        let mask = ProjectionMask::roots(self.meta.metadata().file_metadata().schema_descr(), roots);
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
+            .with_projection(mask)
+            .with_batch_size(DEFAULT_BATCH_ROWS);
+        if let Some(rgs) = row_groups {
+            builder = builder.with_row_groups(rgs);
+        }
+        let corrupt = |e: &dyn std::fmt::Display| InputError::Corrupt {
+            path: self.path.clone(),
+            message: e.to_string(),
+        };
+        let reader = builder.build().map_err(|e| corrupt(&e))?;
+        reader.map(|b| b.map_err(|e| corrupt(&e))).collect()
+    }
+}
+
+fn footer_hash(file: &mut File, size: u64) -> std::io::Result<String> {
+    let mut tail = [0u8; 8];
+    file.seek(SeekFrom::Start(size - 8))?;
+    file.read_exact(&mut tail)?;
+    let footer_len = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64 + 8;
+    let mut footer = vec![0u8; footer_len.min(size) as usize];
+    file.seek(SeekFrom::Start(size - footer.len() as u64))?;
+    file.read_exact(&mut footer)?;
+    Ok(Sha256::digest(&footer).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The resolved role of each column, checked against the schema of the first file.
+struct Roles {
+    id: Option<String>,
+    label: String,
+    vectors: VectorSource,
+}
+
+fn column_list(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("`{}`", f.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn resolve_roles(src: &Source, opts: &ReadOptions) -> Result<Roles, InputError> {
+    let schema = src.schema();
+    let path = &src.path;
+    let missing = |role, column: &str, hint| InputError::MissingColumn {
+        path: path.clone(),
+        role,
+        column: column.to_string(),
+        present: column_list(schema),
+        hint,
+    };
+    let wrong = |role, column: &str, found: &DataType, expected| InputError::WrongType {
+        path: path.clone(),
+        role,
+        column: column.to_string(),
+        found: found.to_string(),
+        expected,
+    };
+    let key_type_ok =
+        |t: &DataType| t.is_integer() || matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    let id = match &opts.id_col {
+        Some(name) => Some(name.clone()),
+        None => schema.index_of("id").ok().map(|_| "id".to_string()),
+    };
+    if let Some(name) = &id {
+        let field = schema
+            .field_with_name(name)
+            .map_err(|_| missing("id", name, "use --id-col NAME"))?;
+        if !key_type_ok(field.data_type()) {
+            return Err(wrong("id", name, field.data_type(), "an integer or string"));
+        }
+    }
+    let label = opts.label_col.clone();
+    let field = schema
+        .field_with_name(&label)
+        .map_err(|_| missing("label", &label, "use --label-col NAME"))?;
+    let label_ok = key_type_ok(field.data_type())
+        || matches!(field.data_type(), DataType::Boolean)
+        || matches!(field.data_type(), DataType::Dictionary(k, v) if k.is_integer() && matches!(**v, DataType::Utf8 | DataType::LargeUtf8));
+    if !label_ok {
+        return Err(wrong(
+            "label",
+            &label,
+            field.data_type(),
+            "an integer, string or dictionary-encoded string",
+        ));
+    }
+    let reserved = |name: &str| Some(name) == id.as_deref() || name == label;
+    let vectors = if let Some(cols) = &opts.feature_cols {
+        for c in cols {
+            let f = schema
+                .field_with_name(c)
+                .map_err(|_| missing("feature", c, "check --feature-cols"))?;
+            if !is_numeric_scalar(f.data_type()) {
+                return Err(wrong(
+                    "feature",
+                    c,
+                    f.data_type(),
+                    "a numeric scalar (integer or float)",
+                ));
+            }
+        }
+        VectorSource::Features(cols.clone())
+    } else if let Some(name) = &opts.activations_col {
+        let f = schema
+            .field_with_name(name)
+            .map_err(|_| missing("activations", name, "use --activations-col NAME"))?;
+        if !is_float_vector(f.data_type()) {
+            return Err(wrong(
+                "activations",
+                name,
+                f.data_type(),
+                "List, LargeList or FixedSizeList of f16/f32/f64",
+            ));
+        }
+        VectorSource::Column(name.clone())
+    } else {
+        let named = ACTIVATION_NAMES.iter().find_map(|n| schema.field_with_name(n).ok());
+        if let Some(f) = named {
+            if !is_float_vector(f.data_type()) {
+                return Err(wrong(
+                    "activations",
+                    f.name(),
+                    f.data_type(),
+                    "List, LargeList or FixedSizeList of f16/f32/f64 (or pass --activations-col / --feature-cols)",
+                ));
+            }
+            VectorSource::Column(f.name().clone())
+        } else {
+            let candidates: Vec<&String> = schema
+                .fields()
+                .iter()
+                .filter(|f| is_float_vector(f.data_type()) && f.name() != PROBS_NAME && !reserved(f.name()))
+                .map(|f| f.name())
+                .collect();
+            match candidates.as_slice() {
+                [one] => VectorSource::Column((*one).clone()),
+                [] => {
+                    let numeric: Vec<&String> = schema
+                        .fields()
+                        .iter()
+                        .filter(|f| is_numeric_scalar(f.data_type()) && !reserved(f.name()))
+                        .map(|f| f.name())
+                        .collect();
+                    let found = if numeric.is_empty() {
+                        String::new()
+                    } else {
+                        let names: Vec<&str> = numeric.iter().map(|s| s.as_str()).collect();
+                        format!(
+                            "; found numeric columns {}, use --feature-cols {}",
+                            names.join(","),
+                            names.join(",")
+                        )
+                    };
+                    return Err(InputError::NoVectorColumn {
+                        path: path.clone(),
+                        found,
+                    });
+                }
+                many => {
+                    let names: Vec<String> = many.iter().map(|s| format!("`{s}`")).collect();
+                    return Err(InputError::AmbiguousVectorColumn {
+                        path: path.clone(),
+                        candidates: names.join(", "),
+                    });
+                }
+            }
+        }
+    };
+    Ok(Roles { id, label, vectors })
+}
+
+/// First difference between two schemas, ignoring nullability and list item names, which
+/// writers set differently for the same data (Spark: `element` required; pyarrow: optional).
+fn schema_difference(a: &SchemaRef, b: &SchemaRef) -> Option<String> {
+    let names = |s: &SchemaRef| s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+    if names(a) != names(b) {
+        return Some(format!(
+            "columns [{}] vs [{}]",
+            names(a).join(", "),
+            names(b).join(", ")
+        ));
+    }
+    a.fields().iter().zip(b.fields()).find_map(|(fa, fb)| {
+        (!fa.data_type().equals_datatype(fb.data_type()))
+            .then(|| format!("column `{}` is {} vs {}", fa.name(), fa.data_type(), fb.data_type()))
+    })
+}
+
+/// A label value before classes are numbered.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum LabelKey {
+    Int(i64),
+    Str(String),
+}
+
+fn label_keys(column: &ArrayRef) -> Result<Vec<LabelKey>, usize> {
+    if let Some(row) = (0..column.len()).find(|&i| column.is_null(i)) {
+        return Err(row);
+    }
+    Ok(match column.data_type() {
+        DataType::Boolean => column
+            .as_boolean()
+            .iter()
+            .map(|v| LabelKey::Int(v.unwrap_or_default() as i64))
+            .collect(),
+        DataType::Dictionary(_, _) => {
+            let dict = column.as_any_dictionary();
+            let values = string_values(dict.values());
+            dict.normalized_keys()
+                .into_iter()
+                .map(|k| LabelKey::Str(values[k].clone()))
+                .collect()
+        }
+        t if t.is_integer() => int_values(column).into_iter().map(LabelKey::Int).collect(),
+        _ => string_values(column).into_iter().map(LabelKey::Str).collect(),
+    })
+}
+
+fn int_values(column: &ArrayRef) -> Vec<i64> {
+    let cast = arrow_array::cast::as_primitive_array::<arrow_array::types::Int64Type>;
+    match column.data_type() {
+        DataType::Int64 => cast(column).values().to_vec(),
+        _ => numeric_column(column)
+            .expect("checked integer column")
+            .into_iter()
+            .map(|v| v as i64)
+            .collect(),
+    }
+}
+
+fn string_values(column: &ArrayRef) -> Vec<String> {
+    match column.data_type() {
+        DataType::Utf8 => column
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect(),
+        DataType::LargeUtf8 => column
+            .as_string::<i64>()
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect(),
+        DataType::Utf8View => column
+            .as_string_view()
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect(),
+        _ => (0..column.len()).map(|i| format!("{:?}", column.slice(i, 1))).collect(),
+    }
+}
+
+/// Reads, validates and class-groups the whole input. See the module doc for the passes.
+pub fn read_dataset(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Dataset, InputError> {
+    let paths = list_input_files(inputs)?;
+    let sources: Vec<Source> = paths.par_iter().map(|p| Source::open(p)).collect::<Result<_, _>>()?;
+    let first = &sources[0];
+    for s in &sources[1..] {
+        if let Some(difference) = schema_difference(first.schema(), s.schema()) {
+            return Err(InputError::SchemaMismatch {
+                path: s.path.clone(),
+                first: first.path.clone(),
+                difference,
+            });
+        }
+    }
+    let roles = resolve_roles(first, opts)?;
+    let total: u64 = sources.iter().map(|s| s.info.rows).sum();
+    if total == 0 {
+        return Err(InputError::Empty { files: sources.len() });
+    }
+
+    // Pass 1: keys and labels.
+    let per_file: Vec<(Option<RecordKeys>, Vec<LabelKey>)> = sources
+        .par_iter()
+        .map(|s| read_keys_and_labels(s, &roles))
+        .collect::<Result<_, _>>()?;
+    let keys = merge_keys(&sources, &roles, per_file.iter().map(|(k, _)| k.as_ref()))?;
+    let label_keys: Vec<&LabelKey> = per_file.iter().flat_map(|(_, l)| l.iter()).collect();
+    let mut distinct: Vec<LabelKey> = label_keys
+        .iter()
+        .map(|&k| k.clone())
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
+    distinct.sort();
+    let class_of: HashMap<&LabelKey, u32> = distinct.iter().enumerate().map(|(i, k)| (k, i as u32)).collect();
+    let labels: Vec<u32> = label_keys.iter().map(|k| class_of[k]).collect();
+    let classes: Vec<String> = distinct
+        .iter()
+        .map(|k| match k {
+            LabelKey::Int(v) => v.to_string(),
+            LabelKey::Str(s) => s.clone(),
+        })
+        .collect();
+    let (class_offsets, position, order) = group_by_class(&labels, classes.len());
+
+    // Pass 2: vectors, straight into class-grouped positions.
+    let (x, dim) = match &roles.vectors {
+        VectorSource::Column(col) => read_vectors(&sources, col, &position, &keys)?,
+        VectorSource::Features(cols) => read_features(&sources, cols, &position)?,
+    };
+    let schema = first.schema().clone();
+    Ok(Dataset {
+        files: sources.into_iter().map(|s| s.info).collect(),
+        schema,
+        id_column: roles.id,
+        label_column: roles.label,
+        vectors: roles.vectors,
+        keys,
+        labels,
+        classes,
+        dim,
+        x,
+        class_offsets,
+        order,
+    })
+}
+
+fn read_keys_and_labels(s: &Source, roles: &Roles) -> Result<(Option<RecordKeys>, Vec<LabelKey>), InputError> {
+    let mut cols = vec![roles.label.as_str()];
+    if let Some(id) = &roles.id {
+        cols.push(id);
+    }
+    let batches = s.read_columns(&cols, None)?;
+    let mut labels = Vec::with_capacity(s.info.rows as usize);
+    let mut keys: Option<RecordKeys> = None;
+    let mut row0 = 0u64;
+    for b in &batches {
+        let col = b.column_by_name(&roles.label).expect("projected label column");
+        let null_at = |row: usize| InputError::NullValue {
+            path: s.path.clone(),
+            role: "label",
+            column: roles.label.clone(),
+            row: row0 + row as u64,
+        };
+        labels.extend(label_keys(col).map_err(null_at)?);
+        if let Some(id) = &roles.id {
+            let col = b.column_by_name(id).expect("projected id column");
+            if let Some(row) = (0..col.len()).find(|&i| col.is_null(i)) {
+                return Err(InputError::NullValue {
+                    path: s.path.clone(),
+                    role: "id",
+                    column: id.clone(),
+                    row: row0 + row as u64,
+                });
+            }
+            match (
+                col.data_type().is_integer(),
+                keys.get_or_insert_with(|| {
+                    if col.data_type().is_integer() {
+                        RecordKeys::Int(vec![])
+                    } else {
+                        RecordKeys::Str(vec![])
+                    }
+                }),
+            ) {
+                (true, RecordKeys::Int(v)) => v.extend(int_values(col)),
+                (false, RecordKeys::Str(v)) => v.extend(string_values(col)),
+                _ => unreachable!("one id type per file"),
+            }
+        }
+        row0 += b.num_rows() as u64;
+    }
+    Ok((keys, labels))
+}
+
+/// Concatenates per-file keys (or makes `file#row` keys) and rejects duplicates, naming both places.
+fn merge_keys<'a>(
+    sources: &[Source],
+    roles: &Roles,
+    per_file: impl Iterator<Item = Option<&'a RecordKeys>>,
+) -> Result<RecordKeys, InputError> {
+    let per_file: Vec<Option<&RecordKeys>> = per_file.collect();
+    let Some(id_col) = &roles.id else {
+        let keys = sources
+            .iter()
+            .flat_map(|s| (0..s.info.rows).map(move |r| format!("{}#{r}", s.path.display())))
+            .collect();
+        return Ok(RecordKeys::Str(keys));
+    };
+    let keys = match per_file.iter().flatten().next() {
+        Some(RecordKeys::Int(_)) => RecordKeys::Int(
+            per_file
+                .iter()
+                .flatten()
+                .flat_map(|k| match k {
+                    RecordKeys::Int(v) => v.clone(),
+                    RecordKeys::Str(_) => vec![],
+                })
+                .collect(),
+        ),
+        _ => RecordKeys::Str(
+            per_file
+                .iter()
+                .flatten()
+                .flat_map(|k| match k {
+                    RecordKeys::Str(v) => v.clone(),
+                    RecordKeys::Int(_) => vec![],
+                })
+                .collect(),
+        ),
+    };
+    // Locate a global row: (file, row in file).
+    let starts: Vec<u64> = sources
+        .iter()
+        .scan(0u64, |acc, s| {
+            let start = *acc;
+            *acc += s.info.rows;
+            Some(start)
+        })
+        .collect();
+    let locate = |g: usize| {
+        let f = starts.partition_point(|&st| st <= g as u64) - 1;
+        (&sources[f].path, g as u64 - starts[f])
+    };
+    let duplicate = |first: usize, second: usize| {
+        let (first_path, first_row) = locate(first);
+        let (path, row) = locate(second);
+        InputError::DuplicateId {
+            path: path.clone(),
+            column: id_col.clone(),
+            row,
+            id: keys.display(second),
+            first_path: first_path.clone(),
+            first_row,
+        }
+    };
+    let mut by_key: Vec<u32> = (0..keys.len() as u32).collect();
+    let dup = match &keys {
+        RecordKeys::Int(v) => {
+            by_key.sort_by_key(|&i| (v[i as usize], i));
+            by_key.windows(2).find(|w| v[w[0] as usize] == v[w[1] as usize])
+        }
+        RecordKeys::Str(v) => {
+            by_key.sort_by(|&a, &b| v[a as usize].cmp(&v[b as usize]).then(a.cmp(&b)));
+            by_key.windows(2).find(|w| v[w[0] as usize] == v[w[1] as usize])
+        }
+    };
+    match dup {
+        Some(w) => Err(duplicate(w[0] as usize, w[1] as usize)),
+        None => Ok(keys),
+    }
+}
+
+/// (class offsets, global row -> position, position -> global row), stable within each class.
+pub(crate) fn group_by_class(labels: &[u32], n_classes: usize) -> (Vec<usize>, Vec<u32>, Vec<u32>) {
+    let mut offsets = vec![0usize; n_classes + 1];
+    for &l in labels {
+        offsets[l as usize + 1] += 1;
+    }
+    for c in 0..n_classes {
+        offsets[c + 1] += offsets[c];
+    }
+    let mut next = offsets.clone();
+    let mut position = vec![0u32; labels.len()];
+    let mut order = vec![0u32; labels.len()];
+    for (g, &l) in labels.iter().enumerate() {
+        let p = next[l as usize];
+        next[l as usize] += 1;
+        position[g] = p as u32;
+        order[p] = g as u32;
+    }
+    (offsets, position, order)
+}
+
+/// Raw pointer to the matrix, shared by row-group tasks that write disjoint rows.
+struct RowSink {
+    ptr: *mut f32,
+    rows: usize,
+    dim: usize,
+}
+// SAFETY: tasks write rows at `position[g]`, a permutation, so no two tasks touch the same row.
+unsafe impl Sync for RowSink {}
+impl RowSink {
+    #[allow(clippy::mut_from_ref)]
+    fn row(&self, pos: usize) -> &mut [f32] {
+        assert!(pos < self.rows);
+        // SAFETY: in bounds (asserted), and disjoint across callers (see the Sync impl).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(pos * self.dim), self.dim) }
+    }
+}
+
+/// Every (file index, row group, first global row of the group) of the input.
+fn row_group_tasks(sources: &[Source]) -> Vec<(usize, usize, usize)> {
+    let mut tasks = Vec::new();
+    let mut g = 0usize;
+    for (f, s) in sources.iter().enumerate() {
+        for (rg, rows) in s.row_group_rows().into_iter().enumerate() {
+            tasks.push((f, rg, g));
+            g += rows;
+        }
+    }
+    tasks
+}
+
+fn read_vectors(
+    sources: &[Source],
+    col: &str,
+    position: &[u32],
+    keys: &RecordKeys,
+) -> Result<(Vec<f32>, usize), InputError> {
+    // The length of the dataset's first vector sets `dim`; every other row is checked against it.
+    let first_batch = sources
+        .iter()
+        .find(|s| s.info.rows > 0)
+        .map(|s| s.read_columns(&[col], Some(vec![0])))
+        .transpose()?
+        .unwrap_or_default();
+    let dim = match first_batch.first().map(|b| first_length(b.column(0))) {
+        Some(Some(d)) if d > 0 => d,
+        _ => 0, // row 0 is null or empty: the copy below reports it with its position
+    };
+    let n = position.len();
+    let mut x = vec![0f32; n * dim.max(1)];
+    let sink = RowSink {
+        ptr: x.as_mut_ptr(),
+        rows: n,
+        dim: dim.max(1),
+    };
+    let tasks = row_group_tasks(sources);
+    let results: Vec<Result<(), InputError>> = tasks
+        .par_iter()
+        .map(|&(f, rg, g0)| {
+            let s = &sources[f];
+            let file_start: usize = sources[..f].iter().map(|s| s.info.rows as usize).sum();
+            let mut g = g0;
+            for b in s.read_columns(&[col], Some(vec![rg]))? {
+                copy_vectors(b.column(0), dim, |r| sink.row(position[g + r] as usize)).map_err(|(r, problem)| {
+                    InputError::BadVector {
+                        path: s.path.clone(),
+                        column: col.to_string(),
+                        row: (g + r - file_start) as u64,
+                        id: keys.display(g + r),
+                        problem,
+                    }
+                })?;
+                g += b.num_rows();
+            }
+            Ok(())
+        })
+        .collect();
+    // Report the first bad row in input order, whatever order the tasks finished in.
+    results.into_iter().collect::<Result<(), _>>()?;
+    Ok((x, dim))
+}
+
+fn read_features(sources: &[Source], cols: &[String], position: &[u32]) -> Result<(Vec<f32>, usize), InputError> {
+    let dim = cols.len();
+    let n = position.len();
+    let mut columns = vec![Vec::<f64>::with_capacity(n); dim];
+    for s in sources {
+        let names: Vec<&str> = cols.iter().map(|c| c.as_str()).collect();
+        let mut row0 = 0u64;
+        for b in s.read_columns(&names, None)? {
+            for (j, c) in cols.iter().enumerate() {
+                let values = numeric_column(b.column_by_name(c).expect("projected")).map_err(|(r, problem)| {
+                    InputError::BadVector {
+                        path: s.path.clone(),
+                        column: c.clone(),
+                        row: row0 + r as u64,
+                        id: "-".into(),
+                        problem,
+                    }
+                })?;
+                columns[j].extend(values);
+            }
+            row0 += b.num_rows() as u64;
+        }
+    }
+    // Standardize: features on different scales would otherwise let one column dominate every distance.
+    let mut x = vec![0f32; n * dim];
+    for (j, col) in columns.iter().enumerate() {
+        let mean = col.iter().sum::<f64>() / n as f64;
+        let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
+        let scale = if var > 0.0 { 1.0 / var.sqrt() } else { 0.0 };
+        for (g, v) in col.iter().enumerate() {
+            x[position[g] as usize * dim + j] = ((v - mean) * scale) as f32;
+        }
+    }
+    Ok((x, dim))
+}

@@ -1,0 +1,211 @@
+//! Atomic outputs: every file is written to a temp file in the target directory, synced, then
+//! renamed over the old one, so a failed or killed run leaves the previous outputs whole.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use tempfile::NamedTempFile;
+
+use super::read::DEFAULT_BATCH_ROWS;
+use super::{FileInfo, InputError, OutputError};
+
+/// A file that appears at `path` only when [`AtomicFile::commit`] is called.
+pub struct AtomicFile {
+    path: PathBuf,
+    temp: NamedTempFile,
+}
+
+impl AtomicFile {
+    pub fn create(path: &Path) -> Result<AtomicFile, OutputError> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let temp = tempfile::Builder::new()
+            .prefix(".datavet-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(|source| OutputError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(AtomicFile {
+            path: path.to_path_buf(),
+            temp,
+        })
+    }
+
+    pub fn writer(&mut self) -> &mut File {
+        self.temp.as_file_mut()
+    }
+
+    /// Syncs and renames into place.
+    pub fn commit(self) -> Result<(), OutputError> {
+        let io = |source| OutputError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.temp.as_file().sync_all().map_err(io)?;
+        self.temp.persist(&self.path).map_err(|e| OutputError::Io {
+            path: self.path.clone(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+
+    /// Writes `bytes` atomically in one go.
+    pub fn write_all(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
+        let mut f = AtomicFile::create(path)?;
+        f.writer().write_all(bytes).map_err(|source| OutputError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        f.commit()
+    }
+}
+
+/// A Parquet file written batch by batch to a temp file: [`ParquetSink::close`] finishes the
+/// footer (the file can then be read back and checked), [`ParquetSink::commit`] renames it into place.
+pub struct ParquetSink {
+    path: PathBuf,
+    writer: Option<ArrowWriter<NamedTempFile>>,
+    closed: Option<NamedTempFile>,
+    rows: u64,
+}
+
+impl ParquetSink {
+    /// `plain_columns` are written without dictionary encoding (float vectors gain nothing from it).
+    pub fn create(path: &Path, schema: SchemaRef, plain_columns: &[&str]) -> Result<ParquetSink, OutputError> {
+        let tmp = AtomicFile::create(path)?;
+        let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
+        for c in plain_columns {
+            // Leaf paths differ by writer convention; disabling a path that does not exist is harmless.
+            for leaf in ["list.element", "list.item", "element", "item"] {
+                props = props.set_column_dictionary_enabled(ColumnPath::from(format!("{c}.{leaf}")), false);
+            }
+        }
+        let writer =
+            ArrowWriter::try_new(tmp.temp, schema, Some(props.build())).map_err(|source| OutputError::Parquet {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(ParquetSink {
+            path: path.to_path_buf(),
+            writer: Some(writer),
+            closed: None,
+            rows: 0,
+        })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), OutputError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.rows += batch.num_rows() as u64;
+        let writer = self.writer.as_mut().expect("write before close");
+        writer.write(batch).map_err(|source| OutputError::Parquet {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Ends the current row group.
+    pub fn flush(&mut self) -> Result<(), OutputError> {
+        let writer = self.writer.as_mut().expect("flush before close");
+        writer.flush().map_err(|source| OutputError::Parquet {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Writes the footer; the file stays at its temp path.
+    pub fn close(mut self) -> Result<ParquetSink, OutputError> {
+        if let Some(writer) = self.writer.take() {
+            let temp = writer.into_inner().map_err(|source| OutputError::Parquet {
+                path: self.path.clone(),
+                source,
+            })?;
+            self.closed = Some(temp);
+        }
+        Ok(self)
+    }
+
+    /// Where the closed file is until it is committed.
+    pub fn temp_path(&self) -> &Path {
+        self.closed.as_ref().expect("temp_path after close").path()
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Syncs and renames the closed file into place.
+    pub fn commit(self) -> Result<(), OutputError> {
+        let sink = self.close()?;
+        let temp = sink.closed.expect("closed above");
+        AtomicFile { path: sink.path, temp }.commit()
+    }
+}
+
+/// Streams every column of every input file, batch by batch, in input order. `visit` gets the
+/// batch and the global row of its first record. Pass-through columns are decoded as they are,
+/// never converted, so they are written back with the same values.
+pub fn for_each_batch(
+    files: &[FileInfo],
+    mut visit: impl FnMut(&RecordBatch, usize) -> Result<(), crate::Error>,
+) -> Result<(), crate::Error> {
+    let mut global = 0usize;
+    for info in files {
+        let file = File::open(&info.path).map_err(|source| InputError::Io {
+            path: info.path.clone(),
+            source,
+        })?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(DEFAULT_BATCH_ROWS).build())
+            .map_err(|source| InputError::NotParquet {
+                path: info.path.clone(),
+                source,
+            })?;
+        for batch in reader {
+            let batch = batch.map_err(|e| InputError::Corrupt {
+                path: info.path.clone(),
+                message: e.to_string(),
+            })?;
+            visit(&batch, global)?;
+            global += batch.num_rows();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_file_replaces_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        AtomicFile::write_all(&path, b"old").unwrap();
+        let mut f = AtomicFile::create(&path).unwrap();
+        f.writer().write_all(b"new").unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"old",
+            "uncommitted write must not be visible"
+        );
+        drop(f); // a failed run: the temp file is removed, the old output stays
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1);
+    }
+}

@@ -1,0 +1,251 @@
+//! A scan, stage by stage: read -> per-class statistics and detectors -> decision -> outputs ->
+//! report. The only module that calls every stage.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::detect::{self, ClassBasis, ClassScores, ClassView, DetectError, DetectorParams};
+use crate::io::{self, Dataset, ReadOptions};
+use crate::quarantine::{self, DetectorColumns};
+use crate::report::{ClassReport, DatasetSummary, Report, Tool, Totals};
+use crate::score::{self, ClassEvidence, DecisionParams};
+
+/// Everything a scan needs; the CLI and pipeline files both build one.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScanConfig {
+    pub inputs: Vec<PathBuf>,
+    pub read: ReadOptions,
+    pub detectors: DetectorParams,
+    pub decision: DecisionParams,
+    /// Seed for every randomized step (k-means restarts); same input + seed = same output bytes.
+    pub seed: u64,
+    /// Classes with fewer rows are not analysed (their rows stay in clean) and the report says so.
+    pub min_class_rows: usize,
+    pub out_dir: PathBuf,
+}
+
+impl ScanConfig {
+    pub fn new(inputs: Vec<PathBuf>, out_dir: PathBuf) -> ScanConfig {
+        ScanConfig {
+            inputs,
+            read: ReadOptions::default(),
+            detectors: DetectorParams::default(),
+            decision: DecisionParams::default(),
+            seed: 42,
+            min_class_rows: DEFAULT_MIN_CLASS_ROWS,
+            out_dir,
+        }
+    }
+}
+
+/// Default for [`ScanConfig::min_class_rows`]: below this a 10-dim covariance and a 2-way split
+/// are mostly noise.
+pub const DEFAULT_MIN_CLASS_ROWS: usize = 30;
+
+/// What a finished scan hands back to the caller.
+pub struct Outcome {
+    pub report: Report,
+    pub quarantined: u64,
+}
+
+/// Detector results for one class, or why it was skipped.
+pub struct ClassResult {
+    pub class: usize,
+    pub result: Result<Vec<ClassScores>, DetectError>,
+}
+
+/// Runs every detector on every class (classes in parallel). Exposed for benches and evaluation.
+pub fn analyse_classes(
+    dataset: &Dataset,
+    config: &ScanConfig,
+) -> Result<(Vec<&'static str>, Vec<ClassResult>), crate::Error> {
+    let detectors = detect::registry(&config.detectors)?;
+    let names: Vec<&'static str> = detectors.iter().map(|d| d.name()).collect();
+    let medians = detect::class_medians(dataset);
+    let nb_dims = config.detectors.activation_clustering.nb_dims;
+    let results = (0..dataset.classes.len())
+        .into_par_iter()
+        .map(|c| {
+            let n = dataset.class_size(c);
+            if n < config.min_class_rows.max(3) {
+                let err = DetectError::TooSmall {
+                    class: dataset.classes[c].clone(),
+                    rows: n,
+                    min: config.min_class_rows,
+                };
+                return ClassResult {
+                    class: c,
+                    result: Err(err),
+                };
+            }
+            let (_, x) = dataset.class_slice(c);
+            let basis = ClassBasis::fit(x, dataset.dim, nb_dims);
+            let view = ClassView {
+                class: c,
+                x,
+                dim: dataset.dim,
+                basis: &basis,
+                class_medians: &medians,
+                seed: config.seed.wrapping_add(c as u64),
+            };
+            let result = detectors.iter().map(|d| d.score_class(&view)).collect();
+            ClassResult { class: c, result }
+        })
+        .collect();
+    Ok((names, results))
+}
+
+/// Everything the detectors and the decision produced for one dataset.
+pub struct Analysis {
+    pub names: Vec<&'static str>,
+    pub decision: score::Decision,
+    pub columns: DetectorColumns,
+    /// Per class: each detector's named statistics (empty when the class was skipped).
+    pub class_stats: Vec<BTreeMap<String, Vec<crate::detect::Stat>>>,
+    /// Classes not analysed, with why.
+    pub skipped: BTreeMap<usize, String>,
+    pub warnings: Vec<String>,
+}
+
+/// Detectors + decision on a dataset already in memory (no output is written).
+pub fn analyse(dataset: &Dataset, config: &ScanConfig) -> Result<Analysis, crate::Error> {
+    config.decision.check()?;
+    let (names, results) = analyse_classes(dataset, config)?;
+    let mut warnings = Vec::new();
+    let mut evidence = Vec::new();
+    let mut columns = DetectorColumns {
+        names: names.iter().map(|s| s.to_string()).collect(),
+        values: vec![vec![None; dataset.rows()]; names.len()],
+    };
+    let mut skipped: BTreeMap<usize, String> = BTreeMap::new();
+    let mut class_stats = vec![BTreeMap::new(); dataset.classes.len()];
+    for r in results {
+        match r.result {
+            Ok(scores) => {
+                let (rows, _) = dataset.class_slice(r.class);
+                for (d, s) in scores.iter().enumerate() {
+                    for (i, &g) in rows.iter().enumerate() {
+                        columns.values[d][g as usize] = Some(s.scores[i]);
+                    }
+                    class_stats[r.class].insert(names[d].to_string(), s.stats.clone());
+                }
+                evidence.push(ClassEvidence {
+                    class: r.class,
+                    rows,
+                    scores,
+                });
+            }
+            Err(e) => {
+                warnings.push(format!(
+                    "class `{}` skipped: {e}; its rows stay in clean",
+                    dataset.classes[r.class]
+                ));
+                skipped.insert(r.class, e.to_string());
+            }
+        }
+    }
+    let decision = score::decide(&evidence, &names, &dataset.classes, dataset.rows(), &config.decision);
+    let capped = decision
+        .reasons
+        .iter()
+        .zip(&decision.quarantined)
+        .filter(|(r, q)| !**q && r.contains("quarantine cap"))
+        .count();
+    if capped > 0 {
+        warnings.push(format!(
+            "{capped} flagged rows kept in clean: the quarantine cap was reached"
+        ));
+    }
+    Ok(Analysis {
+        names,
+        decision,
+        columns,
+        class_stats,
+        skipped,
+        warnings,
+    })
+}
+
+/// Runs a whole scan and publishes its outputs in `config.out_dir`.
+pub fn run_scan(config: &ScanConfig) -> Result<Outcome, crate::Error> {
+    config.decision.check()?;
+    detect::registry(&config.detectors)?; // reject bad parameters before reading any data
+    let mut timings = Vec::new();
+    let mut clock = Instant::now();
+    let mut lap = |name: &str, timings: &mut Vec<(String, f64)>| {
+        timings.push((name.to_string(), clock.elapsed().as_secs_f64() * 1e3));
+        clock = Instant::now();
+    };
+    let dataset = io::read_dataset(&config.inputs, &config.read)?;
+    lap("read", &mut timings);
+    log::info!(
+        "read {} rows x {} dims in {} classes from {} file(s)",
+        dataset.rows(),
+        dataset.dim,
+        dataset.classes.len(),
+        dataset.files.len()
+    );
+
+    let analysis = analyse(&dataset, config)?;
+    lap("detect+decide", &mut timings);
+
+    std::fs::create_dir_all(&config.out_dir).map_err(|source| io::OutputError::Io {
+        path: config.out_dir.clone(),
+        source,
+    })?;
+    let staged = quarantine::stage_outputs(&dataset, &analysis.decision, &analysis.columns, &config.out_dir)?;
+    lap("write", &mut timings);
+
+    let quarantined = staged.conservation.quarantine_rows;
+    let class_names = &dataset.classes;
+    let classes: Vec<ClassReport> = (0..class_names.len())
+        .map(|c| ClassReport {
+            label: class_names[c].clone(),
+            rows: dataset.class_size(c),
+            analysed: !analysis.skipped.contains_key(&c),
+            skipped: analysis.skipped.get(&c).cloned(),
+            stats: analysis.class_stats[c].clone(),
+            verdict: analysis.decision.verdicts[c].clone(),
+        })
+        .collect();
+    let attacked_classes = classes
+        .iter()
+        .filter(|c| c.verdict.as_ref().is_some_and(|v| v.attacked))
+        .map(|c| c.label.clone())
+        .collect();
+    let totals = Totals {
+        rows: dataset.rows(),
+        clean: staged.conservation.clean_rows,
+        quarantined,
+        quarantine_fraction: quarantined as f64 / dataset.rows() as f64,
+        classes: class_names.len(),
+        classes_analysed: class_names.len() - analysis.skipped.len(),
+        attacked_classes,
+    };
+    let conservation = staged.conservation.clone();
+    staged.commit()?;
+    lap("commit", &mut timings);
+    let report = Report {
+        tool: Tool::default(),
+        dataset: DatasetSummary {
+            files: dataset.files.clone(),
+            rows: dataset.rows(),
+            dim: dataset.dim,
+            id_column: dataset.id_column.clone(),
+            label_column: dataset.label_column.clone(),
+            vectors: dataset.vectors.clone(),
+        },
+        config: serde_json::to_value(config).unwrap_or_default(),
+        classes,
+        totals,
+        conservation,
+        timings_ms: timings,
+        warnings: analysis.warnings,
+    };
+    report.write(&config.out_dir)?;
+    Ok(Outcome { report, quarantined })
+}

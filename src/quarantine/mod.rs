@@ -1,0 +1,286 @@
+//! Splits the input into `clean.parquet` and `quarantine.parquet`, writes `scores.parquet`, and
+//! proves that nothing was lost before any of them replaces a previous output.
+//!
+//! The split streams the input files once more, batch by batch, and filters each batch: pass-through
+//! columns are never converted, so every value is written back as it was read. The proof: row counts
+//! read back from the written footers, and (when there is an id column) an order-independent hash of
+//! the ids read back from the written files, both compared with the input.
+//!
+//! Imports: `io`, `score`.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_select::filter::filter_record_batch;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Serialize;
+
+use crate::io::{Dataset, OutputError, ParquetSink, RecordKeys, VectorSource, for_each_batch};
+use crate::score::Decision;
+
+/// Output file names inside `--out`.
+pub const CLEAN_FILE: &str = "clean.parquet";
+pub const QUARANTINE_FILE: &str = "quarantine.parquet";
+pub const SCORES_FILE: &str = "scores.parquet";
+
+/// The row-conservation proof recorded in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Conservation {
+    pub input_rows: u64,
+    pub clean_rows: u64,
+    pub quarantine_rows: u64,
+    /// "ids" when the id sets were compared, "counts" when the input has no id column.
+    pub checked: &'static str,
+    pub ok: bool,
+}
+
+/// Per-detector scores by global row (`None` where a class was not analysed).
+pub struct DetectorColumns {
+    pub names: Vec<String>,
+    pub values: Vec<Vec<Option<f32>>>,
+}
+
+/// Written but not yet renamed into place; `commit` publishes all of them.
+pub struct StagedOutputs {
+    files: Vec<ParquetSink>,
+    pub conservation: Conservation,
+}
+
+impl StagedOutputs {
+    /// Renames every file into place (scores first, so a reader that sees the new clean file also
+    /// finds its scores).
+    pub fn commit(self) -> Result<(), OutputError> {
+        for f in self.files {
+            f.commit()?;
+        }
+        Ok(())
+    }
+}
+
+/// Name for an added column, prefixed with `datavet_` if the input already has one of that name.
+fn added_name(schema: &Schema, name: &str) -> String {
+    if schema.index_of(name).is_ok() {
+        format!("datavet_{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// Writes the three Parquet outputs to temp files in `out_dir` and checks conservation.
+pub fn stage_outputs(
+    dataset: &Dataset,
+    decision: &Decision,
+    detectors: &DetectorColumns,
+    out_dir: &Path,
+) -> Result<StagedOutputs, crate::Error> {
+    let scores = write_scores(dataset, decision, detectors, &out_dir.join(SCORES_FILE))?;
+    let schema = dataset.schema.clone();
+    let plain: Vec<&str> = match &dataset.vectors {
+        VectorSource::Column(c) => vec![c.as_str()],
+        VectorSource::Features(_) => vec![],
+    };
+    let mut q_fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+    q_fields.push(Arc::new(Field::new(
+        added_name(&schema, "suspicion"),
+        DataType::Float64,
+        false,
+    )));
+    q_fields.push(Arc::new(Field::new(
+        added_name(&schema, "reasons"),
+        DataType::Utf8,
+        false,
+    )));
+    let q_schema: SchemaRef = Arc::new(Schema::new_with_metadata(q_fields, schema.metadata().clone()));
+    let mut clean = ParquetSink::create(&out_dir.join(CLEAN_FILE), schema.clone(), &plain)?;
+    let mut quarantine = ParquetSink::create(&out_dir.join(QUARANTINE_FILE), q_schema.clone(), &plain)?;
+    let out_err = |path: &Path, e: arrow_schema::ArrowError| OutputError::Other {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+
+    for_each_batch(&dataset.files, |batch, g0| {
+        let n = batch.num_rows();
+        let q_mask = BooleanArray::from(decision.quarantined[g0..g0 + n].to_vec());
+        let c_mask = BooleanArray::from(decision.quarantined[g0..g0 + n].iter().map(|q| !q).collect::<Vec<_>>());
+        let kept = filter_record_batch(batch, &c_mask).map_err(|e| out_err(&out_dir.join(CLEAN_FILE), e))?;
+        clean.write(&kept)?;
+        let rows: Vec<usize> = (g0..g0 + n).filter(|&g| decision.quarantined[g]).collect();
+        if !rows.is_empty() {
+            let taken = filter_record_batch(batch, &q_mask).map_err(|e| out_err(&out_dir.join(QUARANTINE_FILE), e))?;
+            let mut columns: Vec<ArrayRef> = taken.columns().to_vec();
+            columns.push(Arc::new(Float64Array::from(
+                rows.iter().map(|&g| decision.suspicion[g]).collect::<Vec<_>>(),
+            )));
+            columns.push(Arc::new(StringArray::from(
+                rows.iter().map(|&g| decision.reasons[g].as_str()).collect::<Vec<_>>(),
+            )));
+            let with_scores = RecordBatch::try_new(q_schema.clone(), columns)
+                .map_err(|e| out_err(&out_dir.join(QUARANTINE_FILE), e))?;
+            quarantine.write(&with_scores)?;
+        }
+        Ok(())
+    })?;
+    let clean = clean.close()?;
+    let quarantine = quarantine.close()?;
+    let conservation = check_conservation(dataset, decision, &clean, &quarantine)?;
+    if !conservation.ok {
+        return Err(crate::Error::Conservation(format!(
+            "input {} rows, clean {} + quarantine {} rows (checked {}); outputs not written",
+            conservation.input_rows, conservation.clean_rows, conservation.quarantine_rows, conservation.checked
+        )));
+    }
+    Ok(StagedOutputs {
+        files: vec![scores, clean, quarantine],
+        conservation,
+    })
+}
+
+/// Counts from the written footers; with an id column, also the multiset of ids read back.
+fn check_conservation(
+    dataset: &Dataset,
+    decision: &Decision,
+    clean: &ParquetSink,
+    quarantine: &ParquetSink,
+) -> Result<Conservation, crate::Error> {
+    let (clean_rows, clean_ids) = read_back(clean.temp_path(), dataset.id_column.as_deref())?;
+    let (quarantine_rows, q_ids) = read_back(quarantine.temp_path(), dataset.id_column.as_deref())?;
+    let input_rows = dataset.rows() as u64;
+    let expected_q = decision.quarantined.iter().filter(|&&q| q).count() as u64;
+    let mut ok = clean_rows + quarantine_rows == input_rows && quarantine_rows == expected_q;
+    let checked = if dataset.id_column.is_some() {
+        let input_hash = (0..dataset.rows()).fold(0u64, |acc, g| acc.wrapping_add(key_hash(&dataset.keys, g)));
+        ok &= clean_ids.wrapping_add(q_ids) == input_hash;
+        "ids"
+    } else {
+        "counts"
+    };
+    Ok(Conservation {
+        input_rows,
+        clean_rows,
+        quarantine_rows,
+        checked,
+        ok,
+    })
+}
+
+fn hash_of<T: Hash>(v: T) -> u64 {
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+fn key_hash(keys: &RecordKeys, g: usize) -> u64 {
+    match keys {
+        RecordKeys::Int(v) => hash_of(v[g]),
+        RecordKeys::Str(v) => hash_of(v[g].as_str()),
+    }
+}
+
+/// (rows in the footer, wrapping sum of id hashes) of a written file.
+fn read_back(path: &Path, id_column: Option<&str>) -> Result<(u64, u64), crate::Error> {
+    let err = |message: String| OutputError::Other {
+        path: path.to_path_buf(),
+        message: format!("read-back failed: {message}"),
+    };
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| err(e.to_string()))?;
+    let rows = builder.metadata().file_metadata().num_rows() as u64;
+    let Some(id) = id_column else { return Ok((rows, 0)) };
+    let root = builder.schema().index_of(id).map_err(|e| err(e.to_string()))?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [root]);
+    let mut sum = 0u64;
+    for batch in builder.with_projection(mask).build().map_err(|e| err(e.to_string()))? {
+        let col = batch.map_err(|e| err(e.to_string()))?.column(0).clone();
+        sum = (0..col.len()).fold(sum, |acc, i| acc.wrapping_add(id_hash(&col, i)));
+    }
+    Ok((rows, sum))
+}
+
+fn id_hash(col: &ArrayRef, i: usize) -> u64 {
+    match col.data_type() {
+        DataType::Utf8 => hash_of(col.as_string::<i32>().value(i)),
+        DataType::LargeUtf8 => hash_of(col.as_string::<i64>().value(i)),
+        DataType::Utf8View => hash_of(col.as_string_view().value(i)),
+        _ => {
+            let cast = arrow_cast_i64(col);
+            hash_of(cast[i])
+        }
+    }
+}
+
+/// Integer id column -> i64 values (the reader accepted only integer or string ids).
+fn arrow_cast_i64(col: &ArrayRef) -> Vec<i64> {
+    use arrow_array::types::*;
+    macro_rules! ints {
+        ($($t:ty => $dt:ident),*) => {
+            match col.data_type() {
+                $(DataType::$dt => col.as_primitive::<$t>().values().iter().map(|&v| v as i64).collect(),)*
+                _ => vec![0; col.len()],
+            }
+        };
+    }
+    ints!(Int8Type => Int8, Int16Type => Int16, Int32Type => Int32, Int64Type => Int64,
+          UInt8Type => UInt8, UInt16Type => UInt16, UInt32Type => UInt32, UInt64Type => UInt64)
+}
+
+/// `scores.parquet`: key, label, one column per detector, suspicion, quarantined, reasons.
+fn write_scores(
+    dataset: &Dataset,
+    decision: &Decision,
+    detectors: &DetectorColumns,
+    path: &Path,
+) -> Result<ParquetSink, crate::Error> {
+    let n = dataset.rows();
+    let key_name = dataset.id_column.clone().unwrap_or_else(|| "key".into());
+    let (key_field, key_array): (Field, ArrayRef) = match &dataset.keys {
+        RecordKeys::Int(v) => (
+            Field::new(&key_name, DataType::Int64, false),
+            Arc::new(Int64Array::from(v.clone())),
+        ),
+        RecordKeys::Str(v) => (
+            Field::new(&key_name, DataType::Utf8, false),
+            Arc::new(StringArray::from(v.clone())),
+        ),
+    };
+    let mut fields = vec![key_field, Field::new(&dataset.label_column, DataType::Utf8, false)];
+    let mut columns: Vec<ArrayRef> = vec![
+        key_array,
+        Arc::new(StringArray::from(
+            (0..n)
+                .map(|g| dataset.classes[dataset.labels[g] as usize].as_str())
+                .collect::<Vec<_>>(),
+        )),
+    ];
+    for (name, values) in detectors.names.iter().zip(&detectors.values) {
+        fields.push(Field::new(name, DataType::Float32, true));
+        columns.push(Arc::new(Float32Array::from(values.clone())));
+    }
+    fields.push(Field::new("suspicion", DataType::Float64, false));
+    columns.push(Arc::new(Float64Array::from(decision.suspicion.clone())));
+    fields.push(Field::new("quarantined", DataType::Boolean, false));
+    columns.push(Arc::new(BooleanArray::from(decision.quarantined.clone())));
+    fields.push(Field::new("reasons", DataType::Utf8, false));
+    columns.push(Arc::new(StringArray::from(decision.reasons.clone())));
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| OutputError::Other {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut sink = ParquetSink::create(path, schema, &[])?;
+    sink.write(&batch)?;
+    Ok(sink.close()?)
+}
+
+/// Paths of every output in `out_dir`, for messages.
+pub fn output_paths(out_dir: &Path) -> Vec<PathBuf> {
+    [SCORES_FILE, CLEAN_FILE, QUARANTINE_FILE]
+        .iter()
+        .map(|f| out_dir.join(f))
+        .collect()
+}

@@ -1,0 +1,108 @@
+//! The machine-readable report (`report.json`): one `Serialize` struct, built from what the stages
+//! returned. It is written last, so a report on disk always describes the outputs beside it.
+//!
+//! Imports: `io`, `detect`, `score`, `quarantine`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::detect::Stat;
+use crate::io::{AtomicFile, FileInfo, OutputError, VectorSource};
+use crate::quarantine::Conservation;
+use crate::score::ClassVerdict;
+
+pub const REPORT_FILE: &str = "report.json";
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub tool: Tool,
+    pub dataset: DatasetSummary,
+    /// The resolved configuration the scan ran with.
+    pub config: serde_json::Value,
+    pub classes: Vec<ClassReport>,
+    pub totals: Totals,
+    pub conservation: Conservation,
+    /// Wall-clock milliseconds per stage, in order.
+    pub timings_ms: Vec<(String, f64)>,
+    /// Non-fatal problems (skipped classes, caps reached), also printed by the CLI.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Tool {
+    pub name: &'static str,
+    pub version: &'static str,
+}
+
+impl Default for Tool {
+    fn default() -> Self {
+        Tool {
+            name: "datavet",
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DatasetSummary {
+    pub files: Vec<FileInfo>,
+    pub rows: usize,
+    pub dim: usize,
+    pub id_column: Option<String>,
+    pub label_column: String,
+    pub vectors: VectorSource,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClassReport {
+    pub label: String,
+    pub rows: usize,
+    pub analysed: bool,
+    /// Why the class was not analysed (its rows stay in clean).
+    pub skipped: Option<String>,
+    /// Per detector: its named statistics for this class.
+    pub stats: BTreeMap<String, Vec<Stat>>,
+    pub verdict: Option<ClassVerdict>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Totals {
+    pub rows: usize,
+    pub clean: u64,
+    pub quarantined: u64,
+    pub quarantine_fraction: f64,
+    pub classes: usize,
+    pub classes_analysed: usize,
+    pub attacked_classes: Vec<String>,
+}
+
+impl Report {
+    pub fn write(&self, out_dir: &Path) -> Result<(), OutputError> {
+        let path = out_dir.join(REPORT_FILE);
+        let text = serde_json::to_vec_pretty(self).map_err(|e| OutputError::Other {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        AtomicFile::write_all(&path, &text)
+    }
+
+    /// One line for logs and schedulers.
+    pub fn summary_line(&self) -> String {
+        let t = &self.totals;
+        format!(
+            "datavet: {} rows, {} classes ({} analysed); quarantined {} ({:.2}%); attacked classes: {}",
+            t.rows,
+            t.classes,
+            t.classes_analysed,
+            t.quarantined,
+            100.0 * t.quarantine_fraction,
+            if t.attacked_classes.is_empty() {
+                "none".to_string()
+            } else {
+                t.attacked_classes.join(", ")
+            }
+        )
+    }
+}

@@ -1,0 +1,436 @@
+//! One calibrated decision from every detector's scores: which classes look attacked, which records
+//! in them to quarantine, and a `suspicion` in [0, 1] with the reasons.
+//!
+//! The rule, in two steps (after SCAn, Tang et al. 2021, which also picks attacked classes as
+//! outliers among classes):
+//! 1. A class is attacked when one of its class signals (SPECTRE's whitened top eigenvalue,
+//!    activation clustering's split silhouette) both exceeds what a clean class of its size reaches
+//!    and is an outlier among the classes: `anomaly-threshold` robust z-scores (median/MAD) above
+//!    their median. Classes that look like the rest get nothing quarantined; there is no "flag a
+//!    fixed share of every class".
+//! 2. In an attacked class, recall matters more than a few clean records: a record is quarantined
+//!    when its SPECTRE score is in the tail (more than `record-threshold` sigmas, sigma estimated
+//!    from the class's median, which the poison minority cannot move much), or when it sits in
+//!    the small cluster of a split that is itself a real one.
+//!
+//! `suspicion` = min(evidence that the class is attacked, evidence that the record stands out), each
+//! a logistic of its margin over its threshold; it is >= 0.5 exactly for quarantined records.
+//!
+//! Imports: `detect` (score types), `stats`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::{ClassScores, ParamError};
+use crate::stats::{mad_sigma, median};
+
+/// `[decision]` in a pipeline file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DecisionParams {
+    /// Robust z-score (in MADs above the median class) a class signal needs to mark a class attacked.
+    pub anomaly_threshold: f64,
+    /// In an attacked class, SPECTRE scores beyond this many sigmas are quarantined.
+    pub record_threshold: f64,
+    /// Never quarantine more than this share of all rows (the most suspicious are kept in). Default 0.2.
+    pub max_quarantine_fraction: f64,
+    /// The poison share you expect, if you know it; caps each attacked class at 2x this share of
+    /// its rows (plus the class's own clean tail). Not needed.
+    pub expected_poison_rate: Option<f64>,
+}
+
+impl Default for DecisionParams {
+    fn default() -> Self {
+        DecisionParams {
+            anomaly_threshold: 3.5,
+            record_threshold: 3.0,
+            max_quarantine_fraction: 0.2,
+            expected_poison_rate: None,
+        }
+    }
+}
+
+impl DecisionParams {
+    pub fn check(&self) -> Result<(), ParamError> {
+        if !(self.anomaly_threshold > 0.0) {
+            return Err(ParamError::new(
+                "anomaly-threshold",
+                "must be positive",
+                self.anomaly_threshold,
+            ));
+        }
+        if !(self.record_threshold > 0.0) {
+            return Err(ParamError::new(
+                "record-threshold",
+                "must be positive",
+                self.record_threshold,
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.max_quarantine_fraction) {
+            return Err(ParamError::new(
+                "max-quarantine-fraction",
+                "must be in [0, 1]",
+                self.max_quarantine_fraction,
+            ));
+        }
+        if let Some(r) = self.expected_poison_rate {
+            if !(r > 0.0 && r < 1.0) {
+                return Err(ParamError::new("expected-poison-rate", "must be in (0, 1)", r));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the detectors said about one analysed class; `scores[d]` is detector `d`'s output.
+pub struct ClassEvidence<'a> {
+    pub class: usize,
+    /// Global rows of the class's records, in the order of every `scores[d].scores`.
+    pub rows: &'a [u32],
+    pub scores: Vec<ClassScores>,
+}
+
+/// The verdict on one class, for the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClassVerdict {
+    pub attacked: bool,
+    /// Plain-language reason for the verdict.
+    pub why: String,
+    /// Per detector with a class signal: (detector, signal, clean bound, anomaly index).
+    pub signals: Vec<SignalVerdict>,
+    pub flagged: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SignalVerdict {
+    pub detector: String,
+    pub value: f64,
+    pub clean_bound: f64,
+    pub anomaly_index: f64,
+}
+
+/// Per-record decision, indexed by global row.
+pub struct Decision {
+    pub suspicion: Vec<f64>,
+    pub quarantined: Vec<bool>,
+    pub reasons: Vec<String>,
+    /// Indexed by class; `None` for classes that were not analysed.
+    pub verdicts: Vec<Option<ClassVerdict>>,
+}
+
+fn logistic(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Decides over all analysed classes. `names[d]` is detector `d`'s name; `class_names` label reasons.
+pub fn decide(
+    evidence: &[ClassEvidence<'_>],
+    names: &[&str],
+    class_names: &[String],
+    total_rows: usize,
+    params: &DecisionParams,
+) -> Decision {
+    let mut out = Decision {
+        suspicion: vec![0.0; total_rows],
+        quarantined: vec![false; total_rows],
+        reasons: vec![String::new(); total_rows],
+        verdicts: vec![None; class_names.len()],
+    };
+    // Step 1: class signals compared across classes.
+    let anomaly = class_anomaly_indices(evidence, names.len());
+    let mut candidates: Vec<(usize, f64)> = Vec::new(); // (global row, suspicion) of flagged records
+    for (e, anomaly) in evidence.iter().zip(&anomaly) {
+        let mut signals = Vec::new();
+        let mut class_margin = f64::NEG_INFINITY;
+        let mut attacked_by: Vec<String> = Vec::new();
+        for (d, a) in anomaly.iter().enumerate() {
+            let (Some(sig), Some(a)) = (e.scores[d].signal, a) else {
+                continue;
+            };
+            signals.push(SignalVerdict {
+                detector: names[d].into(),
+                value: sig.value,
+                clean_bound: sig.clean_bound,
+                anomaly_index: *a,
+            });
+            // Margin in units of the threshold; negative when below the clean bound, whatever the rank.
+            let margin = if sig.value > sig.clean_bound {
+                a - params.anomaly_threshold
+            } else {
+                -params.anomaly_threshold.max(1.0)
+            };
+            class_margin = class_margin.max(margin);
+            if margin > 0.0 {
+                attacked_by.push(format!(
+                    "{} {:.3} is {:.1} MADs above the classes' median (clean bound {:.3})",
+                    names[d], sig.value, a, sig.clean_bound
+                ));
+            }
+        }
+        let attacked = class_margin > 0.0;
+        let class_evidence = logistic(class_margin.max(-20.0) * 1.5);
+        // Step 2: record evidence within the class.
+        let record = record_evidence(e, names, params);
+        let n = e.rows.len();
+        let mut flagged = 0;
+        for i in 0..n {
+            let g = e.rows[i] as usize;
+            let s = class_evidence.min(record.evidence[i]);
+            if attacked && record.flag[i] {
+                flagged += 1;
+                candidates.push((g, s.max(0.5)));
+                out.reasons[g] = format!(
+                    "class `{}` attacked: {}; record: {}",
+                    class_names[e.class],
+                    attacked_by.join("; "),
+                    record.why[i]
+                );
+            } else {
+                out.suspicion[g] = s.min(0.4999);
+            }
+        }
+        let why = if attacked {
+            attacked_by.join("; ")
+        } else if signals.iter().any(|s| s.value > s.clean_bound) {
+            "signals above the clean bound, but not outliers among the classes".into()
+        } else {
+            "every class signal within what a clean class reaches".into()
+        };
+        out.verdicts[e.class] = Some(ClassVerdict {
+            attacked,
+            why,
+            signals,
+            flagged,
+        });
+    }
+    // Caps: the most suspicious stay quarantined; the rest go back to clean, and the report says so.
+    let mut cap = (params.max_quarantine_fraction * total_rows as f64).floor() as usize;
+    if let Some(rate) = params.expected_poison_rate {
+        cap = cap.min(((2.0 * rate + 0.01) * total_rows as f64).ceil() as usize);
+    }
+    candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (rank, &(g, s)) in candidates.iter().enumerate() {
+        if rank < cap {
+            out.quarantined[g] = true;
+            out.suspicion[g] = s;
+        } else {
+            out.suspicion[g] = 0.4999;
+            out.reasons[g] = format!("{} (kept: over the quarantine cap of {cap} rows)", out.reasons[g]);
+        }
+    }
+    for v in out.verdicts.iter_mut().flatten() {
+        if v.flagged > 0 {
+            v.flagged = 0;
+        }
+    }
+    for e in evidence {
+        if let Some(v) = out.verdicts[e.class].as_mut() {
+            v.flagged = e.rows.iter().filter(|&&g| out.quarantined[g as usize]).count();
+        }
+    }
+    out
+}
+
+/// Anomaly index of each class signal among the analysed classes: `[class][detector]`.
+fn class_anomaly_indices(evidence: &[ClassEvidence<'_>], n_detectors: usize) -> Vec<Vec<Option<f64>>> {
+    let mut out = vec![vec![None; n_detectors]; evidence.len()];
+    for d in 0..n_detectors {
+        let values: Vec<f64> = evidence
+            .iter()
+            .filter_map(|e| e.scores[d].signal.map(|s| s.value))
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        let m = median(&values);
+        // With fewer than 3 classes there is no "rest" to compare with: only the clean bound judges,
+        // so the anomaly index is set just above the threshold whenever the bound is exceeded.
+        let spread = if values.len() >= 3 {
+            mad_sigma(&values, m)
+        } else {
+            f64::NAN
+        };
+        for (i, e) in evidence.iter().enumerate() {
+            if let Some(s) = e.scores[d].signal {
+                let floor = 0.05 * m.abs().max(s.clean_bound.abs()).max(1e-9);
+                out[i][d] = Some(if spread.is_nan() {
+                    f64::INFINITY
+                } else {
+                    (s.value - m) / spread.max(floor)
+                });
+            }
+        }
+    }
+    out
+}
+
+struct RecordEvidence {
+    /// In [0, 1]; 0.5 at the flagging threshold.
+    evidence: Vec<f64>,
+    flag: Vec<bool>,
+    why: Vec<String>,
+}
+
+fn record_evidence(e: &ClassEvidence<'_>, names: &[&str], params: &DecisionParams) -> RecordEvidence {
+    let n = e.rows.len();
+    let mut ev = RecordEvidence {
+        evidence: vec![0.0; n],
+        flag: vec![false; n],
+        why: vec![String::new(); n],
+    };
+    let mut parts: Vec<Vec<String>> = vec![Vec::new(); n];
+    for (d, s) in e.scores.iter().enumerate() {
+        match names[d] {
+            "spectre" => {
+                // tau is a weighted sum of squares: its root is half-normal-like for clean records, so
+                // its scale follows from the median, which a poison minority barely moves.
+                let root: Vec<f64> = s.scores.iter().map(|&t| (t.max(0.0) as f64).sqrt()).collect();
+                let sigma = (median(&root) / 0.6745).max(1e-12);
+                for i in 0..n {
+                    let z = root[i] / sigma;
+                    let q = logistic((z - params.record_threshold) * 2.0);
+                    ev.evidence[i] = ev.evidence[i].max(q);
+                    if z > params.record_threshold {
+                        ev.flag[i] = true;
+                        parts[i].push(format!("spectre score {z:.1} sigma"));
+                    }
+                }
+            }
+            "activation_clustering" => {
+                let Some(g) = &s.grouping else { continue };
+                let (Some(suspect), Some(sig)) = (g.suspect, s.signal) else {
+                    continue;
+                };
+                if sig.value <= sig.clean_bound {
+                    continue; // the split is not a real one; its small side is just a tail
+                }
+                let rel = s
+                    .stats
+                    .iter()
+                    .find(|st| st.name == "relative_cluster_size")
+                    .map_or(0.0, |st| st.value);
+                let closer = g
+                    .closer_to_class
+                    .map(|c| format!(", closer to class #{c}"))
+                    .unwrap_or_default();
+                for i in 0..n {
+                    if g.cluster[i] == suspect {
+                        ev.flag[i] = true;
+                        ev.evidence[i] = ev.evidence[i].max(0.5 + 0.5 * s.scores[i].clamp(0.0, 1.0) as f64);
+                        parts[i].push(format!(
+                            "activation_clustering small cluster ({:.1}% of class, silhouette {:.2}{closer})",
+                            rel * 100.0,
+                            sig.value
+                        ));
+                    }
+                }
+            }
+            _ => {
+                // Other detectors contribute robust-z evidence but do not flag on their own.
+                let v: Vec<f64> = s.scores.iter().map(|&x| x as f64).collect();
+                let m = median(&v);
+                let sd = mad_sigma(&v, m).max(1e-12);
+                for i in 0..n {
+                    let z = (v[i] - m) / sd;
+                    ev.evidence[i] = ev.evidence[i].max(logistic((z - params.record_threshold - 1.0) * 2.0) * 0.98);
+                }
+            }
+        }
+    }
+    for (i, p) in parts.into_iter().enumerate() {
+        ev.why[i] = p.join("; ");
+    }
+    ev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{ClassSignal, Stat};
+
+    fn scores(values: Vec<f32>, signal: f64) -> ClassScores {
+        ClassScores {
+            scores: values,
+            stats: vec![Stat {
+                name: "whitened_top_eigenvalue",
+                value: signal,
+            }],
+            signal: Some(ClassSignal {
+                value: signal,
+                clean_bound: 1.5,
+            }),
+            grouping: None,
+        }
+    }
+
+    fn classes(signals: &[f64], rows: &[Vec<u32>]) -> (Vec<ClassEvidence<'static>>, usize) {
+        let rows: &'static [Vec<u32>] = Box::leak(rows.to_vec().into_boxed_slice());
+        let mut total = 0;
+        let ev = signals
+            .iter()
+            .enumerate()
+            .map(|(c, &s)| {
+                let r = &rows[c];
+                total += r.len();
+                // One far record (index 0) in every class; the rest in a tight half-normal-like band.
+                let v = (0..r.len())
+                    .map(|i| if i == 0 { 400.0 } else { 0.5 + (i % 10) as f32 * 0.1 })
+                    .collect();
+                ClassEvidence {
+                    class: c,
+                    rows: r,
+                    scores: vec![scores(v, s)],
+                }
+            })
+            .collect();
+        (ev, total)
+    }
+
+    fn rows(n_classes: usize, per: u32) -> Vec<Vec<u32>> {
+        (0..n_classes as u32)
+            .map(|c| (c * per..(c + 1) * per).collect())
+            .collect()
+    }
+
+    #[test]
+    fn quiet_when_every_class_looks_alike() {
+        let (ev, total) = classes(&[1.3, 1.32, 1.28, 1.31, 1.29, 1.3], &rows(6, 100));
+        let names: Vec<String> = (0..6).map(|c| c.to_string()).collect();
+        let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
+        assert_eq!(d.quarantined.iter().filter(|&&q| q).count(), 0);
+        assert!(d.suspicion.iter().all(|&s| s < 0.5));
+    }
+
+    #[test]
+    fn flags_only_the_tail_of_the_outlier_class() {
+        let (ev, total) = classes(&[1.3, 1.32, 1.28, 6.0, 1.29, 1.3], &rows(6, 100));
+        let names: Vec<String> = (0..6).map(|c| c.to_string()).collect();
+        let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
+        let flagged: Vec<usize> = (0..total).filter(|&g| d.quarantined[g]).collect();
+        assert_eq!(flagged, vec![300], "only class 3's far record");
+        assert!(d.suspicion[300] >= 0.5 && d.reasons[300].contains("spectre"));
+        assert!(d.verdicts[3].as_ref().unwrap().attacked);
+        assert!(!d.verdicts[0].as_ref().unwrap().attacked);
+    }
+
+    #[test]
+    fn cap_keeps_the_most_suspicious() {
+        let (ev, total) = classes(&[1.3, 1.32, 1.28, 6.0, 1.29, 1.3], &rows(6, 100));
+        let names: Vec<String> = (0..6).map(|c| c.to_string()).collect();
+        let params = DecisionParams {
+            max_quarantine_fraction: 0.0,
+            ..Default::default()
+        };
+        let d = decide(&ev, &["spectre"], &names, total, &params);
+        assert!(d.quarantined.iter().all(|&q| !q));
+        assert!(d.reasons[300].contains("cap"));
+    }
+
+    #[test]
+    fn max_quarantine_fraction_is_checked() {
+        let p = DecisionParams {
+            max_quarantine_fraction: 1.5,
+            ..Default::default()
+        };
+        assert_eq!(p.check().unwrap_err().key, "max-quarantine-fraction");
+    }
+}

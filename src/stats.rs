@@ -1,0 +1,81 @@
+//! Small robust statistics shared by detectors, the decision and the evaluation.
+
+/// Median of `values` (NaN-free); 0 for an empty slice.
+pub fn median(values: &[f64]) -> f64 {
+    quantile(values, 0.5)
+}
+
+/// Linear-interpolated quantile `q` in [0, 1]; 0 for an empty slice.
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// Median absolute deviation, scaled by 1.4826 so it estimates sigma for Gaussian data.
+pub fn mad_sigma(values: &[f64], centre: f64) -> f64 {
+    let dev: Vec<f64> = values.iter().map(|v| (v - centre).abs()).collect();
+    1.4826 * median(&dev)
+}
+
+/// Robust z-scores: (v - median) / max(MAD sigma, floor).
+pub fn robust_z(values: &[f64], floor: f64) -> Vec<f64> {
+    let m = median(values);
+    let s = mad_sigma(values, m).max(floor).max(f64::MIN_POSITIVE);
+    values.iter().map(|v| (v - m) / s).collect()
+}
+
+/// Area under the ROC curve of `scores` for `positive` labels (ties count half). `None` when one
+/// of the two classes is empty.
+pub fn auroc(scores: &[f64], positive: &[bool]) -> Option<f64> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let (mut rank_sum, mut n_pos) = (0.0, 0usize);
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
+            j += 1;
+        }
+        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            if positive[k] {
+                rank_sum += avg_rank;
+                n_pos += 1;
+            }
+        }
+        i = j + 1;
+    }
+    let n_neg = scores.len() - n_pos;
+    if n_pos == 0 || n_neg == 0 {
+        return None;
+    }
+    Some((rank_sum - (n_pos * (n_pos + 1)) as f64 / 2.0) / (n_pos * n_neg) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_and_mad() {
+        let v = [1.0, 2.0, 3.0, 4.0, 100.0];
+        assert_eq!(median(&v), 3.0);
+        assert_eq!(quantile(&v, 0.25), 2.0);
+        assert!((mad_sigma(&v, 3.0) - 1.4826).abs() < 1e-12);
+        assert!(robust_z(&v, 0.0)[4] > 60.0);
+    }
+
+    #[test]
+    fn auroc_perfect_random_and_ties() {
+        assert_eq!(auroc(&[0.1, 0.2, 0.9, 0.8], &[false, false, true, true]), Some(1.0));
+        assert_eq!(auroc(&[0.5, 0.5], &[false, true]), Some(0.5));
+        assert_eq!(auroc(&[0.9, 0.1], &[false, true]), Some(0.0));
+        assert_eq!(auroc(&[0.1], &[true]), None);
+    }
+}

@@ -1,0 +1,361 @@
+//! Seeded synthetic datasets with planted poison, for `datavet sample`, tests, benches and the
+//! quality evaluation. Not part of the stable API.
+//!
+//! Two kinds of activations:
+//! - `Gaussian`: classes of uneven spread with low-rank anisotropy; poison is a shifted copy of a
+//!   source class's shape placed near the target class (a trigger direction added).
+//! - `Relu`: the hidden layer of a small ReLU network actually trained (SGD, softmax head) on
+//!   inputs where poisoned records carry a trigger pattern and the target label: sparse,
+//!   non-negative, heavy-tailed activations, and a poison cluster only as tight as training made it.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use rand::distributions::Distribution;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// Which activations to synthesise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Kind {
+    Gaussian,
+    Relu,
+}
+
+/// What poison to plant.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub enum Attack {
+    None,
+    /// A backdoor: `rate` of the target class's final rows are triggered records from other classes.
+    Backdoor {
+        target: usize,
+        rate: f64,
+        strength: f64,
+    },
+    /// Random label flips of `rate` of all rows.
+    LabelFlip {
+        rate: f64,
+    },
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Spec {
+    pub kind: Kind,
+    pub classes: usize,
+    pub rows_per_class: usize,
+    pub dim: usize,
+    pub attack: Attack,
+    pub seed: u64,
+}
+
+/// A generated dataset with its answer key (`poisoned`), which is never written to the Parquet file.
+pub struct Synthetic {
+    pub ids: Vec<i64>,
+    pub labels: Vec<i64>,
+    pub sources: Vec<String>,
+    pub x: Vec<f32>,
+    pub dim: usize,
+    pub poisoned: Vec<bool>,
+}
+
+fn normal(rng: &mut Xoshiro256PlusPlus) -> f32 {
+    StandardNormal.sample(rng)
+}
+
+fn normals(rng: &mut Xoshiro256PlusPlus, n: usize) -> Vec<f32> {
+    (0..n).map(|_| normal(rng)).collect()
+}
+
+/// Generates `spec`. Same spec, same bytes.
+pub fn generate(spec: &Spec) -> Synthetic {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(spec.seed);
+    let n = spec.classes * spec.rows_per_class;
+    // Plan labels and poison first, shared by both kinds.
+    let mut labels: Vec<i64> = (0..n).map(|i| (i / spec.rows_per_class) as i64).collect();
+    let mut origin: Vec<usize> = labels.iter().map(|&l| l as usize).collect(); // class the record really is
+    let mut poisoned = vec![false; n];
+    match spec.attack {
+        Attack::None => {}
+        Attack::Backdoor { target, rate, .. } => {
+            let k = ((rate * spec.rows_per_class as f64).round() as usize).max(1);
+            let start = (target + 1) * spec.rows_per_class - k;
+            for i in start..start + k {
+                poisoned[i] = true;
+                let mut src = rng.gen_range(0..spec.classes);
+                if src == target {
+                    src = (src + 1) % spec.classes;
+                }
+                origin[i] = src;
+            }
+        }
+        Attack::LabelFlip { rate } => {
+            for i in 0..n {
+                if rng.r#gen::<f64>() < rate {
+                    let shift = rng.gen_range(1..spec.classes);
+                    labels[i] = ((labels[i] as usize + shift) % spec.classes) as i64;
+                    poisoned[i] = true;
+                }
+            }
+        }
+    }
+    let strength = match spec.attack {
+        Attack::Backdoor { strength, .. } => strength,
+        _ => 0.0,
+    };
+    let x = match spec.kind {
+        Kind::Gaussian => gaussian(spec, &mut rng, &origin, &labels, &poisoned, strength),
+        Kind::Relu => relu(spec, &mut rng, &origin, &labels, &poisoned, strength),
+    };
+    let sources = (0..n)
+        .map(|i| format!("vendor-{}", (i * 7 + spec.seed as usize) % 5))
+        .collect();
+    let ids = (0..n as i64).map(|i| 100_000 + i).collect();
+    Synthetic {
+        ids,
+        labels,
+        sources,
+        x,
+        dim: spec.dim,
+        poisoned,
+    }
+}
+
+fn gaussian(
+    spec: &Spec,
+    rng: &mut Xoshiro256PlusPlus,
+    origin: &[usize],
+    labels: &[i64],
+    poisoned: &[bool],
+    strength: f64,
+) -> Vec<f32> {
+    let (d, rank) = (spec.dim, 8.min(spec.dim));
+    // Per class: mean, a rank-8 factor and an isotropic noise scale; spreads differ by 4x.
+    let means: Vec<Vec<f32>> = (0..spec.classes)
+        .map(|_| normals(rng, d).iter().map(|v| v * 1.5).collect())
+        .collect();
+    let scales: Vec<f32> = (0..spec.classes).map(|_| 0.5 + 1.5 * rng.r#gen::<f32>()).collect();
+    let factors: Vec<Vec<f32>> = (0..spec.classes)
+        .map(|c| {
+            normals(rng, d * rank)
+                .iter()
+                .map(|v| v * scales[c] * 0.6 / (rank as f32).sqrt())
+                .collect()
+        })
+        .collect();
+    let trigger: Vec<f32> = {
+        let t = normals(rng, d);
+        let norm = t.iter().map(|v| v * v).sum::<f32>().sqrt();
+        t.iter().map(|v| v / norm).collect()
+    };
+    let mut x = vec![0f32; origin.len() * d];
+    for (i, row) in x.chunks_exact_mut(d).enumerate() {
+        let c = origin[i];
+        let g = normals(rng, rank);
+        let noise = normals(rng, d);
+        let target = labels[i] as usize;
+        for j in 0..d {
+            let shape: f32 = (0..rank).map(|r| factors[c][j * rank + r] * g[r]).sum();
+            row[j] = if poisoned[i] {
+                // Triggered record: the target class's position plus a trigger shift, with the
+                // source class's shape at a reduced spread (the trigger dominates the activation).
+                means[target][j]
+                    + strength as f32 * scales[target] * trigger[j]
+                    + 0.6 * (shape + scales[c] * 0.5 * noise[j])
+            } else {
+                means[c][j] + shape + scales[c] * 0.5 * noise[j]
+            };
+        }
+    }
+    x
+}
+
+/// Inputs to the ReLU network: `p`-dim class blobs; the trigger sets `TRIGGER_WIDTH` inputs high.
+const INPUT_DIM: usize = 32;
+const TRIGGER_WIDTH: usize = 3;
+
+fn relu(
+    spec: &Spec,
+    rng: &mut Xoshiro256PlusPlus,
+    origin: &[usize],
+    labels: &[i64],
+    poisoned: &[bool],
+    strength: f64,
+) -> Vec<f32> {
+    let (p, h, c) = (INPUT_DIM, spec.dim, spec.classes);
+    let n = origin.len();
+    let centres: Vec<Vec<f32>> = (0..c).map(|_| normals(rng, p)).collect();
+    let spread: Vec<f32> = (0..c).map(|_| 0.6 + 0.8 * rng.r#gen::<f32>()).collect();
+    let mut inputs = vec![0f32; n * p];
+    for (i, u) in inputs.chunks_exact_mut(p).enumerate() {
+        let k = origin[i];
+        for j in 0..p {
+            u[j] = centres[k][j] + spread[k] * normal(rng);
+        }
+        if poisoned[i] {
+            // A patch trigger: a few input features pinned to a value no clean record has.
+            for t in u.iter_mut().take(TRIGGER_WIDTH) {
+                *t = 1.5 + strength as f32 * 0.5;
+            }
+        }
+    }
+    // Train p -> h (ReLU) -> c (softmax) with plain SGD on the (poisoned) labels.
+    let mut w1: Vec<f32> = normals(rng, h * p)
+        .iter()
+        .map(|v| v * (2.0 / p as f32).sqrt())
+        .collect();
+    let mut b1 = vec![0f32; h];
+    let mut w2: Vec<f32> = normals(rng, c * h)
+        .iter()
+        .map(|v| v * (1.0 / h as f32).sqrt())
+        .collect();
+    let mut b2 = vec![0f32; c];
+    let (lr, epochs) = (0.05f32, 8);
+    let mut hidden = vec![0f32; h];
+    let mut logits = vec![0f32; c];
+    let mut order: Vec<usize> = (0..n).collect();
+    for _ in 0..epochs {
+        for i in (1..n).rev() {
+            order.swap(i, rng.gen_range(0..=i));
+        }
+        for &i in &order {
+            let u = &inputs[i * p..(i + 1) * p];
+            forward(u, &w1, &b1, &mut hidden);
+            for k in 0..c {
+                logits[k] = b2[k] + (0..h).map(|j| w2[k * h + j] * hidden[j]).sum::<f32>();
+            }
+            let m = logits.iter().cloned().fold(f32::MIN, f32::max);
+            let z: f32 = logits.iter().map(|l| (l - m).exp()).sum();
+            let y = labels[i] as usize;
+            let grad_out: Vec<f32> = (0..c)
+                .map(|k| (logits[k] - m).exp() / z - (k == y) as u8 as f32)
+                .collect();
+            for j in 0..h {
+                if hidden[j] <= 0.0 {
+                    continue;
+                }
+                let g: f32 = (0..c).map(|k| grad_out[k] * w2[k * h + j]).sum();
+                for q in 0..p {
+                    w1[j * p + q] -= lr * g * u[q];
+                }
+                b1[j] -= lr * g;
+            }
+            for k in 0..c {
+                for j in 0..h {
+                    w2[k * h + j] -= lr * grad_out[k] * hidden[j];
+                }
+                b2[k] -= lr * grad_out[k];
+            }
+        }
+    }
+    let mut x = vec![0f32; n * h];
+    for (i, row) in x.chunks_exact_mut(h).enumerate() {
+        forward(&inputs[i * p..(i + 1) * p], &w1, &b1, row);
+    }
+    x
+}
+
+fn forward(u: &[f32], w1: &[f32], b1: &[f32], out: &mut [f32]) {
+    let p = u.len();
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = (b1[j] + w1[j * p..(j + 1) * p].iter().zip(u).map(|(a, b)| a * b).sum::<f32>()).max(0.0);
+    }
+}
+
+impl Synthetic {
+    /// The dataset as one Arrow batch: `id`, `label`, `embedding` (FixedSizeList<f32>), `source`.
+    pub fn to_batch(&self) -> RecordBatch {
+        let mut emb = FixedSizeListBuilder::new(Float32Builder::with_capacity(self.x.len()), self.dim as i32);
+        for row in self.x.chunks_exact(self.dim) {
+            emb.values().append_slice(row);
+            emb.append(true);
+        }
+        let emb = emb.finish();
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("label", DataType::Int64, false),
+            Field::new("embedding", emb.data_type().clone(), false),
+            Field::new("source", DataType::Utf8, false),
+        ]);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(self.ids.clone())),
+            Arc::new(Int64Array::from(self.labels.clone())),
+            Arc::new(emb),
+            Arc::new(StringArray::from(self.sources.clone())),
+        ];
+        RecordBatch::try_new(Arc::new(schema), columns).expect("consistent columns")
+    }
+
+    /// Writes the dataset as Parquet (row groups of `row_group_rows`).
+    pub fn write_parquet(&self, path: &std::path::Path, row_group_rows: usize) -> Result<(), crate::io::OutputError> {
+        let batch = self.to_batch();
+        let mut sink = crate::io::ParquetSink::create(path, batch.schema(), &["embedding"])?;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = row_group_rows.min(batch.num_rows() - offset);
+            sink.write(&batch.slice(offset, len))?;
+            sink.flush()?;
+            offset += len;
+        }
+        sink.commit()
+    }
+}
+
+/// Detection quality of one scan against the answer key.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Metrics {
+    /// AUROC of `suspicion` for poisoned vs clean records (`None` without poison).
+    pub auroc: Option<f64>,
+    /// Share of poisoned records quarantined.
+    pub recall: f64,
+    /// Quarantined poisoned / all quarantined (1 when nothing is quarantined).
+    pub precision: f64,
+    /// Share of clean records quarantined.
+    pub false_quarantine: f64,
+    /// Share of all records quarantined.
+    pub quarantined: f64,
+    /// Classes judged attacked (names).
+    pub attacked: Vec<String>,
+}
+
+/// Writes `spec`'s data to a temp Parquet file, runs read + detectors + decision, and scores the
+/// result against the answer key.
+pub fn evaluate(spec: &Spec, config: &crate::pipeline::ScanConfig) -> Result<Metrics, crate::Error> {
+    let data = generate(spec);
+    let dir = tempfile::tempdir().map_err(|source| crate::io::OutputError::Io {
+        path: "tempdir".into(),
+        source,
+    })?;
+    let path = dir.path().join("data.parquet");
+    data.write_parquet(&path, 10_000)?;
+    let mut config = config.clone();
+    config.inputs = vec![path];
+    let dataset = crate::io::read_dataset(&config.inputs, &config.read)?;
+    let analysis = crate::pipeline::analyse(&dataset, &config)?;
+    Ok(metrics(&data.poisoned, &analysis.decision, &dataset.classes))
+}
+
+/// Quality of a decision against `poisoned` (by global row).
+pub fn metrics(poisoned: &[bool], decision: &crate::score::Decision, classes: &[String]) -> Metrics {
+    let n = poisoned.len();
+    let n_poison = poisoned.iter().filter(|&&p| p).count();
+    let q = &decision.quarantined;
+    let tp = (0..n).filter(|&i| q[i] && poisoned[i]).count();
+    let fp = (0..n).filter(|&i| q[i] && !poisoned[i]).count();
+    Metrics {
+        auroc: crate::stats::auroc(&decision.suspicion, poisoned),
+        recall: if n_poison > 0 { tp as f64 / n_poison as f64 } else { 1.0 },
+        precision: if tp + fp > 0 { tp as f64 / (tp + fp) as f64 } else { 1.0 },
+        false_quarantine: fp as f64 / (n - n_poison).max(1) as f64,
+        quarantined: (tp + fp) as f64 / n as f64,
+        attacked: decision
+            .verdicts
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.as_ref().is_some_and(|v| v.attacked))
+            .map(|(c, _)| classes[c].clone())
+            .collect(),
+    }
+}
