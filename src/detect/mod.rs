@@ -31,6 +31,9 @@ pub struct ClassBasis {
     pub k: usize,
     /// Coordinates of every record of the class on the `k` components (centred), `n * k`.
     pub projected: Vec<f32>,
+    /// Per record: distance from the class mean outside the top-`k` subspace (reconstruction
+    /// error). A poison cluster too small to own a principal direction still shows up here.
+    pub residual: Vec<f32>,
 }
 
 impl ClassBasis {
@@ -42,12 +45,26 @@ impl ClassBasis {
         let k = k.min(dim).min(n.saturating_sub(1)).max(1);
         let components: Vec<f32> = vectors[..k * dim].iter().map(|&v| v as f32).collect();
         let projected = project(x, dim, &moments.mean, &components, k);
+        let residual = x
+            .chunks_exact(dim)
+            .zip(projected.chunks_exact(k))
+            .map(|(row, z)| {
+                let total: f64 = row
+                    .iter()
+                    .zip(&moments.mean)
+                    .map(|(&v, m)| (v as f64 - m).powi(2))
+                    .sum();
+                let inside: f64 = z.iter().map(|&v| (v as f64).powi(2)).sum();
+                (total - inside).max(0.0).sqrt() as f32
+            })
+            .collect();
         ClassBasis {
             moments,
             eigenvalues,
             components,
             k,
             projected,
+            residual,
         }
     }
 }

@@ -67,8 +67,18 @@ impl Detector for Spectre {
     }
 
     fn score_class(&self, view: &ClassView<'_>) -> Result<ClassScores, DetectError> {
-        let (n, k) = (view.n(), view.basis.k);
-        let z: Vec<f64> = view.basis.projected.iter().map(|&v| v as f64).collect();
+        // The top-k coordinates plus the residual norm outside them: a poison cluster too small
+        // to own a principal direction moves the residual instead.
+        let (n, k0) = (view.n(), view.basis.k);
+        let with_residual = view.dim > k0;
+        let k = k0 + with_residual as usize;
+        let mut z: Vec<f64> = Vec::with_capacity(n * k);
+        for (row, r) in view.basis.projected.chunks_exact(k0).zip(&view.basis.residual) {
+            z.extend(row.iter().map(|&v| v as f64));
+            if with_residual {
+                z.push(*r as f64);
+            }
+        }
         let (mean, cov) = robust_location_scatter(&z, k, self.params.trim, self.params.iterations);
         let whitener = inverse_sqrt(&cov, k);
         let w: Vec<f64> = z
@@ -201,19 +211,10 @@ fn inverse_sqrt(sym: &[f64], k: usize) -> Vec<f64> {
     matrix_power(sym, k, -0.5)
 }
 
-/// Chi-square quantile by the Wilson-Hilferty approximation (good to ~1% for k >= 3).
-fn chi2_quantile(k: usize, z: f64) -> f64 {
-    let k = k as f64;
-    let a = 2.0 / (9.0 * k);
-    k * (1.0 - a + z * a.sqrt()).powi(3).max(0.0)
-}
-
-/// Reweighted MCD-style estimate: concentration steps on the `(1 - trim) n` closest rows, a
-/// consistency rescale, then one reweighting on rows inside the 97.5% chi-square contour.
-fn robust_location_scatter(z: &[f64], k: usize, trim: f64, iterations: usize) -> (Vec<f64>, Vec<f64>) {
+/// Concentration steps (C-steps) of FAST-MCD from `keep`: refit on the `h` rows closest under the
+/// current fit until the subset stops changing.
+fn concentrate(z: &[f64], k: usize, h: usize, mut keep: Vec<usize>, iterations: usize) -> (Vec<f64>, Vec<f64>) {
     let n = z.len() / k;
-    let h = (((1.0 - trim) * n as f64).ceil() as usize).clamp(k + 1, n);
-    let mut keep: Vec<usize> = (0..n).collect();
     let (mut mean, mut cov) = mean_cov(z, k, &keep);
     for _ in 0..iterations {
         let d2 = mahalanobis(z, k, &mean, &matrix_power(&cov, k, -1.0));
@@ -227,6 +228,54 @@ fn robust_location_scatter(z: &[f64], k: usize, trim: f64, iterations: usize) ->
         keep = next;
         (mean, cov) = mean_cov(z, k, &keep);
     }
+    (mean, cov)
+}
+
+/// The `h` rows nearest the coordinate-wise median, each coordinate scaled by its MAD.
+fn closest_to_median(z: &[f64], k: usize, h: usize) -> Vec<usize> {
+    let n = z.len() / k;
+    let (mut centre, mut scale) = (vec![0f64; k], vec![1f64; k]);
+    for j in 0..k {
+        let col: Vec<f64> = (0..n).map(|i| z[i * k + j]).collect();
+        centre[j] = crate::stats::median(&col);
+        scale[j] = crate::stats::mad_sigma(&col, centre[j]).max(1e-12);
+    }
+    let dist: Vec<f64> = z
+        .chunks_exact(k)
+        .map(|row| (0..k).map(|j| ((row[j] - centre[j]) / scale[j]).powi(2)).sum())
+        .collect();
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.select_nth_unstable_by(h - 1, |&a, &b| dist[a].total_cmp(&dist[b]));
+    let mut keep = idx[..h].to_vec();
+    keep.sort_unstable();
+    keep
+}
+
+fn log_det(sym: &[f64], k: usize) -> f64 {
+    eigh_desc(sym, k).0.iter().map(|v| v.max(1e-300).ln()).sum()
+}
+
+/// Chi-square quantile by the Wilson-Hilferty approximation (good to ~1% for k >= 3).
+fn chi2_quantile(k: usize, z: f64) -> f64 {
+    let k = k as f64;
+    let a = 2.0 / (9.0 * k);
+    k * (1.0 - a + z * a.sqrt()).powi(3).max(0.0)
+}
+
+/// Reweighted MCD-style estimate: concentration steps on the `(1 - trim) n` closest rows, a
+/// consistency rescale, then one reweighting on rows inside the 97.5% chi-square contour.
+fn robust_location_scatter(z: &[f64], k: usize, trim: f64, iterations: usize) -> (Vec<f64>, Vec<f64>) {
+    let n = z.len() / k;
+    let h = (((1.0 - trim) * n as f64).ceil() as usize).clamp(k + 1, n);
+    // Two starts, as deterministic MCD does (Hubert, Rousseeuw, Verdonck 2012): all rows, and the
+    // rows closest to the coordinate-wise median in MAD units, which a poison minority cannot
+    // drag; the start whose concentration ends with the smaller determinant wins.
+    let starts = [(0..n).collect::<Vec<usize>>(), closest_to_median(z, k, h)];
+    let (mut mean, mut cov) = starts
+        .iter()
+        .map(|start| concentrate(z, k, h, start.clone(), iterations))
+        .min_by(|a, b| log_det(&a.1, k).total_cmp(&log_det(&b.1, k)))
+        .expect("two starts");
     let rescale = |cov: &mut Vec<f64>, mean: &[f64]| {
         let d2 = mahalanobis(z, k, mean, &matrix_power(cov, k, -1.0));
         let factor = crate::stats::median(&d2) / chi2_quantile(k, 0.0);

@@ -112,16 +112,16 @@ pub enum InputError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: not a Parquet file (bad or missing footer: {source}); is it truncated, or another format?")]
-    NotParquet { path: PathBuf, source: ParquetError },
+    #[error("{path}: not a Parquet file (bad or missing footer: {cause}); is it truncated, or another format?")]
+    NotParquet { path: PathBuf, cause: ParquetError },
     #[error("{path}: Parquet data could not be decoded: {message}; the file may be corrupt")]
     Corrupt { path: PathBuf, message: String },
     #[error("{path}: no Parquet files found (looked for *.parquet, skipping _* and .* files)")]
     NoFiles { path: PathBuf },
     #[error("no input given; pass --input FILE_OR_DIR (repeatable)")]
     NoInput,
-    #[error("the input has no rows ({files} file(s) read); nothing to scan")]
-    Empty { files: usize },
+    #[error("{path}: the input has no rows ({files} file(s) read); nothing to scan")]
+    Empty { path: PathBuf, files: usize },
     #[error("{path}: schema differs from {first}: {difference}; all files of one dataset must share a schema")]
     SchemaMismatch {
         path: PathBuf,
@@ -144,10 +144,8 @@ pub enum InputError {
         found: String,
         expected: &'static str,
     },
-    #[error(
-        "{path}: no activations column (List/FixedSizeList of floats){found}; use --activations-col NAME or --feature-cols A,B,C"
-    )]
-    NoVectorColumn { path: PathBuf, found: String },
+    #[error("{path}: no activations column (List/FixedSizeList of floats); {hint}")]
+    NoVectorColumn { path: PathBuf, hint: String },
     #[error(
         "{path}: several float-vector columns could be the activations: {candidates}; choose one with --activations-col NAME"
     )]

@@ -116,9 +116,9 @@ impl Source {
         };
         let mut file = File::open(path).map_err(io_err)?;
         let size_bytes = file.metadata().map_err(io_err)?.len();
-        let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(|source| InputError::NotParquet {
+        let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(|cause| InputError::NotParquet {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
         let footer_sha256 = footer_hash(&mut file, size_bytes).map_err(io_err)?;
@@ -303,19 +303,20 @@ fn resolve_roles(src: &Source, opts: &ReadOptions) -> Result<Roles, InputError> 
                         .filter(|f| is_numeric_scalar(f.data_type()) && !reserved(f.name()))
                         .map(|f| f.name())
                         .collect();
-                    let found = if numeric.is_empty() {
-                        String::new()
+                    let hint = if numeric.is_empty() {
+                        "use --activations-col NAME for a vector column, or --feature-cols A,B,C for numeric columns"
+                            .to_string()
                     } else {
                         let names: Vec<&str> = numeric.iter().map(|s| s.as_str()).collect();
                         format!(
-                            "; found numeric columns {}, use --feature-cols {}",
+                            "found numeric columns {}, use --feature-cols {}",
                             names.join(","),
                             names.join(",")
                         )
                     };
                     return Err(InputError::NoVectorColumn {
                         path: path.clone(),
-                        found,
+                        hint,
                     });
                 }
                 many => {
@@ -428,7 +429,10 @@ pub fn read_dataset(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Dataset, I
     let roles = resolve_roles(first, opts)?;
     let total: u64 = sources.iter().map(|s| s.info.rows).sum();
     if total == 0 {
-        return Err(InputError::Empty { files: sources.len() });
+        return Err(InputError::Empty {
+            path: first.path.clone(),
+            files: sources.len(),
+        });
     }
 
     // Pass 1: keys and labels.

@@ -171,9 +171,9 @@ pub fn for_each_batch(
         })?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(DEFAULT_BATCH_ROWS).build())
-            .map_err(|source| InputError::NotParquet {
+            .map_err(|cause| InputError::NotParquet {
                 path: info.path.clone(),
-                source,
+                cause,
             })?;
         for batch in reader {
             let batch = batch.map_err(|e| InputError::Corrupt {

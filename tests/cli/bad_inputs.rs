@@ -1,0 +1,203 @@
+//! Every broken input in ../shared/formats/README.md: exit 2, a message naming the file (and the
+//! column and row where there is one), and no output written.
+
+use predicates::str::contains;
+
+use super::Fixture;
+
+/// Scans `file` and expects exit 2 with every `needles` in stderr and no outputs.
+fn rejects(file: &str, args: &[&str], needles: &[&str]) {
+    let Some(input) = Fixture::format(file) else { return };
+    let fx = Fixture::new();
+    let mut assert = fx
+        .scan(&input, args)
+        .code(2)
+        .stderr(contains(file.trim_end_matches('/')));
+    for n in needles {
+        assert = assert.stderr(contains(*n));
+    }
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    assert!(
+        !fx.out().join("clean.parquet").exists(),
+        "nothing may be written for {file}"
+    );
+    assert!(!fx.out().join("report.json").exists());
+}
+
+#[test]
+fn truncated_file() {
+    rejects("bad_truncated.parquet", &[], &["not a Parquet file", "truncated"]);
+}
+
+#[test]
+fn csv_renamed_to_parquet() {
+    rejects("bad_not_parquet.parquet", &[], &["not a Parquet file"]);
+}
+
+#[test]
+fn empty_file() {
+    rejects("bad_empty_file.parquet", &[], &["not a Parquet file"]);
+}
+
+#[test]
+fn zero_rows() {
+    rejects("bad_zero_rows.parquet", &[], &["no rows"]);
+}
+
+#[test]
+fn ragged_vectors_name_column_row_and_id() {
+    rejects(
+        "bad_ragged_vectors.parquet",
+        &[],
+        &[
+            "column `embedding`, row 417 (0-based), id 100417",
+            "length 15, expected 16",
+        ],
+    );
+}
+
+#[test]
+fn empty_vector() {
+    rejects("bad_empty_vector.parquet", &[], &["row 417", "empty"]);
+}
+
+#[test]
+fn nan_in_vector() {
+    rejects("bad_nan_in_vector.parquet", &[], &["row 417", "NaN"]);
+}
+
+#[test]
+fn inf_in_vector() {
+    rejects("bad_inf_in_vector.parquet", &[], &["row 417", "inf"]);
+}
+
+#[test]
+fn null_vector() {
+    rejects("bad_null_vector.parquet", &[], &["row 417", "vector is null"]);
+}
+
+#[test]
+fn null_element_in_vector() {
+    rejects("bad_null_element_in_vector.parquet", &[], &["row 417", "is null"]);
+}
+
+#[test]
+fn null_label() {
+    rejects(
+        "bad_null_label.parquet",
+        &[],
+        &["label column `label`, row 417", "null"],
+    );
+}
+
+#[test]
+fn null_id() {
+    rejects("bad_null_id.parquet", &[], &["id column `id`, row 417", "null"]);
+}
+
+#[test]
+fn duplicate_ids_name_both_rows() {
+    rejects(
+        "bad_duplicate_ids.parquet",
+        &[],
+        &["id column `id`", "already appears", "ids must be unique"],
+    );
+}
+
+#[test]
+fn missing_label_column() {
+    rejects(
+        "bad_missing_label_column.parquet",
+        &[],
+        &["label column `label` not found", "--label-col"],
+    );
+}
+
+#[test]
+fn string_activations() {
+    rejects(
+        "bad_activations_string.parquet",
+        &[],
+        &["column `embedding` has type Utf8", "List"],
+    );
+}
+
+#[test]
+fn json_text_vectors() {
+    rejects(
+        "bad_fastparquet_json_vectors.parquet",
+        &[],
+        &["column `embedding`", "expected List"],
+    );
+}
+
+#[test]
+fn schema_mismatch_between_files() {
+    rejects(
+        "bad_schema_mismatch_dir",
+        &[],
+        &["schema differs", "part-0.parquet", "part-1.parquet"],
+    );
+}
+
+#[test]
+fn ambiguous_vector_columns_name_both() {
+    rejects(
+        "ambiguous_two_vector_columns.parquet",
+        &[],
+        &["`vec_a`", "`vec_b`", "--activations-col"],
+    );
+}
+
+#[test]
+fn feature_columns_need_a_flag() {
+    rejects(
+        "fastparquet_feature_columns.parquet",
+        &[],
+        &["no activations column", "f00", "--feature-cols"],
+    );
+}
+
+#[test]
+fn named_columns_that_do_not_exist() {
+    rejects(
+        "pyarrow_list_f32.parquet",
+        &["--activations-col", "nope"],
+        &["activations column `nope` not found"],
+    );
+    rejects(
+        "pyarrow_list_f32.parquet",
+        &["--id-col", "nope"],
+        &["id column `nope` not found"],
+    );
+    rejects(
+        "pyarrow_list_f32.parquet",
+        &["--feature-cols", "id,source"],
+        &["feature column `source` has type Utf8"],
+    );
+}
+
+#[test]
+fn missing_input_path() {
+    let fx = Fixture::new();
+    fx.scan(&fx.path("nowhere.parquet"), &[])
+        .code(2)
+        .stderr(contains("nowhere.parquet"));
+}
+
+#[test]
+fn bad_settings_are_usage_errors() {
+    let Some(input) = Fixture::format("pyarrow_list_f32.parquet") else {
+        return;
+    };
+    let fx = Fixture::new();
+    fx.scan(&input, &["--max-quarantine-fraction", "2"])
+        .code(2)
+        .stderr(contains("max-quarantine-fraction"));
+    fx.scan(&input, &["--nb-dims", "0"]).code(2).stderr(contains("nb-dims"));
+    assert!(!fx.out().join("clean.parquet").exists());
+}

@@ -1,0 +1,288 @@
+//! Scans that succeed: every real-writer file, conservation and pass-through, exit codes,
+//! determinism, atomic replacement and skipped classes.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow_select::concat::concat_batches;
+use arrow_select::take::take;
+use datavet::testkit::{self, Attack, Kind, Spec};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use predicates::str::contains;
+
+use super::{Fixture, datavet};
+
+/// Every batch of one Parquet file (or of every `*.parquet` in a directory) as one batch.
+fn read_all(path: &Path) -> RecordBatch {
+    let files = datavet::io::list_input_files(&[path.to_path_buf()]).unwrap();
+    let mut batches = Vec::new();
+    let mut schema = None;
+    for f in files {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap()).unwrap();
+        schema = Some(builder.schema().clone());
+        batches.extend(builder.build().unwrap().map(|b| b.unwrap()));
+    }
+    concat_batches(&schema.unwrap(), &batches).unwrap()
+}
+
+fn id_text(col: &ArrayRef, i: usize) -> String {
+    match col.data_type() {
+        arrow_schema::DataType::Int64 => col.as_primitive::<Int64Type>().value(i).to_string(),
+        _ => col.as_string::<i32>().value(i).to_string(),
+    }
+}
+
+/// Asserts that clean + quarantine hold every input row once, with every input column equal.
+fn assert_rows_conserved(input: &Path, out: &Path) {
+    let input = read_all(input);
+    let clean = read_all(&out.join("clean.parquet"));
+    let quarantine = read_all(&out.join("quarantine.parquet"));
+    assert_eq!(
+        clean.schema().fields(),
+        input.schema().fields(),
+        "clean keeps the input schema"
+    );
+    assert_eq!(clean.num_rows() + quarantine.num_rows(), input.num_rows());
+    let n_cols = input.num_columns();
+    let quarantine = quarantine.project(&(0..n_cols).collect::<Vec<_>>()).unwrap();
+    let both = concat_batches(
+        &clean.schema(),
+        &[clean, quarantine.with_schema(input.schema()).unwrap()],
+    )
+    .unwrap();
+    let id = input.schema().index_of("id").unwrap();
+    let position: HashMap<String, u32> = (0..both.num_rows())
+        .map(|i| (id_text(both.column(id), i), i as u32))
+        .collect();
+    assert_eq!(position.len(), input.num_rows(), "no id twice in the outputs");
+    let order = UInt32Array::from(
+        (0..input.num_rows())
+            .map(|i| position[&id_text(input.column(id), i)])
+            .collect::<Vec<_>>(),
+    );
+    for c in 0..n_cols {
+        let reordered = take(both.column(c).as_ref(), &order, None).unwrap();
+        assert_eq!(
+            reordered.to_data(),
+            input.column(c).to_data(),
+            "column `{}` changed",
+            input.schema().field(c).name()
+        );
+    }
+}
+
+#[test]
+fn every_real_writer_file_scans_and_conserves_rows() {
+    let files = [
+        ("pyarrow_list_f32.parquet", 2000),
+        ("pyarrow_largelist_f64.parquet", 1500),
+        ("pyarrow_fixed_f16.parquet", 2000),
+        ("pyarrow_fixed_f32_strid_dictlabel.parquet", 2000),
+        ("pyarrow_list_f32_rg250_zstd.parquet", 2000),
+        ("pyarrow_list_f32_gzip.parquet", 1000),
+        ("pyarrow_list_f32_uncompressed.parquet", 1000),
+        ("pyarrow_list_f32_brotli.parquet", 1000),
+        ("pyarrow_list_f32_lz4.parquet", 1000),
+        ("pyarrow_dataset_dir", 3000),
+        ("pyarrow_list_f32_pagev2.parquet", 2000),
+        ("pyarrow_extra_columns.parquet", 2000),
+        ("pyarrow_list_f32_legacy_item.parquet", 1000),
+        ("pyarrow_fixed_f32_no_arrow_schema.parquet", 1000),
+        ("pandas_pyarrow_index.parquet", 1000),
+        ("polars_list_f32.parquet", 2000),
+        ("polars_array_f32.parquet", 2000),
+        ("polars_list_f32_no_stats.parquet", 2000),
+        ("duckdb_list_float.parquet", 2000),
+        ("duckdb_array_float.parquet", 2000),
+        ("pyspark_default.parquet", 2000),
+        ("pyspark_legacy_2level.parquet", 2000),
+        ("pyspark_legacy_bag.parquet", 2000),
+        ("pyspark_default_dir", 2000),
+        ("pyarrow_hostile_strings.parquet", 1200),
+    ];
+    for (name, rows) in files {
+        let Some(input) = Fixture::format(name) else { return };
+        let fx = Fixture::new();
+        fx.scan(&input, &["-q"]).success();
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fx.out().join("report.json")).unwrap()).unwrap();
+        assert_eq!(report["totals"]["rows"], rows, "{name}");
+        assert_eq!(report["conservation"]["ok"], true, "{name}");
+        assert_eq!(report["conservation"]["checked"], "ids", "{name}");
+        assert_rows_conserved(&input, &fx.out());
+    }
+}
+
+#[test]
+fn ambiguous_file_scans_with_the_flag() {
+    let Some(input) = Fixture::format("ambiguous_two_vector_columns.parquet") else {
+        return;
+    };
+    let fx = Fixture::new();
+    fx.scan(&input, &["--activations-col", "vec_b"])
+        .success()
+        .stdout(contains("2000 rows"));
+}
+
+#[test]
+fn feature_columns_scan_with_the_flag() {
+    let Some(input) = Fixture::format("fastparquet_feature_columns.parquet") else {
+        return;
+    };
+    let cols = (0..16).map(|i| format!("f{i:02}")).collect::<Vec<_>>().join(",");
+    let fx = Fixture::new();
+    fx.scan(&input, &["--feature-cols", &cols])
+        .success()
+        .stdout(contains("1000 rows"));
+    assert_rows_conserved(&input, &fx.out());
+}
+
+/// A generated dataset with a planted backdoor in class 3, written to `path`.
+fn planted(path: &Path, seed: u64) -> testkit::Synthetic {
+    let spec = Spec {
+        kind: Kind::Gaussian,
+        classes: 6,
+        rows_per_class: 300,
+        dim: 128,
+        attack: Attack::Backdoor {
+            target: 3,
+            rate: 0.1,
+            strength: 4.0,
+        },
+        seed,
+    };
+    let data = testkit::generate(&spec);
+    data.write_parquet(path, 500).unwrap();
+    data
+}
+
+#[test]
+fn outputs_hold_scores_and_reasons() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    let data = planted(&input, 11);
+    fx.scan(&input, &[]).success().stdout(contains("attacked classes: 3"));
+    let scores = read_all(&fx.out().join("scores.parquet"));
+    let names: Vec<String> = scores.schema().fields().iter().map(|f| f.name().clone()).collect();
+    for col in [
+        "id",
+        "label",
+        "activation_clustering",
+        "spectral",
+        "spectre",
+        "suspicion",
+        "quarantined",
+        "reasons",
+    ] {
+        assert!(
+            names.contains(&col.to_string()),
+            "scores.parquet lacks {col}: {names:?}"
+        );
+    }
+    assert_eq!(scores.num_rows(), data.ids.len());
+    let q = read_all(&fx.out().join("quarantine.parquet"));
+    assert!(q.num_rows() > 0);
+    let reasons = q.column_by_name("reasons").unwrap().as_string::<i32>();
+    assert!(reasons.iter().all(|r| r.unwrap().contains("class `3` attacked")));
+    let suspicion = q
+        .column_by_name("suspicion")
+        .unwrap()
+        .as_primitive::<arrow_array::types::Float64Type>();
+    assert!(suspicion.values().iter().all(|&s| (0.5..=1.0).contains(&s)));
+    assert_rows_conserved(&input, &fx.out());
+}
+
+#[test]
+fn fail_if_quarantined_exits_3_but_writes_outputs() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    planted(&input, 12);
+    fx.scan(&input, &["--fail-if-quarantined", "0"]).code(3);
+    assert!(fx.out().join("clean.parquet").exists());
+    fx.scan(&input, &["--fail-if-quarantined", "100000"]).code(0);
+}
+
+#[test]
+fn same_input_and_seed_give_the_same_scores() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    planted(&input, 13);
+    fx.scan(&input, &[]).success();
+    let first = read_all(&fx.out().join("scores.parquet"));
+    fx.scan(&input, &[]).success();
+    let second = read_all(&fx.out().join("scores.parquet"));
+    assert_eq!(first, second);
+}
+
+#[test]
+fn a_failed_run_leaves_previous_outputs_whole() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    planted(&input, 14);
+    fx.scan(&input, &[]).success();
+    let before: Vec<Vec<u8>> = ["clean.parquet", "quarantine.parquet", "scores.parquet", "report.json"]
+        .iter()
+        .map(|f| std::fs::read(fx.out().join(f)).unwrap())
+        .collect();
+    // Same output dir, input now broken (truncated): the run must fail and touch nothing.
+    let bytes = std::fs::read(&input).unwrap();
+    std::fs::write(&input, &bytes[..bytes.len() / 2]).unwrap();
+    fx.scan(&input, &[]).code(2).stderr(contains("not a Parquet file"));
+    let after: Vec<Vec<u8>> = ["clean.parquet", "quarantine.parquet", "scores.parquet", "report.json"]
+        .iter()
+        .map(|f| std::fs::read(fx.out().join(f)).unwrap())
+        .collect();
+    assert!(before == after, "outputs changed after a failed run");
+    let leftovers: Vec<_> = std::fs::read_dir(fx.out())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 4, "no temp files left: {leftovers:?}");
+}
+
+#[test]
+fn too_small_class_is_skipped_and_kept_in_clean() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    let spec = Spec {
+        kind: Kind::Gaussian,
+        classes: 5,
+        rows_per_class: 200,
+        dim: 16,
+        attack: Attack::None,
+        seed: 15,
+    };
+    let mut data = testkit::generate(&spec);
+    for l in data.labels.iter_mut().take(5) {
+        *l = 99; // a 5-row class
+    }
+    data.write_parquet(&input, 1000).unwrap();
+    fx.scan(&input, &[]).success().stderr(contains("class `99` skipped"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.out().join("report.json")).unwrap()).unwrap();
+    let class = report["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["label"] == "99")
+        .unwrap();
+    assert_eq!(class["analysed"], false);
+    assert!(class["skipped"].as_str().unwrap().contains("5 rows"));
+    assert_eq!(report["totals"]["classes_analysed"], 5);
+    let scores = read_all(&fx.out().join("scores.parquet"));
+    let q = scores.column_by_name("quarantined").unwrap().as_boolean();
+    assert!((0..5).all(|i| !q.value(i)), "a skipped class's rows stay in clean");
+}
+
+#[test]
+fn help_teaches_the_flags() {
+    datavet()
+        .args(["scan", "--help"])
+        .assert()
+        .success()
+        .stdout(contains("--activations-col"))
+        .stdout(contains("Exit"));
+}
