@@ -7,10 +7,17 @@ use datavet::pipeline::ScanConfig;
 use datavet::testkit::{Attack, Kind, Spec, evaluate};
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .take(2)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let first = args.first().copied().unwrap_or(1);
     let seeds = args.get(1).copied().unwrap_or(5);
-    let config = ScanConfig::new(vec![], "unused".into());
+    let mut config = ScanConfig::new(vec![], "unused".into());
+    if let Some(t) = std::env::args().nth(3).and_then(|a| a.parse().ok()) {
+        config.decision.record_threshold = t;
+    }
     println!(
         "{:<44} {:>6} {:>6} {:>6} {:>6} {:>7}  attacked(min/max)",
         "scenario", "AUROC", "recall", "prec", "FQR", "quar%"

@@ -10,6 +10,9 @@
 //! Data flows one way: `io -> detect -> score -> quarantine -> report`, called in order by
 //! `pipeline`; `cli` parses flags and calls `pipeline`.
 
+// Numeric kernels index several parallel arrays at once; iterator chains would hide that.
+#![allow(clippy::needless_range_loop)]
+
 pub mod cli;
 pub mod detect;
 pub mod error;

@@ -250,7 +250,10 @@ mod tests {
             .collect();
         let b = ClassBasis::fit(&x, 3, 2);
         let c = &b.components[..3];
-        assert!((c[0].abs() - 0.7071).abs() < 1e-3 && (c[1].abs() - 0.7071).abs() < 1e-3);
+        assert!(
+            (c[0].abs() - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-3
+                && (c[1].abs() - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-3
+        );
         assert!(b.eigenvalues[0] > 100.0 * b.eigenvalues[1]);
         assert_eq!(b.projected.len(), 200 * 2);
     }

@@ -54,7 +54,7 @@ fn row_spans(column: &ArrayRef) -> Result<Vec<(usize, usize)>, String> {
         DataType::FixedSizeList(_, _) => {
             let list = column.as_fixed_size_list();
             (0..n)
-                .map(|i| (list.value_offset_at(i) as usize, list.value_length() as usize))
+                .map(|i| (list.value_offset_at(i), list.value_length() as usize))
                 .collect()
         }
         other => return Err(format!("type {other} is not a vector column")),
@@ -94,10 +94,8 @@ pub fn copy_vectors<'d>(
                 ),
             ));
         }
-        if let Some(nulls) = value_nulls {
-            if let Some(j) = (start..start + len).find(|&j| nulls.is_null(j)) {
-                return Err((row, format!("element {} is null", j - start)));
-            }
+        if let Some(j) = value_nulls.and_then(|nulls| (start..start + len).find(|&j| nulls.is_null(j))) {
+            return Err((row, format!("element {} is null", j - start)));
         }
         let out = dest(row);
         match values.data_type() {

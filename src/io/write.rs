@@ -53,6 +53,15 @@ impl AtomicFile {
             path: self.path.clone(),
             source,
         };
+        // tempfile creates 0600; outputs are ordinary files that others in the group may read.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            self.temp
+                .as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(io)?;
+        }
         self.temp.as_file().sync_all().map_err(io)?;
         self.temp.persist(&self.path).map_err(|e| OutputError::Io {
             path: self.path.clone(),

@@ -42,7 +42,7 @@ impl Default for DecisionParams {
     fn default() -> Self {
         DecisionParams {
             anomaly_threshold: 3.5,
-            record_threshold: 3.0,
+            record_threshold: 2.5,
             max_quarantine_fraction: 0.2,
             expected_poison_rate: None,
         }
@@ -51,14 +51,14 @@ impl Default for DecisionParams {
 
 impl DecisionParams {
     pub fn check(&self) -> Result<(), ParamError> {
-        if !(self.anomaly_threshold > 0.0) {
+        if self.anomaly_threshold.is_nan() || self.anomaly_threshold <= 0.0 {
             return Err(ParamError::new(
                 "anomaly-threshold",
                 "must be positive",
                 self.anomaly_threshold,
             ));
         }
-        if !(self.record_threshold > 0.0) {
+        if self.record_threshold.is_nan() || self.record_threshold <= 0.0 {
             return Err(ParamError::new(
                 "record-threshold",
                 "must be positive",
@@ -72,10 +72,11 @@ impl DecisionParams {
                 self.max_quarantine_fraction,
             ));
         }
-        if let Some(r) = self.expected_poison_rate {
-            if !(r > 0.0 && r < 1.0) {
-                return Err(ParamError::new("expected-poison-rate", "must be in (0, 1)", r));
-            }
+        if let Some(r) = self
+            .expected_poison_rate
+            .filter(|r| !(0.0..1.0).contains(r) || *r == 0.0)
+        {
+            return Err(ParamError::new("expected-poison-rate", "must be in (0, 1)", r));
         }
         Ok(())
     }
