@@ -18,6 +18,9 @@ fn main() {
     if let Some(t) = std::env::args().nth(3).and_then(|a| a.parse().ok()) {
         config.decision.record_threshold = t;
     }
+    if let Some(t) = std::env::args().nth(4).and_then(|a| a.parse().ok()) {
+        config.decision.anomaly_threshold = t;
+    }
     println!(
         "{:<44} {:>6} {:>6} {:>6} {:>6} {:>7}  attacked(min/max)",
         "scenario", "AUROC", "recall", "prec", "FQR", "quar%"
