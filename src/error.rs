@@ -15,11 +15,4 @@ pub enum Error {
     Conservation(String),
 }
 
-impl Error {
-    /// True for mistakes in what the user gave us (input files, columns, settings): exit code 2.
-    pub fn is_user_error(&self) -> bool {
-        matches!(self, Error::Input(_) | Error::Param(_))
-    }
-}
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;

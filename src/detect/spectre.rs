@@ -81,13 +81,12 @@ impl Detector for Spectre {
         }
         let (mean, cov) = robust_location_scatter(&z, k, self.params.trim, self.params.iterations);
         let whitener = inverse_sqrt(&cov, k);
-        let w: Vec<f64> = z
-            .chunks_exact(k)
-            .flat_map(|row| {
-                let centred: Vec<f64> = row.iter().zip(&mean).map(|(a, b)| a - b).collect();
-                mat_vec(&whitener, &centred, k)
-            })
-            .collect();
+        let mut w = vec![0f64; n * k];
+        let mut centred = vec![0f64; k];
+        for (row, out) in z.chunks_exact(k).zip(w.chunks_exact_mut(k)) {
+            centre_into(row, &mean, &mut centred);
+            mat_vec_into(&whitener, &centred, out);
+        }
         // Second moment about the robust mean: a poison cluster shifts it along its direction.
         let mut second = vec![0f64; k * k];
         for row in w.chunks_exact(k) {
@@ -175,19 +174,28 @@ fn mean_cov(z: &[f64], k: usize, rows: &[usize]) -> (Vec<f64>, Vec<f64>) {
 
 /// Squared Mahalanobis distance of every row under (mean, precision).
 fn mahalanobis(z: &[f64], k: usize, mean: &[f64], precision: &[f64]) -> Vec<f64> {
+    let (mut d, mut pd) = (vec![0f64; k], vec![0f64; k]);
     z.chunks_exact(k)
         .map(|row| {
-            let d: Vec<f64> = row.iter().zip(mean).map(|(a, b)| a - b).collect();
-            let pd = mat_vec(precision, &d, k);
+            centre_into(row, mean, &mut d);
+            mat_vec_into(precision, &d, &mut pd);
             d.iter().zip(&pd).map(|(a, b)| a * b).sum()
         })
         .collect()
 }
 
-fn mat_vec(m: &[f64], v: &[f64], k: usize) -> Vec<f64> {
-    (0..k)
-        .map(|i| m[i * k..(i + 1) * k].iter().zip(v).map(|(a, b)| a * b).sum())
-        .collect()
+fn centre_into(row: &[f64], mean: &[f64], out: &mut [f64]) {
+    out.iter_mut()
+        .zip(row.iter().zip(mean))
+        .for_each(|(o, (a, b))| *o = a - b);
+}
+
+/// `out = m v` for a square row-major `m`; no allocation (this runs once per record per step).
+fn mat_vec_into(m: &[f64], v: &[f64], out: &mut [f64]) {
+    let k = v.len();
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = m[i * k..(i + 1) * k].iter().zip(v).map(|(a, b)| a * b).sum();
+    }
 }
 
 /// `sym^p` for a symmetric positive semi-definite matrix, eigenvalues floored for stability.

@@ -87,7 +87,6 @@ pub struct ParquetSink {
     path: PathBuf,
     writer: Option<ArrowWriter<NamedTempFile>>,
     closed: Option<NamedTempFile>,
-    rows: u64,
 }
 
 impl ParquetSink {
@@ -110,7 +109,6 @@ impl ParquetSink {
             path: path.to_path_buf(),
             writer: Some(writer),
             closed: None,
-            rows: 0,
         })
     }
 
@@ -118,7 +116,6 @@ impl ParquetSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.rows += batch.num_rows() as u64;
         let writer = self.writer.as_mut().expect("write before close");
         writer.write(batch).map_err(|source| OutputError::Parquet {
             path: self.path.clone(),
@@ -150,11 +147,6 @@ impl ParquetSink {
     /// Where the closed file is until it is committed.
     pub fn temp_path(&self) -> &Path {
         self.closed.as_ref().expect("temp_path after close").path()
-    }
-
-    /// Rows written so far.
-    pub fn rows(&self) -> u64 {
-        self.rows
     }
 
     /// Syncs and renames the closed file into place.

@@ -10,7 +10,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -275,12 +275,4 @@ fn write_scores(
     let mut sink = ParquetSink::create(path, schema, &[])?;
     sink.write(&batch)?;
     Ok(sink.close()?)
-}
-
-/// Paths of every output in `out_dir`, for messages.
-pub fn output_paths(out_dir: &Path) -> Vec<PathBuf> {
-    [SCORES_FILE, CLEAN_FILE, QUARANTINE_FILE]
-        .iter()
-        .map(|f| out_dir.join(f))
-        .collect()
 }

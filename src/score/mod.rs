@@ -172,12 +172,10 @@ pub fn decide(
         // Step 2: record evidence within the class.
         let record = record_evidence(e, names, params);
         let n = e.rows.len();
-        let mut flagged = 0;
         for i in 0..n {
             let g = e.rows[i] as usize;
             let s = class_evidence.min(record.evidence[i]);
             if attacked && record.flag[i] {
-                flagged += 1;
                 candidates.push((g, s.max(0.5)));
                 out.reasons[g] = format!(
                     "class `{}` attacked: {}; record: {}",
@@ -200,7 +198,7 @@ pub fn decide(
             attacked,
             why,
             signals,
-            flagged,
+            flagged: 0, // counted after the caps below
         });
     }
     // Caps: the most suspicious stay quarantined; the rest go back to clean, and the report says so.
@@ -216,11 +214,6 @@ pub fn decide(
         } else {
             out.suspicion[g] = 0.4999;
             out.reasons[g] = format!("{} (kept: over the quarantine cap of {cap} rows)", out.reasons[g]);
-        }
-    }
-    for v in out.verdicts.iter_mut().flatten() {
-        if v.flagged > 0 {
-            v.flagged = 0;
         }
     }
     for e in evidence {

@@ -217,24 +217,26 @@ fn same_input_and_seed_give_the_same_scores() {
     assert_eq!(first, second);
 }
 
+/// The bytes of every output file in `out`.
+fn output_bytes(out: &Path) -> Vec<Vec<u8>> {
+    ["clean.parquet", "quarantine.parquet", "scores.parquet", "report.json"]
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect()
+}
+
 #[test]
 fn a_failed_run_leaves_previous_outputs_whole() {
     let fx = Fixture::new();
     let input = fx.path("in.parquet");
     planted(&input, 14);
     fx.scan(&input, &[]).success();
-    let before: Vec<Vec<u8>> = ["clean.parquet", "quarantine.parquet", "scores.parquet", "report.json"]
-        .iter()
-        .map(|f| std::fs::read(fx.out().join(f)).unwrap())
-        .collect();
+    let before = output_bytes(&fx.out());
     // Same output dir, input now broken (truncated): the run must fail and touch nothing.
     let bytes = std::fs::read(&input).unwrap();
     std::fs::write(&input, &bytes[..bytes.len() / 2]).unwrap();
     fx.scan(&input, &[]).code(2).stderr(contains("not a Parquet file"));
-    let after: Vec<Vec<u8>> = ["clean.parquet", "quarantine.parquet", "scores.parquet", "report.json"]
-        .iter()
-        .map(|f| std::fs::read(fx.out().join(f)).unwrap())
-        .collect();
+    let after = output_bytes(&fx.out());
     assert!(before == after, "outputs changed after a failed run");
     let leftovers: Vec<_> = std::fs::read_dir(fx.out())
         .unwrap()
