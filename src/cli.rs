@@ -137,6 +137,9 @@ pub struct SampleArgs {
     pub strength: f64,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Rows per Parquet row group.
+    #[arg(long, default_value_t = 1000)]
+    pub row_group_rows: usize,
 }
 
 impl ScanArgs {
@@ -213,7 +216,7 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
                 seed: a.seed,
             };
             let data = testkit::generate(&spec);
-            data.write_parquet(&a.out, 1000)?;
+            data.write_parquet(&a.out, a.row_group_rows.max(1))?;
             if !cli.quiet {
                 let poisoned = data.poisoned.iter().filter(|&&p| p).count();
                 println!(

@@ -180,7 +180,7 @@ pub fn run_scan(config: &ScanConfig) -> Result<Outcome, crate::Error> {
         timings.push((name.to_string(), clock.elapsed().as_secs_f64() * 1e3));
         clock = Instant::now();
     };
-    let dataset = io::read_dataset(&config.inputs, &config.read)?;
+    let mut dataset = io::read_dataset(&config.inputs, &config.read)?;
     lap("read", &mut timings);
     log::info!(
         "read {} rows x {} dims in {} classes from {} file(s)",
@@ -192,6 +192,9 @@ pub fn run_scan(config: &ScanConfig) -> Result<Outcome, crate::Error> {
 
     let analysis = analyse(&dataset, config)?;
     lap("detect+decide", &mut timings);
+    // The matrix is the largest allocation and the write stage streams the files again: free it
+    // so peak memory is the larger of the two stages, not their sum.
+    dataset.x = Vec::new();
 
     std::fs::create_dir_all(&config.out_dir).map_err(|source| io::OutputError::Io {
         path: config.out_dir.clone(),

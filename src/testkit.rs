@@ -69,13 +69,18 @@ fn normals(rng: &mut Xoshiro256PlusPlus, n: usize) -> Vec<f32> {
     (0..n).map(|_| normal(rng)).collect()
 }
 
-/// Generates `spec`. Same spec, same bytes.
-pub fn generate(spec: &Spec) -> Synthetic {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(spec.seed);
+/// Labels and poison of every row, drawn before any vector.
+struct Plan {
+    labels: Vec<i64>,
+    /// The class each record really comes from (differs from its label for poison).
+    origin: Vec<usize>,
+    poisoned: Vec<bool>,
+}
+
+fn plan(spec: &Spec, rng: &mut Xoshiro256PlusPlus) -> Plan {
     let n = spec.classes * spec.rows_per_class;
-    // Plan labels and poison first, shared by both kinds.
     let mut labels: Vec<i64> = (0..n).map(|i| (i / spec.rows_per_class) as i64).collect();
-    let mut origin: Vec<usize> = labels.iter().map(|&l| l as usize).collect(); // class the record really is
+    let mut origin: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
     let mut poisoned = vec![false; n];
     match spec.attack {
         Attack::None => {}
@@ -101,6 +106,27 @@ pub fn generate(spec: &Spec) -> Synthetic {
             }
         }
     }
+    Plan {
+        labels,
+        origin,
+        poisoned,
+    }
+}
+
+/// The answer key of `spec` (which rows are poisoned) without generating any vector.
+pub fn answer_key(spec: &Spec) -> Vec<bool> {
+    plan(spec, &mut Xoshiro256PlusPlus::seed_from_u64(spec.seed)).poisoned
+}
+
+/// Generates `spec`. Same spec, same bytes.
+pub fn generate(spec: &Spec) -> Synthetic {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(spec.seed);
+    let n = spec.classes * spec.rows_per_class;
+    let Plan {
+        labels,
+        origin,
+        poisoned,
+    } = plan(spec, &mut rng);
     let strength = match spec.attack {
         Attack::Backdoor { strength, .. } => strength,
         _ => 0.0,

@@ -17,6 +17,9 @@ use tempfile::NamedTempFile;
 use super::read::DEFAULT_BATCH_ROWS;
 use super::{FileInfo, InputError, OutputError};
 
+/// Rows per row group in the files we write.
+pub const OUTPUT_ROW_GROUP_ROWS: usize = 65_536;
+
 /// A file that appears at `path` only when [`AtomicFile::commit`] is called.
 pub struct AtomicFile {
     path: PathBuf,
@@ -93,7 +96,11 @@ impl ParquetSink {
     /// `plain_columns` are written without dictionary encoding (float vectors gain nothing from it).
     pub fn create(path: &Path, schema: SchemaRef, plain_columns: &[&str]) -> Result<ParquetSink, OutputError> {
         let tmp = AtomicFile::create(path)?;
-        let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
+        // Row groups are buffered in memory until flushed: cap them so writing a 1M-row file does
+        // not hold the whole file (the default is 1M rows).
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(OUTPUT_ROW_GROUP_ROWS));
         for c in plain_columns {
             // Leaf paths differ by writer convention; disabling a path that does not exist is harmless.
             for leaf in ["list.element", "list.item", "element", "item"] {
@@ -164,28 +171,53 @@ pub fn for_each_batch(
     files: &[FileInfo],
     mut visit: impl FnMut(&RecordBatch, usize) -> Result<(), crate::Error>,
 ) -> Result<(), crate::Error> {
-    let mut global = 0usize;
-    for info in files {
-        let file = File::open(&info.path).map_err(|source| InputError::Io {
-            path: info.path.clone(),
-            source,
-        })?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.with_batch_size(DEFAULT_BATCH_ROWS).build())
-            .map_err(|cause| InputError::NotParquet {
-                path: info.path.clone(),
-                cause,
-            })?;
-        for batch in reader {
-            let batch = batch.map_err(|e| InputError::Corrupt {
-                path: info.path.clone(),
-                message: e.to_string(),
-            })?;
+    // Decoding runs on its own thread, a few batches ahead, so it overlaps with the caller's
+    // filtering and encoding: the two halves of the write stage take about as long each.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<RecordBatch, InputError>>(4);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for info in files {
+                let batches = match open_batches(info) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = sender.send(Err(e));
+                        return;
+                    }
+                };
+                for batch in batches {
+                    let batch = batch.map_err(|e| InputError::Corrupt {
+                        path: info.path.clone(),
+                        message: e.to_string(),
+                    });
+                    let failed = batch.is_err();
+                    // A closed channel means the consumer failed and stopped: stop too.
+                    if sender.send(batch).is_err() || failed {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut global = 0usize;
+        for batch in receiver {
+            let batch = batch?;
             visit(&batch, global)?;
             global += batch.num_rows();
         }
-    }
-    Ok(())
+        Ok(())
+    })
+}
+
+fn open_batches(info: &FileInfo) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, InputError> {
+    let file = File::open(&info.path).map_err(|source| InputError::Io {
+        path: info.path.clone(),
+        source,
+    })?;
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(DEFAULT_BATCH_ROWS).build())
+        .map_err(|cause| InputError::NotParquet {
+            path: info.path.clone(),
+            cause,
+        })
 }
 
 #[cfg(test)]
