@@ -56,6 +56,7 @@ fn main() {
             Attack::LabelFlip { rate: 0.05 },
         ] {
             let mut agg = [0.0f64; 5];
+            let mut per_detector: Vec<(String, f64, usize)> = Vec::new();
             let mut wrong_class = 0;
             for s in first..first + seeds {
                 let spec = Spec {
@@ -72,6 +73,15 @@ fn main() {
                 agg[2] += m.precision;
                 agg[3] += m.false_quarantine;
                 agg[4] += m.quarantined;
+                for (i, (name, a)) in m.detector_auroc.iter().enumerate() {
+                    if per_detector.len() <= i {
+                        per_detector.push((name.clone(), 0.0, 0));
+                    }
+                    if let Some(a) = a {
+                        per_detector[i].1 += a;
+                        per_detector[i].2 += 1;
+                    }
+                }
                 let expected: Vec<String> = match attack {
                     Attack::Backdoor { target, .. } => vec![target.to_string()],
                     _ => vec![],
@@ -82,7 +92,7 @@ fn main() {
             }
             let k = seeds as f64;
             println!(
-                "{:<44} {:>6.3} {:>6.3} {:>6.3} {:>6.4} {:>7.3}  wrong-class runs {wrong_class}/{seeds}",
+                "{:<44} {:>6.3} {:>6.3} {:>6.3} {:>6.4} {:>7.3}  wrong-class runs {wrong_class}/{seeds}  in-class AUROC: {}",
                 format!("{kind:?} d={dim} n={rows}x10 {attack:?}")
                     .chars()
                     .take(44)
@@ -91,7 +101,13 @@ fn main() {
                 agg[1] / k,
                 agg[2] / k,
                 agg[3] / k,
-                100.0 * agg[4] / k
+                100.0 * agg[4] / k,
+                per_detector
+                    .iter()
+                    .filter(|d| d.2 > 0)
+                    .map(|(n, a, c)| format!("{n} {:.3}", a / *c as f64))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }

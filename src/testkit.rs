@@ -344,6 +344,9 @@ pub struct Metrics {
     pub quarantined: f64,
     /// Classes judged attacked (names).
     pub attacked: Vec<String>,
+    /// AUROC of each detector's raw score inside the classes that hold poison (how well it ranks
+    /// poison above the clean records of the same class), by detector name.
+    pub detector_auroc: Vec<(String, Option<f64>)>,
 }
 
 /// Writes `spec`'s data to a temp Parquet file, runs read + detectors + decision, and scores the
@@ -360,7 +363,29 @@ pub fn evaluate(spec: &Spec, config: &crate::pipeline::ScanConfig) -> Result<Met
     config.inputs = vec![path];
     let dataset = crate::io::read_dataset(&config.inputs, &config.read)?;
     let analysis = crate::pipeline::analyse(&dataset, &config)?;
-    Ok(metrics(&data.poisoned, &analysis.decision, &dataset.classes))
+    let mut m = metrics(&data.poisoned, &analysis.decision, &dataset.classes);
+    let poisoned_class: Vec<bool> = {
+        let mut has = vec![false; dataset.classes.len()];
+        (0..dataset.rows())
+            .filter(|&g| data.poisoned[g])
+            .for_each(|g| has[dataset.labels[g] as usize] = true);
+        (0..dataset.rows()).map(|g| has[dataset.labels[g] as usize]).collect()
+    };
+    m.detector_auroc = analysis
+        .columns
+        .names
+        .iter()
+        .zip(&analysis.columns.values)
+        .map(|(name, values)| {
+            let rows: Vec<usize> = (0..dataset.rows())
+                .filter(|&g| poisoned_class[g] && values[g].is_some())
+                .collect();
+            let scores: Vec<f64> = rows.iter().map(|&g| values[g].unwrap_or(0.0) as f64).collect();
+            let truth: Vec<bool> = rows.iter().map(|&g| data.poisoned[g]).collect();
+            (name.clone(), crate::stats::auroc(&scores, &truth))
+        })
+        .collect();
+    Ok(m)
 }
 
 /// Quality of a decision against `poisoned` (by global row).
@@ -383,5 +408,6 @@ pub fn metrics(poisoned: &[bool], decision: &crate::score::Decision, classes: &[
             .filter(|(_, v)| v.as_ref().is_some_and(|v| v.attacked))
             .map(|(c, _)| classes[c].clone())
             .collect(),
+        detector_auroc: Vec::new(),
     }
 }

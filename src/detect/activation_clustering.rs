@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
 use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, Grouping, ParamError, SAMPLE_ROWS, Stat};
 use super::{coordinate_median, sample_rows};
 
+/// Silhouette a k = 2 split of a clean class can reach. Gaussian classes split in halves at
+/// 0.1-0.3; sparse ReLU activations split off a 30% lobe at up to 0.45. A backdoor cluster that
+/// k-means isolates sits well above.
+const CLEAN_SILHOUETTE: f64 = 0.5;
+
 /// `[detect.activation-clustering]` in a pipeline file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -137,7 +142,8 @@ impl Detector for ActivationClustering {
             // A clean class split in two by k-means has a silhouette of about 0.1-0.3 at balanced sizes.
             signal: Some(ClassSignal {
                 value: signal_value,
-                clean_bound: 0.25,
+                clean_bound: CLEAN_SILHOUETTE,
+                min_spread: 0.1,
             }),
             grouping: Some(Grouping {
                 cluster,

@@ -6,6 +6,7 @@
 
 pub mod activation_clustering;
 pub mod linalg;
+pub mod mixture;
 pub mod spectral;
 pub mod spectre;
 
@@ -104,6 +105,10 @@ pub struct ClassSignal {
     /// What a clean class of this size would reach at most (the decision also requires `value` to
     /// exceed it, so one class, or classes that are all alike, are not judged on ranks alone).
     pub clean_bound: f64,
+    /// Smallest spread between clean classes to assume when comparing classes (the MAD floor), in
+    /// units of `value`: with few classes, or classes that all score 0, the MAD alone can be ~0
+    /// and would make any small difference look like an outlier.
+    pub min_spread: f64,
 }
 
 /// Per-record cluster assignment, for reasons ("cluster 1 of 2").

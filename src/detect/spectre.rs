@@ -7,13 +7,34 @@
 //! whitened class. Whitening with a covariance the poison did not shape makes even a 1% cluster
 //! stand out along its direction, where plain spectral signatures need a large separation.
 //!
+//! Two departures from the paper, both for sparse, heavy-tailed ReLU activations: the robust
+//! covariance is shrunk 10% towards the classical one before whitening (units that fire for a
+//! few records would otherwise blow up), and the top whitened directions are searched for a
+//! two-mode split (`mixture`), whose minor mode is the suspect group in an attacked class.
+//!
 //! The class signal is ln ||S||, with ||S|| the top eigenvalue of the whitened second moment: about 1 for a
 //! clean class, 1 + eps * Delta^2 with a poison share eps at whitened distance Delta.
 
 use serde::{Deserialize, Serialize};
 
 use super::linalg::eigh_desc;
-use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, ParamError, Stat};
+use super::mixture::{Split, fit_two_gaussians};
+use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, Grouping, ParamError, Stat};
+
+/// Ashman's D above which two groups are clearly separated modes (Ashman et al. 1994).
+const CLEAN_SEPARATION: f64 = 2.0;
+/// Top whitened directions searched for a two-group split.
+const SPLIT_DIRECTIONS: usize = 3;
+/// Rows per class the mixture is fitted on (every record then gets its posterior).
+const SPLIT_FIT_ROWS: usize = 5_000;
+/// A minor group must hold at least this share of its class (and 3 rows) to count: fewer is a
+/// handful of outliers, not a cluster.
+const MIN_GROUP_SHARE: f64 = 0.005;
+/// ...and at most this share: beyond it the "minor" group is half the class.
+const MAX_GROUP_SHARE: f64 = 0.4;
+
+/// Weight of the classical covariance in the one we whiten with.
+const SHRINKAGE: f64 = 0.1;
 
 /// Rows per class the robust mean/covariance is fitted on.
 const ROBUST_FIT_ROWS: usize = 20_000;
@@ -89,7 +110,17 @@ impl Detector for Spectre {
             .iter()
             .flat_map(|&i| z[i * k..(i + 1) * k].iter().copied())
             .collect();
-        let (mean, cov) = robust_location_scatter(&fit, k, self.params.trim, self.params.iterations);
+        let (mean, robust) = robust_location_scatter(&fit, k, self.params.trim, self.params.iterations);
+        // Shrink towards the classical covariance: sparse activations have directions (units that
+        // fire for a few records) where the robust core has ~0 variance, and whitening by it would
+        // blow ordinary records up. The poison's own share of the classical covariance is scaled
+        // down by the same factor, so it still stands out.
+        let classical = mean_cov(&z, k, &(0..n).collect::<Vec<_>>()).1;
+        let cov: Vec<f64> = robust
+            .iter()
+            .zip(&classical)
+            .map(|(r, c)| (1.0 - SHRINKAGE) * r + SHRINKAGE * c)
+            .collect();
         let whitener = inverse_sqrt(&cov, k);
         let mut w = vec![0f64; n * k];
         let mut centred = vec![0f64; k];
@@ -134,6 +165,23 @@ impl Detector for Spectre {
                 (tau / trace * k as f64) as f32
             })
             .collect();
+        let split = most_separated_split(&w, k, &u, &fit_rows);
+        let grouping = split.as_ref().map(|(dir, split)| {
+            let direction = &u[dir * k..(dir + 1) * k];
+            let cluster = w
+                .chunks_exact(k)
+                .map(|row| (split.minor_posterior(dot(row, direction)) > 0.5) as u8)
+                .collect();
+            // The minor group is suspect only when it is a separate mode, not a tail.
+            Grouping {
+                cluster,
+                suspect: (split.separation() > CLEAN_SEPARATION).then_some(1),
+                closer_to_class: None,
+            }
+        });
+        let (separation, minor_weight) = split
+            .as_ref()
+            .map_or((0.0, 0.0), |(_, s)| (s.separation(), s.weights[1]));
         // Largest eigenvalue of a k-dim sample second moment of n clean Gaussian points, approx:
         // the Marchenko-Pastur edge (1 + sqrt(k/n))^2, plus slack for the robust fit's own noise.
         let clean_bound = (1.0 + (k as f64 / n as f64).sqrt()).powi(2) * 1.15;
@@ -148,16 +196,52 @@ impl Detector for Spectre {
                     name: "whitened_second_eigenvalue",
                     value: s.get(1).copied().unwrap_or(0.0),
                 },
+                Stat {
+                    name: "split_separation",
+                    value: separation,
+                },
+                Stat {
+                    name: "split_minor_weight",
+                    value: minor_weight,
+                },
+                Stat {
+                    name: "whitened_top_eigenvalue_clean_bound",
+                    value: clean_bound,
+                },
             ],
             // On a log scale: classes differ in tail weight multiplicatively, and a log makes the
             // median/MAD comparison across classes stable.
             signal: Some(ClassSignal {
                 value: top.max(1e-12).ln(),
                 clean_bound: clean_bound.ln(),
+                min_spread: 0.1,
             }),
-            grouping: None,
+            grouping,
         })
     }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Over the top whitened directions (rows of `u`), the two-group split with the largest Ashman's
+/// D whose minor group has a plausible size: (direction index, split).
+fn most_separated_split(w: &[f64], k: usize, u: &[f64], rows: &[usize]) -> Option<(usize, Split)> {
+    let rows: Vec<usize> = super::sample_rows(rows.len(), SPLIT_FIT_ROWS)
+        .into_iter()
+        .map(|i| rows[i])
+        .collect();
+    (0..SPLIT_DIRECTIONS.min(k))
+        .filter_map(|dir| {
+            let direction = &u[dir * k..(dir + 1) * k];
+            let t: Vec<f64> = rows.iter().map(|&i| dot(&w[i * k..(i + 1) * k], direction)).collect();
+            let split = fit_two_gaussians(&t)?;
+            let minor = split.weights[1];
+            let plausible = (MIN_GROUP_SHARE..=MAX_GROUP_SHARE).contains(&minor) && minor * t.len() as f64 >= 3.0;
+            plausible.then_some((dir, split))
+        })
+        .max_by(|a, b| a.1.separation().total_cmp(&b.1.separation()))
 }
 
 /// Mean and covariance (`k * k`) of the rows of `z` listed in `rows`.

@@ -245,7 +245,7 @@ fn class_anomaly_indices(evidence: &[ClassEvidence<'_>], n_detectors: usize) -> 
         };
         for (i, e) in evidence.iter().enumerate() {
             if let Some(s) = e.scores[d].signal {
-                let floor = 0.05 * m.abs().max(s.clean_bound.abs()).max(1e-9);
+                let floor = s.min_spread.max(1e-9);
                 out[i][d] = Some(if spread.is_nan() {
                     f64::INFINITY
                 } else {
@@ -273,60 +273,51 @@ fn record_evidence(e: &ClassEvidence<'_>, names: &[&str], params: &DecisionParam
     };
     let mut parts: Vec<Vec<String>> = vec![Vec::new(); n];
     for (d, s) in e.scores.iter().enumerate() {
-        match names[d] {
-            "spectre" => {
-                // tau is a weighted sum of squares: its root is half-normal-like for clean records, so
-                // its scale follows from the median, which a poison minority barely moves.
-                let root: Vec<f64> = s.scores.iter().map(|&t| (t.max(0.0) as f64).sqrt()).collect();
-                let sigma = (median(&root) / 0.6745).max(1e-12);
-                for i in 0..n {
-                    let z = root[i] / sigma;
-                    let q = logistic((z - params.record_threshold) * 2.0);
-                    ev.evidence[i] = ev.evidence[i].max(q);
-                    if z > params.record_threshold {
-                        ev.flag[i] = true;
-                        parts[i].push(format!("spectre score {z:.1} sigma"));
-                    }
+        // A detector's suspect group is acted on only when its split is a real one (signal over
+        // the clean bound); otherwise its small side is just a tail of the class.
+        let real_split = s
+            .grouping
+            .as_ref()
+            .zip(s.signal)
+            .filter(|(_, sig)| sig.value > sig.clean_bound);
+        if let Some((g, suspect, sig)) = real_split.and_then(|(g, sig)| g.suspect.map(|sp| (g, sp, sig))) {
+            let share = g.cluster.iter().filter(|&&c| c == suspect).count() as f64 / n as f64;
+            let closer = g
+                .closer_to_class
+                .map(|c| format!(", closer to class #{c}"))
+                .unwrap_or_default();
+            for i in (0..n).filter(|&i| g.cluster[i] == suspect) {
+                ev.flag[i] = true;
+                ev.evidence[i] = ev.evidence[i].max(0.75);
+                parts[i].push(format!(
+                    "{} suspect group ({:.1}% of class, class signal {:.2}{closer})",
+                    names[d],
+                    share * 100.0,
+                    sig.value
+                ));
+            }
+        }
+        if names[d] == "spectre" {
+            // tau is a weighted sum of squares: its root is half-normal-like for clean records, so
+            // its scale follows from the median, which a poison minority barely moves.
+            let root: Vec<f64> = s.scores.iter().map(|&t| (t.max(0.0) as f64).sqrt()).collect();
+            let sigma = (median(&root) / 0.6745).max(1e-12);
+            for i in 0..n {
+                let z = root[i] / sigma;
+                ev.evidence[i] = ev.evidence[i].max(logistic((z - params.record_threshold) * 2.0));
+                if z > params.record_threshold {
+                    ev.flag[i] = true;
+                    parts[i].push(format!("spectre score {z:.1} sigma"));
                 }
             }
-            "activation_clustering" => {
-                let Some(g) = &s.grouping else { continue };
-                let (Some(suspect), Some(sig)) = (g.suspect, s.signal) else {
-                    continue;
-                };
-                if sig.value <= sig.clean_bound {
-                    continue; // the split is not a real one; its small side is just a tail
-                }
-                let rel = s
-                    .stats
-                    .iter()
-                    .find(|st| st.name == "relative_cluster_size")
-                    .map_or(0.0, |st| st.value);
-                let closer = g
-                    .closer_to_class
-                    .map(|c| format!(", closer to class #{c}"))
-                    .unwrap_or_default();
-                for i in 0..n {
-                    if g.cluster[i] == suspect {
-                        ev.flag[i] = true;
-                        ev.evidence[i] = ev.evidence[i].max(0.5 + 0.5 * s.scores[i].clamp(0.0, 1.0) as f64);
-                        parts[i].push(format!(
-                            "activation_clustering small cluster ({:.1}% of class, silhouette {:.2}{closer})",
-                            rel * 100.0,
-                            sig.value
-                        ));
-                    }
-                }
-            }
-            _ => {
-                // Other detectors contribute robust-z evidence but do not flag on their own.
-                let v: Vec<f64> = s.scores.iter().map(|&x| x as f64).collect();
-                let m = median(&v);
-                let sd = mad_sigma(&v, m).max(1e-12);
-                for i in 0..n {
-                    let z = (v[i] - m) / sd;
-                    ev.evidence[i] = ev.evidence[i].max(logistic((z - params.record_threshold - 1.0) * 2.0) * 0.98);
-                }
+        } else {
+            // Other scores add robust-z evidence (for ranking) but do not flag on their own.
+            let v: Vec<f64> = s.scores.iter().map(|&x| x as f64).collect();
+            let m = median(&v);
+            let sd = mad_sigma(&v, m).max(1e-12);
+            for i in 0..n {
+                let z = (v[i] - m) / sd;
+                ev.evidence[i] = ev.evidence[i].max(logistic((z - params.record_threshold - 1.0) * 2.0) * 0.98);
             }
         }
     }
@@ -351,6 +342,7 @@ mod tests {
             signal: Some(ClassSignal {
                 value: signal,
                 clean_bound: 1.5,
+                min_spread: 0.05,
             }),
             grouping: None,
         }
@@ -417,6 +409,58 @@ mod tests {
         let d = decide(&ev, &["spectre"], &names, total, &params);
         assert!(d.quarantined.iter().all(|&q| !q));
         assert!(d.reasons[300].contains("cap"));
+    }
+
+    #[test]
+    fn a_real_split_flags_its_suspect_group_and_a_weak_one_does_not() {
+        let rows: Vec<Vec<u32>> = rows(4, 50);
+        let names: Vec<String> = (0..4).map(|c| c.to_string()).collect();
+        let evidence = |split: f64| -> Vec<ClassEvidence<'_>> {
+            rows.iter()
+                .enumerate()
+                .map(|(c, r)| {
+                    let attacked = c == 2;
+                    let cluster: Vec<u8> = (0..r.len()).map(|i| (attacked && i < 5) as u8).collect();
+                    ClassEvidence {
+                        class: c,
+                        rows: r,
+                        scores: vec![ClassScores {
+                            scores: vec![0.0; r.len()],
+                            stats: vec![],
+                            signal: Some(ClassSignal {
+                                value: if attacked { split } else { 0.0 },
+                                clean_bound: 0.5,
+                                min_spread: 0.1,
+                            }),
+                            grouping: Some(crate::detect::Grouping {
+                                cluster,
+                                suspect: Some(1),
+                                closer_to_class: None,
+                            }),
+                        }],
+                    }
+                })
+                .collect()
+        };
+        let strong = decide(
+            &evidence(0.9),
+            &["activation_clustering"],
+            &names,
+            200,
+            &DecisionParams::default(),
+        );
+        let flagged: Vec<usize> = (0..200).filter(|&g| strong.quarantined[g]).collect();
+        assert_eq!(flagged, vec![100, 101, 102, 103, 104]);
+        assert!(strong.reasons[100].contains("suspect group (10.0% of class"));
+        // Below the clean bound the class is not attacked, whatever its rank among classes.
+        let weak = decide(
+            &evidence(0.4),
+            &["activation_clustering"],
+            &names,
+            200,
+            &DecisionParams::default(),
+        );
+        assert!(weak.quarantined.iter().all(|&q| !q));
     }
 
     #[test]
