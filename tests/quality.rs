@@ -37,6 +37,19 @@ fn clean_datasets_stay_quiet() {
 }
 
 #[test]
+fn clean_relu_activations_stay_mostly_quiet() {
+    // Sparse, heavy-tailed activations of a trained network. Measured on seeds 1000-1004: one run
+    // in five judges a clean class attacked (1.7% quarantined); the average stays under 1%.
+    let runs: Vec<Metrics> = (1000..1005)
+        .map(|seed| run(Kind::Relu, 64, 500, Attack::None, seed))
+        .collect();
+    let mean = runs.iter().map(|m| m.quarantined).sum::<f64>() / runs.len() as f64;
+    assert!(mean <= 0.01, "mean quarantined {:.2}%", 100.0 * mean);
+    let loud = runs.iter().filter(|m| !m.attacked.is_empty()).count();
+    assert!(loud <= 1, "{loud} of 5 clean runs judged a class attacked");
+}
+
+#[test]
 fn backdoor_cluster_is_found_in_high_dimensions() {
     for (seed, rate) in [(1011, 0.05), (1012, 0.15), (1013, 0.05)] {
         let m = run(
@@ -53,8 +66,8 @@ fn backdoor_cluster_is_found_in_high_dimensions() {
         assert_eq!(m.attacked, vec!["3".to_string()], "the attacked class is found");
         assert!(m.auroc.unwrap() >= 0.95, "AUROC {:?}", m.auroc);
         assert!(m.false_quarantine <= 0.02, "false quarantine {:.3}", m.false_quarantine);
-        // The goal is recall >= 0.9; the current rule reaches about 0.6-0.85 here.
-        assert!(m.recall >= 0.5, "recall {:.3}", m.recall);
+        // The goal is recall >= 0.9; the current rule reaches about 0.8-0.95 here.
+        assert!(m.recall >= 0.6, "recall {:.3}", m.recall);
     }
 }
 
