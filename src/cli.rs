@@ -1,12 +1,16 @@
 //! Command-line interface: flags -> [`ScanConfig`] -> [`pipeline::run_scan`] -> exit status.
 //! The library never prints; this module prints the summary and warnings.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
 
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::pipeline::{self, ScanConfig};
+use crate::progress::Progress;
 use crate::testkit::{self, Attack, Kind, Spec};
 
 /// Exit codes, so nightly jobs and training pipelines can gate on them.
@@ -175,11 +179,52 @@ pub fn init_logging(cli: &Cli) {
         .try_init();
 }
 
+/// Progress bars on stderr, one per long stage; hidden when stderr is not a terminal or with -q,
+/// so logs of scheduled runs stay clean.
+struct Bars {
+    bar: Mutex<Option<ProgressBar>>,
+    visible: bool,
+}
+
+impl Bars {
+    fn new(quiet: bool) -> Bars {
+        Bars {
+            bar: Mutex::new(None),
+            visible: !quiet && std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, stage: &'static str, total_rows: u64) {
+        if !self.visible {
+            return;
+        }
+        let bar = ProgressBar::new(total_rows).with_prefix(stage);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>7} [{bar:30}] {human_pos}/{human_len} rows (eta {eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        *self.bar.lock().expect("progress lock") = Some(bar);
+    }
+    fn advance(&self, rows: u64) {
+        if let Some(bar) = self.bar.lock().expect("progress lock").as_ref() {
+            bar.inc(rows);
+        }
+    }
+    fn finish(&self) {
+        if let Some(bar) = self.bar.lock().expect("progress lock").take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
     match cli.command {
         Command::Scan(args) => {
-            let outcome = pipeline::run_scan(&args.to_config())?;
+            let outcome = pipeline::run_scan(&args.to_config(), &Bars::new(cli.quiet))?;
             for w in &outcome.report.warnings {
                 log::warn!("{w}");
             }

@@ -18,6 +18,7 @@ pub mod detect;
 pub mod error;
 pub mod io;
 pub mod pipeline;
+pub mod progress;
 pub mod quarantine;
 pub mod report;
 pub mod score;

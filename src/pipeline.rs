@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::detect::{self, ClassBasis, ClassScores, ClassView, DetectError, DetectorParams};
 use crate::io::{self, Dataset, ReadOptions};
+use crate::progress::Progress;
 use crate::quarantine::{self, DetectorColumns};
 use crate::report::{ClassReport, DatasetSummary, Report, Tool, Totals};
 use crate::score::{self, ClassEvidence, DecisionParams};
@@ -62,11 +63,13 @@ pub struct ClassResult {
 pub fn analyse_classes(
     dataset: &Dataset,
     config: &ScanConfig,
+    progress: &dyn Progress,
 ) -> Result<(Vec<&'static str>, Vec<ClassResult>), crate::Error> {
     let detectors = detect::registry(&config.detectors)?;
     let names: Vec<&'static str> = detectors.iter().map(|d| d.name()).collect();
     let medians = detect::class_medians(dataset);
     let nb_dims = config.detectors.activation_clustering.nb_dims;
+    progress.start("detect", dataset.rows() as u64);
     let results = (0..dataset.classes.len())
         .into_par_iter()
         .map(|c| {
@@ -77,6 +80,7 @@ pub fn analyse_classes(
                     rows: n,
                     min: config.min_class_rows,
                 };
+                progress.advance(n as u64);
                 return ClassResult {
                     class: c,
                     result: Err(err),
@@ -93,9 +97,11 @@ pub fn analyse_classes(
                 seed: config.seed.wrapping_add(c as u64),
             };
             let result = detectors.iter().map(|d| d.score_class(&view)).collect();
+            progress.advance(n as u64);
             ClassResult { class: c, result }
         })
         .collect();
+    progress.finish();
     Ok((names, results))
 }
 
@@ -112,9 +118,9 @@ pub struct Analysis {
 }
 
 /// Detectors + decision on a dataset already in memory (no output is written).
-pub fn analyse(dataset: &Dataset, config: &ScanConfig) -> Result<Analysis, crate::Error> {
+pub fn analyse(dataset: &Dataset, config: &ScanConfig, progress: &dyn Progress) -> Result<Analysis, crate::Error> {
     config.decision.check()?;
-    let (names, results) = analyse_classes(dataset, config)?;
+    let (names, results) = analyse_classes(dataset, config, progress)?;
     let mut warnings = Vec::new();
     let mut evidence = Vec::new();
     let mut columns = DetectorColumns {
@@ -170,8 +176,9 @@ pub fn analyse(dataset: &Dataset, config: &ScanConfig) -> Result<Analysis, crate
     })
 }
 
-/// Runs a whole scan and publishes its outputs in `config.out_dir`.
-pub fn run_scan(config: &ScanConfig) -> Result<Outcome, crate::Error> {
+/// Runs a whole scan and publishes its outputs in `config.out_dir`, reporting long stages to
+/// `progress`.
+pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome, crate::Error> {
     config.decision.check()?;
     detect::registry(&config.detectors)?; // reject bad parameters before reading any data
     let mut timings = Vec::new();
@@ -180,7 +187,7 @@ pub fn run_scan(config: &ScanConfig) -> Result<Outcome, crate::Error> {
         timings.push((name.to_string(), clock.elapsed().as_secs_f64() * 1e3));
         clock = Instant::now();
     };
-    let mut dataset = io::read_dataset(&config.inputs, &config.read)?;
+    let mut dataset = io::read_dataset_with_progress(&config.inputs, &config.read, progress)?;
     lap("read", &mut timings);
     log::info!(
         "read {} rows x {} dims in {} classes from {} file(s)",
@@ -190,7 +197,7 @@ pub fn run_scan(config: &ScanConfig) -> Result<Outcome, crate::Error> {
         dataset.files.len()
     );
 
-    let analysis = analyse(&dataset, config)?;
+    let analysis = analyse(&dataset, config, progress)?;
     lap("detect+decide", &mut timings);
     // The matrix is the largest allocation and the write stage streams the files again: free it
     // so peak memory is the larger of the two stages, not their sum.
@@ -200,7 +207,13 @@ pub fn run_scan(config: &ScanConfig) -> Result<Outcome, crate::Error> {
         path: config.out_dir.clone(),
         source,
     })?;
-    let staged = quarantine::stage_outputs(&dataset, &analysis.decision, &analysis.columns, &config.out_dir)?;
+    let staged = quarantine::stage_outputs(
+        &dataset,
+        &analysis.decision,
+        &analysis.columns,
+        &config.out_dir,
+        progress,
+    )?;
     lap("write", &mut timings);
 
     let quarantined = staged.conservation.quarantine_rows;

@@ -362,7 +362,7 @@ pub fn evaluate(spec: &Spec, config: &crate::pipeline::ScanConfig) -> Result<Met
     let mut config = config.clone();
     config.inputs = vec![path];
     let dataset = crate::io::read_dataset(&config.inputs, &config.read)?;
-    let analysis = crate::pipeline::analyse(&dataset, &config)?;
+    let analysis = crate::pipeline::analyse(&dataset, &config, &crate::progress::NoProgress)?;
     let mut m = metrics(&data.poisoned, &analysis.decision, &dataset.classes);
     let poisoned_class: Vec<bool> = {
         let mut has = vec![false; dataset.classes.len()];

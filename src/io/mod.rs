@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use arrow_schema::SchemaRef;
 use parquet::errors::ParquetError;
 
-pub use read::{ReadOptions, list_input_files, read_dataset};
+pub use read::{ReadOptions, list_input_files, read_dataset, read_dataset_with_progress};
 pub use write::{AtomicFile, ParquetSink, for_each_batch};
 
 /// One input file as the report's fingerprint records it.

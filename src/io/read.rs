@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::vectors::{copy_vectors, first_length, is_float_vector, is_numeric_scalar, numeric_column};
 use super::{Dataset, FileInfo, InputError, RecordKeys, VectorSource};
+use crate::progress::{NoProgress, Progress};
 
 /// Rows decoded per Arrow batch.
 pub const DEFAULT_BATCH_ROWS: usize = 8192;
@@ -414,6 +415,15 @@ fn string_values(column: &ArrayRef) -> Vec<String> {
 
 /// Reads, validates and class-groups the whole input. See the module doc for the passes.
 pub fn read_dataset(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Dataset, InputError> {
+    read_dataset_with_progress(inputs, opts, &NoProgress)
+}
+
+/// [`read_dataset`], reporting the vector pass (the long one) to `progress`.
+pub fn read_dataset_with_progress(
+    inputs: &[PathBuf],
+    opts: &ReadOptions,
+    progress: &dyn Progress,
+) -> Result<Dataset, InputError> {
     let paths = list_input_files(inputs)?;
     let sources: Vec<Source> = paths.par_iter().map(|p| Source::open(p)).collect::<Result<_, _>>()?;
     let first = &sources[0];
@@ -462,7 +472,12 @@ pub fn read_dataset(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Dataset, I
 
     // Pass 2: vectors, straight into class-grouped positions.
     let (x, dim) = match &roles.vectors {
-        VectorSource::Column(col) => read_vectors(&sources, col, &position, &keys)?,
+        VectorSource::Column(col) => {
+            progress.start("read", total);
+            let read = read_vectors(&sources, col, &position, &keys, progress);
+            progress.finish();
+            read?
+        }
         VectorSource::Features(cols) => read_features(&sources, cols, &position)?,
     };
     let schema = first.schema().clone();
@@ -664,6 +679,7 @@ fn read_vectors(
     col: &str,
     position: &[u32],
     keys: &RecordKeys,
+    progress: &dyn Progress,
 ) -> Result<(Vec<f32>, usize), InputError> {
     // The length of the dataset's first vector sets `dim`; every other row is checked against it.
     let first_batch = sources
@@ -701,6 +717,7 @@ fn read_vectors(
                     }
                 })?;
                 g += b.num_rows();
+                progress.advance(b.num_rows() as u64);
             }
             Ok(())
         })

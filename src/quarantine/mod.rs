@@ -22,6 +22,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
 use crate::io::{Dataset, OutputError, ParquetSink, RecordKeys, VectorSource, for_each_batch};
+use crate::progress::Progress;
 use crate::score::Decision;
 
 /// Output file names inside `--out`.
@@ -78,6 +79,7 @@ pub fn stage_outputs(
     decision: &Decision,
     detectors: &DetectorColumns,
     out_dir: &Path,
+    progress: &dyn Progress,
 ) -> Result<StagedOutputs, crate::Error> {
     let scores = write_scores(dataset, decision, detectors, &out_dir.join(SCORES_FILE))?;
     let schema = dataset.schema.clone();
@@ -104,8 +106,10 @@ pub fn stage_outputs(
         message: e.to_string(),
     };
 
-    for_each_batch(&dataset.files, |batch, g0| {
+    progress.start("write", dataset.rows() as u64);
+    let split = for_each_batch(&dataset.files, |batch, g0| {
         let n = batch.num_rows();
+        progress.advance(n as u64);
         let q_mask = BooleanArray::from(decision.quarantined[g0..g0 + n].to_vec());
         let c_mask = BooleanArray::from(decision.quarantined[g0..g0 + n].iter().map(|q| !q).collect::<Vec<_>>());
         let kept = filter_record_batch(batch, &c_mask).map_err(|e| out_err(&out_dir.join(CLEAN_FILE), e))?;
@@ -125,7 +129,9 @@ pub fn stage_outputs(
             quarantine.write(&with_scores)?;
         }
         Ok(())
-    })?;
+    });
+    progress.finish();
+    split?;
     let clean = clean.close()?;
     let quarantine = quarantine.close()?;
     let conservation = check_conservation(dataset, decision, &clean, &quarantine)?;

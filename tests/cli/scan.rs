@@ -288,3 +288,42 @@ fn help_teaches_the_flags() {
         .stdout(contains("--activations-col"))
         .stdout(contains("Exit"));
 }
+
+#[test]
+fn progress_bars_stay_off_when_stderr_is_not_a_terminal() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    planted(&input, 16);
+    let out = fx.scan(&input, &[]).success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        !stderr.contains("rows (eta"),
+        "no progress bar in piped stderr: {stderr}"
+    );
+}
+
+/// Counts what a scan reports, per stage.
+#[derive(Default)]
+struct Counting(std::sync::Mutex<Vec<(&'static str, u64, u64)>>);
+
+impl datavet::progress::Progress for Counting {
+    fn start(&self, stage: &'static str, total_rows: u64) {
+        self.0.lock().unwrap().push((stage, total_rows, 0));
+    }
+    fn advance(&self, rows: u64) {
+        self.0.lock().unwrap().last_mut().unwrap().2 += rows;
+    }
+}
+
+#[test]
+fn every_long_stage_reports_all_its_rows() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    let data = planted(&input, 17);
+    let config = datavet::pipeline::ScanConfig::new(vec![input], fx.out());
+    let progress = Counting::default();
+    datavet::pipeline::run_scan(&config, &progress).unwrap();
+    let n = data.ids.len() as u64;
+    let stages = progress.0.into_inner().unwrap();
+    assert_eq!(stages, vec![("read", n, n), ("detect", n, n), ("write", n, n)]);
+}
