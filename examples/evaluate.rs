@@ -57,6 +57,8 @@ fn main() {
         ] {
             let mut agg = [0.0f64; 5];
             let mut per_detector: Vec<(String, f64, usize)> = Vec::new();
+            // Attack success after retraining: on all data, on clean.parquet, with the poison removed.
+            let (mut asr, mut asr_runs) = ([0.0f64; 3], 0usize);
             let mut wrong_class = 0;
             for s in first..first + seeds {
                 let spec = Spec {
@@ -73,6 +75,12 @@ fn main() {
                 agg[2] += m.precision;
                 agg[3] += m.false_quarantine;
                 agg[4] += m.quarantined;
+                if let Some(r) = &m.retrain {
+                    asr[0] += r.all_data.attack_success;
+                    asr[1] += r.clean_output.attack_success;
+                    asr[2] += r.poison_removed.attack_success;
+                    asr_runs += 1;
+                }
                 for (i, (name, a)) in m.detector_auroc.iter().enumerate() {
                     if per_detector.len() <= i {
                         per_detector.push((name.clone(), 0.0, 0));
@@ -109,6 +117,15 @@ fn main() {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            if asr_runs > 0 {
+                let k = asr_runs as f64;
+                println!(
+                    "    retrain attack success: all data {:.3}, clean.parquet {:.3}, poison removed {:.3}",
+                    asr[0] / k,
+                    asr[1] / k,
+                    asr[2] / k
+                );
+            }
         }
     }
 }

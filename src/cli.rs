@@ -107,7 +107,7 @@ pub struct ScanArgs {
     #[arg(long, default_value_t = 3.5)]
     pub anomaly_threshold: f64,
     /// Sigmas of SPECTRE score that quarantine a record inside an attacked class.
-    #[arg(long, default_value_t = 2.5)]
+    #[arg(long, default_value_t = 2.0)]
     pub record_threshold: f64,
     /// Classes with fewer rows are not analysed (rows kept in clean; the report says so).
     #[arg(long, default_value_t = pipeline::DEFAULT_MIN_CLASS_ROWS)]

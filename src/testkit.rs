@@ -59,6 +59,8 @@ pub struct Synthetic {
     pub x: Vec<f32>,
     pub dim: usize,
     pub poisoned: Vec<bool>,
+    /// For `Kind::Relu`: the network and inputs, for retrain checks.
+    pub world: Option<ReluWorld>,
 }
 
 fn normal(rng: &mut Xoshiro256PlusPlus) -> f32 {
@@ -131,9 +133,12 @@ pub fn generate(spec: &Spec) -> Synthetic {
         Attack::Backdoor { strength, .. } => strength,
         _ => 0.0,
     };
-    let x = match spec.kind {
-        Kind::Gaussian => gaussian(spec, &mut rng, &origin, &labels, &poisoned, strength),
-        Kind::Relu => relu(spec, &mut rng, &origin, &labels, &poisoned, strength),
+    let (x, world) = match spec.kind {
+        Kind::Gaussian => (gaussian(spec, &mut rng, &origin, &labels, &poisoned, strength), None),
+        Kind::Relu => {
+            let (x, world) = relu(spec, &mut rng, &origin, &labels, &poisoned, strength);
+            (x, Some(world))
+        }
     };
     let sources = (0..n)
         .map(|i| format!("vendor-{}", (i * 7 + spec.seed as usize) % 5))
@@ -146,6 +151,7 @@ pub fn generate(spec: &Spec) -> Synthetic {
         x,
         dim: spec.dim,
         poisoned,
+        world,
     }
 }
 
@@ -202,6 +208,161 @@ fn gaussian(
 const INPUT_DIM: usize = 32;
 const TRIGGER_WIDTH: usize = 3;
 
+/// The ReLU world: the input distribution, the trigger, and the network trained on it, kept so
+/// an evaluation can retrain on the records a scan kept and measure whether the backdoor survives.
+pub struct ReluWorld {
+    centres: Vec<Vec<f32>>,
+    spread: Vec<f32>,
+    trigger_value: f32,
+    /// Inputs of every record, `n * INPUT_DIM`.
+    inputs: Vec<f32>,
+    labels: Vec<i64>,
+    target: Option<usize>,
+    hidden: usize,
+}
+
+/// A `p -> h (ReLU) -> c (softmax)` network.
+struct Net {
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+    p: usize,
+    h: usize,
+    c: usize,
+}
+
+impl Net {
+    fn init(rng: &mut Xoshiro256PlusPlus, p: usize, h: usize, c: usize) -> Net {
+        let w1 = normals(rng, h * p)
+            .iter()
+            .map(|v| v * (2.0 / p as f32).sqrt())
+            .collect();
+        let w2 = normals(rng, c * h)
+            .iter()
+            .map(|v| v * (1.0 / h as f32).sqrt())
+            .collect();
+        Net {
+            w1,
+            b1: vec![0.0; h],
+            w2,
+            b2: vec![0.0; c],
+            p,
+            h,
+            c,
+        }
+    }
+
+    fn hidden(&self, u: &[f32], out: &mut [f32]) {
+        let p = self.p;
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = (self.b1[j]
+                + self.w1[j * p..(j + 1) * p]
+                    .iter()
+                    .zip(u)
+                    .map(|(a, b)| a * b)
+                    .sum::<f32>())
+            .max(0.0);
+        }
+    }
+
+    fn logits(&self, hidden: &[f32], out: &mut [f32]) {
+        let h = self.h;
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = self.b2[k] + (0..h).map(|j| self.w2[k * h + j] * hidden[j]).sum::<f32>();
+        }
+    }
+
+    fn predict(&self, u: &[f32]) -> usize {
+        let (mut hidden, mut logits) = (vec![0f32; self.h], vec![0f32; self.c]);
+        self.hidden(u, &mut hidden);
+        self.logits(&hidden, &mut logits);
+        (0..self.c)
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+            .unwrap_or(0)
+    }
+
+    /// Plain SGD on softmax cross-entropy over the rows `rows` of `inputs`.
+    fn train(&mut self, inputs: &[f32], labels: &[i64], rows: &[usize], rng: &mut Xoshiro256PlusPlus) {
+        let (p, h, c) = (self.p, self.h, self.c);
+        let (lr, epochs) = (0.05f32, 8);
+        let (mut hidden, mut logits) = (vec![0f32; h], vec![0f32; c]);
+        let mut order = rows.to_vec();
+        for _ in 0..epochs {
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.gen_range(0..=i));
+            }
+            for &i in &order {
+                let u = &inputs[i * p..(i + 1) * p];
+                self.hidden(u, &mut hidden);
+                self.logits(&hidden, &mut logits);
+                let m = logits.iter().cloned().fold(f32::MIN, f32::max);
+                let z: f32 = logits.iter().map(|l| (l - m).exp()).sum();
+                let y = labels[i] as usize;
+                let grad_out: Vec<f32> = (0..c)
+                    .map(|k| (logits[k] - m).exp() / z - (k == y) as u8 as f32)
+                    .collect();
+                for j in 0..h {
+                    if hidden[j] <= 0.0 {
+                        continue;
+                    }
+                    let g: f32 = (0..c).map(|k| grad_out[k] * self.w2[k * h + j]).sum();
+                    for q in 0..p {
+                        self.w1[j * p + q] -= lr * g * u[q];
+                    }
+                    self.b1[j] -= lr * g;
+                }
+                for k in 0..c {
+                    for j in 0..h {
+                        self.w2[k * h + j] -= lr * grad_out[k] * hidden[j];
+                    }
+                    self.b2[k] -= lr * grad_out[k];
+                }
+            }
+        }
+    }
+}
+
+/// What a model retrained on a subset of the records does.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Retrain {
+    /// Share of triggered inputs from other classes that the model assigns to the target class.
+    pub attack_success: f64,
+    /// Accuracy on fresh clean inputs.
+    pub clean_accuracy: f64,
+}
+
+impl ReluWorld {
+    /// Retrains the network (fresh weights from `seed`) on the records where `keep` is true and
+    /// measures it on 2000 fresh inputs: half clean, half triggered (from non-target classes).
+    pub fn retrain(&self, keep: &[bool], seed: u64) -> Retrain {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let (p, c) = (INPUT_DIM, self.centres.len());
+        let mut net = Net::init(&mut rng, p, self.hidden, c);
+        let rows: Vec<usize> = (0..keep.len()).filter(|&i| keep[i]).collect();
+        net.train(&self.inputs, &self.labels, &rows, &mut rng);
+        let (mut correct, mut hits, mut triggered) = (0usize, 0usize, 0usize);
+        let mut u = vec![0f32; p];
+        for t in 0..2000 {
+            let class = t % c;
+            for j in 0..p {
+                u[j] = self.centres[class][j] + self.spread[class] * normal(&mut rng);
+            }
+            if t % 2 == 0 {
+                correct += (net.predict(&u) == class) as usize;
+            } else if let Some(target) = self.target.filter(|&tg| tg != class) {
+                u.iter_mut().take(TRIGGER_WIDTH).for_each(|v| *v = self.trigger_value);
+                hits += (net.predict(&u) == target) as usize;
+                triggered += 1;
+            }
+        }
+        Retrain {
+            attack_success: hits as f64 / triggered.max(1) as f64,
+            clean_accuracy: correct as f64 / 1000.0,
+        }
+    }
+}
+
 fn relu(
     spec: &Spec,
     rng: &mut Xoshiro256PlusPlus,
@@ -209,11 +370,13 @@ fn relu(
     labels: &[i64],
     poisoned: &[bool],
     strength: f64,
-) -> Vec<f32> {
+) -> (Vec<f32>, ReluWorld) {
     let (p, h, c) = (INPUT_DIM, spec.dim, spec.classes);
     let n = origin.len();
     let centres: Vec<Vec<f32>> = (0..c).map(|_| normals(rng, p)).collect();
     let spread: Vec<f32> = (0..c).map(|_| 0.6 + 0.8 * rng.r#gen::<f32>()).collect();
+    // A patch trigger: a few input features pinned to a value no clean record has.
+    let trigger_value = 1.5 + strength as f32 * 0.5;
     let mut inputs = vec![0f32; n * p];
     for (i, u) in inputs.chunks_exact_mut(p).enumerate() {
         let k = origin[i];
@@ -221,73 +384,31 @@ fn relu(
             u[j] = centres[k][j] + spread[k] * normal(rng);
         }
         if poisoned[i] {
-            // A patch trigger: a few input features pinned to a value no clean record has.
-            for t in u.iter_mut().take(TRIGGER_WIDTH) {
-                *t = 1.5 + strength as f32 * 0.5;
-            }
+            u.iter_mut().take(TRIGGER_WIDTH).for_each(|t| *t = trigger_value);
         }
     }
-    // Train p -> h (ReLU) -> c (softmax) with plain SGD on the (poisoned) labels.
-    let mut w1: Vec<f32> = normals(rng, h * p)
-        .iter()
-        .map(|v| v * (2.0 / p as f32).sqrt())
-        .collect();
-    let mut b1 = vec![0f32; h];
-    let mut w2: Vec<f32> = normals(rng, c * h)
-        .iter()
-        .map(|v| v * (1.0 / h as f32).sqrt())
-        .collect();
-    let mut b2 = vec![0f32; c];
-    let (lr, epochs) = (0.05f32, 8);
-    let mut hidden = vec![0f32; h];
-    let mut logits = vec![0f32; c];
-    let mut order: Vec<usize> = (0..n).collect();
-    for _ in 0..epochs {
-        for i in (1..n).rev() {
-            order.swap(i, rng.gen_range(0..=i));
-        }
-        for &i in &order {
-            let u = &inputs[i * p..(i + 1) * p];
-            forward(u, &w1, &b1, &mut hidden);
-            for k in 0..c {
-                logits[k] = b2[k] + (0..h).map(|j| w2[k * h + j] * hidden[j]).sum::<f32>();
-            }
-            let m = logits.iter().cloned().fold(f32::MIN, f32::max);
-            let z: f32 = logits.iter().map(|l| (l - m).exp()).sum();
-            let y = labels[i] as usize;
-            let grad_out: Vec<f32> = (0..c)
-                .map(|k| (logits[k] - m).exp() / z - (k == y) as u8 as f32)
-                .collect();
-            for j in 0..h {
-                if hidden[j] <= 0.0 {
-                    continue;
-                }
-                let g: f32 = (0..c).map(|k| grad_out[k] * w2[k * h + j]).sum();
-                for q in 0..p {
-                    w1[j * p + q] -= lr * g * u[q];
-                }
-                b1[j] -= lr * g;
-            }
-            for k in 0..c {
-                for j in 0..h {
-                    w2[k * h + j] -= lr * grad_out[k] * hidden[j];
-                }
-                b2[k] -= lr * grad_out[k];
-            }
-        }
-    }
+    let mut net = Net::init(rng, p, h, c);
+    net.train(&inputs, labels, &(0..n).collect::<Vec<_>>(), rng);
     let mut x = vec![0f32; n * h];
     for (i, row) in x.chunks_exact_mut(h).enumerate() {
-        forward(&inputs[i * p..(i + 1) * p], &w1, &b1, row);
+        net.hidden(&inputs[i * p..(i + 1) * p], row);
     }
-    x
-}
-
-fn forward(u: &[f32], w1: &[f32], b1: &[f32], out: &mut [f32]) {
-    let p = u.len();
-    for (j, o) in out.iter_mut().enumerate() {
-        *o = (b1[j] + w1[j * p..(j + 1) * p].iter().zip(u).map(|(a, b)| a * b).sum::<f32>()).max(0.0);
-    }
+    let target = match spec.attack {
+        Attack::Backdoor { target, .. } => Some(target),
+        _ => None,
+    };
+    (
+        x,
+        ReluWorld {
+            centres,
+            spread,
+            trigger_value,
+            inputs,
+            labels: labels.to_vec(),
+            target,
+            hidden: h,
+        },
+    )
 }
 
 impl Synthetic {
@@ -347,6 +468,18 @@ pub struct Metrics {
     /// AUROC of each detector's raw score inside the classes that hold poison (how well it ranks
     /// poison above the clean records of the same class), by detector name.
     pub detector_auroc: Vec<(String, Option<f64>)>,
+    /// For ReLU backdoor cases: the backdoor after retraining on all data, on the scan's clean
+    /// output, and with exactly the poison removed.
+    pub retrain: Option<RetrainCheck>,
+}
+
+/// The retrain check: what matters in the end is whether the backdoor survives in a model
+/// retrained on `clean.parquet`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RetrainCheck {
+    pub all_data: Retrain,
+    pub clean_output: Retrain,
+    pub poison_removed: Retrain,
 }
 
 /// Writes `spec`'s data to a temp Parquet file, runs read + detectors + decision, and scores the
@@ -385,6 +518,16 @@ pub fn evaluate(spec: &Spec, config: &crate::pipeline::ScanConfig) -> Result<Met
             (name.clone(), crate::stats::auroc(&scores, &truth))
         })
         .collect();
+    if let (Some(world), Attack::Backdoor { .. }) = (&data.world, spec.attack) {
+        let retrain_seed = spec.seed ^ 0x5eed;
+        let kept: Vec<bool> = analysis.decision.quarantined.iter().map(|q| !q).collect();
+        let clean: Vec<bool> = data.poisoned.iter().map(|p| !p).collect();
+        m.retrain = Some(RetrainCheck {
+            all_data: world.retrain(&vec![true; kept.len()], retrain_seed),
+            clean_output: world.retrain(&kept, retrain_seed),
+            poison_removed: world.retrain(&clean, retrain_seed),
+        });
+    }
     Ok(m)
 }
 
@@ -409,5 +552,6 @@ pub fn metrics(poisoned: &[bool], decision: &crate::score::Decision, classes: &[
             .map(|(c, _)| classes[c].clone())
             .collect(),
         detector_auroc: Vec::new(),
+        retrain: None,
     }
 }

@@ -78,3 +78,33 @@ fn label_flips_are_reported_not_caught_by_clustering() {
     let m = run(Kind::Gaussian, 128, 300, Attack::LabelFlip { rate: 0.05 }, 1021);
     assert!(m.false_quarantine <= 0.02, "false quarantine {:.3}", m.false_quarantine);
 }
+
+#[test]
+fn retrain_check_measures_the_backdoor() {
+    // The end-to-end question: retrained on clean.parquet, does the backdoor still work?
+    let m = run(
+        Kind::Relu,
+        64,
+        300,
+        Attack::Backdoor {
+            target: 3,
+            rate: 0.15,
+            strength: 4.0,
+        },
+        1031,
+    );
+    let r = m.retrain.expect("ReLU backdoor cases carry a retrain check");
+    eprintln!("retrain: {r:?}");
+    assert!(
+        r.all_data.attack_success > r.poison_removed.attack_success + 0.2,
+        "the planted backdoor works when trained on all data: {r:?}"
+    );
+    assert!(
+        r.poison_removed.clean_accuracy > 0.8,
+        "the task itself is learnable: {r:?}"
+    );
+    assert!(
+        r.clean_output.attack_success <= r.all_data.attack_success + 0.05,
+        "retraining on clean.parquet never helps the attack: {r:?}"
+    );
+}

@@ -42,7 +42,7 @@ impl Default for DecisionParams {
     fn default() -> Self {
         DecisionParams {
             anomaly_threshold: 3.5,
-            record_threshold: 2.5,
+            record_threshold: 2.0,
             max_quarantine_fraction: 0.2,
             expected_poison_rate: None,
         }
