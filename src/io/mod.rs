@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use arrow_schema::SchemaRef;
 use parquet::errors::ParquetError;
 
-pub use read::{ReadOptions, list_input_files, read_dataset, read_dataset_with_progress};
+pub use read::{ReadOptions, check_unchanged, list_input_files, read_dataset, read_dataset_with_progress};
 pub use write::{AtomicFile, ParquetSink, for_each_batch};
 
 /// One input file as the report's fingerprint records it.
@@ -120,6 +120,8 @@ pub enum InputError {
     NoFiles { path: PathBuf },
     #[error("no input given; pass --input FILE_OR_DIR (repeatable)")]
     NoInput,
+    #[error("{path}: the file changed while it was being scanned; run the scan again once it is complete")]
+    Changed { path: PathBuf },
     #[error("{path}: the input has no rows ({files} file(s) read); nothing to scan")]
     Empty { path: PathBuf, files: usize },
     #[error("{path}: schema differs from {first}: {difference}; all files of one dataset must share a schema")]

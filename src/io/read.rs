@@ -174,6 +174,26 @@ impl Source {
     }
 }
 
+/// Fails if any input file differs (size or footer) from when it was read: the write stage reads
+/// the files again, and a file replaced mid-run must not mix two datasets in the outputs.
+pub fn check_unchanged(files: &[FileInfo]) -> Result<(), InputError> {
+    for info in files {
+        let changed = || InputError::Changed {
+            path: info.path.clone(),
+        };
+        let io_err = |source| InputError::Io {
+            path: info.path.clone(),
+            source,
+        };
+        let mut file = File::open(&info.path).map_err(io_err)?;
+        let size = file.metadata().map_err(io_err)?.len();
+        if size != info.size_bytes || size < 8 || footer_hash(&mut file, size).map_err(io_err)? != info.footer_sha256 {
+            return Err(changed());
+        }
+    }
+    Ok(())
+}
+
 fn footer_hash(file: &mut File, size: u64) -> std::io::Result<String> {
     let mut tail = [0u8; 8];
     file.seek(SeekFrom::Start(size - 8))?;

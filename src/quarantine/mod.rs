@@ -21,7 +21,9 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
-use crate::io::{Dataset, OutputError, ParquetSink, RecordKeys, VectorSource, for_each_batch};
+use crate::io::{
+    Dataset, InputError, OutputError, ParquetSink, RecordKeys, VectorSource, check_unchanged, for_each_batch,
+};
 use crate::progress::Progress;
 use crate::score::Decision;
 
@@ -106,9 +108,14 @@ pub fn stage_outputs(
         message: e.to_string(),
     };
 
+    check_unchanged(&dataset.files)?;
     progress.start("write", dataset.rows() as u64);
     let split = for_each_batch(&dataset.files, |batch, g0| {
         let n = batch.num_rows();
+        if g0 + n > decision.quarantined.len() {
+            let path = dataset.files.last().map(|f| f.path.clone()).unwrap_or_default();
+            return Err(InputError::Changed { path }.into());
+        }
         progress.advance(n as u64);
         let q_mask = BooleanArray::from(decision.quarantined[g0..g0 + n].to_vec());
         let c_mask = BooleanArray::from(decision.quarantined[g0..g0 + n].iter().map(|q| !q).collect::<Vec<_>>());
@@ -132,6 +139,7 @@ pub fn stage_outputs(
     });
     progress.finish();
     split?;
+    check_unchanged(&dataset.files)?; // a file rewritten during the split would go unnoticed
     let clean = clean.close()?;
     let quarantine = quarantine.close()?;
     let conservation = check_conservation(dataset, decision, &clean, &quarantine)?;

@@ -464,6 +464,28 @@ mod tests {
     }
 
     #[test]
+    fn expected_poison_rate_caps_the_quarantine() {
+        // Class 3 flags its far record plus its band above 2 sigma; a tiny expected rate keeps
+        // only what 2x the rate (+1% slack) of 600 rows allows: ceil(0.0102 * 600) = 7 rows.
+        let (ev, total) = classes(&[1.3, 1.32, 1.28, 6.0, 1.29, 1.3], &rows(6, 100));
+        let names: Vec<String> = (0..6).map(|c| c.to_string()).collect();
+        let free = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
+        let params = DecisionParams {
+            expected_poison_rate: Some(0.0001),
+            ..Default::default()
+        };
+        let capped = decide(&ev, &["spectre"], &names, total, &params);
+        let count = |d: &Decision| d.quarantined.iter().filter(|&&q| q).count();
+        assert!(
+            count(&capped) <= 7 && count(&capped) <= count(&free),
+            "{} vs {}",
+            count(&capped),
+            count(&free)
+        );
+        assert!(capped.quarantined[300], "the most suspicious record stays quarantined");
+    }
+
+    #[test]
     fn max_quarantine_fraction_is_checked() {
         let p = DecisionParams {
             max_quarantine_fraction: 1.5,

@@ -327,3 +327,26 @@ fn every_long_stage_reports_all_its_rows() {
     let stages = progress.0.into_inner().unwrap();
     assert_eq!(stages, vec![("read", n, n), ("detect", n, n), ("write", n, n)]);
 }
+
+#[test]
+fn an_input_replaced_mid_run_is_an_error_not_a_mixed_output() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    planted(&input, 18);
+    let config = datavet::pipeline::ScanConfig::new(vec![input.clone()], fx.out());
+    let dataset = datavet::io::read_dataset(&config.inputs, &config.read).unwrap();
+    let analysis = datavet::pipeline::analyse(&dataset, &config, &datavet::progress::NoProgress).unwrap();
+    planted(&input, 19); // another dataset lands at the same path between the stages
+    std::fs::create_dir_all(fx.out()).unwrap();
+    let err = datavet::quarantine::stage_outputs(
+        &dataset,
+        &analysis.decision,
+        &analysis.columns,
+        &fx.out(),
+        &datavet::progress::NoProgress,
+    )
+    .err()
+    .expect("a changed input must fail the write stage");
+    assert!(err.to_string().contains("changed while it was being scanned"), "{err}");
+    assert!(!fx.out().join("clean.parquet").exists());
+}
