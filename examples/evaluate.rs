@@ -21,6 +21,9 @@ fn main() {
     if let Some(t) = std::env::args().nth(4).and_then(|a| a.parse().ok()) {
         config.decision.anomaly_threshold = t;
     }
+    if let Some(t) = std::env::args().nth(5).and_then(|a| a.parse().ok()) {
+        config.detectors.spectre.trim = t;
+    }
     println!(
         "{:<44} {:>6} {:>6} {:>6} {:>6} {:>7}  attacked(min/max)",
         "scenario", "AUROC", "recall", "prec", "FQR", "quar%"
