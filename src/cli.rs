@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::config;
 use crate::pipeline::{self, ScanConfig};
 use crate::progress::Progress;
 use crate::testkit::{self, Attack, Kind, Spec};
@@ -65,6 +66,23 @@ pub enum Command {
     ///
     /// Example: datavet sample --out sample_data/sample.parquet --kind relu --seed 7
     Sample(SampleArgs),
+    /// Run a pipeline file: inputs, columns, detector settings and output dir from TOML.
+    ///
+    /// Paths in the file are relative to the file. Example:
+    /// datavet run pipelines/pretrain-vetting.toml --set output.dir=/tmp/vet --set scan.seed=7
+    Run(PipelineArgs),
+    /// Check a pipeline file (syntax, keys, values, input paths) without reading any data.
+    Check(PipelineArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// The pipeline file (TOML), e.g. pipelines/nightly-scan.toml.
+    pub pipeline: PathBuf,
+    /// Override a key: `--set decision.max-quarantine-fraction=0.05` (value in TOML syntax; a bare
+    /// word is a string). Repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -220,27 +238,51 @@ impl Progress for Bars {
     }
 }
 
+/// Runs one scan, prints its summary and warnings, and turns the quarantine gate into a status.
+fn scan(config: &ScanConfig, fail_if_quarantined: Option<u64>, quiet: bool) -> crate::Result<ExitStatus> {
+    let outcome = pipeline::run_scan(config, &Bars::new(quiet))?;
+    for w in &outcome.report.warnings {
+        log::warn!("{w}");
+    }
+    if !quiet {
+        println!("{}", outcome.report.summary_line());
+    }
+    match fail_if_quarantined {
+        Some(limit) if outcome.quarantined > limit => {
+            log::error!(
+                "quarantined {} rows, more than the limit of {limit}",
+                outcome.quarantined
+            );
+            Ok(ExitStatus::QuarantineOverLimit)
+        }
+        _ => Ok(ExitStatus::Success),
+    }
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
     match cli.command {
-        Command::Scan(args) => {
-            let outcome = pipeline::run_scan(&args.to_config(), &Bars::new(cli.quiet))?;
-            for w in &outcome.report.warnings {
-                log::warn!("{w}");
-            }
+        Command::Scan(args) => scan(&args.to_config(), args.fail_if_quarantined, cli.quiet),
+        Command::Run(args) => {
+            let p = config::load(&args.pipeline, &args.set)?;
+            scan(&p.scan, p.fail_if_quarantined, cli.quiet)
+        }
+        Command::Check(args) => {
+            let p = config::load(&args.pipeline, &args.set)?;
             if !cli.quiet {
-                println!("{}", outcome.report.summary_line());
+                println!(
+                    "{}: ok ({}); scans {} input path(s) into {}",
+                    args.pipeline.display(),
+                    if p.description.is_empty() {
+                        "no description"
+                    } else {
+                        &p.description
+                    },
+                    p.scan.inputs.len(),
+                    p.scan.out_dir.display()
+                );
             }
-            match args.fail_if_quarantined {
-                Some(limit) if outcome.quarantined > limit => {
-                    log::error!(
-                        "quarantined {} rows, more than --fail-if-quarantined {limit}",
-                        outcome.quarantined
-                    );
-                    Ok(ExitStatus::QuarantineOverLimit)
-                }
-                _ => Ok(ExitStatus::Success),
-            }
+            Ok(ExitStatus::Success)
         }
         Command::Sample(a) => {
             let attack = if a.poison_rate > 0.0 {

@@ -9,6 +9,8 @@ pub enum Error {
     Input(#[from] InputError),
     #[error(transparent)]
     Output(#[from] OutputError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("invalid setting: {0}")]
     Param(#[from] ParamError),
     #[error("row conservation check failed: {0}")]

@@ -1,0 +1,332 @@
+//! Pipeline files (`pipelines/*.toml`): what to scan, with which columns and settings, where to
+//! write. `load` turns one into a checked [`Pipeline`]; every problem names the file, and the line
+//! and key where it has one.
+//!
+//! Paths inside a pipeline file are relative to the file's own directory, so a pipeline runs the
+//! same from any working directory. `--set key=value` overrides any key (dotted path, value in
+//! TOML syntax; a bare word is taken as a string).
+//!
+//! Imports: `io`, `detect`, `score` (their parameter types), `pipeline` (ScanConfig).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::detect::{DetectorParams, registry};
+use crate::io::ReadOptions;
+use crate::pipeline::{DEFAULT_MIN_CLASS_ROWS, ScanConfig};
+use crate::score::DecisionParams;
+
+/// A pipeline file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PipelineFile {
+    /// What the pipeline is for, shown by `datavet check`.
+    #[serde(default)]
+    pub description: String,
+    pub input: InputConf,
+    pub output: OutputConf,
+    #[serde(default)]
+    pub scan: ScanConf,
+    #[serde(default)]
+    pub detect: DetectorParams,
+    #[serde(default)]
+    pub decision: DecisionParams,
+}
+
+/// `[input]`: the data and its columns (see `datavet scan --help` for each column's meaning).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InputConf {
+    /// Parquet files or directories, relative to the pipeline file.
+    pub paths: Vec<PathBuf>,
+    pub id_col: Option<String>,
+    #[serde(default = "default_label")]
+    pub label_col: String,
+    pub activations_col: Option<String>,
+    pub feature_cols: Option<Vec<String>>,
+}
+
+fn default_label() -> String {
+    "label".into()
+}
+
+/// `[output]`: where results go and when the run should fail a gate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OutputConf {
+    /// Output directory, relative to the pipeline file.
+    pub dir: PathBuf,
+    /// Exit 3 when more rows than this are quarantined.
+    pub fail_if_quarantined: Option<u64>,
+}
+
+/// `[scan]`: settings that apply to the whole scan.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ScanConf {
+    pub seed: u64,
+    pub min_class_rows: usize,
+}
+
+impl Default for ScanConf {
+    fn default() -> Self {
+        ScanConf {
+            seed: 42,
+            min_class_rows: DEFAULT_MIN_CLASS_ROWS,
+        }
+    }
+}
+
+/// A loaded, checked pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub description: String,
+    pub scan: ScanConfig,
+    pub fail_if_quarantined: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read pipeline file: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid pipeline file: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: --set {assignment}: {message}")]
+    Override {
+        path: PathBuf,
+        assignment: String,
+        message: String,
+    },
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Problems(Vec<Problem>),
+}
+
+/// One semantic problem, located as `file:line`.
+#[derive(Debug)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.path.display(), self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+/// Loads `path`, applies `overrides` (`key.path=value`), and checks everything, reporting all
+/// problems at once.
+pub fn load(path: &Path, overrides: &[String]) -> Result<Pipeline, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.into(),
+        message,
+    };
+    // Parse the text as written first: its errors carry line, column and the offending key.
+    let mut file: PipelineFile = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    if !overrides.is_empty() {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+        for assignment in overrides {
+            apply_override(&mut table, assignment).map_err(|message| ConfigError::Override {
+                path: path.into(),
+                assignment: assignment.clone(),
+                message,
+            })?;
+        }
+        file = table.try_into().map_err(|e: toml::de::Error| ConfigError::Override {
+            path: path.into(),
+            assignment: overrides.join(" "),
+            message: e.to_string(),
+        })?;
+    }
+    check(path, &text, file)
+}
+
+/// `a.b.c=value`: sets the dotted key; the value is TOML (`3`, `true`, `"x"`, `[1, 2]`), or a
+/// plain string when it does not parse as TOML.
+fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), String> {
+    let (key, raw) = assignment.split_once('=').ok_or("expected KEY=VALUE")?;
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let (last, parents) = parts.split_last().ok_or("empty key")?;
+    let mut node = table;
+    for p in parents {
+        node = node
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("`{p}` is not a table"))?;
+    }
+    node.insert(last.to_string(), value);
+    Ok(())
+}
+
+/// 1-based line of `key` inside `[table]` in `text` (first match), for messages.
+fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
+    let header = format!("[{table}]");
+    let mut in_table = table.is_empty();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_table = t == header;
+            if in_table && key.is_empty() {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        if in_table && t.split('=').next().is_some_and(|k| k.trim() == key) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, ConfigError> {
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut problems = Vec::new();
+    let mut problem = |line: Option<usize>, message: String| {
+        problems.push(Problem {
+            path: path.into(),
+            line,
+            message,
+        })
+    };
+    if file.input.paths.is_empty() {
+        problem(
+            line_of(text, "input", "paths"),
+            "[input] `paths` must name at least one file or directory".into(),
+        );
+    }
+    let inputs: Vec<PathBuf> = file.input.paths.iter().map(|p| base.join(p)).collect();
+    for (given, resolved) in file.input.paths.iter().zip(&inputs) {
+        if !resolved.exists() {
+            problem(
+                line_of(text, "input", "paths"),
+                format!(
+                    "[input] `paths`: {} not found (resolved to {})",
+                    given.display(),
+                    resolved.display()
+                ),
+            );
+        }
+    }
+    if let Err(e) = registry(&file.detect) {
+        let table = ["activation-clustering", "spectral", "spectre"]
+            .into_iter()
+            .find(|t| line_of(text, &format!("detect.{t}"), e.key).is_some())
+            .map(|t| format!("detect.{t}"));
+        let line = table.as_deref().and_then(|t| line_of(text, t, e.key));
+        problem(line, format!("[{}] {e}", table.unwrap_or_else(|| "detect".into())));
+    }
+    if let Err(e) = file.decision.check() {
+        problem(line_of(text, "decision", e.key), format!("[decision] {e}"));
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError::Problems(problems));
+    }
+    let mut scan = ScanConfig::new(inputs, base.join(&file.output.dir));
+    scan.read = ReadOptions {
+        id_col: file.input.id_col,
+        label_col: file.input.label_col,
+        activations_col: file.input.activations_col,
+        feature_cols: file.input.feature_cols,
+    };
+    scan.detectors = file.detect;
+    scan.decision = file.decision;
+    scan.seed = file.scan.seed;
+    scan.min_class_rows = file.scan.min_class_rows;
+    Ok(Pipeline {
+        description: file.description,
+        scan,
+        fail_if_quarantined: file.output.fail_if_quarantined,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        std::fs::write(dir.join("data.parquet"), b"").unwrap();
+        path
+    }
+
+    const GOOD: &str = "[input]\npaths = [\"data.parquet\"]\n[output]\ndir = \"out\"\n";
+
+    #[test]
+    fn paths_resolve_against_the_pipeline_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = load(&write(dir.path(), GOOD), &[]).unwrap();
+        assert_eq!(p.scan.inputs, vec![dir.path().join("data.parquet")]);
+        assert_eq!(p.scan.out_dir, dir.path().join("out"));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{GOOD}[detect.spectre]\nalpah = 3\n");
+        let err = load(&write(dir.path(), &text), &[]).unwrap_err().to_string();
+        assert!(err.contains("line 6") && err.contains("alpah"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{GOOD}[scan]\nseed = \"forty-two\"\n");
+        let err = load(&write(dir.path(), &text), &[]).unwrap_err().to_string();
+        assert!(err.contains("line 6") && err.contains("seed"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_and_missing_files_are_all_reported_with_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[input]\npaths = [\"nope.parquet\"]\n[output]\ndir = \"out\"\n[detect.spectre]\ntrim = 0.9\n[decision]\nmax-quarantine-fraction = 2.0\n";
+        let err = load(&write(dir.path(), text), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("p.toml:2: [input] `paths`: nope.parquet not found"),
+            "{err}"
+        );
+        assert!(err.contains("p.toml:6: [detect.spectre] `trim`"), "{err}");
+        assert!(err.contains("p.toml:8: [decision] `max-quarantine-fraction`"), "{err}");
+    }
+
+    #[test]
+    fn overrides_set_nested_keys_with_toml_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), GOOD);
+        let p = load(
+            &path,
+            &[
+                "scan.seed=7".into(),
+                "detect.spectre.enabled=false".into(),
+                "output.dir=elsewhere".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(p.scan.seed, 7);
+        assert!(!p.scan.detectors.spectre.enabled);
+        assert_eq!(p.scan.out_dir, dir.path().join("elsewhere"));
+        let err = load(&path, &["scan.sed=7".into()]).unwrap_err().to_string();
+        assert!(err.contains("--set") && err.contains("sed"), "{err}");
+    }
+}

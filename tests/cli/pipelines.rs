@@ -1,0 +1,82 @@
+//! `datavet run` and `datavet check` on pipeline files, including every file in pipelines/.
+
+use predicates::str::contains;
+
+use super::{Fixture, datavet};
+
+fn shipped() -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_shipped_pipeline_checks_and_runs_on_the_sample_data() {
+    let files = shipped();
+    assert!(files.len() >= 2, "pipelines/ ships nightly-scan and pretrain-vetting");
+    for file in files {
+        datavet()
+            .arg("check")
+            .arg(&file)
+            .assert()
+            .success()
+            .stdout(contains(": ok"));
+        let fx = Fixture::new();
+        let out = format!("output.dir={}", fx.out().display());
+        // Exit 0 or 3 (a gate tripping on the planted poison is the pipeline working).
+        let status = datavet()
+            .arg("run")
+            .arg(&file)
+            .args(["--set", &out])
+            .assert()
+            .get_output()
+            .status
+            .code();
+        assert!(
+            matches!(status, Some(0) | Some(3)),
+            "{}: exit {status:?}",
+            file.display()
+        );
+        assert!(fx.out().join("clean.parquet").exists(), "{}", file.display());
+    }
+}
+
+#[test]
+fn the_nightly_gate_exits_3_on_the_planted_poison() {
+    let fx = Fixture::new();
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/nightly-scan.toml");
+    datavet()
+        .arg("run")
+        .arg(&file)
+        .args(["--set", &format!("output.dir={}", fx.out().display())])
+        .assert()
+        .code(3)
+        .stdout(contains("attacked classes: 3"));
+}
+
+#[test]
+fn a_bad_pipeline_names_file_line_and_key_and_exits_2() {
+    let fx = Fixture::new();
+    let file = fx.path("bad.toml");
+    std::fs::write(
+        &file,
+        "[input]\npaths = [\"x.parquet\"]\n[output]\ndir = \"o\"\n[detect.spectral]\ntop-kk = 3\n",
+    )
+    .unwrap();
+    datavet()
+        .arg("check")
+        .arg(&file)
+        .assert()
+        .code(2)
+        .stderr(contains("bad.toml"))
+        .stderr(contains("line 6"))
+        .stderr(contains("top-kk"));
+    std::fs::write(&file, "[input]\npaths = [\"x.parquet\"]\n[output]\ndir = \"o\"\n").unwrap();
+    datavet()
+        .arg("run")
+        .arg(&file)
+        .assert()
+        .code(2)
+        .stderr(contains("bad.toml:2: [input] `paths`: x.parquet not found"));
+}
