@@ -14,6 +14,7 @@ use arrow_schema::SchemaRef;
 use parquet::errors::ParquetError;
 
 pub use read::{ReadOptions, check_unchanged, list_input_files, read_dataset, read_dataset_with_progress};
+pub use vectors::integer_values;
 pub use write::{AtomicFile, ParquetSink, for_each_batch};
 
 /// One input file as the report's fingerprint records it.

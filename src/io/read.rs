@@ -17,7 +17,7 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::vectors::{copy_vectors, first_length, is_float_vector, is_numeric_scalar, numeric_column};
+use super::vectors::{copy_vectors, first_length, integer_values, is_float_vector, is_numeric_scalar, numeric_column};
 use super::{Dataset, FileInfo, InputError, RecordKeys, VectorSource};
 use crate::progress::{NoProgress, Progress};
 
@@ -395,21 +395,9 @@ fn label_keys(column: &ArrayRef) -> Result<Vec<LabelKey>, usize> {
                 .map(|k| LabelKey::Str(values[k].clone()))
                 .collect()
         }
-        t if t.is_integer() => int_values(column).into_iter().map(LabelKey::Int).collect(),
+        t if t.is_integer() => integer_values(column).into_iter().map(LabelKey::Int).collect(),
         _ => string_values(column).into_iter().map(LabelKey::Str).collect(),
     })
-}
-
-fn int_values(column: &ArrayRef) -> Vec<i64> {
-    let cast = arrow_array::cast::as_primitive_array::<arrow_array::types::Int64Type>;
-    match column.data_type() {
-        DataType::Int64 => cast(column).values().to_vec(),
-        _ => numeric_column(column)
-            .expect("checked integer column")
-            .into_iter()
-            .map(|v| v as i64)
-            .collect(),
-    }
 }
 
 fn string_values(column: &ArrayRef) -> Vec<String> {
@@ -555,7 +543,7 @@ fn read_keys_and_labels(s: &Source, roles: &Roles) -> Result<(Option<RecordKeys>
                     }
                 }),
             ) {
-                (true, RecordKeys::Int(v)) => v.extend(int_values(col)),
+                (true, RecordKeys::Int(v)) => v.extend(integer_values(col)),
                 (false, RecordKeys::Str(v)) => v.extend(string_values(col)),
                 _ => unreachable!("one id type per file"),
             }

@@ -125,6 +125,21 @@ pub fn copy_vectors<'d>(
     Ok(())
 }
 
+/// An integer column (any width, signed or not) as i64, exactly; unsigned values above
+/// `i64::MAX` wrap, which keeps them distinct. Nulls read as 0 (callers reject nulls first).
+pub fn integer_values(column: &ArrayRef) -> Vec<i64> {
+    macro_rules! ints {
+        ($($t:ty => $dt:ident),*) => {
+            match column.data_type() {
+                $(DataType::$dt => column.as_primitive::<$t>().values().iter().map(|&v| v as i64).collect(),)*
+                _ => vec![0; column.len()],
+            }
+        };
+    }
+    ints!(Int8Type => Int8, Int16Type => Int16, Int32Type => Int32, Int64Type => Int64,
+          UInt8Type => UInt8, UInt16Type => UInt16, UInt32Type => UInt32, UInt64Type => UInt64)
+}
+
 /// One numeric scalar column as f64, checking for nulls and non-finite values.
 pub fn numeric_column(column: &ArrayRef) -> Result<Vec<f64>, RowProblem> {
     macro_rules! prim {

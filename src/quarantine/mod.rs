@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::io::{
     Dataset, InputError, OutputError, ParquetSink, RecordKeys, VectorSource, check_unchanged, for_each_batch,
+    integer_values,
 };
 use crate::progress::Progress;
 use crate::score::Decision;
@@ -211,36 +212,32 @@ fn read_back(path: &Path, id_column: Option<&str>) -> Result<(u64, u64), crate::
     let mut sum = 0u64;
     for batch in builder.with_projection(mask).build().map_err(|e| err(e.to_string()))? {
         let col = batch.map_err(|e| err(e.to_string()))?.column(0).clone();
-        sum = (0..col.len()).fold(sum, |acc, i| acc.wrapping_add(id_hash(&col, i)));
+        sum = sum.wrapping_add(id_hash_sum(&col));
     }
     Ok((rows, sum))
 }
 
-fn id_hash(col: &ArrayRef, i: usize) -> u64 {
+/// Wrapping sum of the hashes of every id in `col` (hashed as the reader keys them).
+fn id_hash_sum(col: &ArrayRef) -> u64 {
+    let add = |acc: u64, h: u64| acc.wrapping_add(h);
     match col.data_type() {
-        DataType::Utf8 => hash_of(col.as_string::<i32>().value(i)),
-        DataType::LargeUtf8 => hash_of(col.as_string::<i64>().value(i)),
-        DataType::Utf8View => hash_of(col.as_string_view().value(i)),
-        _ => {
-            let cast = arrow_cast_i64(col);
-            hash_of(cast[i])
-        }
+        DataType::Utf8 => col
+            .as_string::<i32>()
+            .iter()
+            .map(|v| hash_of(v.unwrap_or_default()))
+            .fold(0, add),
+        DataType::LargeUtf8 => col
+            .as_string::<i64>()
+            .iter()
+            .map(|v| hash_of(v.unwrap_or_default()))
+            .fold(0, add),
+        DataType::Utf8View => col
+            .as_string_view()
+            .iter()
+            .map(|v| hash_of(v.unwrap_or_default()))
+            .fold(0, add),
+        _ => integer_values(col).into_iter().map(hash_of).fold(0, add),
     }
-}
-
-/// Integer id column -> i64 values (the reader accepted only integer or string ids).
-fn arrow_cast_i64(col: &ArrayRef) -> Vec<i64> {
-    use arrow_array::types::*;
-    macro_rules! ints {
-        ($($t:ty => $dt:ident),*) => {
-            match col.data_type() {
-                $(DataType::$dt => col.as_primitive::<$t>().values().iter().map(|&v| v as i64).collect(),)*
-                _ => vec![0; col.len()],
-            }
-        };
-    }
-    ints!(Int8Type => Int8, Int16Type => Int16, Int32Type => Int32, Int64Type => Int64,
-          UInt8Type => UInt8, UInt16Type => UInt16, UInt32Type => UInt32, UInt64Type => UInt64)
 }
 
 /// `scores.parquet`: key, label, one column per detector, suspicion, quarantined, reasons.
