@@ -61,7 +61,7 @@ pub enum Command {
     /// Scan a dataset and write clean/quarantine/scores Parquet files and report.json to --out.
     ///
     /// Example: datavet scan --input sample_data/sample.parquet --out out/
-    Scan(ScanArgs),
+    Scan(Box<ScanArgs>),
     /// Write a seeded synthetic dataset with a planted backdoor (for trying datavet out).
     ///
     /// Example: datavet sample --out sample_data/sample.parquet --kind relu --seed 7
@@ -106,6 +106,25 @@ pub struct ScanArgs {
     /// Use these numeric columns (comma-separated, standardized) instead of a vector column.
     #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
     pub feature_cols: Option<Vec<String>>,
+    /// The model's predicted class probabilities (float vector, one per class in sorted label
+    /// order). Default: `probs` if present. Used to rank only: they are usually in-sample.
+    #[arg(long, value_name = "NAME")]
+    pub probs_col: Option<String>,
+    /// Per-record training loss: one float, or a list of per-epoch losses. Records learned
+    /// unusually fast within their class (low early loss) look backdoored.
+    #[arg(long, value_name = "NAME")]
+    pub loss_col: Option<String>,
+    /// A small verified-clean Parquet set with the same columns: records whose up-weighting
+    /// would raise the loss on it are scored harmful (influence functions). Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub trusted: Vec<PathBuf>,
+    /// Skip the influence stage (surrogate model, confident learning, self-influence,
+    /// neighbours, near-copies): only the clustering detectors run.
+    #[arg(long)]
+    pub no_influence: bool,
+    /// Folds for the surrogate model's out-of-fold probabilities.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
     /// PCA dimensions per class before clustering and robust scoring.
     #[arg(long, default_value_t = 10)]
     pub nb_dims: usize,
@@ -135,6 +154,13 @@ pub struct ScanArgs {
     pub fail_if_quarantined: Option<u64>,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum SampleAttack {
+    Backdoor,
+    LabelFlip,
+    NearCopies,
+}
+
 #[derive(Debug, Args)]
 pub struct SampleArgs {
     /// Parquet file to write.
@@ -148,10 +174,14 @@ pub struct SampleArgs {
     pub rows_per_class: usize,
     #[arg(long, default_value_t = 64)]
     pub dim: usize,
-    /// Class that receives the backdoor.
+    /// What to plant: a backdoor cluster, random label flips, or groups of near-copies.
+    #[arg(long, value_enum, default_value_t = SampleAttack::Backdoor)]
+    pub attack: SampleAttack,
+    /// Class that receives the backdoor or the near-copies.
     #[arg(long, default_value_t = 3)]
     pub target: usize,
-    /// Share of the target class that is poisoned (0 for a clean dataset).
+    /// Backdoor: share of the target class that is poisoned; label flips: share of all rows
+    /// (0 for a clean dataset).
     #[arg(long, default_value_t = 0.08)]
     pub poison_rate: f64,
     /// Trigger strength (larger = better separated poison).
@@ -172,6 +202,11 @@ impl ScanArgs {
         c.read.label_col = self.label_col.clone();
         c.read.activations_col = self.activations_col.clone();
         c.read.feature_cols = self.feature_cols.clone();
+        c.read.probs_col = self.probs_col.clone();
+        c.read.loss_col = self.loss_col.clone();
+        c.trusted = self.trusted.clone();
+        c.detectors.influence.enabled = !self.no_influence;
+        c.detectors.influence.folds = self.folds;
         c.detectors.activation_clustering.nb_dims = self.nb_dims;
         c.detectors.spectre.enabled = !self.no_spectre;
         c.decision.max_quarantine_fraction = self.max_quarantine_fraction;
@@ -285,14 +320,21 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         Command::Sample(a) => {
-            let attack = if a.poison_rate > 0.0 {
-                Attack::Backdoor {
-                    target: a.target.min(a.classes.saturating_sub(1)),
+            let target = a.target.min(a.classes.saturating_sub(1));
+            let attack = match a.attack {
+                _ if a.poison_rate <= 0.0 => Attack::None,
+                SampleAttack::Backdoor => Attack::Backdoor {
+                    target,
                     rate: a.poison_rate,
                     strength: a.strength,
-                }
-            } else {
-                Attack::None
+                },
+                SampleAttack::LabelFlip => Attack::LabelFlip { rate: a.poison_rate },
+                // Groups of 10 copies, as many as make up the poison rate of the target class.
+                SampleAttack::NearCopies => Attack::NearCopies {
+                    target,
+                    groups: ((a.poison_rate * a.rows_per_class as f64 / 10.0).round() as usize).max(1),
+                    copies: 10,
+                },
             };
             let spec = Spec {
                 kind: a.kind,
@@ -307,11 +349,10 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
             if !cli.quiet {
                 let poisoned = data.poisoned.iter().filter(|&&p| p).count();
                 println!(
-                    "wrote {} ({} rows x {} dims, {poisoned} poisoned in class {})",
+                    "wrote {} ({} rows x {} dims, {poisoned} poisoned: {attack:?})",
                     a.out.display(),
                     data.ids.len(),
                     a.dim,
-                    a.target
                 );
             }
             Ok(ExitStatus::Success)

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod error;
+pub mod influence;
 pub mod io;
 pub mod pipeline;
 pub mod progress;

@@ -8,8 +8,9 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::detect::{self, ClassBasis, ClassScores, ClassView, DetectError, DetectorParams};
-use crate::io::{self, Dataset, ReadOptions};
+use crate::detect::{self, Available, ClassBasis, ClassScores, ClassView, DetectError, DetectorParams};
+use crate::influence::{self, InfluenceReport, InfluenceState};
+use crate::io::{self, Dataset, InputError, ReadOptions};
 use crate::progress::Progress;
 use crate::quarantine::{self, DetectorColumns};
 use crate::report::{ClassReport, DatasetSummary, Report, Tool, Totals};
@@ -26,6 +27,8 @@ pub struct ScanConfig {
     pub seed: u64,
     /// Classes with fewer rows are not analysed (their rows stay in clean) and the report says so.
     pub min_class_rows: usize,
+    /// A verified clean Parquet set (same columns) for influence on a trusted set; optional.
+    pub trusted: Vec<PathBuf>,
     pub out_dir: PathBuf,
 }
 
@@ -38,6 +41,7 @@ impl ScanConfig {
             decision: DecisionParams::default(),
             seed: 42,
             min_class_rows: DEFAULT_MIN_CLASS_ROWS,
+            trusted: Vec::new(),
             out_dir,
         }
     }
@@ -59,18 +63,89 @@ pub struct ClassResult {
     pub result: Result<Vec<ClassScores>, DetectError>,
 }
 
-/// Runs every detector on every class (classes in parallel). Exposed for benches and evaluation.
+/// A verified clean set: vectors (`labels.len() * dim`) and class indices of the scanned data.
+struct TrustedSet {
+    x: Vec<f32>,
+    labels: Vec<u32>,
+}
+
+/// Reads the trusted set, mapping its labels onto the scanned classes.
+fn read_trusted(dataset: &Dataset, config: &ScanConfig) -> Result<Option<TrustedSet>, crate::Error> {
+    if config.trusted.is_empty() {
+        return Ok(None);
+    }
+    let read = ReadOptions {
+        probs_col: None,
+        loss_col: None,
+        ..config.read.clone()
+    };
+    let trusted = io::read_dataset(&config.trusted, &read)?;
+    let path = trusted.files[0].path.clone();
+    if trusted.dim != dataset.dim {
+        return Err(InputError::TrustedDimension {
+            path,
+            found: trusted.dim,
+            expected: dataset.dim,
+        }
+        .into());
+    }
+    let mut labels = Vec::with_capacity(trusted.x.len() / trusted.dim.max(1));
+    for c in 0..trusted.classes.len() {
+        let name = &trusted.classes[c];
+        let Some(mapped) = dataset.classes.iter().position(|d| d == name) else {
+            return Err(InputError::UnknownTrustedLabel {
+                path,
+                label: name.clone(),
+            }
+            .into());
+        };
+        labels.extend(std::iter::repeat_n(mapped as u32, trusted.class_size(c)));
+    }
+    Ok(Some(TrustedSet { x: trusted.x, labels }))
+}
+
+/// Detector output for every class, plus the influence stage's state when it ran.
+pub struct ClassAnalysis {
+    pub names: Vec<&'static str>,
+    pub results: Vec<ClassResult>,
+    pub influence: Option<InfluenceState>,
+    pub warnings: Vec<String>,
+}
+
+/// Runs the influence stage (when enabled and meaningful), then every detector on every class
+/// (classes in parallel). Exposed for benches and evaluation.
 pub fn analyse_classes(
     dataset: &Dataset,
     config: &ScanConfig,
     progress: &dyn Progress,
-) -> Result<(Vec<&'static str>, Vec<ClassResult>), crate::Error> {
-    let detectors = detect::registry(&config.detectors)?;
+) -> Result<ClassAnalysis, crate::Error> {
+    let mut warnings = Vec::new();
+    let params = &config.detectors.influence;
+    let trusted = read_trusted(dataset, config)?;
+    let influence = if !params.enabled {
+        None
+    } else if dataset.classes.len() < 2 || dataset.rows() < 2 * params.folds {
+        warnings.push("influence stage skipped: it needs at least two classes and two rows per fold".into());
+        None
+    } else {
+        let extras = influence::Extras {
+            trusted: trusted.as_ref().map(|t| (t.x.as_slice(), t.labels.as_slice())),
+        };
+        Some(influence::compute(dataset, params, &extras, config.seed, progress))
+    };
+    let available = Available {
+        influence: influence.is_some(),
+        trusted: influence.as_ref().is_some_and(|s| s.trusted_influence.is_some()),
+        probs: dataset.probs.is_some(),
+        losses: dataset.losses.is_some(),
+    };
+    let detectors = detect::registry(&config.detectors, available)?;
     let names: Vec<&'static str> = detectors.iter().map(|d| d.name()).collect();
     let medians = detect::class_medians(dataset);
     let nb_dims = config.detectors.activation_clustering.nb_dims;
+    let k = dataset.classes.len();
     progress.start("detect", dataset.rows() as u64);
-    let results = (0..dataset.classes.len())
+    let results = (0..k)
         .into_par_iter()
         .map(|c| {
             let n = dataset.class_size(c);
@@ -87,6 +162,7 @@ pub fn analyse_classes(
                 };
             }
             let (_, x) = dataset.class_slice(c);
+            let (a, b) = (dataset.class_offsets[c], dataset.class_offsets[c + 1]);
             let basis = ClassBasis::fit(x, dataset.dim, nb_dims);
             let view = ClassView {
                 class: c,
@@ -95,6 +171,11 @@ pub fn analyse_classes(
                 basis: &basis,
                 class_medians: &medians,
                 seed: config.seed.wrapping_add(c as u64),
+                class_names: &dataset.classes,
+                offset: a,
+                influence: influence.as_ref(),
+                probs: dataset.probs.as_ref().map(|p| &p[a * k..b * k]),
+                losses: dataset.losses.as_ref().map(|(l, e)| (&l[a * e..b * e], *e)),
             };
             let result = detectors.iter().map(|d| d.score_class(&view)).collect();
             progress.advance(n as u64);
@@ -102,7 +183,12 @@ pub fn analyse_classes(
         })
         .collect();
     progress.finish();
-    Ok((names, results))
+    Ok(ClassAnalysis {
+        names,
+        results,
+        influence,
+        warnings,
+    })
 }
 
 /// Everything the detectors and the decision produced for one dataset.
@@ -115,13 +201,18 @@ pub struct Analysis {
     /// Classes not analysed, with why.
     pub skipped: BTreeMap<usize, String>,
     pub warnings: Vec<String>,
+    pub influence: Option<InfluenceReport>,
 }
 
 /// Detectors + decision on a dataset already in memory (no output is written).
 pub fn analyse(dataset: &Dataset, config: &ScanConfig, progress: &dyn Progress) -> Result<Analysis, crate::Error> {
     config.decision.check()?;
-    let (names, results) = analyse_classes(dataset, config, progress)?;
-    let mut warnings = Vec::new();
+    let ClassAnalysis {
+        names,
+        results,
+        influence,
+        mut warnings,
+    } = analyse_classes(dataset, config, progress)?;
     let mut evidence = Vec::new();
     let mut columns = DetectorColumns {
         names: names.iter().map(|s| s.to_string()).collect(),
@@ -173,6 +264,7 @@ pub fn analyse(dataset: &Dataset, config: &ScanConfig, progress: &dyn Progress) 
         class_stats,
         skipped,
         warnings,
+        influence: influence.map(|s| s.report),
     })
 }
 
@@ -180,7 +272,7 @@ pub fn analyse(dataset: &Dataset, config: &ScanConfig, progress: &dyn Progress) 
 /// `progress`.
 pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome, crate::Error> {
     config.decision.check()?;
-    detect::registry(&config.detectors)?; // reject bad parameters before reading any data
+    detect::registry(&config.detectors, Available::default())?; // reject bad parameters before reading any data
     let mut timings = Vec::new();
     let mut clock = Instant::now();
     let mut lap = |name: &str, timings: &mut Vec<(String, f64)>| {
@@ -259,6 +351,7 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
         classes,
         totals,
         conservation,
+        influence: analysis.influence.clone(),
         timings_ms: timings,
         warnings: analysis.warnings,
     };

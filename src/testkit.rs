@@ -35,9 +35,16 @@ pub enum Attack {
         rate: f64,
         strength: f64,
     },
-    /// Random label flips of `rate` of all rows.
+    /// Random label flips of `rate` of all rows (the vectors stay those of the true class).
     LabelFlip {
         rate: f64,
+    },
+    /// `groups` groups of `copies` near-identical records each (one input repeated with tiny
+    /// perturbations), taken from other classes and labelled `target`: the last rows of `target`.
+    NearCopies {
+        target: usize,
+        groups: usize,
+        copies: usize,
     },
 }
 
@@ -61,6 +68,10 @@ pub struct Synthetic {
     pub poisoned: Vec<bool>,
     /// For `Kind::Relu`: the network and inputs, for retrain checks.
     pub world: Option<ReluWorld>,
+    /// For `Kind::Relu`: the trained network's (in-sample) class probabilities, `n * classes`.
+    pub probs: Option<Vec<f32>>,
+    /// For `Kind::Relu`: each record's training loss in every epoch, `n * EPOCHS`.
+    pub losses: Option<Vec<f32>>,
 }
 
 fn normal(rng: &mut Xoshiro256PlusPlus) -> f32 {
@@ -77,6 +88,10 @@ struct Plan {
     /// The class each record really comes from (differs from its label for poison).
     origin: Vec<usize>,
     poisoned: Vec<bool>,
+    /// Carries the backdoor trigger.
+    triggered: Vec<bool>,
+    /// For near-copies: the row this one copies (the first of its group).
+    copy_of: Vec<Option<usize>>,
 }
 
 fn plan(spec: &Spec, rng: &mut Xoshiro256PlusPlus) -> Plan {
@@ -84,6 +99,7 @@ fn plan(spec: &Spec, rng: &mut Xoshiro256PlusPlus) -> Plan {
     let mut labels: Vec<i64> = (0..n).map(|i| (i / spec.rows_per_class) as i64).collect();
     let mut origin: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
     let mut poisoned = vec![false; n];
+    let mut copy_of = vec![None; n];
     match spec.attack {
         Attack::None => {}
         Attack::Backdoor { target, rate, .. } => {
@@ -98,6 +114,24 @@ fn plan(spec: &Spec, rng: &mut Xoshiro256PlusPlus) -> Plan {
                 origin[i] = src;
             }
         }
+        Attack::NearCopies { target, groups, copies } => {
+            let total = (groups * copies).min(spec.rows_per_class);
+            let start = (target + 1) * spec.rows_per_class - total;
+            for (k, i) in (start..start + total).enumerate() {
+                poisoned[i] = true;
+                let first = start + (k / copies) * copies;
+                if i == first {
+                    let mut src = rng.gen_range(0..spec.classes);
+                    if src == target {
+                        src = (src + 1) % spec.classes;
+                    }
+                    origin[i] = src;
+                } else {
+                    origin[i] = origin[first];
+                    copy_of[i] = Some(first);
+                }
+            }
+        }
         Attack::LabelFlip { rate } => {
             for i in 0..n {
                 if rng.r#gen::<f64>() < rate {
@@ -108,10 +142,24 @@ fn plan(spec: &Spec, rng: &mut Xoshiro256PlusPlus) -> Plan {
             }
         }
     }
+    let backdoor = matches!(spec.attack, Attack::Backdoor { .. });
     Plan {
         labels,
         origin,
+        triggered: poisoned.iter().map(|&p| p && backdoor).collect(),
         poisoned,
+        copy_of,
+    }
+}
+
+/// Makes every near-copy row a copy of its group's first row plus noise of `jitter` per entry.
+fn apply_copies(x: &mut [f32], width: usize, copy_of: &[Option<usize>], jitter: f32, rng: &mut Xoshiro256PlusPlus) {
+    for (i, of) in copy_of.iter().enumerate() {
+        if let Some(first) = *of {
+            for j in 0..width {
+                x[i * width + j] = x[first * width + j] + jitter * normal(rng);
+            }
+        }
     }
 }
 
@@ -128,16 +176,22 @@ pub fn generate(spec: &Spec) -> Synthetic {
         labels,
         origin,
         poisoned,
+        triggered,
+        copy_of,
     } = plan(spec, &mut rng);
     let strength = match spec.attack {
         Attack::Backdoor { strength, .. } => strength,
         _ => 0.0,
     };
-    let (x, world) = match spec.kind {
-        Kind::Gaussian => (gaussian(spec, &mut rng, &origin, &labels, &poisoned, strength), None),
+    let (x, world, probs, losses) = match spec.kind {
+        Kind::Gaussian => {
+            let mut x = gaussian(spec, &mut rng, &origin, &labels, &triggered, strength);
+            apply_copies(&mut x, spec.dim, &copy_of, 0.01, &mut rng);
+            (x, None, None, None)
+        }
         Kind::Relu => {
-            let (x, world) = relu(spec, &mut rng, &origin, &labels, &poisoned, strength);
-            (x, Some(world))
+            let (x, world, probs, losses) = relu(spec, &mut rng, &origin, &labels, &triggered, &copy_of, strength);
+            (x, Some(world), Some(probs), Some(losses))
         }
     };
     let sources = (0..n)
@@ -152,6 +206,8 @@ pub fn generate(spec: &Spec) -> Synthetic {
         dim: spec.dim,
         poisoned,
         world,
+        probs,
+        losses,
     }
 }
 
@@ -160,7 +216,7 @@ fn gaussian(
     rng: &mut Xoshiro256PlusPlus,
     origin: &[usize],
     labels: &[i64],
-    poisoned: &[bool],
+    triggered: &[bool],
     strength: f64,
 ) -> Vec<f32> {
     let (d, rank) = (spec.dim, 8.min(spec.dim));
@@ -190,7 +246,7 @@ fn gaussian(
         let target = labels[i] as usize;
         for j in 0..d {
             let shape: f32 = (0..rank).map(|r| factors[c][j * rank + r] * g[r]).sum();
-            row[j] = if poisoned[i] {
+            row[j] = if triggered[i] {
                 // Triggered record: the target class's position plus a trigger shift, with the
                 // source class's shape at a reduced spread (the trigger dominates the activation).
                 means[target][j]
@@ -207,6 +263,8 @@ fn gaussian(
 /// Inputs to the ReLU network: `p`-dim class blobs; the trigger sets `TRIGGER_WIDTH` inputs high.
 const INPUT_DIM: usize = 32;
 const TRIGGER_WIDTH: usize = 3;
+/// Training epochs of the ReLU network (also the length of each record's loss trajectory).
+pub const EPOCHS: usize = 8;
 
 /// The ReLU world: the input distribution, the trigger, and the network trained on it, kept so
 /// an evaluation can retrain on the records a scan kept and measure whether the backdoor survives.
@@ -282,13 +340,21 @@ impl Net {
             .unwrap_or(0)
     }
 
-    /// Plain SGD on softmax cross-entropy over the rows `rows` of `inputs`.
-    fn train(&mut self, inputs: &[f32], labels: &[i64], rows: &[usize], rng: &mut Xoshiro256PlusPlus) {
+    /// Plain SGD on softmax cross-entropy over the rows `rows` of `inputs`; `losses` (`n * EPOCHS`)
+    /// receives each record's loss when it is visited in each epoch.
+    fn train(
+        &mut self,
+        inputs: &[f32],
+        labels: &[i64],
+        rows: &[usize],
+        rng: &mut Xoshiro256PlusPlus,
+        mut losses: Option<&mut Vec<f32>>,
+    ) {
         let (p, h, c) = (self.p, self.h, self.c);
-        let (lr, epochs) = (0.05f32, 8);
+        let (lr, epochs) = (0.05f32, EPOCHS);
         let (mut hidden, mut logits) = (vec![0f32; h], vec![0f32; c]);
         let mut order = rows.to_vec();
-        for _ in 0..epochs {
+        for epoch in 0..epochs {
             for i in (1..order.len()).rev() {
                 order.swap(i, rng.gen_range(0..=i));
             }
@@ -302,6 +368,9 @@ impl Net {
                 let grad_out: Vec<f32> = (0..c)
                     .map(|k| (logits[k] - m).exp() / z - (k == y) as u8 as f32)
                     .collect();
+                if let Some(l) = losses.as_deref_mut() {
+                    l[i * EPOCHS + epoch] = z.ln() - (logits[y] - m);
+                }
                 for j in 0..h {
                     if hidden[j] <= 0.0 {
                         continue;
@@ -340,7 +409,7 @@ impl ReluWorld {
         let (p, c) = (INPUT_DIM, self.centres.len());
         let mut net = Net::init(&mut rng, p, self.hidden, c);
         let rows: Vec<usize> = (0..keep.len()).filter(|&i| keep[i]).collect();
-        net.train(&self.inputs, &self.labels, &rows, &mut rng);
+        net.train(&self.inputs, &self.labels, &rows, &mut rng, None);
         let (mut correct, mut hits, mut triggered) = (0usize, 0usize, 0usize);
         let mut u = vec![0f32; p];
         for t in 0..2000 {
@@ -368,9 +437,10 @@ fn relu(
     rng: &mut Xoshiro256PlusPlus,
     origin: &[usize],
     labels: &[i64],
-    poisoned: &[bool],
+    triggered: &[bool],
+    copy_of: &[Option<usize>],
     strength: f64,
-) -> (Vec<f32>, ReluWorld) {
+) -> (Vec<f32>, ReluWorld, Vec<f32>, Vec<f32>) {
     let (p, h, c) = (INPUT_DIM, spec.dim, spec.classes);
     let n = origin.len();
     let centres: Vec<Vec<f32>> = (0..c).map(|_| normals(rng, p)).collect();
@@ -383,15 +453,21 @@ fn relu(
         for j in 0..p {
             u[j] = centres[k][j] + spread[k] * normal(rng);
         }
-        if poisoned[i] {
+        if triggered[i] {
             u.iter_mut().take(TRIGGER_WIDTH).for_each(|t| *t = trigger_value);
         }
     }
+    apply_copies(&mut inputs, p, copy_of, 0.01, rng);
     let mut net = Net::init(rng, p, h, c);
-    net.train(&inputs, labels, &(0..n).collect::<Vec<_>>(), rng);
+    let mut losses = vec![0f32; n * EPOCHS];
+    net.train(&inputs, labels, &(0..n).collect::<Vec<_>>(), rng, Some(&mut losses));
     let mut x = vec![0f32; n * h];
+    let mut probs = vec![0f32; n * c];
     for (i, row) in x.chunks_exact_mut(h).enumerate() {
         net.hidden(&inputs[i * p..(i + 1) * p], row);
+        let out = &mut probs[i * c..(i + 1) * c];
+        net.logits(row, out);
+        crate::influence::softmax::softmax_in_place(out);
     }
     let target = match spec.attack {
         Attack::Backdoor { target, .. } => Some(target),
@@ -408,31 +484,45 @@ fn relu(
             target,
             hidden: h,
         },
+        probs,
+        losses,
     )
 }
 
 impl Synthetic {
-    /// The dataset as one Arrow batch: `id`, `label`, `embedding` (FixedSizeList<f32>), `source`.
+    /// The dataset as one Arrow batch: `id`, `label`, `embedding` (FixedSizeList<f32>), `source`,
+    /// and for ReLU data `probs` (the network's probabilities) and `loss` (per-epoch losses).
     pub fn to_batch(&self) -> RecordBatch {
-        let mut emb = FixedSizeListBuilder::new(Float32Builder::with_capacity(self.x.len()), self.dim as i32);
-        for row in self.x.chunks_exact(self.dim) {
-            emb.values().append_slice(row);
-            emb.append(true);
+        fn vectors(x: &[f32], width: usize) -> arrow_array::FixedSizeListArray {
+            let mut b = FixedSizeListBuilder::new(Float32Builder::with_capacity(x.len()), width as i32);
+            for row in x.chunks_exact(width) {
+                b.values().append_slice(row);
+                b.append(true);
+            }
+            b.finish()
         }
-        let emb = emb.finish();
-        let schema = Schema::new(vec![
+        let emb = vectors(&self.x, self.dim);
+        let mut fields = vec![
             Field::new("id", DataType::Int64, false),
             Field::new("label", DataType::Int64, false),
             Field::new("embedding", emb.data_type().clone(), false),
             Field::new("source", DataType::Utf8, false),
-        ]);
-        let columns: Vec<ArrayRef> = vec![
+        ];
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from(self.ids.clone())),
             Arc::new(Int64Array::from(self.labels.clone())),
             Arc::new(emb),
             Arc::new(StringArray::from(self.sources.clone())),
         ];
-        RecordBatch::try_new(Arc::new(schema), columns).expect("consistent columns")
+        let n = self.ids.len().max(1);
+        for (name, values) in [("probs", &self.probs), ("loss", &self.losses)] {
+            if let Some(v) = values {
+                let array = vectors(v, v.len() / n);
+                fields.push(Field::new(name, array.data_type().clone(), false));
+                columns.push(Arc::new(array));
+            }
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("consistent columns")
     }
 
     /// Writes the dataset as Parquet (row groups of `row_group_rows`).

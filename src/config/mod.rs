@@ -45,6 +45,11 @@ pub struct InputConf {
     pub label_col: String,
     pub activations_col: Option<String>,
     pub feature_cols: Option<Vec<String>>,
+    pub probs_col: Option<String>,
+    pub loss_col: Option<String>,
+    /// A verified clean Parquet set (same columns) for influence on a trusted set.
+    #[serde(default)]
+    pub trusted: Vec<PathBuf>,
 }
 
 fn default_label() -> String {
@@ -216,20 +221,28 @@ fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, Config
         );
     }
     let inputs: Vec<PathBuf> = file.input.paths.iter().map(|p| base.join(p)).collect();
-    for (given, resolved) in file.input.paths.iter().zip(&inputs) {
+    let trusted: Vec<PathBuf> = file.input.trusted.iter().map(|p| base.join(p)).collect();
+    for (key, given, resolved) in file
+        .input
+        .paths
+        .iter()
+        .zip(&inputs)
+        .map(|(g, r)| ("paths", g, r))
+        .chain(file.input.trusted.iter().zip(&trusted).map(|(g, r)| ("trusted", g, r)))
+    {
         if !resolved.exists() {
             problem(
-                line_of(text, "input", "paths"),
+                line_of(text, "input", key),
                 format!(
-                    "[input] `paths`: {} not found (resolved to {})",
+                    "[input] `{key}`: {} not found (resolved to {})",
                     given.display(),
                     resolved.display()
                 ),
             );
         }
     }
-    if let Err(e) = registry(&file.detect) {
-        let table = ["activation-clustering", "spectral", "spectre"]
+    if let Err(e) = registry(&file.detect, crate::detect::Available::default()) {
+        let table = ["activation-clustering", "spectral", "spectre", "influence"]
             .into_iter()
             .find(|t| line_of(text, &format!("detect.{t}"), e.key).is_some())
             .map(|t| format!("detect.{t}"));
@@ -248,7 +261,10 @@ fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, Config
         label_col: file.input.label_col,
         activations_col: file.input.activations_col,
         feature_cols: file.input.feature_cols,
+        probs_col: file.input.probs_col,
+        loss_col: file.input.loss_col,
     };
+    scan.trusted = trusted;
     scan.detectors = file.detect;
     scan.decision = file.decision;
     scan.seed = file.scan.seed;

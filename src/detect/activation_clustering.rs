@@ -150,6 +150,8 @@ impl Detector for ActivationClustering {
                 suspect: is_small.then_some(small),
                 closer_to_class,
             }),
+            record_level: None,
+            flagged: Vec::new(),
         })
     }
 }

@@ -5,7 +5,7 @@
 //! different machines. Storage is f32, accumulation f64.
 
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatRef, Par, Side};
+use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 
 /// Rows per chunk: large enough for an efficient matmul, small enough to stay in cache-sized buffers.
 const CHUNK_ROWS: usize = 4096;
@@ -147,6 +147,28 @@ pub fn project(x: &[f32], dim: usize, mean: &[f64], components: &[f32], k: usize
     }
     clear_avx_state();
     out
+}
+
+/// `out = a * b^T` for row-major `a` (`m * inner`) and `b` (`n * inner`); `out` is `m * n`
+/// row-major. The workhorse of the surrogate model and the neighbour search.
+pub fn mul_abt(a: &[f32], b: &[f32], inner: usize, out: &mut [f32]) {
+    let (m, n) = (a.len() / inner, b.len() / inner);
+    let a = MatRef::from_row_major_slice(a, m, inner);
+    let b = MatRef::from_row_major_slice(b, n, inner);
+    let out = MatMut::from_row_major_slice_mut(out, m, n);
+    matmul(out, Accum::Replace, a, b.transpose(), 1.0f32, Par::Seq);
+    clear_avx_state();
+}
+
+/// `out += a^T * b` for row-major `a` (`rows * a_cols`) and `b` (`rows * b_cols`); `out` is
+/// `a_cols * b_cols` row-major (a gradient or a Gram matrix summed over row chunks).
+pub fn add_atb(a: &[f32], a_cols: usize, b: &[f32], b_cols: usize, out: &mut [f32]) {
+    let rows = a.len() / a_cols;
+    let a = MatRef::from_row_major_slice(a, rows, a_cols);
+    let b = MatRef::from_row_major_slice(b, rows, b_cols);
+    let out = MatMut::from_row_major_slice_mut(out, a_cols, b_cols);
+    matmul(out, Accum::Add, a.transpose(), b, 1.0f32, Par::Seq);
+    clear_avx_state();
 }
 
 /// faer's kernels leave the upper halves of the AVX registers dirty; SSE code that runs next on

@@ -5,13 +5,21 @@
 //! Imports: `io` (types only), `stats`. Adding a detector: one file here and one line in [`registry`].
 
 pub mod activation_clustering;
+pub mod confident_learning;
+pub mod deep_knn;
 pub mod linalg;
+pub mod loss_trajectory;
 pub mod mixture;
+pub mod model_probs;
+pub mod near_duplicates;
+pub mod self_influence;
 pub mod spectral;
 pub mod spectre;
+pub mod trusted_influence;
 
 use serde::{Deserialize, Serialize};
 
+use crate::influence::{InfluenceParams, InfluenceState};
 use crate::io::Dataset;
 use linalg::{Moments, eigh_desc, project};
 
@@ -82,11 +90,35 @@ pub struct ClassView<'a> {
     pub class_medians: &'a [Vec<f32>],
     /// Seed for randomized detectors; already mixed with the class index.
     pub seed: u64,
+    /// Class names, for reasons.
+    pub class_names: &'a [String],
+    /// Position of the class's first record in the class-grouped order (`Dataset::x`), where the
+    /// dataset-wide arrays below are indexed.
+    pub offset: usize,
+    /// The influence stage's results, when it ran.
+    pub influence: Option<&'a InfluenceState>,
+    /// The input's own predicted probabilities for this class's records (`n * classes`).
+    pub probs: Option<&'a [f32]>,
+    /// The input's per-record losses for this class's records: (`n * epochs`, epochs).
+    pub losses: Option<(&'a [f32], usize)>,
 }
 
-impl ClassView<'_> {
+impl<'a> ClassView<'a> {
     pub fn n(&self) -> usize {
         self.x.len() / self.dim
+    }
+
+    /// The influence stage's results, or the error a detector that needs them returns.
+    pub fn influence(&self, detector: &'static str) -> Result<&'a InfluenceState, DetectError> {
+        self.influence.ok_or(DetectError::Failed {
+            detector,
+            message: "the influence stage did not run".into(),
+        })
+    }
+
+    /// Positions (class-grouped order) of this class's records.
+    pub fn positions(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.n()
     }
 }
 
@@ -129,6 +161,23 @@ pub struct ClassScores {
     pub stats: Vec<Stat>,
     pub signal: Option<ClassSignal>,
     pub grouping: Option<Grouping>,
+    /// Evidence in [0, 1] that each record is bad on its own, whatever its class looks like
+    /// (confident learning's 1 - p(label)); it ranks records below the quarantine line, so
+    /// suspicion stays informative where nothing is quarantined. Most detectors leave it `None`.
+    pub record_level: Option<Vec<f32>>,
+    /// Records the detector's own method marks whatever the class verdict (confident learning's
+    /// label issues, near-copy groups). Most detectors leave it empty.
+    pub flagged: Vec<Flag>,
+}
+
+/// One record a detector's method marks on its own, with how strongly and why.
+#[derive(Clone, Debug)]
+pub struct Flag {
+    /// Index of the record within the class view.
+    pub index: usize,
+    /// In [0, 1]; sets the record's suspicion between 0.5 and 1.
+    pub strength: f64,
+    pub why: String,
 }
 
 /// A detector of poisoned records. Object-safe so pipelines run a `Vec<Box<dyn Detector>>`.
@@ -173,16 +222,43 @@ pub struct DetectorParams {
     pub activation_clustering: ActivationClusteringParams,
     pub spectral: SpectralParams,
     pub spectre: SpectreParams,
+    pub influence: InfluenceParams,
+}
+
+/// Which optional inputs a scan has; some detectors only run with them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Available {
+    /// The influence stage ran (enabled, and at least two classes).
+    pub influence: bool,
+    pub trusted: bool,
+    pub probs: bool,
+    pub losses: bool,
 }
 
 /// The checked detectors to run, in report order.
-pub fn registry(params: &DetectorParams) -> Result<Vec<Box<dyn Detector>>, ParamError> {
+pub fn registry(params: &DetectorParams, available: Available) -> Result<Vec<Box<dyn Detector>>, ParamError> {
     let mut detectors: Vec<Box<dyn Detector>> = vec![
         Box::new(params.activation_clustering.clone().check()?),
         Box::new(params.spectral.clone().check()?),
     ];
     if params.spectre.enabled {
         detectors.push(Box::new(params.spectre.clone().check()?));
+    }
+    params.influence.check()?;
+    if available.influence {
+        detectors.push(Box::new(confident_learning::ConfidentLearning));
+        detectors.push(Box::new(self_influence::SelfInfluence));
+        detectors.push(Box::new(deep_knn::DeepKnn));
+        detectors.push(Box::new(near_duplicates::NearDuplicates::new(&params.influence)));
+        if available.trusted {
+            detectors.push(Box::new(trusted_influence::TrustedInfluence));
+        }
+    }
+    if available.probs {
+        detectors.push(Box::new(model_probs::ModelProbs));
+    }
+    if available.losses {
+        detectors.push(Box::new(loss_trajectory::LossTrajectory));
     }
     Ok(detectors)
 }
@@ -238,10 +314,35 @@ mod tests {
     #[test]
     fn registry_respects_spectre_switch() {
         let mut p = DetectorParams::default();
-        assert_eq!(registry(&p).unwrap().len(), 3);
+        assert_eq!(registry(&p, Available::default()).unwrap().len(), 3);
         p.spectre.enabled = false;
-        let names: Vec<_> = registry(&p).unwrap().iter().map(|d| d.name()).collect();
+        let names: Vec<_> = registry(&p, Available::default())
+            .unwrap()
+            .iter()
+            .map(|d| d.name())
+            .collect();
         assert_eq!(names, ["activation_clustering", "spectral"]);
+        let all = Available {
+            influence: true,
+            trusted: true,
+            probs: true,
+            losses: true,
+        };
+        let names: Vec<_> = registry(&p, all).unwrap().iter().map(|d| d.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "activation_clustering",
+                "spectral",
+                "confident_learning",
+                "self_influence",
+                "deep_knn",
+                "near_duplicates",
+                "trusted_influence",
+                "model_probs",
+                "loss_trajectory"
+            ]
+        );
     }
 
     #[test]

@@ -73,6 +73,8 @@ impl Detector for Spectral {
             ],
             signal: None,
             grouping: None,
+            record_level: None,
+            flagged: Vec::new(),
         })
     }
 }

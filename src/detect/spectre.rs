@@ -217,6 +217,8 @@ impl Detector for Spectre {
                 min_spread: 0.1,
             }),
             grouping,
+            record_level: None,
+            flagged: Vec::new(),
         })
     }
 }

@@ -87,6 +87,10 @@ pub struct Dataset {
     pub class_offsets: Vec<usize>,
     /// Position in `x` -> global row.
     pub order: Vec<u32>,
+    /// The input's predicted probabilities, `n * classes`, class-grouped like `x`.
+    pub probs: Option<Vec<f32>>,
+    /// The input's per-record losses: (`n * epochs`, class-grouped like `x`; epochs).
+    pub losses: Option<(Vec<f32>, usize)>,
 }
 
 impl Dataset {
@@ -117,6 +121,16 @@ pub enum InputError {
     NotParquet { path: PathBuf, cause: ParquetError },
     #[error("{path}: Parquet data could not be decoded: {message}; the file may be corrupt")]
     Corrupt { path: PathBuf, message: String },
+    #[error(
+        "{path}: trusted-set label `{label}` is not a class of the scanned data; the trusted set must use the same labels"
+    )]
+    UnknownTrustedLabel { path: PathBuf, label: String },
+    #[error("{path}: trusted-set vectors have {found} dimensions, the scanned data {expected}")]
+    TrustedDimension {
+        path: PathBuf,
+        found: usize,
+        expected: usize,
+    },
     #[error("{path}: no Parquet files found (looked for *.parquet, skipping _* and .* files)")]
     NoFiles { path: PathBuf },
     #[error("no input given; pass --input FILE_OR_DIR (repeatable)")]

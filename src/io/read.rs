@@ -38,6 +38,11 @@ pub struct ReadOptions {
     pub activations_col: Option<String>,
     /// Scalar numeric columns to use instead of a vector column (standardized).
     pub feature_cols: Option<Vec<String>>,
+    /// The model's predicted class probabilities (a float vector, one entry per class in the
+    /// order of the sorted labels); `None` means `probs` when present.
+    pub probs_col: Option<String>,
+    /// Per-record training loss: one float, or a float vector of per-epoch losses.
+    pub loss_col: Option<String>,
 }
 
 impl Default for ReadOptions {
@@ -47,6 +52,8 @@ impl Default for ReadOptions {
             label_col: "label".into(),
             activations_col: None,
             feature_cols: None,
+            probs_col: None,
+            loss_col: None,
         }
     }
 }
@@ -210,6 +217,8 @@ struct Roles {
     id: Option<String>,
     label: String,
     vectors: VectorSource,
+    probs: Option<String>,
+    losses: Option<String>,
 }
 
 fn column_list(schema: &SchemaRef) -> String {
@@ -267,7 +276,42 @@ fn resolve_roles(src: &Source, opts: &ReadOptions) -> Result<Roles, InputError> 
             "an integer, string or dictionary-encoded string",
         ));
     }
-    let reserved = |name: &str| Some(name) == id.as_deref() || name == label;
+    let probs = match &opts.probs_col {
+        Some(name) => Some(name.clone()),
+        None => schema.index_of(PROBS_NAME).ok().map(|_| PROBS_NAME.to_string()),
+    };
+    if let Some(name) = &probs {
+        let f = schema
+            .field_with_name(name)
+            .map_err(|_| missing("probs", name, "use --probs-col NAME"))?;
+        if !is_float_vector(f.data_type()) {
+            return Err(wrong(
+                "probs",
+                name,
+                f.data_type(),
+                "List or FixedSizeList of floats, one per class",
+            ));
+        }
+    }
+    if let Some(name) = &opts.loss_col {
+        let f = schema
+            .field_with_name(name)
+            .map_err(|_| missing("loss", name, "use --loss-col NAME"))?;
+        if !is_float_vector(f.data_type()) && !is_numeric_scalar(f.data_type()) {
+            return Err(wrong(
+                "loss",
+                name,
+                f.data_type(),
+                "a number, or a list of per-epoch losses",
+            ));
+        }
+    }
+    let reserved = |name: &str| {
+        Some(name) == id.as_deref()
+            || name == label
+            || Some(name) == probs.as_deref()
+            || Some(name) == opts.loss_col.as_deref()
+    };
     let vectors = if let Some(cols) = &opts.feature_cols {
         for c in cols {
             let f = schema
@@ -312,7 +356,7 @@ fn resolve_roles(src: &Source, opts: &ReadOptions) -> Result<Roles, InputError> 
             let candidates: Vec<&String> = schema
                 .fields()
                 .iter()
-                .filter(|f| is_float_vector(f.data_type()) && f.name() != PROBS_NAME && !reserved(f.name()))
+                .filter(|f| is_float_vector(f.data_type()) && !reserved(f.name()))
                 .map(|f| f.name())
                 .collect();
             match candidates.as_slice() {
@@ -350,7 +394,13 @@ fn resolve_roles(src: &Source, opts: &ReadOptions) -> Result<Roles, InputError> 
             }
         }
     };
-    Ok(Roles { id, label, vectors })
+    Ok(Roles {
+        id,
+        label,
+        vectors,
+        probs,
+        losses: opts.loss_col.clone(),
+    })
 }
 
 /// First difference between two schemas, ignoring nullability and list item names, which
@@ -486,7 +536,33 @@ pub fn read_dataset_with_progress(
             progress.finish();
             read?
         }
-        VectorSource::Features(cols) => read_features(&sources, cols, &position)?,
+        VectorSource::Features(cols) => read_scalars(&sources, cols, &position, true)?,
+    };
+    let probs = match &roles.probs {
+        Some(col) => {
+            let (p, width) = read_vectors(&sources, col, &position, &keys, &NoProgress)?;
+            if width != classes.len() {
+                return Err(InputError::WrongType {
+                    path: first.path.clone(),
+                    role: "probs",
+                    column: col.clone(),
+                    found: format!("vectors of length {width}"),
+                    expected: "one probability per class (as many as there are distinct labels); pass --probs-col NAME or rename the column",
+                });
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    let loss_is_vector = roles
+        .losses
+        .as_ref()
+        .and_then(|c| first.schema().field_with_name(c).ok())
+        .is_some_and(|f| is_float_vector(f.data_type()));
+    let losses = match &roles.losses {
+        Some(col) if loss_is_vector => Some(read_vectors(&sources, col, &position, &keys, &NoProgress)?),
+        Some(col) => Some(read_scalars(&sources, std::slice::from_ref(col), &position, false)?),
+        None => None,
     };
     let schema = first.schema().clone();
     Ok(Dataset {
@@ -502,6 +578,8 @@ pub fn read_dataset_with_progress(
         x,
         class_offsets,
         order,
+        probs,
+        losses,
     })
 }
 
@@ -735,7 +813,14 @@ fn read_vectors(
     Ok((x, dim))
 }
 
-fn read_features(sources: &[Source], cols: &[String], position: &[u32]) -> Result<(Vec<f32>, usize), InputError> {
+/// Scalar numeric columns as a row-major matrix in class-grouped positions; `standardize` scales
+/// each to zero mean and unit variance (feature columns), otherwise values are kept (losses).
+fn read_scalars(
+    sources: &[Source],
+    cols: &[String],
+    position: &[u32],
+    standardize: bool,
+) -> Result<(Vec<f32>, usize), InputError> {
     let dim = cols.len();
     let n = position.len();
     let mut columns = vec![Vec::<f64>::with_capacity(n); dim];
@@ -763,7 +848,11 @@ fn read_features(sources: &[Source], cols: &[String], position: &[u32]) -> Resul
     for (j, col) in columns.iter().enumerate() {
         let mean = col.iter().sum::<f64>() / n as f64;
         let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
-        let scale = if var > 0.0 { 1.0 / var.sqrt() } else { 0.0 };
+        let (mean, scale) = match (standardize, var > 0.0) {
+            (false, _) => (0.0, 1.0),
+            (true, true) => (mean, 1.0 / var.sqrt()),
+            (true, false) => (mean, 0.0),
+        };
         for (g, v) in col.iter().enumerate() {
             x[position[g] as usize * dim + j] = ((v - mean) * scale) as f32;
         }

@@ -24,6 +24,9 @@ pub struct Report {
     pub classes: Vec<ClassReport>,
     pub totals: Totals,
     pub conservation: Conservation,
+    /// The influence stage: surrogate fits, confident learning, trusted-set solve, neighbour
+    /// search recall; `None` when it did not run.
+    pub influence: Option<crate::influence::InfluenceReport>,
     /// Wall-clock milliseconds per stage, in order.
     pub timings_ms: Vec<(String, f64)>,
     /// Non-fatal problems (skipped classes, caps reached), also printed by the CLI.

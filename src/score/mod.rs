@@ -172,9 +172,18 @@ pub fn decide(
         // Step 2: record evidence within the class.
         let record = record_evidence(e, names, params);
         let n = e.rows.len();
+        let standalone: Vec<f64> = (0..n)
+            .map(|i| {
+                e.scores
+                    .iter()
+                    .filter_map(|s| s.record_level.as_ref())
+                    .map(|v| v[i].clamp(0.0, 1.0) as f64)
+                    .fold(0.0, f64::max)
+            })
+            .collect();
         for i in 0..n {
             let g = e.rows[i] as usize;
-            let s = class_evidence.min(record.evidence[i]);
+            let s = class_evidence.min(record.evidence[i]).max(0.49 * standalone[i]);
             if attacked && record.flag[i] {
                 candidates.push((g, s.max(0.5)));
                 out.reasons[g] = format!(
@@ -200,6 +209,32 @@ pub fn decide(
             signals,
             flagged: 0, // counted after the caps below
         });
+    }
+    // Records a detector's own method marks (label issues, near-copy groups), whatever the class
+    // verdict: these methods are calibrated by their own construction (see each detector).
+    let mut candidate_of: Vec<Option<usize>> = vec![None; total_rows];
+    candidates
+        .iter()
+        .enumerate()
+        .for_each(|(i, &(g, _))| candidate_of[g] = Some(i));
+    for e in evidence {
+        for s in &e.scores {
+            for f in &s.flagged {
+                let g = e.rows[f.index] as usize;
+                let suspicion = 0.5 + 0.49 * f.strength.clamp(0.0, 1.0);
+                match candidate_of[g] {
+                    Some(i) => {
+                        candidates[i].1 = candidates[i].1.max(suspicion);
+                        out.reasons[g] = format!("{}; {}", out.reasons[g], f.why);
+                    }
+                    None => {
+                        candidate_of[g] = Some(candidates.len());
+                        candidates.push((g, suspicion));
+                        out.reasons[g] = f.why.clone();
+                    }
+                }
+            }
+        }
     }
     // Caps: the most suspicious stay quarantined; the rest go back to clean, and the report says so.
     let mut cap = (params.max_quarantine_fraction * total_rows as f64).floor() as usize;
@@ -345,6 +380,8 @@ mod tests {
                 min_spread: 0.05,
             }),
             grouping: None,
+            record_level: None,
+            flagged: Vec::new(),
         }
     }
 
@@ -437,6 +474,8 @@ mod tests {
                                 suspect: Some(1),
                                 closer_to_class: None,
                             }),
+                            record_level: None,
+                            flagged: Vec::new(),
                         }],
                     }
                 })

@@ -325,7 +325,10 @@ fn every_long_stage_reports_all_its_rows() {
     datavet::pipeline::run_scan(&config, &progress).unwrap();
     let n = data.ids.len() as u64;
     let stages = progress.0.into_inner().unwrap();
-    assert_eq!(stages, vec![("read", n, n), ("detect", n, n), ("write", n, n)]);
+    assert_eq!(
+        stages,
+        vec![("read", n, n), ("influence", n, n), ("detect", n, n), ("write", n, n)]
+    );
 }
 
 #[test]

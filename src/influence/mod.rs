@@ -1,0 +1,742 @@
+//! The influence stage: one surrogate model and one neighbour search over the whole dataset,
+//! computed once, from which the per-record influence detectors read (`detect::confident_learning`,
+//! `detect::self_influence`, `detect::trusted_influence`, `detect::deep_knn`,
+//! `detect::near_duplicates`, `detect::loss_trajectory`, `detect::model_probs`).
+//!
+//! Steps: standardize the vectors and reduce them by PCA (`dims`); fit a softmax regression on
+//! every fold's complement (K-fold, stratified) to get out-of-fold probabilities, and once on all
+//! rows for in-sample quantities; confident learning on the out-of-fold probabilities; self- and
+//! trusted-set influence from the full fit; k nearest neighbours in the first `knn-dims` PCA
+//! coordinates. Every array is in the dataset's class-grouped order (like `Dataset::x`).
+//!
+//! Imports: `io` (types), `detect::linalg`, `stats`.
+
+pub mod knn;
+pub mod softmax;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+use crate::detect::linalg::{Moments, eigh_desc, project};
+use crate::detect::{ParamError, sample_rows};
+use crate::io::Dataset;
+use crate::progress::Progress;
+use crate::stats::median;
+use softmax::{FitReport, FitSettings, Softmax};
+
+/// `[detect.influence]` in a pipeline file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct InfluenceParams {
+    /// Run the influence stage (surrogate model, confident learning, influence, neighbours).
+    pub enabled: bool,
+    /// Folds for out-of-fold probabilities.
+    pub folds: usize,
+    /// PCA dimensions the surrogate sees (standardized vectors); 0 keeps every dimension.
+    pub dims: usize,
+    /// L2 penalty of the surrogate (per record).
+    pub l2: f64,
+    /// Gradient tolerance of the surrogate fit (largest component).
+    pub tolerance: f64,
+    pub max_iterations: usize,
+    /// Each fit uses at most this many rows (evenly spaced, every class represented); predictions
+    /// cover every row. A linear model on a few dozen dimensions gains nothing from more.
+    pub max_fit_rows: usize,
+    /// Neighbours per record for the neighbourhood scores.
+    pub knn_k: usize,
+    /// Leading PCA dimensions the neighbour search uses.
+    pub knn_dims: usize,
+    /// Index lists searched per list (more = higher recall, slower).
+    pub knn_probes: usize,
+    /// Two records are near-copies when their distance is below this share of the median
+    /// nearest-neighbour distance.
+    pub near_duplicate_ratio: f64,
+    /// Near-copy groups of at least this many records are flagged. Natural activations hold
+    /// small tight groups (3-4 records, measured on trained ReLU layers); an attacker who wants
+    /// copies to move a model needs more.
+    pub near_duplicate_min_group: usize,
+}
+
+impl Default for InfluenceParams {
+    fn default() -> Self {
+        InfluenceParams {
+            enabled: true,
+            folds: 5,
+            dims: 64,
+            l2: 1e-3,
+            tolerance: 1e-5,
+            max_iterations: 300,
+            max_fit_rows: 100_000,
+            knn_k: 10,
+            knn_dims: 32,
+            knn_probes: 8,
+            near_duplicate_ratio: 0.05,
+            near_duplicate_min_group: 5,
+        }
+    }
+}
+
+impl InfluenceParams {
+    pub fn check(&self) -> Result<(), ParamError> {
+        let rule = |ok: bool, key, rule, got: String| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ParamError::new(key, rule, got))
+            }
+        };
+        rule(
+            (2..=50).contains(&self.folds),
+            "folds",
+            "must be in 2..=50",
+            self.folds.to_string(),
+        )?;
+        rule(
+            self.l2.is_finite() && self.l2 > 0.0,
+            "l2",
+            "must be positive",
+            self.l2.to_string(),
+        )?;
+        rule(
+            self.tolerance.is_finite() && self.tolerance > 0.0,
+            "tolerance",
+            "must be positive",
+            self.tolerance.to_string(),
+        )?;
+        rule(
+            self.max_iterations >= 1,
+            "max-iterations",
+            "must be at least 1",
+            self.max_iterations.to_string(),
+        )?;
+        rule(
+            self.max_fit_rows >= 100,
+            "max-fit-rows",
+            "must be at least 100",
+            self.max_fit_rows.to_string(),
+        )?;
+        rule(
+            (1..=1000).contains(&self.knn_k),
+            "knn-k",
+            "must be in 1..=1000",
+            self.knn_k.to_string(),
+        )?;
+        rule(
+            self.knn_dims >= 1,
+            "knn-dims",
+            "must be at least 1",
+            self.knn_dims.to_string(),
+        )?;
+        rule(
+            self.knn_probes >= 1,
+            "knn-probes",
+            "must be at least 1",
+            self.knn_probes.to_string(),
+        )?;
+        rule(
+            (0.0..1.0).contains(&self.near_duplicate_ratio),
+            "near-duplicate-ratio",
+            "must be in [0, 1)",
+            self.near_duplicate_ratio.to_string(),
+        )?;
+        rule(
+            self.near_duplicate_min_group >= 2,
+            "near-duplicate-min-group",
+            "must be at least 2",
+            self.near_duplicate_min_group.to_string(),
+        )
+    }
+}
+
+/// The linear map from raw vectors to the surrogate's features: standardize, project on the top
+/// principal directions, scale each to unit variance.
+pub struct FeatureMap {
+    mean: Vec<f64>,
+    /// `dims * dim` row-major: principal directions divided by the per-dimension spread, so one
+    /// projection standardizes and reduces.
+    components: Vec<f32>,
+    /// Spread of each principal coordinate (to whiten the surrogate's features).
+    scale: Vec<f32>,
+    pub dims: usize,
+}
+
+impl FeatureMap {
+    /// Fits the map on an evenly spaced sample of `x` (`dim` columns).
+    pub fn fit(x: &[f32], dim: usize, dims: usize) -> FeatureMap {
+        let n = x.len() / dim;
+        let rows = sample_rows(n, 50_000);
+        let sample: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| x[r * dim..(r + 1) * dim].iter().copied())
+            .collect();
+        let moments = Moments::from_rows(&sample, dim);
+        let cov = moments.covariance();
+        let sd: Vec<f64> = (0..dim).map(|j| cov[j * dim + j].max(0.0).sqrt()).collect();
+        // Constant dimensions carry nothing; give them unit spread so they stay zero, not NaN.
+        let sd: Vec<f64> = sd.iter().map(|&s| if s > 1e-12 { s } else { 1.0 }).collect();
+        let corr: Vec<f64> = (0..dim * dim).map(|i| cov[i] / (sd[i / dim] * sd[i % dim])).collect();
+        let (values, vectors) = eigh_desc(&corr, dim);
+        let dims = if dims == 0 { dim } else { dims.min(dim) };
+        let floor = values[0].max(1e-12) * 1e-6;
+        let components = (0..dims)
+            .flat_map(|k| (0..dim).map(move |j| (k, j)))
+            .map(|(k, j)| (vectors[k * dim + j] / sd[j]) as f32)
+            .collect();
+        let scale = values[..dims].iter().map(|&v| v.max(floor).sqrt() as f32).collect();
+        FeatureMap {
+            mean: moments.mean,
+            components,
+            scale,
+            dims,
+        }
+    }
+
+    /// Principal coordinates of every row (`n * dims`, not whitened).
+    pub fn coordinates(&self, x: &[f32], dim: usize) -> Vec<f32> {
+        project(x, dim, &self.mean, &self.components, self.dims)
+    }
+
+    /// The surrogate's design matrix from coordinates: whitened, plus a constant column.
+    pub fn design(&self, coordinates: &[f32]) -> Vec<f32> {
+        coordinates
+            .chunks_exact(self.dims)
+            .flat_map(|row| {
+                row.iter()
+                    .zip(&self.scale)
+                    .map(|(v, s)| v / s)
+                    .chain(std::iter::once(1.0))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// Optional inputs that sharpen the influence scores.
+#[derive(Default)]
+pub struct Extras<'a> {
+    /// A verified clean set: (vectors `m * dim`, class index per row).
+    pub trusted: Option<(&'a [f32], &'a [u32])>,
+}
+
+/// How the stage went, for the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct InfluenceReport {
+    /// Wall-clock seconds of the whole stage (the neighbour search's share is in `knn`).
+    pub seconds: f64,
+    pub feature_dims: usize,
+    pub folds: usize,
+    pub fit_rows_per_fold: usize,
+    pub full_fit: FitReport,
+    pub fold_fits: Vec<FitReport>,
+    /// Accuracy of the out-of-fold predictions against the given labels.
+    pub out_of_fold_accuracy: f64,
+    /// Confident learning: per-class threshold (mean out-of-fold probability of the class among
+    /// records labelled with it), the confident joint (`[given][suggested]` counts) and the
+    /// estimated share of wrong labels per class.
+    pub class_thresholds: Vec<f64>,
+    pub confident_joint: Vec<Vec<u64>>,
+    pub label_issues: usize,
+    /// Koh & Liang on the trusted set: CG iterations and the relative residual reached.
+    pub trusted: Option<TrustedSolve>,
+    pub knn: KnnReport,
+    pub which_probabilities: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TrustedSolve {
+    pub rows: usize,
+    pub iterations: usize,
+    pub relative_residual: f64,
+    pub converged: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KnnReport {
+    pub k: usize,
+    pub dims: usize,
+    pub probes: usize,
+    /// Share of the exact k neighbours the index found, on a sample of records.
+    pub recall: f64,
+    pub recall_sample: usize,
+    pub median_nearest_distance: f64,
+    pub near_duplicate_threshold: f64,
+    pub near_duplicate_groups: usize,
+    pub seconds: f64,
+}
+
+/// Everything the influence detectors read, in class-grouped order.
+pub struct InfluenceState {
+    pub classes: usize,
+    /// Out-of-fold class probabilities, `n * classes`.
+    pub out_of_fold: Vec<f32>,
+    /// Confident learning: the record's label looks wrong; `suggested` is the confident class.
+    pub label_issue: Vec<bool>,
+    pub suggested: Vec<u32>,
+    /// TracIn self-influence at the full fit: |p - y|^2 (|x|^2 + 1).
+    pub self_influence: Vec<f32>,
+    /// Koh & Liang influence on the trusted loss (> 0: up-weighting the record raises it).
+    pub trusted_influence: Option<Vec<f32>>,
+    /// Share of the k nearest neighbours whose label differs.
+    pub knn_disagreement: Vec<f32>,
+    /// Mean distance to the k nearest neighbours.
+    pub knn_distance: Vec<f32>,
+    /// Distance to the nearest neighbour divided by the dataset's median of it.
+    pub nearest_ratio: Vec<f32>,
+    /// Size of the record's near-copy group (1 = none).
+    pub duplicate_group_size: Vec<u32>,
+    /// Labels seen within the record's near-copy group (more than one: conflicting copies).
+    pub duplicate_group_labels: Vec<u32>,
+    pub report: InfluenceReport,
+}
+
+impl InfluenceState {
+    pub fn self_confidence(&self, position: usize, class: usize) -> f32 {
+        self.out_of_fold[position * self.classes + class]
+    }
+}
+
+/// Class index of every position (class-grouped order).
+fn position_labels(dataset: &Dataset) -> Vec<u32> {
+    (0..dataset.classes.len())
+        .flat_map(|c| std::iter::repeat_n(c as u32, dataset.class_size(c)))
+        .collect()
+}
+
+/// Positions of `pool` thinned evenly to at most `max` (keeps every class's share).
+fn thin(pool: &[usize], max: usize) -> Vec<usize> {
+    sample_rows(pool.len(), max).into_iter().map(|i| pool[i]).collect()
+}
+
+fn gather(design: &[f32], cols: usize, rows: &[usize]) -> Vec<f32> {
+    rows.iter()
+        .flat_map(|&r| design[r * cols..(r + 1) * cols].iter().copied())
+        .collect()
+}
+
+/// Runs the whole influence stage.
+pub fn compute(
+    dataset: &Dataset,
+    params: &InfluenceParams,
+    extras: &Extras<'_>,
+    seed: u64,
+    progress: &dyn Progress,
+) -> InfluenceState {
+    let n = dataset.rows();
+    let k = dataset.classes.len();
+    let labels = position_labels(dataset);
+    let stage_started = std::time::Instant::now();
+    // Progress counts rows: each of the four steps (full fit, folds, influence, neighbours)
+    // reports a quarter of them.
+    progress.start("influence", n as u64);
+    let quarter = (n / 4) as u64;
+    let map = FeatureMap::fit(&dataset.x, dataset.dim, params.dims);
+    let coords = map.coordinates(&dataset.x, dataset.dim);
+    let design = map.design(&coords);
+    let cols = map.dims + 1;
+    let settings = FitSettings {
+        l2: params.l2,
+        tolerance: params.tolerance,
+        max_iterations: params.max_iterations,
+    };
+
+    // Full fit: in-sample probabilities for self-influence and the trusted-set Hessian.
+    let all: Vec<usize> = (0..n).collect();
+    let full_rows = thin(&all, params.max_fit_rows);
+    let full_x = gather(&design, cols, &full_rows);
+    let full_y: Vec<u32> = full_rows.iter().map(|&r| labels[r]).collect();
+    let (full, full_fit) = Softmax::fit(&full_x, cols, &full_y, k, &settings, None);
+    let in_sample = full.predict(&design);
+    progress.advance(quarter);
+
+    // Stratified folds: shuffle each class, deal its records round-robin.
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0xf01d);
+    let mut fold = vec![0usize; n];
+    for c in 0..k {
+        let mut members: Vec<usize> = (dataset.class_offsets[c]..dataset.class_offsets[c + 1]).collect();
+        members.shuffle(&mut rng);
+        members
+            .iter()
+            .enumerate()
+            .for_each(|(i, &p)| fold[p] = i % params.folds);
+    }
+    let mut out_of_fold = vec![0f32; n * k];
+    let mut fold_fits = Vec::new();
+    let mut fit_rows_per_fold = 0;
+    for f in 0..params.folds {
+        let train: Vec<usize> = (0..n).filter(|&p| fold[p] != f).collect();
+        let held: Vec<usize> = (0..n).filter(|&p| fold[p] == f).collect();
+        let rows = thin(&train, params.max_fit_rows);
+        fit_rows_per_fold = fit_rows_per_fold.max(rows.len());
+        let y: Vec<u32> = rows.iter().map(|&r| labels[r]).collect();
+        // Warm start from the full fit: the objective is strictly convex, so the start changes
+        // only the path, not the (tolerance-level) optimum.
+        let (model, report) = Softmax::fit(&gather(&design, cols, &rows), cols, &y, k, &settings, Some(&full));
+        fold_fits.push(report);
+        let p = model.predict(&gather(&design, cols, &held));
+        for (i, &r) in held.iter().enumerate() {
+            out_of_fold[r * k..(r + 1) * k].copy_from_slice(&p[i * k..(i + 1) * k]);
+        }
+    }
+    progress.advance(quarter);
+
+    let correct = (0..n)
+        .filter(|&p| argmax(&out_of_fold[p * k..(p + 1) * k]) == labels[p] as usize)
+        .count();
+    let cl = confident_learning(&out_of_fold, &labels, k);
+
+    let self_influence: Vec<f32> = (0..n)
+        .map(|p| {
+            let prob = &in_sample[p * k..(p + 1) * k];
+            let residual: f32 = prob
+                .iter()
+                .enumerate()
+                .map(|(j, &v)| (v - (j == labels[p] as usize) as u8 as f32).powi(2))
+                .sum();
+            let norm: f32 = design[p * cols..(p + 1) * cols].iter().map(|v| v * v).sum();
+            residual * norm
+        })
+        .collect();
+
+    let (trusted_influence, trusted_report) = match extras.trusted {
+        Some((tx, ty)) if !ty.is_empty() => {
+            let t_design = map.design(&map.coordinates(tx, dataset.dim));
+            let (scores, solve) = trusted_influence(&full, &full_x, &design, &labels, &in_sample, &t_design, ty);
+            (Some(scores), Some(solve))
+        }
+        _ => (None, None),
+    };
+    progress.advance(quarter);
+
+    let knn_dims = params.knn_dims.min(map.dims);
+    let knn_x: Vec<f32> = coords
+        .chunks_exact(map.dims)
+        .flat_map(|r| r[..knn_dims].iter().copied())
+        .collect();
+    drop(coords);
+    let started = std::time::Instant::now();
+    let neighbours = knn::approximate(&knn_x, knn_dims, params.knn_k, params.knn_probes, seed);
+    let queries = sample_rows(n, 200);
+    let exact = knn::exact(&knn_x, knn_dims, params.knn_k, &queries);
+    let recall = knn::recall(&neighbours, &exact, &queries);
+    let live = live_records(dataset);
+    let hood = neighbourhood(&neighbours, &knn_x, knn_dims, &labels, &live, params);
+    progress.advance(n as u64 - 3 * quarter);
+    progress.finish();
+
+    InfluenceState {
+        classes: k,
+        label_issue: cl.issue,
+        suggested: cl.suggested,
+        self_influence,
+        trusted_influence,
+        knn_disagreement: hood.disagreement,
+        knn_distance: hood.mean_distance,
+        nearest_ratio: hood.nearest_ratio,
+        duplicate_group_size: hood.group_size,
+        duplicate_group_labels: hood.group_labels,
+        report: InfluenceReport {
+            seconds: stage_started.elapsed().as_secs_f64(),
+            feature_dims: map.dims,
+            folds: params.folds,
+            fit_rows_per_fold,
+            full_fit,
+            fold_fits,
+            out_of_fold_accuracy: correct as f64 / n.max(1) as f64,
+            class_thresholds: cl.thresholds,
+            confident_joint: cl.joint,
+            label_issues: cl.count,
+            trusted: trusted_report,
+            knn: KnnReport {
+                k: neighbours.k,
+                dims: knn_dims,
+                probes: params.knn_probes,
+                recall,
+                recall_sample: queries.len(),
+                median_nearest_distance: hood.median_nearest,
+                near_duplicate_threshold: hood.threshold,
+                near_duplicate_groups: hood.groups,
+                seconds: started.elapsed().as_secs_f64(),
+            },
+            which_probabilities: "out-of-fold surrogate probabilities for confident learning; the full \
+                                  fit (in-sample) for self-influence and the trusted-set influence"
+                .into(),
+        },
+        out_of_fold,
+    }
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
+}
+
+struct ConfidentLearning {
+    thresholds: Vec<f64>,
+    joint: Vec<Vec<u64>>,
+    issue: Vec<bool>,
+    suggested: Vec<u32>,
+    count: usize,
+}
+
+/// Confident learning (Northcutt, Jiang, Chuang, JAIR 2021): class `j`'s threshold is the mean
+/// predicted probability of `j` among records labelled `j`; a record counts toward the confident
+/// joint at (given label, the most probable class among those whose probability reaches its
+/// threshold). Off-diagonal members are label issues (cleanlab's `filter_by="confident_learning"`).
+fn confident_learning(probs: &[f32], labels: &[u32], k: usize) -> ConfidentLearning {
+    let n = labels.len();
+    let mut sums = vec![0f64; k];
+    let mut counts = vec![0usize; k];
+    for p in 0..n {
+        let y = labels[p] as usize;
+        sums[y] += probs[p * k + y] as f64;
+        counts[y] += 1;
+    }
+    let thresholds: Vec<f64> = (0..k).map(|j| sums[j] / counts[j].max(1) as f64).collect();
+    let mut joint = vec![vec![0u64; k]; k];
+    let mut issue = vec![false; n];
+    let mut suggested: Vec<u32> = labels.to_vec();
+    for p in 0..n {
+        let row = &probs[p * k..(p + 1) * k];
+        let best = (0..k)
+            .filter(|&j| row[j] as f64 >= thresholds[j])
+            .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)));
+        if let Some(j) = best {
+            let y = labels[p] as usize;
+            joint[y][j] += 1;
+            if j != y {
+                issue[p] = true;
+                suggested[p] = j as u32;
+            }
+        }
+    }
+    let count = issue.iter().filter(|&&i| i).count();
+    ConfidentLearning {
+        thresholds,
+        joint,
+        issue,
+        suggested,
+        count,
+    }
+}
+
+/// Koh & Liang influence of every record on the mean trusted loss:
+/// I(z) = -g_trusted^T H^-1 g_z, with H the Hessian of the regularised training loss of the
+/// full fit (on its training rows), solved once by conjugate gradient.
+fn trusted_influence(
+    model: &Softmax,
+    fit_x: &[f32],
+    design: &[f32],
+    labels: &[u32],
+    probs: &[f32],
+    trusted_design: &[f32],
+    trusted_labels: &[u32],
+) -> (Vec<f32>, TrustedSolve) {
+    let (k, cols) = (model.classes, model.cols);
+    let tp = model.predict(trusted_design);
+    let mut g = vec![0f64; k * cols];
+    let m = trusted_labels.len();
+    for r in 0..m {
+        for j in 0..k {
+            let residual = tp[r * k + j] as f64 - (j == trusted_labels[r] as usize) as u8 as f64;
+            for c in 0..cols {
+                g[j * cols + c] += residual * trusted_design[r * cols + c] as f64 / m as f64;
+            }
+        }
+    }
+    const TOLERANCE: f64 = 1e-6;
+    let (s, residual, iterations) =
+        softmax::conjugate_gradient(|v| model.hessian_vector(fit_x, v, 1e-6), &g, TOLERANCE, 500);
+    // One matrix product: a = design * S^T, then I(z) = -sum_j (p_zj - y_zj) a_zj.
+    let s32: Vec<f32> = s.iter().map(|&v| v as f32).collect();
+    let n = labels.len();
+    let mut a = vec![0f32; n * k];
+    crate::detect::linalg::mul_abt(design, &s32, cols, &mut a);
+    let scores = (0..n)
+        .map(|p| {
+            -(0..k)
+                .map(|j| (probs[p * k + j] - (j == labels[p] as usize) as u8 as f32) * a[p * k + j])
+                .sum::<f32>()
+        })
+        .collect();
+    (
+        scores,
+        TrustedSolve {
+            rows: m,
+            iterations,
+            relative_residual: residual,
+            converged: residual <= TOLERANCE,
+        },
+    )
+}
+
+/// Records whose vector is not (near) zero: norm at least a quarter of their class's median.
+/// A ReLU layer maps many unrelated inputs to (almost) all-zero vectors; those coincide because
+/// the network discards them, not because someone copied a record, so they never form near-copy
+/// groups.
+fn live_records(dataset: &Dataset) -> Vec<bool> {
+    let dim = dataset.dim;
+    let norms: Vec<f64> = dataset
+        .x
+        .chunks_exact(dim)
+        .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt())
+        .collect();
+    let mut live = vec![false; norms.len()];
+    for c in 0..dataset.classes.len() {
+        let range = dataset.class_offsets[c]..dataset.class_offsets[c + 1];
+        let typical = median(&norms[range.clone()]);
+        range.for_each(|p| live[p] = norms[p] >= 0.25 * typical);
+    }
+    live
+}
+
+struct Neighbourhood {
+    disagreement: Vec<f32>,
+    mean_distance: Vec<f32>,
+    nearest_ratio: Vec<f32>,
+    group_size: Vec<u32>,
+    group_labels: Vec<u32>,
+    median_nearest: f64,
+    threshold: f64,
+    groups: usize,
+}
+
+/// Deep k-NN (Peri et al. 2020) label disagreement, kNN distance, and near-copy groups (records
+/// linked by distances far below the typical nearest-neighbour distance, joined transitively).
+fn neighbourhood(
+    nb: &knn::Neighbours,
+    x: &[f32],
+    dim: usize,
+    labels: &[u32],
+    live: &[bool],
+    params: &InfluenceParams,
+) -> Neighbourhood {
+    let n = labels.len();
+    let mut disagreement = vec![0f32; n];
+    let mut mean_distance = vec![0f32; n];
+    for i in 0..n {
+        let (idx, dist) = nb.of(i);
+        let valid: Vec<usize> = (0..nb.k).filter(|&j| dist[j].is_finite()).collect();
+        let m = valid.len().max(1) as f32;
+        disagreement[i] = valid.iter().filter(|&&j| labels[idx[j] as usize] != labels[i]).count() as f32 / m;
+        mean_distance[i] = valid.iter().map(|&j| dist[j]).sum::<f32>() / m;
+    }
+    let nearest: Vec<f64> = (0..n).map(|i| nb.of(i).1[0] as f64).filter(|d| d.is_finite()).collect();
+    let median_nearest = median(&nearest);
+    let threshold = params.near_duplicate_ratio * median_nearest;
+    let nearest_ratio = (0..n)
+        .map(|i| (nb.of(i).1[0] as f64 / median_nearest.max(f64::MIN_POSITIVE)) as f32)
+        .collect();
+    // Union-find over close pairs.
+    let mut parent: Vec<u32> = (0..n as u32).collect();
+    fn root(parent: &mut [u32], mut i: u32) -> u32 {
+        while parent[i as usize] != i {
+            parent[i as usize] = parent[parent[i as usize] as usize];
+            i = parent[i as usize];
+        }
+        i
+    }
+    for i in (0..n).filter(|&i| live[i]) {
+        let (idx, dist) = nb.of(i);
+        for j in 0..nb.k {
+            if (dist[j] as f64) <= threshold && idx[j] as usize != i && live[idx[j] as usize] {
+                let (a, b) = (root(&mut parent, i as u32), root(&mut parent, idx[j]));
+                if a != b {
+                    parent[a.max(b) as usize] = a.min(b);
+                }
+            }
+        }
+    }
+    let roots: Vec<u32> = (0..n as u32).map(|i| root(&mut parent, i)).collect();
+    let mut size = vec![0u32; n];
+    let mut label_sets: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    for i in 0..n {
+        size[roots[i] as usize] += 1;
+    }
+    // Copies sit together: every member within the link distance of the group's centre. Links
+    // also chain along dense one-dimensional runs (a saturated ReLU unit spreads a class along a
+    // ray); such a chain is long, not compact, and is dissolved.
+    let mut centre: std::collections::HashMap<u32, (Vec<f64>, u32)> = Default::default();
+    for i in (0..n).filter(|&i| size[roots[i] as usize] > 1) {
+        let e = centre.entry(roots[i]).or_insert_with(|| (vec![0.0; dim], 0));
+        e.0.iter_mut()
+            .zip(&x[i * dim..(i + 1) * dim])
+            .for_each(|(c, &v)| *c += v as f64);
+        e.1 += 1;
+    }
+    let mut radius: std::collections::HashMap<u32, f64> = Default::default();
+    for i in (0..n).filter(|&i| size[roots[i] as usize] > 1) {
+        let (sum, count) = &centre[&roots[i]];
+        let d = x[i * dim..(i + 1) * dim]
+            .iter()
+            .zip(sum)
+            .map(|(&v, s)| (v as f64 - s / *count as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let r = radius.entry(roots[i]).or_insert(0.0);
+        *r = r.max(d);
+    }
+    let roots: Vec<u32> = (0..n)
+        .map(|i| match radius.get(&roots[i]) {
+            Some(&r) if r > threshold => i as u32, // a chain: every member on its own
+            _ => roots[i],
+        })
+        .collect();
+    size.iter_mut().for_each(|s| *s = 0);
+    roots.iter().for_each(|&r| size[r as usize] += 1);
+    for i in (0..n).filter(|&i| size[roots[i] as usize] > 1) {
+        let set = label_sets.entry(roots[i]).or_default();
+        if !set.contains(&labels[i]) {
+            set.push(labels[i]);
+        }
+    }
+    let group_size: Vec<u32> = roots.iter().map(|&r| size[r as usize]).collect();
+    let group_labels = roots
+        .iter()
+        .map(|r| label_sets.get(r).map_or(1, |s| s.len() as u32))
+        .collect();
+    let groups = (0..n)
+        .filter(|&i| roots[i] as usize == i && size[i] as usize >= params.near_duplicate_min_group)
+        .count();
+    Neighbourhood {
+        disagreement,
+        mean_distance,
+        nearest_ratio,
+        group_size,
+        group_labels,
+        median_nearest,
+        threshold,
+        groups,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confident_learning_marks_a_confidently_other_record() {
+        // Two classes; record 2 is labelled 0 but the model is sure it is class 1.
+        let probs: Vec<f32> = vec![0.9, 0.1, 0.8, 0.2, 0.05, 0.95, 0.85, 0.15, 0.1, 0.9, 0.2, 0.8];
+        let labels = [0, 0, 0, 0, 1, 1];
+        let cl = confident_learning(&probs, &labels, 2);
+        assert!((cl.thresholds[0] - 0.65).abs() < 1e-6 && (cl.thresholds[1] - 0.85).abs() < 1e-6);
+        assert_eq!(cl.issue, [false, false, true, false, false, false]);
+        assert_eq!(cl.suggested[2], 1);
+        assert_eq!(cl.joint, [[3, 1], [0, 1]]);
+    }
+
+    #[test]
+    fn params_reject_bad_values() {
+        let p = InfluenceParams {
+            folds: 1,
+            ..Default::default()
+        };
+        assert!(p.check().unwrap_err().to_string().contains("folds"));
+        assert!(InfluenceParams::default().check().is_ok());
+    }
+}
