@@ -1,27 +1,38 @@
 //! Detection quality over a grid of generated scenarios and seeds.
 //!
-//! `cargo run --release --example evaluate -- [first_seed] [seeds]`. Tune on seeds 1..=5; the
-//! tests in tests/quality.rs and the README's table use seeds from 1000 up, never tuned on.
+//! `cargo run --release --example evaluate -- [first_seed] [seeds] [record_thr] [anomaly_thr] [trim]
+//! [--losses] [--trusted=N] [--only=SUBSTRING]`. Tune on seeds 1..=5; the tests in
+//! tests/quality.rs and the README's table use seeds from 1000 up, never tuned on.
+//! `--losses` passes the ReLU network's per-epoch losses, `--trusted=N` gives N clean records per
+//! class as a trusted set, `--only` keeps the scenarios whose name contains the substring.
 
 use datavet::pipeline::ScanConfig;
-use datavet::testkit::{Attack, Kind, Spec, evaluate};
+use datavet::testkit::{Attack, EvalInputs, Kind, Spec, evaluate_with};
 
 fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .take(2)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let flags: Vec<String> = std::env::args().skip(1).filter(|a| a.starts_with("--")).collect();
+    let flag = |name: &str| {
+        flags
+            .iter()
+            .find_map(|f| f.strip_prefix(name).map(|v| v.trim_start_matches('=').to_string()))
+    };
+    let inputs = EvalInputs {
+        losses: flag("--losses").is_some(),
+        trusted_per_class: flag("--trusted").and_then(|v| v.parse().ok()).unwrap_or(0),
+    };
+    let only = flag("--only").unwrap_or_default();
+    let positional: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<u64> = positional.iter().take(2).filter_map(|a| a.parse().ok()).collect();
     let first = args.first().copied().unwrap_or(1);
     let seeds = args.get(1).copied().unwrap_or(5);
     let mut config = ScanConfig::new(vec![], "unused".into());
-    if let Some(t) = std::env::args().nth(3).and_then(|a| a.parse().ok()) {
+    if let Some(t) = positional.get(2).and_then(|a| a.parse().ok()) {
         config.decision.record_threshold = t;
     }
-    if let Some(t) = std::env::args().nth(4).and_then(|a| a.parse().ok()) {
+    if let Some(t) = positional.get(3).and_then(|a| a.parse().ok()) {
         config.decision.anomaly_threshold = t;
     }
-    if let Some(t) = std::env::args().nth(5).and_then(|a| a.parse().ok()) {
+    if let Some(t) = positional.get(4).and_then(|a| a.parse().ok()) {
         config.detectors.spectre.trim = t;
     }
     println!(
@@ -57,7 +68,16 @@ fn main() {
                 strength: 1.5,
             },
             Attack::LabelFlip { rate: 0.05 },
+            Attack::NearCopies {
+                target: 3,
+                groups: 3,
+                copies: 10,
+            },
         ] {
+            let name = format!("{kind:?} d={dim} n={rows}x10 {attack:?}");
+            if !name.contains(&only) {
+                continue;
+            }
             let mut agg = [0.0f64; 5];
             let mut per_detector: Vec<(String, f64, usize)> = Vec::new();
             // Attack success after retraining: on all data, on clean.parquet, with the poison removed.
@@ -72,7 +92,7 @@ fn main() {
                     attack,
                     seed: s,
                 };
-                let m = evaluate(&spec, &config).expect("evaluation runs");
+                let m = evaluate_with(&spec, &config, inputs).expect("evaluation runs");
                 agg[0] += m.auroc.unwrap_or(f64::NAN);
                 agg[1] += m.recall;
                 agg[2] += m.precision;
@@ -104,10 +124,7 @@ fn main() {
             let k = seeds as f64;
             println!(
                 "{:<44} {:>6.3} {:>6.3} {:>6.3} {:>6.4} {:>7.3}  wrong-class runs {wrong_class}/{seeds}  in-class AUROC: {}",
-                format!("{kind:?} d={dim} n={rows}x10 {attack:?}")
-                    .chars()
-                    .take(44)
-                    .collect::<String>(),
+                name.chars().take(44).collect::<String>(),
                 agg[0] / k,
                 agg[1] / k,
                 agg[2] / k,

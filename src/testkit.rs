@@ -572,9 +572,27 @@ pub struct RetrainCheck {
     pub poison_removed: Retrain,
 }
 
+/// Extra inputs an evaluation gives the scan.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EvalInputs {
+    /// Pass the ReLU network's per-epoch losses as `--loss-col loss`.
+    pub losses: bool,
+    /// Give this many clean records per class as a trusted set (a verified subset of the data).
+    pub trusted_per_class: usize,
+}
+
 /// Writes `spec`'s data to a temp Parquet file, runs read + detectors + decision, and scores the
 /// result against the answer key.
 pub fn evaluate(spec: &Spec, config: &crate::pipeline::ScanConfig) -> Result<Metrics, crate::Error> {
+    evaluate_with(spec, config, EvalInputs::default())
+}
+
+/// [`evaluate`] with extra inputs.
+pub fn evaluate_with(
+    spec: &Spec,
+    config: &crate::pipeline::ScanConfig,
+    inputs: EvalInputs,
+) -> Result<Metrics, crate::Error> {
     let data = generate(spec);
     let dir = tempfile::tempdir().map_err(|source| crate::io::OutputError::Io {
         path: "tempdir".into(),
@@ -584,6 +602,30 @@ pub fn evaluate(spec: &Spec, config: &crate::pipeline::ScanConfig) -> Result<Met
     data.write_parquet(&path, 10_000)?;
     let mut config = config.clone();
     config.inputs = vec![path];
+    if inputs.losses && data.losses.is_some() {
+        config.read.loss_col = Some("loss".into());
+    }
+    if inputs.trusted_per_class > 0 {
+        // The first clean records of each class (the poison sits at the end of its class).
+        let mut taken = vec![0usize; spec.classes];
+        let rows: Vec<u32> = (0..data.ids.len())
+            .filter(|&i| {
+                let c = data.labels[i] as usize;
+                let take = !data.poisoned[i] && taken[c] < inputs.trusted_per_class;
+                taken[c] += take as usize;
+                take
+            })
+            .map(|i| i as u32)
+            .collect();
+        let batch = data.to_batch();
+        let trusted = arrow_select::take::take_record_batch(&batch, &arrow_array::UInt32Array::from(rows))
+            .expect("rows in range");
+        let trusted_path = dir.path().join("trusted.parquet");
+        let mut sink = crate::io::ParquetSink::create(&trusted_path, trusted.schema(), &["embedding"])?;
+        sink.write(&trusted)?;
+        sink.commit()?;
+        config.trusted = vec![trusted_path];
+    }
     let dataset = crate::io::read_dataset(&config.inputs, &config.read)?;
     let analysis = crate::pipeline::analyse(&dataset, &config, &crate::progress::NoProgress)?;
     let mut m = metrics(&data.poisoned, &analysis.decision, &dataset.classes);

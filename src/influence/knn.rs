@@ -35,33 +35,38 @@ impl Neighbours {
     }
 }
 
-/// The `k` smallest (distance^2, index) seen so far, sorted ascending.
-struct TopK {
+/// For each of `m` queries, the `k` smallest (distance^2, index) seen so far, sorted ascending;
+/// flat arrays, so a million queries are two allocations.
+struct Tops {
+    k: usize,
     d2: Vec<f32>,
     index: Vec<u32>,
 }
 
-impl TopK {
-    fn new(k: usize) -> TopK {
-        TopK {
-            d2: vec![f32::INFINITY; k],
-            index: vec![u32::MAX; k],
+impl Tops {
+    fn new(m: usize, k: usize) -> Tops {
+        Tops {
+            k,
+            d2: vec![f32::INFINITY; m * k],
+            index: vec![u32::MAX; m * k],
         }
     }
     #[inline]
-    fn offer(&mut self, d2: f32, index: u32) {
-        let k = self.d2.len();
-        if d2 >= self.d2[k - 1] {
+    fn offer(&mut self, query: usize, d2: f32, index: u32) {
+        let base = query * self.k;
+        let (d, ix) = (&mut self.d2[base..base + self.k], &mut self.index[base..base + self.k]);
+        let k = d.len();
+        if d2 >= d[k - 1] {
             return;
         }
         let mut pos = k - 1;
-        while pos > 0 && self.d2[pos - 1] > d2 {
-            self.d2[pos] = self.d2[pos - 1];
-            self.index[pos] = self.index[pos - 1];
+        while pos > 0 && d[pos - 1] > d2 {
+            d[pos] = d[pos - 1];
+            ix[pos] = ix[pos - 1];
             pos -= 1;
         }
-        self.d2[pos] = d2;
-        self.index[pos] = index;
+        d[pos] = d2;
+        ix[pos] = index;
     }
 }
 
@@ -88,19 +93,27 @@ impl<'a> Block<'a> {
 }
 
 /// Offers every candidate to the top-k of every query, skipping a query's own id.
-fn scan_block(queries: Block<'_>, candidates: Block<'_>, dim: usize, tops: &mut [TopK], dots: &mut Vec<f32>) {
+/// Query `r` of `queries` is query `first + r` of `tops`.
+fn scan_block(
+    queries: Block<'_>,
+    candidates: Block<'_>,
+    dim: usize,
+    tops: &mut Tops,
+    first: usize,
+    dots: &mut Vec<f32>,
+) {
     let (q, c) = (queries.ids.len(), candidates.ids.len());
     if c == 0 {
         return;
     }
     dots.resize(q * c, 0.0);
     mul_abt(queries.vectors, candidates.vectors, dim, &mut dots[..q * c]);
-    for (r, top) in tops.iter_mut().enumerate() {
+    for r in 0..q {
         let row = &dots[r * c..(r + 1) * c];
         for j in 0..c {
             let d2 = (queries.norms[r] + candidates.norms[j] - 2.0 * row[j]).max(0.0);
             if candidates.ids[j] != queries.ids[r] {
-                top.offer(d2, candidates.ids[j]);
+                tops.offer(first + r, d2, candidates.ids[j]);
             }
         }
     }
@@ -219,11 +232,11 @@ pub fn approximate(x: &[f32], dim: usize, k: usize, probes: usize, seed: u64) ->
             by
         })
         .collect();
-    let per_list: Vec<Vec<TopK>> = (0..list_count)
+    let per_list: Vec<Tops> = (0..list_count)
         .into_par_iter()
         .map(|a| {
             let (s, e) = (lists.start[a], lists.start[a + 1]);
-            let mut tops: Vec<TopK> = (s..e).map(|_| TopK::new(k)).collect();
+            let mut tops = Tops::new(e - s, k);
             let mut dots = Vec::new();
             let all = Block {
                 vectors: &lists.vectors,
@@ -234,13 +247,7 @@ pub fn approximate(x: &[f32], dim: usize, k: usize, probes: usize, seed: u64) ->
                 let q1 = (q0 + QUERY_BLOCK).min(e);
                 for &b in &probe_lists[a] {
                     let candidates = all.rows(lists.start[b], lists.start[b + 1], dim);
-                    scan_block(
-                        all.rows(q0, q1, dim),
-                        candidates,
-                        dim,
-                        &mut tops[q0 - s..q1 - s],
-                        &mut dots,
-                    );
+                    scan_block(all.rows(q0, q1, dim), candidates, dim, &mut tops, q0 - s, &mut dots);
                 }
             }
             tops
@@ -252,15 +259,15 @@ pub fn approximate(x: &[f32], dim: usize, k: usize, probes: usize, seed: u64) ->
         distance: vec![0.0; n * k],
     };
     for (a, tops) in per_list.into_iter().enumerate() {
-        for (top, &i) in tops.into_iter().zip(&lists.order[lists.start[a]..lists.start[a + 1]]) {
+        for (r, &i) in lists.order[lists.start[a]..lists.start[a + 1]].iter().enumerate() {
             let i = i as usize;
             for j in 0..k {
                 // A list too small to fill k slots (rare) leaves a slot empty: point it at itself
                 // at infinite distance, so callers can skip it by distance.
-                let (idx, d2) = if top.index[j] == u32::MAX {
+                let (idx, d2) = if tops.index[r * k + j] == u32::MAX {
                     (i as u32, f32::INFINITY)
                 } else {
-                    (top.index[j], top.d2[j])
+                    (tops.index[r * k + j], tops.d2[r * k + j])
                 };
                 out.index[i * k + j] = idx;
                 out.distance[i * k + j] = d2.sqrt();
@@ -276,16 +283,16 @@ pub fn exact(x: &[f32], dim: usize, k: usize, queries: &[usize]) -> Neighbours {
     let k = k.min(n.saturating_sub(1)).max(1);
     let norms = squared_norms(x, dim);
     let ids: Vec<u32> = (0..n as u32).collect();
-    let tops: Vec<TopK> = queries
+    let tops: Vec<Tops> = queries
         .par_chunks(QUERY_BLOCK)
-        .flat_map_iter(|block| {
+        .map(|block| {
             let q: Vec<f32> = block
                 .iter()
                 .flat_map(|&i| x[i * dim..(i + 1) * dim].iter().copied())
                 .collect();
             let qids: Vec<u32> = block.iter().map(|&i| i as u32).collect();
             let qn: Vec<f32> = block.iter().map(|&i| norms[i]).collect();
-            let mut tops: Vec<TopK> = block.iter().map(|_| TopK::new(k)).collect();
+            let mut tops = Tops::new(block.len(), k);
             let mut dots = Vec::new();
             let queries = Block {
                 vectors: &q,
@@ -304,6 +311,7 @@ pub fn exact(x: &[f32], dim: usize, k: usize, queries: &[usize]) -> Neighbours {
                     all.rows(c0, (c0 + step).min(n), dim),
                     dim,
                     &mut tops,
+                    0,
                     &mut dots,
                 );
             }

@@ -17,6 +17,7 @@ pub mod softmax;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::detect::linalg::{Moments, eigh_desc, project};
@@ -71,7 +72,7 @@ impl Default for InfluenceParams {
             max_fit_rows: 100_000,
             knn_k: 10,
             knn_dims: 32,
-            knn_probes: 8,
+            knn_probes: 16,
             near_duplicate_ratio: 0.05,
             near_duplicate_min_group: 5,
         }
@@ -193,23 +194,32 @@ impl FeatureMap {
         }
     }
 
-    /// Principal coordinates of every row (`n * dims`, not whitened).
-    pub fn coordinates(&self, x: &[f32], dim: usize) -> Vec<f32> {
-        project(x, dim, &self.mean, &self.components, self.dims)
-    }
-
-    /// The surrogate's design matrix from coordinates: whitened, plus a constant column.
-    pub fn design(&self, coordinates: &[f32]) -> Vec<f32> {
-        coordinates
-            .chunks_exact(self.dims)
-            .flat_map(|row| {
-                row.iter()
-                    .zip(&self.scale)
-                    .map(|(v, s)| v / s)
-                    .chain(std::iter::once(1.0))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+    /// The surrogate's design matrix (whitened coordinates plus a constant column, `n * (dims + 1)`)
+    /// and the first `knn_dims` plain coordinates (`n * knn_dims`, for neighbour search), made
+    /// chunk by chunk so the full coordinate matrix never exists.
+    pub fn features(&self, x: &[f32], dim: usize, knn_dims: usize) -> (Vec<f32>, Vec<f32>) {
+        const CHUNK: usize = 4096;
+        let knn_dims = knn_dims.clamp(1, self.dims);
+        let n = x.len() / dim;
+        let cols = self.dims + 1;
+        let mut design = vec![0f32; n * cols];
+        let mut near = vec![0f32; n * knn_dims];
+        design
+            .par_chunks_mut(CHUNK * cols)
+            .zip(near.par_chunks_mut(CHUNK * knn_dims))
+            .zip(x.par_chunks(CHUNK * dim))
+            .for_each(|((d, k), chunk)| {
+                let coords = project(chunk, dim, &self.mean, &self.components, self.dims);
+                for (r, row) in coords.chunks_exact(self.dims).enumerate() {
+                    let out = &mut d[r * cols..(r + 1) * cols];
+                    for j in 0..self.dims {
+                        out[j] = row[j] / self.scale[j];
+                    }
+                    out[self.dims] = 1.0;
+                    k[r * knn_dims..(r + 1) * knn_dims].copy_from_slice(&row[..knn_dims]);
+                }
+            });
+        (design, near)
     }
 }
 
@@ -332,8 +342,8 @@ pub fn compute(
     progress.start("influence", n as u64);
     let quarter = (n / 4) as u64;
     let map = FeatureMap::fit(&dataset.x, dataset.dim, params.dims);
-    let coords = map.coordinates(&dataset.x, dataset.dim);
-    let design = map.design(&coords);
+    let knn_dims = params.knn_dims.min(map.dims);
+    let (design, knn_x) = map.features(&dataset.x, dataset.dim, knn_dims);
     let cols = map.dims + 1;
     let settings = FitSettings {
         l2: params.l2,
@@ -401,7 +411,7 @@ pub fn compute(
 
     let (trusted_influence, trusted_report) = match extras.trusted {
         Some((tx, ty)) if !ty.is_empty() => {
-            let t_design = map.design(&map.coordinates(tx, dataset.dim));
+            let (t_design, _) = map.features(tx, dataset.dim, 1);
             let (scores, solve) = trusted_influence(&full, &full_x, &design, &labels, &in_sample, &t_design, ty);
             (Some(scores), Some(solve))
         }
@@ -409,12 +419,7 @@ pub fn compute(
     };
     progress.advance(quarter);
 
-    let knn_dims = params.knn_dims.min(map.dims);
-    let knn_x: Vec<f32> = coords
-        .chunks_exact(map.dims)
-        .flat_map(|r| r[..knn_dims].iter().copied())
-        .collect();
-    drop(coords);
+    drop(design);
     let started = std::time::Instant::now();
     let neighbours = knn::approximate(&knn_x, knn_dims, params.knn_k, params.knn_probes, seed);
     let queries = sample_rows(n, 200);
