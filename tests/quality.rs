@@ -71,12 +71,49 @@ fn backdoor_cluster_is_found_in_high_dimensions() {
     }
 }
 
+fn detector_auroc(m: &Metrics, name: &str) -> f64 {
+    m.detector_auroc
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, a)| *a)
+        .unwrap_or_else(|| panic!("{name} scored the poisoned classes: {:?}", m.detector_auroc))
+}
+
 #[test]
-fn label_flips_are_reported_not_caught_by_clustering() {
-    // Clustering detectors are not built for label flips (the influence stage is): this records
-    // what they catch and checks they stay calibrated (no flood of false quarantines).
-    let m = run(Kind::Gaussian, 128, 300, Attack::LabelFlip { rate: 0.05 }, 1021);
+fn label_flips_are_caught_by_confident_learning() {
+    // 5% random flips: the clustering detectors see no cluster; out-of-fold confident learning
+    // marks the flipped records. Measured on seeds 1000-1004: recall 0.89, false quarantine
+    // <= 0.03% (Gaussian); recall 0.47-0.56 on ReLU activations of a network trained on the
+    // flipped labels (its hidden layer has partly memorised them), ranking AUROC 0.97-0.99.
+    for (seed, dim) in [(1021, 128), (1022, 64)] {
+        let m = run(Kind::Gaussian, dim, 300, Attack::LabelFlip { rate: 0.05 }, seed);
+        assert!(m.recall >= 0.8, "recall {:.3}", m.recall);
+        assert!(m.false_quarantine <= 0.01, "false quarantine {:.3}", m.false_quarantine);
+        assert!(detector_auroc(&m, "confident_learning") >= 0.95);
+    }
+    let m = run(Kind::Relu, 64, 500, Attack::LabelFlip { rate: 0.05 }, 1023);
+    assert!(detector_auroc(&m, "confident_learning") >= 0.9);
+    assert!(m.auroc.unwrap() >= 0.9, "AUROC {:?}", m.auroc);
+    assert!(m.recall >= 0.3, "recall {:.3}", m.recall);
     assert!(m.false_quarantine <= 0.02, "false quarantine {:.3}", m.false_quarantine);
+}
+
+#[test]
+fn injected_near_copies_are_found() {
+    // Three groups of ten near-identical records (one input repeated with 1% jitter), labelled
+    // with another class. Measured on seeds 1000-1004: recall 1.0 Gaussian, 0.87-1.0 ReLU.
+    let attack = Attack::NearCopies {
+        target: 3,
+        groups: 3,
+        copies: 10,
+    };
+    let m = run(Kind::Gaussian, 64, 500, attack, 1041);
+    assert!(m.recall >= 0.95, "recall {:.3}", m.recall);
+    assert!(m.false_quarantine <= 0.01, "false quarantine {:.3}", m.false_quarantine);
+    let m = run(Kind::Relu, 64, 500, attack, 1042);
+    assert!(detector_auroc(&m, "near_duplicates") >= 0.95);
+    assert!(m.recall >= 0.6, "recall {:.3}", m.recall);
+    assert!(m.false_quarantine <= 0.01, "false quarantine {:.3}", m.false_quarantine);
 }
 
 #[test]

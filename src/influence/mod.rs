@@ -45,6 +45,9 @@ pub struct InfluenceParams {
     /// Each fit uses at most this many rows (evenly spaced, every class represented); predictions
     /// cover every row. A linear model on a few dozen dimensions gains nothing from more.
     pub max_fit_rows: usize,
+    /// Which records confident learning flags: `prune-by-noise-rate` (cleanlab's default) or
+    /// `confident-joint` (stricter: only records confidently in another class).
+    pub label_issues: LabelIssueRule,
     /// Neighbours per record for the neighbourhood scores.
     pub knn_k: usize,
     /// Leading PCA dimensions the neighbour search uses.
@@ -70,6 +73,7 @@ impl Default for InfluenceParams {
             tolerance: 1e-5,
             max_iterations: 300,
             max_fit_rows: 100_000,
+            label_issues: LabelIssueRule::PruneByNoiseRate,
             knn_k: 10,
             knn_dims: 32,
             knn_probes: 16,
@@ -394,7 +398,10 @@ pub fn compute(
     let correct = (0..n)
         .filter(|&p| argmax(&out_of_fold[p * k..(p + 1) * k]) == labels[p] as usize)
         .count();
-    let cl = confident_learning(&out_of_fold, &labels, k);
+    let mut cl = confident_learning(&out_of_fold, &labels, k);
+    if params.label_issues == LabelIssueRule::PruneByNoiseRate {
+        prune_by_noise_rate(&mut cl, &out_of_fold, &labels, k);
+    }
 
     let self_influence: Vec<f32> = (0..n)
         .map(|p| {
@@ -527,6 +534,54 @@ fn confident_learning(probs: &[f32], labels: &[u32], k: usize) -> ConfidentLearn
         suggested,
         count,
     }
+}
+
+/// Which records confident learning calls label issues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelIssueRule {
+    /// The off-diagonal members of the confident joint (cleanlab `filter_by="confident_learning"`).
+    ConfidentJoint,
+    /// cleanlab's default (`filter_by="prune_by_noise_rate"`): the confident joint, calibrated to
+    /// the class sizes, estimates how many records labelled `i` belong to `j`; that many records
+    /// labelled `i` with the largest margin p_j - p_i are issues (only where p_j > p_i).
+    PruneByNoiseRate,
+}
+
+/// Applies [`LabelIssueRule::PruneByNoiseRate`] on top of the confident joint in `cl`.
+fn prune_by_noise_rate(cl: &mut ConfidentLearning, probs: &[f32], labels: &[u32], k: usize) {
+    let n = labels.len();
+    let mut by_label: Vec<Vec<usize>> = vec![Vec::new(); k];
+    (0..n).for_each(|p| by_label[labels[p] as usize].push(p));
+    let mut issue = vec![false; n];
+    let mut suggested: Vec<u32> = labels.to_vec();
+    let mut best_margin = vec![0f32; n];
+    for i in 0..k {
+        let row_total: u64 = cl.joint[i].iter().sum();
+        if row_total == 0 {
+            continue;
+        }
+        for j in (0..k).filter(|&j| j != i) {
+            let estimate = cl.joint[i][j] as f64 / row_total as f64 * by_label[i].len() as f64;
+            let count = estimate.round() as usize;
+            if count == 0 {
+                continue;
+            }
+            let margin = |p: usize| probs[p * k + j] - probs[p * k + i];
+            let mut ranked: Vec<usize> = by_label[i].iter().copied().filter(|&p| margin(p) > 0.0).collect();
+            ranked.sort_by(|&a, &b| margin(b).total_cmp(&margin(a)).then(a.cmp(&b)));
+            for &p in ranked.iter().take(count) {
+                if !issue[p] || margin(p) > best_margin[p] {
+                    issue[p] = true;
+                    suggested[p] = j as u32;
+                    best_margin[p] = margin(p);
+                }
+            }
+        }
+    }
+    cl.count = issue.iter().filter(|&&i| i).count();
+    cl.issue = issue;
+    cl.suggested = suggested;
 }
 
 /// Koh & Liang influence of every record on the mean trusted loss:
@@ -733,6 +788,54 @@ mod tests {
         assert_eq!(cl.issue, [false, false, true, false, false, false]);
         assert_eq!(cl.suggested[2], 1);
         assert_eq!(cl.joint, [[3, 1], [0, 1]]);
+    }
+
+    #[test]
+    fn prune_by_noise_rate_takes_the_estimated_count_by_margin() {
+        // Class 0 has 4 records; the joint puts 1 of its 3 confident records in class 1, so
+        // 4 * 1/3 -> 1 record is pruned: the one with the largest p1 - p0 (record 3, not 2).
+        let probs: Vec<f32> = vec![0.9, 0.1, 0.95, 0.05, 0.45, 0.55, 0.12, 0.88, 0.1, 0.9, 0.2, 0.8];
+        let labels = [0, 0, 0, 0, 1, 1];
+        let mut cl = confident_learning(&probs, &labels, 2);
+        assert_eq!(cl.joint[0], [2, 1]);
+        prune_by_noise_rate(&mut cl, &probs, &labels, 2);
+        assert_eq!(cl.issue, [false, false, false, true, false, false]);
+        assert_eq!(cl.count, 1);
+    }
+
+    #[test]
+    fn near_copy_groups_are_compact_and_never_near_zero_or_chains() {
+        // 2-D points: a grid (spacing 1), a compact group of 6 copies, a chain of 8 points 0.01
+        // apart (linked pairwise but long), and 6 zero vectors.
+        let mut x: Vec<f32> = Vec::new();
+        for i in 0..20 {
+            for j in 0..20 {
+                x.extend([10.0 + i as f32, 10.0 + j as f32]);
+            }
+        }
+        let copies = x.len() / 2;
+        (0..6).for_each(|i| x.extend([40.0 + 0.001 * i as f32, 40.0]));
+        let chain = x.len() / 2;
+        (0..8).for_each(|i| x.extend([50.0 + 0.04 * i as f32, 50.0]));
+        let zeros = x.len() / 2;
+        (0..6).for_each(|_| x.extend([0.0, 0.0]));
+        let n = x.len() / 2;
+        let labels = vec![0u32; n];
+        let mut live = vec![true; n];
+        (zeros..n).for_each(|i| live[i] = false);
+        let nb = knn::approximate(&x, 2, 5, 4, 1);
+        let hood = neighbourhood(&nb, &x, 2, &labels, &live, &InfluenceParams::default());
+        assert!((copies..copies + 6).all(|i| hood.group_size[i] == 6));
+        assert!(
+            (chain..chain + 8).all(|i| hood.group_size[i] == 1),
+            "a chain is not a copy group"
+        );
+        assert!(
+            (zeros..n).all(|i| hood.group_size[i] == 1),
+            "zero vectors are not copies"
+        );
+        assert!((0..copies).all(|i| hood.group_size[i] == 1));
+        assert_eq!(hood.groups, 1);
     }
 
     #[test]

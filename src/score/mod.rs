@@ -424,6 +424,42 @@ mod tests {
     }
 
     #[test]
+    fn a_detectors_own_flags_quarantine_in_a_quiet_class_and_record_evidence_only_ranks() {
+        let (mut ev, total) = classes(&[1.3, 1.32, 1.28, 1.31, 1.29, 1.3], &rows(6, 100));
+        let mut label = scores(vec![0.0; 100], 0.0);
+        label.signal = None;
+        label.flagged = vec![crate::detect::Flag {
+            index: 7,
+            strength: 0.9,
+            why: "confident_learning: label issue".into(),
+        }];
+        label.record_level = Some((0..100).map(|i| if i == 8 { 0.8 } else { 0.0 }).collect());
+        ev[2].scores.push(label);
+        for e in ev.iter_mut().filter(|e| e.class != 2) {
+            let mut quiet = scores(vec![0.0; 100], 0.0);
+            quiet.signal = None;
+            e.scores.push(quiet);
+        }
+        let names: Vec<String> = (0..6).map(|c| c.to_string()).collect();
+        let d = decide(
+            &ev,
+            &["spectre", "confident_learning"],
+            &names,
+            total,
+            &DecisionParams::default(),
+        );
+        let flagged: Vec<usize> = (0..total).filter(|&g| d.quarantined[g]).collect();
+        assert_eq!(flagged, vec![207], "the flagged record of class 2, nothing else");
+        assert!((d.suspicion[207] - (0.5 + 0.49 * 0.9)).abs() < 1e-9);
+        assert_eq!(d.reasons[207], "confident_learning: label issue");
+        assert!(
+            !d.verdicts[2].as_ref().unwrap().attacked,
+            "a label issue does not make a class attacked"
+        );
+        assert!(d.suspicion[208] > 0.3 && d.suspicion[208] < 0.5, "{}", d.suspicion[208]);
+    }
+
+    #[test]
     fn flags_only_the_tail_of_the_outlier_class() {
         let (ev, total) = classes(&[1.3, 1.32, 1.28, 6.0, 1.29, 1.3], &rows(6, 100));
         let names: Vec<String> = (0..6).map(|c| c.to_string()).collect();

@@ -4,6 +4,7 @@
 //! note and pass when that folder is absent (it is beside the project root in CI).
 
 mod bad_inputs;
+mod influence;
 mod pipelines;
 mod scan;
 

@@ -1,0 +1,225 @@
+//! The influence stage end to end: label flips and near-copies quarantined with reasons that name
+//! the detector, the trusted set, the probabilities and loss columns, and their bad inputs.
+
+use std::path::Path;
+
+use arrow_array::RecordBatch;
+use datavet::testkit::{self, Attack, Kind, Spec, Synthetic};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use predicates::str::contains;
+
+use super::{Fixture, datavet};
+
+fn write(path: &Path, kind: Kind, attack: Attack, seed: u64) -> Synthetic {
+    let data = testkit::generate(&Spec {
+        kind,
+        classes: 5,
+        rows_per_class: 200,
+        dim: 16,
+        attack,
+        seed,
+    });
+    data.write_parquet(path, 300).unwrap();
+    data
+}
+
+fn read(path: &Path) -> RecordBatch {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
+    let schema = builder.schema().clone();
+    let batches: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+    arrow_select::concat::concat_batches(&schema, &batches).unwrap()
+}
+
+fn report(fx: &Fixture) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(fx.out().join("report.json")).unwrap()).unwrap()
+}
+
+/// Ids of the quarantined rows and their reasons.
+fn quarantined(fx: &Fixture) -> Vec<(i64, String)> {
+    let q = read(&fx.out().join("quarantine.parquet"));
+    let ids = q.column_by_name("id").unwrap();
+    let ids = ids.as_any().downcast_ref::<arrow_array::Int64Array>().unwrap();
+    let reasons = q.column_by_name("reasons").unwrap();
+    let reasons = reasons.as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+    (0..q.num_rows())
+        .map(|i| (ids.value(i), reasons.value(i).to_string()))
+        .collect()
+}
+
+#[test]
+fn label_flips_are_quarantined_by_confident_learning() {
+    let fx = Fixture::new();
+    let input = fx.path("flips.parquet");
+    let data = write(&input, Kind::Gaussian, Attack::LabelFlip { rate: 0.06 }, 31);
+    fx.scan(&input, &[]).success();
+    let q = quarantined(&fx);
+    let flipped: Vec<i64> = (0..data.ids.len())
+        .filter(|&i| data.poisoned[i])
+        .map(|i| data.ids[i])
+        .collect();
+    let caught = q.iter().filter(|(id, _)| flipped.contains(id)).count();
+    assert!(
+        caught * 10 >= flipped.len() * 7,
+        "{caught} of {} flips quarantined",
+        flipped.len()
+    );
+    let by_cl: Vec<&(i64, String)> = q
+        .iter()
+        .filter(|(_, r)| r.contains("confident_learning: label issue"))
+        .collect();
+    assert!(!by_cl.is_empty(), "reasons name the detector: {q:?}");
+    assert!(
+        by_cl.iter().all(|(id, _)| flipped.contains(id)),
+        "only flips are label issues here"
+    );
+    let scores = read(&fx.out().join("scores.parquet"));
+    for col in ["confident_learning", "self_influence", "deep_knn", "near_duplicates"] {
+        assert!(scores.column_by_name(col).is_some(), "scores.parquet has `{col}`");
+    }
+    let influence = &report(&fx)["influence"];
+    assert_eq!(influence["fold_fits"].as_array().unwrap().len(), 5);
+    assert!(influence["full_fit"]["converged"].as_bool().unwrap());
+    assert_eq!(
+        influence["knn"]["recall"].as_f64().unwrap(),
+        1.0,
+        "small data is searched exactly"
+    );
+}
+
+#[test]
+fn near_copies_are_quarantined_as_a_group() {
+    let fx = Fixture::new();
+    let input = fx.path("copies.parquet");
+    let attack = Attack::NearCopies {
+        target: 2,
+        groups: 2,
+        copies: 8,
+    };
+    let data = write(&input, Kind::Gaussian, attack, 32);
+    fx.scan(&input, &[]).success();
+    let q = quarantined(&fx);
+    let copies: Vec<i64> = (0..data.ids.len())
+        .filter(|&i| data.poisoned[i])
+        .map(|i| data.ids[i])
+        .collect();
+    for id in &copies {
+        let reason = q.iter().find(|(q, _)| q == id).map(|(_, r)| r.as_str());
+        assert!(
+            reason.is_some_and(|r| r.contains("near_duplicates: one of 8 near-copies")),
+            "copy {id}: {reason:?}"
+        );
+    }
+    assert_eq!(report(&fx)["influence"]["knn"]["near_duplicate_groups"], 2);
+}
+
+#[test]
+fn no_influence_runs_only_the_clustering_detectors() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    write(&input, Kind::Gaussian, Attack::None, 33);
+    fx.scan(&input, &["--no-influence"]).success();
+    let scores = read(&fx.out().join("scores.parquet"));
+    assert!(scores.column_by_name("confident_learning").is_none());
+    assert!(scores.column_by_name("spectre").is_some());
+    assert!(report(&fx)["influence"].is_null());
+}
+
+#[test]
+fn a_trusted_set_adds_influence_on_it_and_reports_the_solve() {
+    let fx = Fixture::new();
+    let input = fx.path("flips.parquet");
+    write(&input, Kind::Gaussian, Attack::LabelFlip { rate: 0.06 }, 34);
+    let trusted = fx.path("trusted.parquet");
+    write(&trusted, Kind::Gaussian, Attack::None, 34); // same seed: the same classes, no flips
+    fx.scan(&input, &["--trusted", trusted.to_str().unwrap()]).success();
+    let scores = read(&fx.out().join("scores.parquet"));
+    assert!(scores.column_by_name("trusted_influence").is_some());
+    let solve = &report(&fx)["influence"]["trusted"];
+    assert_eq!(solve["rows"], 1000);
+    assert!(solve["converged"].as_bool().unwrap(), "{solve}");
+}
+
+#[test]
+fn a_trusted_set_with_an_unknown_label_is_an_error() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    write(&input, Kind::Gaussian, Attack::None, 35);
+    let trusted = fx.path("trusted.parquet");
+    testkit::generate(&Spec {
+        kind: Kind::Gaussian,
+        classes: 7, // labels 5 and 6 do not exist in the scanned data
+        rows_per_class: 20,
+        dim: 16,
+        attack: Attack::None,
+        seed: 35,
+    })
+    .write_parquet(&trusted, 100)
+    .unwrap();
+    fx.scan(&input, &["--trusted", trusted.to_str().unwrap()])
+        .code(2)
+        .stderr(contains("trusted.parquet: trusted-set label `5` is not a class"));
+    assert!(!fx.out().join("clean.parquet").exists());
+}
+
+#[test]
+fn relu_inputs_carry_probs_and_losses_that_feed_their_detectors() {
+    let fx = Fixture::new();
+    let input = fx.path("relu.parquet");
+    let attack = Attack::Backdoor {
+        target: 1,
+        rate: 0.1,
+        strength: 3.0,
+    };
+    write(&input, Kind::Relu, attack, 36);
+    fx.scan(&input, &["--loss-col", "loss"]).success();
+    let scores = read(&fx.out().join("scores.parquet"));
+    assert!(
+        scores.column_by_name("model_probs").is_some(),
+        "`probs` is found by name"
+    );
+    assert!(scores.column_by_name("loss_trajectory").is_some());
+    let classes = report(&fx)["classes"].as_array().unwrap().clone();
+    assert!(classes.iter().all(|c| c["stats"]["loss_trajectory"].is_array()));
+}
+
+#[test]
+fn probabilities_of_the_wrong_width_are_an_error() {
+    let fx = Fixture::new();
+    let input = fx.path("relu.parquet");
+    write(&input, Kind::Relu, Attack::None, 37);
+    // Use the 8-epoch loss column as probabilities: 8 values, but 5 classes.
+    fx.scan(&input, &["--probs-col", "loss"])
+        .code(2)
+        .stderr(contains("probs column `loss` has type vectors of length 8"))
+        .stderr(contains("one probability per class"));
+}
+
+#[test]
+fn a_missing_loss_column_is_named() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    write(&input, Kind::Gaussian, Attack::None, 38);
+    fx.scan(&input, &["--loss-col", "epoch_loss"])
+        .code(2)
+        .stderr(contains("loss column `epoch_loss` not found"))
+        .stderr(contains("use --loss-col NAME"));
+}
+
+#[test]
+fn influence_settings_are_checked_in_pipeline_files() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    write(&input, Kind::Gaussian, Attack::None, 39);
+    let pipeline = fx.path("p.toml");
+    std::fs::write(
+        &pipeline,
+        "[input]\npaths = [\"in.parquet\"]\n[output]\ndir = \"out\"\n[detect.influence]\nfolds = 1\n",
+    )
+    .unwrap();
+    datavet()
+        .arg("check")
+        .arg(&pipeline)
+        .assert()
+        .code(2)
+        .stderr(contains("p.toml:6: [detect.influence] `folds` must be in 2..=50"));
+}
