@@ -113,13 +113,14 @@ fn main() {
                         per_detector[i].2 += 1;
                     }
                 }
-                let expected: Vec<String> = match attack {
-                    Attack::Backdoor { target, .. } => vec![target.to_string()],
-                    _ => vec![],
+                // Backdoor: exactly the target class; near-copies: at most the target class (the
+                // copies may or may not make it look attacked); otherwise no class.
+                let wrong = match attack {
+                    Attack::Backdoor { target, .. } => m.attacked != vec![target.to_string()],
+                    Attack::NearCopies { target, .. } => m.attacked.iter().any(|c| *c != target.to_string()),
+                    _ => !m.attacked.is_empty(),
                 };
-                if m.attacked != expected {
-                    wrong_class += 1;
-                }
+                wrong_class += wrong as usize;
             }
             let k = seeds as f64;
             println!(
