@@ -54,6 +54,15 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Log lines as text, or as one JSON object per line (`{"ts","level","msg"}`) for schedulers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +82,52 @@ pub enum Command {
     Run(PipelineArgs),
     /// Check a pipeline file (syntax, keys, values, input paths) without reading any data.
     Check(PipelineArgs),
+    /// Regenerate report.html and report.md of a finished scan from its output directory.
+    ///
+    /// Example: datavet report out/
+    Report(RunDirArgs),
+    /// Write a scan's quarantine for review as Parquet, CSV or JSON lines (every column, plus
+    /// suspicion and reasons). Data strings stay exact: quoted in CSV, escaped in JSON.
+    ///
+    /// Example: datavet export out/ --format csv --out review.csv
+    Export(ExportArgs),
+    /// Move reviewed records back to clean.parquet (by id), with a line in the append-only
+    /// audit log (DIR/audit.jsonl: who, when, why, which ids). Still every row in exactly one file.
+    ///
+    /// Example: datavet release out/ --ids reviewed.txt --reason "checked by hand: real data"
+    Release(ReleaseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunDirArgs {
+    /// The scan's output directory (its --out).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The scan's output directory (its --out).
+    pub dir: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: crate::quarantine::review::ExportFormat,
+    /// File to write. Default: DIR/quarantine.csv, .jsonl or .export.parquet.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The scan's output directory (its --out).
+    pub dir: PathBuf,
+    /// Ids to release, one per line (blank lines and # comments skipped).
+    #[arg(long, value_name = "FILE")]
+    pub ids: PathBuf,
+    /// Why they are released (recorded in the audit log and in scores.parquet).
+    #[arg(long)]
+    pub reason: String,
+    /// Who releases them. Default: $USER.
+    #[arg(long)]
+    pub by: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +165,10 @@ pub struct ScanArgs {
     /// order). Default: `probs` if present. Used to rank only: they are usually in-sample.
     #[arg(long, value_name = "NAME")]
     pub probs_col: Option<String>,
+    /// Column naming who supplied each record (vendor, contributor, batch), for the reports'
+    /// per-source table. Default: `source` if present.
+    #[arg(long, value_name = "NAME")]
+    pub source_col: Option<String>,
     /// Per-record training loss: one float, or a list of per-epoch losses. Records learned
     /// unusually fast within their class (low early loss) look backdoored.
     #[arg(long, value_name = "NAME")]
@@ -204,6 +263,7 @@ impl ScanArgs {
         c.read.feature_cols = self.feature_cols.clone();
         c.read.probs_col = self.probs_col.clone();
         c.read.loss_col = self.loss_col.clone();
+        c.read.source_col = self.source_col.clone();
         c.trusted = self.trusted.clone();
         c.detectors.influence.enabled = !self.no_influence;
         c.detectors.influence.folds = self.folds;
@@ -227,9 +287,20 @@ pub fn init_logging(cli: &Cli) {
         (false, 1) => "info",
         _ => "debug",
     };
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_target(false)
-        .try_init();
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    builder.format_target(false);
+    if cli.log_format == LogFormat::Json {
+        builder.format(|buf, record| {
+            use std::io::Write;
+            let line = serde_json::json!({
+                "ts": jiff::Timestamp::now().to_string(),
+                "level": record.level().as_str(),
+                "msg": record.args().to_string(),
+            });
+            writeln!(buf, "{line}")
+        });
+    }
+    let _ = builder.try_init();
 }
 
 /// Progress bars on stderr, one per long stage; hidden when stderr is not a terminal or with -q,
@@ -315,6 +386,44 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
                     },
                     p.scan.inputs.len(),
                     p.scan.out_dir.display()
+                );
+            }
+            Ok(ExitStatus::Success)
+        }
+        Command::Report(a) => {
+            crate::report::write_human_reports(&a.dir)?;
+            if !cli.quiet {
+                println!(
+                    "wrote {} and {}",
+                    a.dir.join(crate::report::HTML_FILE).display(),
+                    a.dir.join(crate::report::MARKDOWN_FILE).display()
+                );
+            }
+            Ok(ExitStatus::Success)
+        }
+        Command::Export(a) => {
+            let out = a
+                .out
+                .unwrap_or_else(|| a.dir.join(format!("quarantine.{}", a.format.extension())));
+            let rows = crate::quarantine::review::export(&a.dir, a.format, &out)?;
+            if !cli.quiet {
+                println!("wrote {} ({rows} quarantined rows)", out.display());
+            }
+            Ok(ExitStatus::Success)
+        }
+        Command::Release(a) => {
+            let ids = crate::quarantine::review::read_id_list(&a.ids)?;
+            let by =
+                a.by.or_else(|| std::env::var("USER").ok())
+                    .unwrap_or_else(|| "unknown".into());
+            let r = crate::quarantine::review::release(&a.dir, &a.ids, &ids, &a.reason, &by)?;
+            if !cli.quiet {
+                println!(
+                    "released {} rows to clean ({} clean, {} quarantined); logged in {}",
+                    r.released,
+                    r.clean_rows,
+                    r.quarantine_rows,
+                    a.dir.join(crate::quarantine::review::AUDIT_FILE).display()
                 );
             }
             Ok(ExitStatus::Success)

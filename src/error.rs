@@ -13,6 +13,8 @@ pub enum Error {
     Config(#[from] crate::config::ConfigError),
     #[error("invalid setting: {0}")]
     Param(#[from] ParamError),
+    #[error(transparent)]
+    Review(#[from] crate::quarantine::review::ReviewError),
     #[error("row conservation check failed: {0}")]
     Conservation(String),
 }

@@ -61,6 +61,9 @@ pub struct Outcome {
 pub struct ClassResult {
     pub class: usize,
     pub result: Result<Vec<ClassScores>, DetectError>,
+    /// Each record's coordinates on the class's top two principal directions (for the report's
+    /// scatter plots); empty when the class was skipped.
+    pub projection: Vec<[f32; 2]>,
 }
 
 /// A verified clean set: vectors (`labels.len() * dim`) and class indices of the scanned data.
@@ -159,6 +162,7 @@ pub fn analyse_classes(
                 return ClassResult {
                     class: c,
                     result: Err(err),
+                    projection: Vec::new(),
                 };
             }
             let (_, x) = dataset.class_slice(c);
@@ -178,8 +182,17 @@ pub fn analyse_classes(
                 losses: dataset.losses.as_ref().map(|(l, e)| (&l[a * e..b * e], *e)),
             };
             let result = detectors.iter().map(|d| d.score_class(&view)).collect();
+            let projection = basis
+                .projected
+                .chunks_exact(basis.k)
+                .map(|z| [z[0], z.get(1).copied().unwrap_or(0.0)])
+                .collect();
             progress.advance(n as u64);
-            ClassResult { class: c, result }
+            ClassResult {
+                class: c,
+                result,
+                projection,
+            }
         })
         .collect();
     progress.finish();
@@ -217,6 +230,8 @@ pub fn analyse(dataset: &Dataset, config: &ScanConfig, progress: &dyn Progress) 
     let mut columns = DetectorColumns {
         names: names.iter().map(|s| s.to_string()).collect(),
         values: vec![vec![None; dataset.rows()]; names.len()],
+        projection: vec![None; dataset.rows()],
+        cluster: vec![None; dataset.rows()],
     };
     let mut skipped: BTreeMap<usize, String> = BTreeMap::new();
     let mut class_stats = vec![BTreeMap::new(); dataset.classes.len()];
@@ -224,9 +239,19 @@ pub fn analyse(dataset: &Dataset, config: &ScanConfig, progress: &dyn Progress) 
         match r.result {
             Ok(scores) => {
                 let (rows, _) = dataset.class_slice(r.class);
+                for (i, &g) in rows.iter().enumerate() {
+                    columns.projection[g as usize] = r.projection.get(i).copied();
+                }
                 for (d, s) in scores.iter().enumerate() {
                     for (i, &g) in rows.iter().enumerate() {
                         columns.values[d][g as usize] = Some(s.scores[i]);
+                    }
+                    if names[d] == "activation_clustering"
+                        && let Some(grouping) = &s.grouping
+                    {
+                        for (i, &g) in rows.iter().enumerate() {
+                            columns.cluster[g as usize] = grouping.cluster.get(i).copied();
+                        }
                     }
                     class_stats[r.class].insert(names[d].to_string(), s.stats.clone());
                 }
@@ -345,6 +370,7 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
     lap("commit", &mut timings);
     let report = Report {
         tool: Tool::default(),
+        detectors: analysis.names.iter().map(|n| n.to_string()).collect(),
         dataset: DatasetSummary {
             files: dataset.files.clone(),
             rows: dataset.rows(),
@@ -352,6 +378,7 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
             id_column: dataset.id_column.clone(),
             label_column: dataset.label_column.clone(),
             vectors: dataset.vectors.clone(),
+            source_column: dataset.source_column.clone(),
         },
         config: serde_json::to_value(config).unwrap_or_default(),
         classes,
@@ -362,5 +389,6 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
         warnings: analysis.warnings,
     };
     report.write(&config.out_dir)?;
+    crate::report::write_human_reports(&config.out_dir)?;
     Ok(Outcome { report, quarantined })
 }

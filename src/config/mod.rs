@@ -47,6 +47,7 @@ pub struct InputConf {
     pub feature_cols: Option<Vec<String>>,
     pub probs_col: Option<String>,
     pub loss_col: Option<String>,
+    pub source_col: Option<String>,
     /// A verified clean Parquet set (same columns) for influence on a trusted set.
     #[serde(default)]
     pub trusted: Vec<PathBuf>,
@@ -263,6 +264,7 @@ fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, Config
         feature_cols: file.input.feature_cols,
         probs_col: file.input.probs_col,
         loss_col: file.input.loss_col,
+        source_col: file.input.source_col,
     };
     scan.trusted = trusted;
     scan.detectors = file.detect;

@@ -91,6 +91,9 @@ pub struct Dataset {
     pub probs: Option<Vec<f32>>,
     /// The input's per-record losses: (`n * epochs`, class-grouped like `x`; epochs).
     pub losses: Option<(Vec<f32>, usize)>,
+    /// The column naming who supplied each record, and its values by global row (reports only).
+    pub source_column: Option<String>,
+    pub sources: Option<Vec<String>>,
 }
 
 impl Dataset {

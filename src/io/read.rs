@@ -43,6 +43,9 @@ pub struct ReadOptions {
     pub probs_col: Option<String>,
     /// Per-record training loss: one float, or a float vector of per-epoch losses.
     pub loss_col: Option<String>,
+    /// Who or what supplied each record (contributor, vendor, batch), for the per-source tables
+    /// of the reports; `None` means `source` when present.
+    pub source_col: Option<String>,
 }
 
 impl Default for ReadOptions {
@@ -54,6 +57,7 @@ impl Default for ReadOptions {
             feature_cols: None,
             probs_col: None,
             loss_col: None,
+            source_col: None,
         }
     }
 }
@@ -564,6 +568,38 @@ pub fn read_dataset_with_progress(
         Some(col) => Some(read_scalars(&sources, std::slice::from_ref(col), &position, false)?),
         None => None,
     };
+    let source_col = match &opts.source_col {
+        Some(name) => {
+            first
+                .schema()
+                .field_with_name(name)
+                .map_err(|_| InputError::MissingColumn {
+                    path: first.path.clone(),
+                    role: "source",
+                    column: name.clone(),
+                    present: column_list(first.schema()),
+                    hint: "use --source-col NAME",
+                })?;
+            Some(name.clone())
+        }
+        None => first.schema().index_of("source").ok().map(|_| "source".to_string()),
+    };
+    let record_sources = match &source_col {
+        Some(col) => {
+            let per_file: Vec<Vec<String>> = sources
+                .par_iter()
+                .map(|s| {
+                    let mut out = Vec::with_capacity(s.info.rows as usize);
+                    for b in s.read_columns(&[col.as_str()], None)? {
+                        out.extend(display_values(b.column(0)));
+                    }
+                    Ok(out)
+                })
+                .collect::<Result<_, InputError>>()?;
+            Some(per_file.concat())
+        }
+        None => None,
+    };
     let schema = first.schema().clone();
     Ok(Dataset {
         files: sources.into_iter().map(|s| s.info).collect(),
@@ -580,7 +616,44 @@ pub fn read_dataset_with_progress(
         order,
         probs,
         losses,
+        source_column: source_col,
+        sources: record_sources,
     })
+}
+
+/// Any column as display text per row (sources for reports): strings as they are, integers in
+/// decimal, dictionary-encoded strings decoded, nulls empty.
+fn display_values(column: &ArrayRef) -> Vec<String> {
+    match column.data_type() {
+        t if t.is_integer() => {
+            let values = integer_values(column);
+            (0..column.len())
+                .map(|i| {
+                    if column.is_null(i) {
+                        String::new()
+                    } else {
+                        values[i].to_string()
+                    }
+                })
+                .collect()
+        }
+        DataType::Dictionary(_, _) => {
+            let dict = column.as_any_dictionary();
+            let values = display_values(dict.values());
+            dict.normalized_keys()
+                .into_iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    if column.is_null(i) {
+                        String::new()
+                    } else {
+                        values[k].clone()
+                    }
+                })
+                .collect()
+        }
+        _ => string_values(column),
+    }
 }
 
 fn read_keys_and_labels(s: &Source, roles: &Roles) -> Result<(Option<RecordKeys>, Vec<LabelKey>), InputError> {

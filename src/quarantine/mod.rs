@@ -8,6 +8,8 @@
 //!
 //! Imports: `io`, `score`.
 
+pub mod review;
+
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -44,10 +46,15 @@ pub struct Conservation {
     pub ok: bool,
 }
 
-/// Per-detector scores by global row (`None` where a class was not analysed).
+/// What the detectors computed per record, by global row (`None` where a class was not analysed).
 pub struct DetectorColumns {
     pub names: Vec<String>,
+    /// `values[d]`: detector `d`'s score of every record.
     pub values: Vec<Vec<Option<f32>>>,
+    /// Coordinates on the record's class's top two principal directions.
+    pub projection: Vec<Option<[f32; 2]>>,
+    /// Activation clustering's cluster (0 or 1) of the record within its class.
+    pub cluster: Vec<Option<u8>>,
 }
 
 /// Written but not yet renamed into place; `commit` publishes all of them.
@@ -240,7 +247,8 @@ fn id_hash_sum(col: &ArrayRef) -> u64 {
     }
 }
 
-/// `scores.parquet`: key, label, one column per detector, suspicion, quarantined, reasons.
+/// `scores.parquet`: key, label, one column per detector, the source (when the input has one),
+/// the record's 2-D class projection (`pc1`, `pc2`) and cluster, suspicion, quarantined, reasons.
 fn write_scores(
     dataset: &Dataset,
     decision: &Decision,
@@ -272,6 +280,22 @@ fn write_scores(
         fields.push(Field::new(name, DataType::Float32, true));
         columns.push(Arc::new(Float32Array::from(values.clone())));
     }
+    if let (Some(name), Some(values)) = (&dataset.source_column, &dataset.sources) {
+        fields.push(Field::new(name, DataType::Utf8, false));
+        columns.push(Arc::new(StringArray::from(values.clone())));
+    }
+    for (axis, name) in ["pc1", "pc2"].into_iter().enumerate() {
+        fields.push(Field::new(name, DataType::Float32, true));
+        columns.push(Arc::new(Float32Array::from(
+            detectors
+                .projection
+                .iter()
+                .map(|p| p.map(|p| p[axis]))
+                .collect::<Vec<_>>(),
+        )));
+    }
+    fields.push(Field::new("cluster", DataType::UInt8, true));
+    columns.push(Arc::new(arrow_array::UInt8Array::from(detectors.cluster.clone())));
     fields.push(Field::new("suspicion", DataType::Float64, false));
     columns.push(Arc::new(Float64Array::from(decision.suspicion.clone())));
     fields.push(Field::new("quarantined", DataType::Boolean, false));

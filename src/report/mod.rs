@@ -3,6 +3,10 @@
 //!
 //! Imports: `io`, `detect`, `score`, `quarantine`.
 
+pub mod html;
+pub mod markdown;
+pub mod view;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -14,10 +18,23 @@ use crate::quarantine::Conservation;
 use crate::score::ClassVerdict;
 
 pub const REPORT_FILE: &str = "report.json";
+pub const HTML_FILE: &str = "report.html";
+pub const MARKDOWN_FILE: &str = "report.md";
+
+/// (Re)writes `report.html` and `report.md` in a run's output directory from its `report.json`
+/// and `scores.parquet` (atomically, each).
+pub fn write_human_reports(dir: &Path) -> Result<(), crate::Error> {
+    let view = view::RunView::load(dir)?;
+    AtomicFile::write_all(&dir.join(HTML_FILE), html::render(&view).as_bytes())?;
+    AtomicFile::write_all(&dir.join(MARKDOWN_FILE), markdown::render(&view).as_bytes())?;
+    Ok(())
+}
 
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub tool: Tool,
+    /// The detectors that ran, in the order of their columns in scores.parquet.
+    pub detectors: Vec<String>,
     pub dataset: DatasetSummary,
     /// The resolved configuration the scan ran with.
     pub config: serde_json::Value,
@@ -56,6 +73,8 @@ pub struct DatasetSummary {
     pub id_column: Option<String>,
     pub label_column: String,
     pub vectors: VectorSource,
+    /// The column naming each record's supplier, when the input has one.
+    pub source_column: Option<String>,
 }
 
 #[derive(Debug, Serialize)]

@@ -6,6 +6,7 @@
 mod bad_inputs;
 mod influence;
 mod pipelines;
+mod review;
 mod scan;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,455 @@
+//! After a scan: export the quarantine for review (`datavet export`) and move reviewed records
+//! back to clean (`datavet release`), with an append-only audit log. A release keeps the
+//! guarantee of the scan: every input row is in exactly one of clean/quarantine, unchanged, and
+//! this is checked (row counts and id sets) before anything replaces the previous files.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use arrow_schema::DataType;
+use arrow_select::filter::filter_record_batch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::{CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE};
+use crate::io::{AtomicFile, InputError, OutputError, ParquetSink};
+use crate::report::REPORT_FILE;
+
+/// The append-only log of releases, one JSON object per line.
+pub const AUDIT_FILE: &str = "audit.jsonl";
+
+/// Formats `datavet export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Parquet,
+    Csv,
+    Jsonl,
+}
+
+impl ExportFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            ExportFormat::Parquet => "export.parquet",
+            ExportFormat::Csv => "csv",
+            ExportFormat::Jsonl => "jsonl",
+        }
+    }
+}
+
+/// Why a review command could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("{dir}: not a datavet output directory ({missing} is missing); pass the --out directory of a scan")]
+    NotARun { dir: PathBuf, missing: &'static str },
+    #[error("{path}: the input had no id column, so records cannot be released by id")]
+    NoIds { path: PathBuf },
+    #[error("{path}: {count} id(s) are not in the quarantine (first: {first}); nothing was released")]
+    UnknownIds { path: PathBuf, count: usize, first: String },
+    #[error("{path}: no ids listed (one id per line; blank lines and lines starting with # are skipped)")]
+    NoIdsListed { path: PathBuf },
+}
+
+fn read_batches(path: &Path) -> Result<Vec<RecordBatch>, crate::Error> {
+    let file = std::fs::File::open(path).map_err(|source| InputError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let corrupt = |message: String| InputError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|cause| InputError::NotParquet {
+            path: path.to_path_buf(),
+            cause,
+        })?
+        .build()
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok(reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| corrupt(e.to_string()))?)
+}
+
+fn require(dir: &Path, file: &'static str) -> Result<PathBuf, ReviewError> {
+    let path = dir.join(file);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ReviewError::NotARun {
+            dir: dir.to_path_buf(),
+            missing: file,
+        })
+    }
+}
+
+/// Writes the run's quarantine (every column, plus suspicion and reasons) to `out`; returns the
+/// number of rows.
+pub fn export(dir: &Path, format: ExportFormat, out: &Path) -> Result<usize, crate::Error> {
+    let batches = read_batches(&require(dir, QUARANTINE_FILE)?)?;
+    let rows = batches.iter().map(|b| b.num_rows()).sum();
+    let schema = match batches.first() {
+        Some(b) => b.schema(),
+        None => {
+            // An empty quarantine still has a schema in its footer.
+            let file = std::fs::File::open(dir.join(QUARANTINE_FILE)).map_err(|source| InputError::Io {
+                path: dir.join(QUARANTINE_FILE),
+                source,
+            })?;
+            ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|cause| InputError::NotParquet {
+                    path: dir.join(QUARANTINE_FILE),
+                    cause,
+                })?
+                .schema()
+                .clone()
+        }
+    };
+    if format == ExportFormat::Parquet {
+        let mut sink = ParquetSink::create(out, schema, &[])?;
+        for b in &batches {
+            sink.write(b)?;
+        }
+        sink.commit()?;
+        return Ok(rows);
+    }
+    let mut file = AtomicFile::create(out)?;
+    let io = |source| OutputError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    let w = file.writer();
+    let mut w = std::io::BufWriter::new(w);
+    if format == ExportFormat::Csv {
+        let header: Vec<String> = schema.fields().iter().map(|f| csv_quote(f.name())).collect();
+        writeln!(w, "{}", header.join(",")).map_err(io)?;
+    }
+    for b in &batches {
+        for i in 0..b.num_rows() {
+            let line = match format {
+                ExportFormat::Csv => b
+                    .columns()
+                    .iter()
+                    .map(|c| csv_field(c.as_ref(), i))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                _ => {
+                    let object: serde_json::Map<String, serde_json::Value> = schema
+                        .fields()
+                        .iter()
+                        .zip(b.columns())
+                        .map(|(f, c)| (f.name().clone(), json_value(c.as_ref(), i)))
+                        .collect();
+                    serde_json::Value::Object(object).to_string()
+                }
+            };
+            writeln!(w, "{line}").map_err(io)?;
+        }
+    }
+    w.flush().map_err(io)?;
+    drop(w);
+    file.commit()?;
+    Ok(rows)
+}
+
+/// RFC 4180 quoting: always quoted, inner quotes doubled; newlines, commas and NULs stay inside.
+fn csv_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn csv_field(column: &dyn Array, i: usize) -> String {
+    if column.is_null(i) {
+        return String::new();
+    }
+    match column.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => csv_quote(&text(column, i)),
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) | DataType::Struct(_) => {
+            csv_quote(&json_value(column, i).to_string())
+        }
+        _ => csv_quote(&text(column, i)),
+    }
+}
+
+/// Any value as display text (arrow-cast's formatter: the same text Arrow prints).
+fn text(column: &dyn Array, i: usize) -> String {
+    match column.data_type() {
+        DataType::Utf8 => column.as_string::<i32>().value(i).to_string(),
+        DataType::LargeUtf8 => column.as_string::<i64>().value(i).to_string(),
+        DataType::Utf8View => column.as_string_view().value(i).to_string(),
+        _ => ArrayFormatter::try_new(column, &FormatOptions::default())
+            .map(|f| f.value(i).to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// A value as JSON: numbers, booleans, strings, arrays for lists, objects for structs; anything
+/// else (timestamps, decimals, binary) as its display text. Non-finite floats become strings.
+fn json_value(column: &dyn Array, i: usize) -> serde_json::Value {
+    use serde_json::Value;
+    if column.is_null(i) {
+        return Value::Null;
+    }
+    let list = |values: ArrayRef| Value::Array((0..values.len()).map(|j| json_value(values.as_ref(), j)).collect());
+    match column.data_type() {
+        DataType::Boolean => Value::Bool(column.as_boolean().value(i)),
+        t if t.is_integer() => text(column, i).parse::<i128>().map_or(Value::Null, |v| {
+            serde_json::Number::from_i128(v).map_or(Value::String(v.to_string()), Value::Number)
+        }),
+        t if t.is_floating() => {
+            let s = text(column, i);
+            s.parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map_or(Value::String(s), Value::Number)
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Value::String(text(column, i)),
+        DataType::List(_) => list(column.as_list::<i32>().value(i)),
+        DataType::LargeList(_) => list(column.as_list::<i64>().value(i)),
+        DataType::FixedSizeList(_, _) => list(column.as_fixed_size_list().value(i)),
+        DataType::Struct(fields) => {
+            let s = column.as_struct();
+            Value::Object(
+                fields
+                    .iter()
+                    .zip(s.columns())
+                    .map(|(f, c)| (f.name().clone(), json_value(c.as_ref(), i)))
+                    .collect(),
+            )
+        }
+        _ => Value::String(text(column, i)),
+    }
+}
+
+/// What a release did.
+#[derive(Debug, serde::Serialize)]
+pub struct Released {
+    pub released: usize,
+    pub clean_rows: usize,
+    pub quarantine_rows: usize,
+}
+
+/// Reads the ids to release: one per line; blank lines and `#` comments skipped.
+pub fn read_id_list(path: &Path) -> Result<Vec<String>, crate::Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| InputError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let ids: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if ids.is_empty() {
+        return Err(ReviewError::NoIdsListed {
+            path: path.to_path_buf(),
+        }
+        .into());
+    }
+    Ok(ids)
+}
+
+fn ids_of(batch: &RecordBatch, column: &str) -> Vec<String> {
+    let c = batch.column_by_name(column).expect("id column checked");
+    (0..c.len()).map(|i| text(c.as_ref(), i)).collect()
+}
+
+/// Moves the quarantined records whose ids are in `ids` back to clean.parquet, marks them
+/// released in scores.parquet and report.json, and appends who, when and why to the audit log.
+pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &str) -> Result<Released, crate::Error> {
+    let clean_path = require(dir, CLEAN_FILE)?;
+    let quarantine_path = require(dir, QUARANTINE_FILE)?;
+    let scores_path = require(dir, SCORES_FILE)?;
+    let report_path = require(dir, REPORT_FILE)?;
+    let mut report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).map_err(|source| InputError::Io {
+            path: report_path.clone(),
+            source,
+        })?)
+        .map_err(|e| InputError::Corrupt {
+            path: report_path.clone(),
+            message: e.to_string(),
+        })?;
+    let Some(id_column) = report["dataset"]["id_column"].as_str().map(String::from) else {
+        return Err(ReviewError::NoIds { path: report_path }.into());
+    };
+    let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let quarantine = read_batches(&quarantine_path)?;
+    let quarantined_ids: HashSet<String> = quarantine.iter().flat_map(|b| ids_of(b, &id_column)).collect();
+    let unknown: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|i| !quarantined_ids.contains(*i))
+        .collect();
+    if let Some(first) = unknown.first() {
+        return Err(ReviewError::UnknownIds {
+            path: ids_file.to_path_buf(),
+            count: unknown.len(),
+            first: first.to_string(),
+        }
+        .into());
+    }
+
+    // New clean = old clean + released rows (input columns only); new quarantine = the rest.
+    let clean = read_batches(&clean_path)?;
+    let clean_schema = match clean.first() {
+        Some(b) => b.schema(),
+        None => ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&clean_path).map_err(|source| {
+            InputError::Io {
+                path: clean_path.clone(),
+                source,
+            }
+        })?)
+        .map_err(|cause| InputError::NotParquet {
+            path: clean_path.clone(),
+            cause,
+        })?
+        .schema()
+        .clone(),
+    };
+    let input_columns: Vec<usize> = (0..clean_schema.fields().len()).collect();
+    let vector_leaf: Vec<&str> = clean_schema
+        .fields()
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.data_type(),
+                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _)
+            )
+        })
+        .map(|f| f.name().as_str())
+        .collect();
+    let mut clean_sink = ParquetSink::create(&clean_path, clean_schema.clone(), &vector_leaf)?;
+    let mut quarantine_sink = ParquetSink::create(
+        &quarantine_path,
+        quarantine.first().map(|b| b.schema()).unwrap_or(clean_schema.clone()),
+        &vector_leaf,
+    )?;
+    let old_clean: usize = clean.iter().map(|b| b.num_rows()).sum();
+    let old_quarantine: usize = quarantine.iter().map(|b| b.num_rows()).sum();
+    for b in &clean {
+        clean_sink.write(b)?;
+    }
+    let other = |path: &Path, e: arrow_schema::ArrowError| OutputError::Other {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let (mut new_clean, mut new_quarantine) = (old_clean, 0usize);
+    for b in &quarantine {
+        let ids = ids_of(b, &id_column);
+        let go: BooleanArray = ids.iter().map(|i| Some(wanted.contains(i.as_str()))).collect();
+        let stay: BooleanArray = ids.iter().map(|i| Some(!wanted.contains(i.as_str()))).collect();
+        let released = filter_record_batch(b, &go).map_err(|e| other(&clean_path, e))?;
+        let released = released
+            .project(&input_columns)
+            .and_then(|r| r.with_schema(clean_schema.clone()))
+            .map_err(|e| other(&clean_path, e))?;
+        let kept = filter_record_batch(b, &stay).map_err(|e| other(&quarantine_path, e))?;
+        new_clean += released.num_rows();
+        new_quarantine += kept.num_rows();
+        clean_sink.write(&released)?;
+        quarantine_sink.write(&kept)?;
+    }
+    if new_clean + new_quarantine != old_clean + old_quarantine || new_clean - old_clean != wanted.len() {
+        return Err(crate::Error::Conservation(format!(
+            "release would leave {new_clean} clean + {new_quarantine} quarantined rows from {old_clean} + {old_quarantine}"
+        )));
+    }
+
+    // scores.parquet: released records are no longer quarantined; their reasons say why.
+    let note = format!("released on review by {by}: {reason}");
+    let mut scores_sink = None;
+    for b in read_batches(&scores_path)? {
+        let key = b.column(0);
+        let keys: Vec<String> = (0..b.num_rows()).map(|i| text(key.as_ref(), i)).collect();
+        let q = b
+            .column_by_name("quarantined")
+            .expect("scores have `quarantined`")
+            .as_boolean();
+        let r = b
+            .column_by_name("reasons")
+            .expect("scores have `reasons`")
+            .as_string::<i32>();
+        let hit = |i: usize| wanted.contains(keys[i].as_str());
+        let quarantined: BooleanArray = (0..b.num_rows()).map(|i| Some(q.value(i) && !hit(i))).collect();
+        let reasons: StringArray = (0..b.num_rows())
+            .map(|i| {
+                Some(if hit(i) {
+                    format!("{}; {note}", r.value(i))
+                } else {
+                    r.value(i).to_string()
+                })
+            })
+            .collect();
+        let schema = b.schema();
+        let mut columns: Vec<ArrayRef> = b.columns().to_vec();
+        columns[schema.index_of("quarantined").expect("checked")] = std::sync::Arc::new(quarantined);
+        columns[schema.index_of("reasons").expect("checked")] = std::sync::Arc::new(reasons);
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| other(&scores_path, e))?;
+        let sink = match &mut scores_sink {
+            Some(s) => s,
+            None => scores_sink.insert(ParquetSink::create(&scores_path, schema, &[])?),
+        };
+        sink.write(&batch)?;
+    }
+
+    let at = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or(jiff::Timestamp::now())
+        .to_string();
+    let entry = serde_json::json!({
+        "action": "release",
+        "at": at,
+        "by": by,
+        "reason": reason,
+        "ids": ids,
+        "clean_rows": new_clean,
+        "quarantine_rows": new_quarantine,
+    });
+    let totals = &mut report["totals"];
+    totals["clean"] = new_clean.into();
+    totals["quarantined"] = new_quarantine.into();
+    let rows = (new_clean + new_quarantine).max(1) as f64;
+    totals["quarantine_fraction"] = (new_quarantine as f64 / rows).into();
+    report["conservation"]["clean_rows"] = new_clean.into();
+    report["conservation"]["quarantine_rows"] = new_quarantine.into();
+    match report["releases"].as_array_mut() {
+        Some(list) => list.push(entry.clone()),
+        None => report["releases"] = serde_json::json!([entry.clone()]),
+    }
+
+    // Publish: data files first, then the report, then the audit line.
+    clean_sink.commit()?;
+    quarantine_sink.commit()?;
+    if let Some(s) = scores_sink {
+        s.commit()?;
+    }
+    let text = serde_json::to_vec_pretty(&report).map_err(|e| OutputError::Other {
+        path: report_path.clone(),
+        message: e.to_string(),
+    })?;
+    AtomicFile::write_all(&report_path, &text)?;
+    let audit_path = dir.join(AUDIT_FILE);
+    let mut audit = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&audit_path)
+        .map_err(|source| OutputError::Io {
+            path: audit_path.clone(),
+            source,
+        })?;
+    writeln!(audit, "{entry}")
+        .and_then(|_| audit.sync_all())
+        .map_err(|source| OutputError::Io {
+            path: audit_path.clone(),
+            source,
+        })?;
+    crate::report::write_human_reports(dir)?;
+    Ok(Released {
+        released: wanted.len(),
+        clean_rows: new_clean,
+        quarantine_rows: new_quarantine,
+    })
+}

@@ -1,0 +1,223 @@
+//! A finished run as the human reports see it: `report.json` plus every record's row of
+//! `scores.parquet`, loaded from the output directory, so `datavet report DIR` regenerates the
+//! reports from a run without the input data.
+//!
+//! Every string from the data (ids, labels, sources, reasons) goes through [`plain_text`] before
+//! a format escapes it: control and bidirectional-override characters become visible `\u{..}`
+//! escapes and very long values are cut, so a value can neither reorder a page nor flood it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, UInt8Type};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::io::InputError;
+use crate::quarantine::SCORES_FILE;
+
+use super::REPORT_FILE;
+
+/// One record's row of scores.parquet.
+#[derive(Clone, Debug)]
+pub struct RecordRow {
+    pub key: String,
+    pub label: String,
+    pub source: Option<String>,
+    pub suspicion: f64,
+    pub quarantined: bool,
+    pub reasons: String,
+    pub projection: Option<[f32; 2]>,
+    pub cluster: Option<u8>,
+    /// One per detector, in `RunView::detectors` order.
+    pub scores: Vec<Option<f32>>,
+}
+
+/// Records per source (contributor, batch), for "who supplies the suspicious records".
+#[derive(Clone, Debug)]
+pub struct SourceRow {
+    pub source: String,
+    pub rows: usize,
+    pub quarantined: usize,
+    /// The detectors named in the quarantined records' reasons, most frequent first.
+    pub detectors: Vec<(String, usize)>,
+}
+
+/// A finished run: the JSON report and every record's scores.
+pub struct RunView {
+    pub report: serde_json::Value,
+    pub detectors: Vec<String>,
+    pub records: Vec<RecordRow>,
+}
+
+fn corrupt(path: &Path, message: impl ToString) -> InputError {
+    InputError::Corrupt {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+fn text_at(column: &dyn Array, i: usize) -> String {
+    match column.data_type() {
+        DataType::Int64 => column.as_primitive::<Int64Type>().value(i).to_string(),
+        DataType::Utf8 => column.as_string::<i32>().value(i).to_string(),
+        other => format!("({other})"),
+    }
+}
+
+impl RunView {
+    /// Loads `report.json` and `scores.parquet` from a run's output directory.
+    pub fn load(dir: &Path) -> Result<RunView, InputError> {
+        let report_path = dir.join(REPORT_FILE);
+        let text = std::fs::read(&report_path).map_err(|source| InputError::Io {
+            path: report_path.clone(),
+            source,
+        })?;
+        let report: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| corrupt(&report_path, format!("not a datavet report: {e}")))?;
+        let detectors: Vec<String> = report["detectors"]
+            .as_array()
+            .ok_or_else(|| corrupt(&report_path, "no `detectors` list (written by another version?)"))?
+            .iter()
+            .filter_map(|d| d.as_str().map(String::from))
+            .collect();
+        let source_column = report["dataset"]["source_column"].as_str().map(String::from);
+        let path = dir.join(SCORES_FILE);
+        let file = std::fs::File::open(&path).map_err(|source| InputError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|cause| InputError::NotParquet {
+                path: path.clone(),
+                cause,
+            })?
+            .build()
+            .map_err(|e| corrupt(&path, e))?;
+        let mut records = Vec::new();
+        for batch in reader {
+            let batch = batch.map_err(|e| corrupt(&path, e))?;
+            read_batch(&batch, &detectors, source_column.as_deref(), &mut records).map_err(|m| corrupt(&path, m))?;
+        }
+        Ok(RunView {
+            report,
+            detectors,
+            records,
+        })
+    }
+
+    /// The `n` most suspicious records, most suspicious first.
+    pub fn top(&self, n: usize) -> Vec<&RecordRow> {
+        let mut all: Vec<&RecordRow> = self.records.iter().collect();
+        all.sort_by(|a, b| b.suspicion.total_cmp(&a.suspicion).then(a.key.cmp(&b.key)));
+        all.truncate(n);
+        all
+    }
+
+    /// Per source: rows, quarantined rows and which detectors flagged them; most quarantined first.
+    /// Empty when the input has no source column.
+    pub fn per_source(&self) -> Vec<SourceRow> {
+        let mut by: BTreeMap<&str, SourceRow> = BTreeMap::new();
+        for r in &self.records {
+            let Some(source) = &r.source else { continue };
+            let row = by.entry(source).or_insert_with(|| SourceRow {
+                source: source.clone(),
+                rows: 0,
+                quarantined: 0,
+                detectors: Vec::new(),
+            });
+            row.rows += 1;
+            if r.quarantined {
+                row.quarantined += 1;
+                for d in self.detectors.iter().filter(|d| r.reasons.contains(d.as_str())) {
+                    match row.detectors.iter_mut().find(|(name, _)| name == d) {
+                        Some((_, count)) => *count += 1,
+                        None => row.detectors.push((d.clone(), 1)),
+                    }
+                }
+            }
+        }
+        let mut rows: Vec<SourceRow> = by.into_values().collect();
+        for r in &mut rows {
+            r.detectors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        }
+        rows.sort_by(|a, b| b.quarantined.cmp(&a.quarantined).then(a.source.cmp(&b.source)));
+        rows
+    }
+}
+
+fn read_batch(
+    batch: &RecordBatch,
+    detectors: &[String],
+    source_column: Option<&str>,
+    out: &mut Vec<RecordRow>,
+) -> Result<(), String> {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| format!("column `{name}` missing"))
+    };
+    let key = batch.column(0);
+    let label = batch.column(1);
+    let suspicion = column("suspicion")?.as_primitive::<Float64Type>();
+    let quarantined = column("quarantined")?.as_boolean();
+    let reasons = column("reasons")?.as_string::<i32>();
+    let pc1 = column("pc1")?.as_primitive::<Float32Type>();
+    let pc2 = column("pc2")?.as_primitive::<Float32Type>();
+    let cluster = column("cluster")?.as_primitive::<UInt8Type>();
+    let source = source_column.map(column).transpose()?;
+    let scores: Vec<_> = detectors
+        .iter()
+        .map(|d| column(d).map(|c| c.as_primitive::<Float32Type>()))
+        .collect::<Result<_, _>>()?;
+    for i in 0..batch.num_rows() {
+        out.push(RecordRow {
+            key: text_at(key, i),
+            label: text_at(label, i),
+            source: source.map(|s| text_at(s, i)),
+            suspicion: suspicion.value(i),
+            quarantined: quarantined.value(i),
+            reasons: reasons.value(i).to_string(),
+            projection: (!pc1.is_null(i)).then(|| [pc1.value(i), pc2.value(i)]),
+            cluster: (!cluster.is_null(i)).then(|| cluster.value(i)),
+            scores: scores.iter().map(|s| (!s.is_null(i)).then(|| s.value(i))).collect(),
+        });
+    }
+    Ok(())
+}
+
+/// A data string made safe to show as text: control characters and bidirectional formatting
+/// characters (which would reorder what is displayed around them) become visible `\u{..}`
+/// escapes; values longer than `max_chars` are cut and say how long they were.
+pub fn plain_text(s: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for (count, c) in s.chars().enumerate() {
+        if count == max_chars {
+            out.push_str(&format!("... ({} chars)", s.chars().count()));
+            break;
+        }
+        let invisible = c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+        if invisible {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_shows_invisible_characters_and_cuts_long_values() {
+        assert_eq!(plain_text("a\nb\u{202e}c\0", 100), "a\\u{a}b\\u{202e}c\\u{0}");
+        let long = "x".repeat(5000);
+        assert_eq!(plain_text(&long, 10), format!("{}... (5000 chars)", "x".repeat(10)));
+        assert_eq!(plain_text("<script>", 100), "<script>", "markup is the formats' job");
+    }
+}

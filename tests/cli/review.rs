@@ -1,0 +1,279 @@
+//! Human reports, exports and releases: regenerated from a run directory, hostile data strings
+//! come out as plain text everywhere, and a release keeps every row in exactly one file.
+
+use std::path::Path;
+
+use datavet::testkit::{self, Attack, Kind, Spec};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use predicates::str::contains;
+
+use super::{Fixture, datavet};
+
+fn rows(path: &Path) -> usize {
+    ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .metadata()
+        .file_metadata()
+        .num_rows() as usize
+}
+
+fn flipped_run(fx: &Fixture) {
+    let input = fx.path("flips.parquet");
+    testkit::generate(&Spec {
+        kind: Kind::Gaussian,
+        classes: 5,
+        rows_per_class: 200,
+        dim: 16,
+        attack: Attack::LabelFlip { rate: 0.06 },
+        seed: 51,
+    })
+    .write_parquet(&input, 250)
+    .unwrap();
+    fx.scan(&input, &[]).success();
+}
+
+#[test]
+fn a_scan_writes_html_and_markdown_reports_that_can_be_regenerated() {
+    let fx = Fixture::new();
+    flipped_run(&fx);
+    let html = std::fs::read_to_string(fx.out().join("report.html")).unwrap();
+    for part in [
+        "<svg",
+        "Most suspicious records",
+        "Sources",
+        "vendor-",
+        "quarantine at 0.500",
+        "confident_learning",
+    ] {
+        assert!(html.contains(part), "report.html has `{part}`");
+    }
+    assert!(!html.contains("<script"), "no script in the page");
+    let md = std::fs::read_to_string(fx.out().join("report.md")).unwrap();
+    assert!(md.contains("## Most suspicious records"));
+    std::fs::remove_file(fx.out().join("report.html")).unwrap();
+    datavet()
+        .arg("report")
+        .arg(fx.out())
+        .assert()
+        .success()
+        .stdout(contains("report.html"));
+    assert_eq!(std::fs::read_to_string(fx.out().join("report.html")).unwrap(), html);
+}
+
+#[test]
+fn hostile_strings_of_real_writers_are_plain_text_in_the_reports() {
+    let Some(input) = Fixture::format("pyarrow_hostile_strings.parquet") else {
+        return;
+    };
+    let fx = Fixture::new();
+    fx.scan(&input, &[]).success();
+    let html = std::fs::read_to_string(fx.out().join("report.html")).unwrap();
+    assert!(!html.contains("<script>alert"), "script tags escaped");
+    assert!(!html.contains("<img src=x"), "event-handler markup escaped");
+    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+    assert!(html.contains("\\u{202e}evil"), "RTL override shown, not applied");
+    assert!(!html.contains('\u{202e}') && !html.contains('\0'));
+    assert!(html.contains("(5000 chars)"), "long values cut");
+    let md = std::fs::read_to_string(fx.out().join("report.md")).unwrap();
+    assert!(!md.contains("<script") && !md.contains('\u{202e}'));
+    for line in md.lines().filter(|l| l.starts_with("| ") && l.contains("script")) {
+        // Every table row keeps its cell count: no `|` from the data splits a cell.
+        let cells = line.matches(" | ").count();
+        assert!(cells == 2 || cells == 4, "{line}");
+    }
+}
+
+/// The strings of ../shared/formats/pyarrow_hostile_strings.parquet, as ids and sources of
+/// generated records with label flips, so some of them reach the quarantine and its exports.
+const HOSTILE: [&str; 8] = [
+    "<script>alert('x')</script>",
+    "\"><img src=x onerror=alert(1)>",
+    "line1\nline2\r\nline3",
+    "tab\tsep,comma;semi",
+    "\u{202e}evil\u{202c}",
+    "\0nul-inside",
+    "' OR 1=1 --",
+    "{{template}}",
+];
+
+#[test]
+fn hostile_ids_and_sources_stay_exact_and_parseable_in_exports() {
+    use arrow_array::{ArrayRef, RecordBatch, StringArray};
+    let fx = Fixture::new();
+    let data = testkit::generate(&Spec {
+        kind: Kind::Gaussian,
+        classes: 5,
+        rows_per_class: 200,
+        dim: 16,
+        attack: Attack::LabelFlip { rate: 0.06 },
+        seed: 53,
+    });
+    let batch = data.to_batch();
+    let ids: Vec<String> = (0..batch.num_rows())
+        .map(|i| format!("{}#{i}", HOSTILE[i % 8]))
+        .collect();
+    let sources: Vec<String> = (0..batch.num_rows())
+        .map(|i| HOSTILE[(i / 3) % 8].repeat(1 + i % 2))
+        .collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let schema = arrow_schema::Schema::new(
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                if f.name() == "id" {
+                    arrow_schema::Field::new("id", arrow_schema::DataType::Utf8, false)
+                } else {
+                    f.as_ref().clone()
+                }
+            })
+            .collect::<Vec<_>>(),
+    );
+    columns[0] = std::sync::Arc::new(StringArray::from(ids.clone()));
+    columns[3] = std::sync::Arc::new(StringArray::from(sources));
+    let hostile = RecordBatch::try_new(std::sync::Arc::new(schema), columns).unwrap();
+    let input = fx.path("hostile.parquet");
+    let mut sink = datavet::io::ParquetSink::create(&input, hostile.schema(), &["embedding"]).unwrap();
+    sink.write(&hostile).unwrap();
+    sink.commit().unwrap();
+    fx.scan(&input, &[]).success();
+    let q = rows(&fx.out().join("quarantine.parquet"));
+    assert!(q > 10, "label flips quarantined: {q}");
+    for format in ["csv", "jsonl"] {
+        datavet()
+            .args(["export", fx.out().to_str().unwrap(), "--format", format])
+            .assert()
+            .success();
+    }
+    let jsonl = std::fs::read_to_string(fx.out().join("quarantine.jsonl")).unwrap();
+    let parsed: Vec<serde_json::Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(parsed.len(), q, "one valid JSON object per quarantined row");
+    for v in &parsed {
+        assert!(
+            ids.contains(&v["id"].as_str().unwrap().to_string()),
+            "ids exact: {}",
+            v["id"]
+        );
+    }
+    let csv = std::fs::read(fx.out().join("quarantine.csv")).unwrap();
+    assert_eq!(
+        csv_records(&csv),
+        q + 1,
+        "header + one CSV record per row, newlines kept inside quotes"
+    );
+    let html = std::fs::read_to_string(fx.out().join("report.html")).unwrap();
+    assert!(!html.contains("<script>") && !html.contains("<img src=x") && !html.contains('\u{202e}'));
+    let md = std::fs::read_to_string(fx.out().join("report.md")).unwrap();
+    assert!(!md.contains("<script>") && !md.contains("<img") && !md.contains('\u{202e}'));
+}
+
+/// Counts RFC 4180 records (newlines inside quoted fields do not end a record).
+fn csv_records(bytes: &[u8]) -> usize {
+    let (mut quoted, mut records) = (false, 0);
+    for &b in bytes {
+        match b {
+            b'"' => quoted = !quoted,
+            b'\n' if !quoted => records += 1,
+            _ => {}
+        }
+    }
+    assert!(!quoted, "quotes balance");
+    records
+}
+
+#[test]
+fn release_moves_reviewed_rows_back_and_logs_who_when_why() {
+    let fx = Fixture::new();
+    flipped_run(&fx);
+    let (clean0, q0) = (
+        rows(&fx.out().join("clean.parquet")),
+        rows(&fx.out().join("quarantine.parquet")),
+    );
+    datavet()
+        .args(["export", fx.out().to_str().unwrap(), "--format", "csv", "--out"])
+        .arg(fx.path("review.csv"))
+        .assert()
+        .success();
+    let csv = std::fs::read_to_string(fx.path("review.csv")).unwrap();
+    let ids: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .take(2)
+        .map(|l| l.split(',').next().unwrap().trim_matches('"'))
+        .collect();
+    std::fs::write(
+        fx.path("ids.txt"),
+        format!("# reviewed today\n{}\n\n{}\n", ids[0], ids[1]),
+    )
+    .unwrap();
+    datavet()
+        .args(["release", fx.out().to_str().unwrap(), "--ids"])
+        .arg(fx.path("ids.txt"))
+        .args(["--reason", "checked by hand", "--by", "alice"])
+        .assert()
+        .success()
+        .stdout(contains("released 2 rows"));
+    assert_eq!(rows(&fx.out().join("clean.parquet")), clean0 + 2);
+    assert_eq!(rows(&fx.out().join("quarantine.parquet")), q0 - 2);
+    let audit = std::fs::read_to_string(fx.out().join("audit.jsonl")).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(entry["by"], "alice");
+    assert_eq!(entry["reason"], "checked by hand");
+    assert_eq!(entry["ids"], serde_json::json!([ids[0], ids[1]]));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.out().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["totals"]["quarantined"], q0 - 2);
+    // Releasing them again fails (they are no longer quarantined) and changes nothing.
+    datavet()
+        .args(["release", fx.out().to_str().unwrap(), "--ids"])
+        .arg(fx.path("ids.txt"))
+        .args(["--reason", "again"])
+        .assert()
+        .code(2)
+        .stderr(contains("2 id(s) are not in the quarantine"));
+    assert_eq!(rows(&fx.out().join("clean.parquet")), clean0 + 2);
+    assert_eq!(
+        std::fs::read_to_string(fx.out().join("audit.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn review_commands_name_a_directory_that_is_not_a_run() {
+    let fx = Fixture::new();
+    std::fs::create_dir_all(fx.out()).unwrap();
+    datavet()
+        .args(["export", fx.out().to_str().unwrap(), "--format", "csv"])
+        .assert()
+        .code(2)
+        .stderr(contains(
+            "not a datavet output directory (quarantine.parquet is missing)",
+        ));
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    testkit::generate(&Spec {
+        kind: Kind::Gaussian,
+        classes: 3,
+        rows_per_class: 100,
+        dim: 8,
+        attack: Attack::None,
+        seed: 52,
+    })
+    .write_parquet(&input, 100)
+    .unwrap();
+    let out = fx.scan(&input, &["-v", "--log-format", "json"]).success();
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert!(!stderr.is_empty());
+    for line in stderr.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["msg"].is_string() && v["ts"].is_string());
+    }
+}
