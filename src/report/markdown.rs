@@ -116,6 +116,6 @@ mod tests {
         assert_eq!(md("a|b"), "a\\|b");
         assert_eq!(md("<img onerror=x>"), "&lt;img onerror\\=x&gt;");
         assert_eq!(md("[x](http://e)"), "\\[x\\]\\(http\\://e\\)");
-        assert_eq!(md("line\nbreak"), "line\\\\u{a}break");
+        assert_eq!(md("line\nbreak"), "line\\\\u\\{a\\}break");
     }
 }
