@@ -217,9 +217,18 @@ fn same_input_and_seed_give_the_same_scores() {
     assert_eq!(first, second);
 }
 
+const OUTPUT_FILES: [&str; 6] = [
+    "clean.parquet",
+    "quarantine.parquet",
+    "scores.parquet",
+    "report.json",
+    "report.html",
+    "report.md",
+];
+
 /// The bytes of every output file in `out`.
 fn output_bytes(out: &Path) -> Vec<Vec<u8>> {
-    ["clean.parquet", "quarantine.parquet", "scores.parquet", "report.json"]
+    OUTPUT_FILES
         .iter()
         .map(|f| std::fs::read(out.join(f)).unwrap())
         .collect()
@@ -242,7 +251,7 @@ fn a_failed_run_leaves_previous_outputs_whole() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(leftovers.len(), 4, "no temp files left: {leftovers:?}");
+    assert_eq!(leftovers.len(), OUTPUT_FILES.len(), "no temp files left: {leftovers:?}");
 }
 
 #[test]
