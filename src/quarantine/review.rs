@@ -361,9 +361,13 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
     // scores.parquet: released records are no longer quarantined; their reasons say why.
     let note = format!("released on review by {by}: {reason}");
     let mut scores_sink = None;
+    let mut released_per_class: std::collections::HashMap<String, u64> = Default::default();
     for b in read_batches(&scores_path)? {
         let key = b.column(0);
         let keys: Vec<String> = (0..b.num_rows()).map(|i| text(key.as_ref(), i)).collect();
+        for i in (0..b.num_rows()).filter(|&i| wanted.contains(keys[i].as_str())) {
+            *released_per_class.entry(text(b.column(1).as_ref(), i)).or_default() += 1;
+        }
         let q = b
             .column_by_name("quarantined")
             .expect("scores have `quarantined`")
@@ -408,6 +412,12 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
         "clean_rows": new_clean,
         "quarantine_rows": new_quarantine,
     });
+    for class in report["classes"].as_array_mut().into_iter().flatten() {
+        let released = class["label"].as_str().and_then(|l| released_per_class.get(l)).copied();
+        if let (Some(n), Some(flagged)) = (released, class["verdict"]["flagged"].as_u64()) {
+            class["verdict"]["flagged"] = flagged.saturating_sub(n).into();
+        }
+    }
     let totals = &mut report["totals"];
     totals["clean"] = new_clean.into();
     totals["quarantined"] = new_quarantine.into();

@@ -277,3 +277,69 @@ fn json_logs_are_one_object_per_line() {
         assert!(v["level"].is_string() && v["msg"].is_string() && v["ts"].is_string());
     }
 }
+
+/// Headless Debian chromium, when installed (CI installs it): `None` with a note otherwise.
+fn chromium() -> Option<std::path::PathBuf> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH")
+                .into_iter()
+                .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .map(|dir| dir.join(name))
+                .find(|p| p.is_file())
+        });
+    if found.is_none() {
+        eprintln!("note: no chromium on PATH; skipping the browser check of report.html");
+    }
+    found
+}
+
+#[test]
+fn report_html_renders_in_a_real_browser_with_hostile_strings_as_text() {
+    let (Some(browser), Some(input)) = (chromium(), Fixture::format("pyarrow_hostile_strings.parquet")) else {
+        return;
+    };
+    let fx = Fixture::new();
+    fx.scan(&input, &[]).success();
+    let page = format!("file://{}", fx.out().join("report.html").display());
+    let headless = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"];
+    let profile = format!("--user-data-dir={}", fx.path("chromium-profile").display());
+    // The DOM after the browser parsed the page: hostile values must be text nodes, never
+    // elements (a <script> or <img> element here would mean markup got through).
+    let dom = std::process::Command::new(&browser)
+        .args(headless)
+        .arg(&profile)
+        .arg("--dump-dom")
+        .arg(&page)
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("datavet report"),
+        "the page loaded: {}",
+        &dom[..dom.len().min(300)]
+    );
+    assert!(!dom.contains("<script"), "no script element in the rendered DOM");
+    assert!(!dom.contains("<img"), "no img element in the rendered DOM");
+    assert!(
+        dom.contains("&lt;script&gt;alert('x')&lt;/script&gt;"),
+        "the value is shown as text"
+    );
+    assert!(dom.contains("<svg"), "plots are inline SVG");
+    let shot = fx.path("report.png");
+    std::process::Command::new(&browser)
+        .args(headless)
+        .arg(&profile)
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg("--window-size=1200,1600")
+        .arg(&page)
+        .output()
+        .expect("run chromium");
+    let png = std::fs::read(&shot).expect("a screenshot was written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "a real rendering: {} bytes",
+        png.len()
+    );
+}
