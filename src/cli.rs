@@ -96,6 +96,23 @@ pub enum Command {
     ///
     /// Example: datavet release out/ --ids reviewed.txt --reason "checked by hand: real data"
     Release(ReleaseArgs),
+    /// Compare two scans (e.g. last night's and tonight's --out directories): newly quarantined,
+    /// released and gone records, per class and per source. Writes diff.json into CURRENT and
+    /// prints a one-line summary.
+    ///
+    /// Example: datavet diff out/2026-11-24 out/2026-11-25 --fail-if-new 0
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The earlier scan's output directory.
+    pub previous: PathBuf,
+    /// The later scan's output directory (diff.json is written here).
+    pub current: PathBuf,
+    /// Exit 3 when more than N records are newly quarantined (for alerting).
+    #[arg(long, value_name = "N")]
+    pub fail_if_new: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -427,6 +444,30 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
                 );
             }
             Ok(ExitStatus::Success)
+        }
+        Command::Diff(a) => {
+            let previous = crate::report::view::RunView::load(&a.previous)?;
+            let current = crate::report::view::RunView::load(&a.current)?;
+            let d = crate::report::diff::diff(&previous, &current);
+            let path = a.current.join("diff.json");
+            let text = serde_json::to_vec_pretty(&d).map_err(|e| crate::io::OutputError::Other {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            crate::io::AtomicFile::write_all(&path, &text)?;
+            if !cli.quiet {
+                println!("{}", d.summary_line());
+            }
+            match a.fail_if_new {
+                Some(limit) if d.newly_quarantined.len() > limit => {
+                    log::error!(
+                        "{} records newly quarantined, more than the limit of {limit}",
+                        d.newly_quarantined.len()
+                    );
+                    Ok(ExitStatus::QuarantineOverLimit)
+                }
+                _ => Ok(ExitStatus::Success),
+            }
         }
         Command::Sample(a) => {
             let target = a.target.min(a.classes.saturating_sub(1));

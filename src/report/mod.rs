@@ -3,6 +3,7 @@
 //!
 //! Imports: `io`, `detect`, `score`, `quarantine`.
 
+pub mod diff;
 pub mod html;
 pub mod markdown;
 pub mod view;

@@ -343,3 +343,94 @@ fn report_html_renders_in_a_real_browser_with_hostile_strings_as_text() {
         png.len()
     );
 }
+
+#[test]
+fn diff_of_two_nightly_scans_lists_new_released_and_gone_quarantines() {
+    use arrow_array::RecordBatch;
+    let fx = Fixture::new();
+    let data = testkit::generate(&Spec {
+        kind: Kind::Gaussian,
+        classes: 5,
+        rows_per_class: 200,
+        dim: 16,
+        attack: Attack::LabelFlip { rate: 0.06 },
+        seed: 54,
+    });
+    let batch = data.to_batch();
+    // Yesterday: the first 800 rows; tonight: rows 100.. (100 gone, 200 new).
+    let write = |name: &str, b: RecordBatch| {
+        let path = fx.path(name);
+        let mut sink = datavet::io::ParquetSink::create(&path, b.schema(), &["embedding"]).unwrap();
+        sink.write(&b).unwrap();
+        sink.commit().unwrap();
+        path
+    };
+    let (old_in, new_in) = (
+        write("old.parquet", batch.slice(0, 800)),
+        write("new.parquet", batch.slice(100, 900)),
+    );
+    let (old_out, new_out) = (fx.path("old_out"), fx.path("new_out"));
+    for (input, out) in [(&old_in, &old_out), (&new_in, &new_out)] {
+        datavet()
+            .arg("scan")
+            .arg("--input")
+            .arg(input)
+            .arg("--out")
+            .arg(out)
+            .assert()
+            .success();
+    }
+    let out = datavet().arg("diff").arg(&old_out).arg(&new_out).assert().success();
+    let line = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        line.starts_with("datavet diff: ") && line.contains("200 records added, 100 removed"),
+        "{line}"
+    );
+    let d: serde_json::Value = serde_json::from_slice(&std::fs::read(new_out.join("diff.json")).unwrap()).unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    // Every newly quarantined record is quarantined tonight; every gone one is outside rows 100..1000.
+    let tonight = read_quarantined_ids(&new_out);
+    assert!(ids(&d["newly_quarantined"]).iter().all(|i| tonight.contains(i)));
+    assert!(ids(&d["gone"]).iter().all(|&i| i < 100_100));
+    assert!(
+        d["newly_quarantined_new_records"].as_u64().unwrap() > 0,
+        "flips among the new rows are new quarantines"
+    );
+    assert_eq!(d["per_class"].as_array().unwrap().len(), 5);
+    assert!(!d["per_source"].as_array().unwrap().is_empty());
+    // Gate: any new quarantine fails the nightly job.
+    datavet()
+        .arg("diff")
+        .arg(&old_out)
+        .arg(&new_out)
+        .args(["--fail-if-new", "0"])
+        .assert()
+        .code(3);
+}
+
+fn read_quarantined_ids(out: &Path) -> Vec<i64> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(out.join("quarantine.parquet")).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut ids = Vec::new();
+    for b in reader {
+        let b = b.unwrap();
+        let c = b.column_by_name("id").unwrap();
+        ids.extend(
+            c.as_any()
+                .downcast_ref::<arrow_array::Int64Array>()
+                .unwrap()
+                .values()
+                .iter()
+                .copied(),
+        );
+    }
+    ids
+}
