@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use arrow_schema::SchemaRef;
 use parquet::errors::ParquetError;
 
-pub use read::{ReadOptions, check_unchanged, list_input_files, read_dataset, read_dataset_with_progress};
+pub use read::{
+    ReadOptions, check_unchanged, list_input_files, read_dataset, read_dataset_with_progress, read_parquet_file,
+};
 pub use vectors::integer_values;
 pub use write::{AtomicFile, ParquetSink, for_each_batch};
 

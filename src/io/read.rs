@@ -475,6 +475,30 @@ fn string_values(column: &ArrayRef) -> Vec<String> {
     }
 }
 
+/// One whole Parquet file (an output of a run, read back by the reports and review commands):
+/// its schema (also for a file without rows) and every batch.
+pub fn read_parquet_file(path: &Path) -> Result<(SchemaRef, Vec<RecordBatch>), InputError> {
+    let file = File::open(path).map_err(|source| InputError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let corrupt = |e: &dyn std::fmt::Display| InputError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|cause| InputError::NotParquet {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    let schema = builder.schema().clone();
+    let batches = builder
+        .build()
+        .map_err(|e| corrupt(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| corrupt(&e))?;
+    Ok((schema, batches))
+}
+
 /// Reads, validates and class-groups the whole input. See the module doc for the passes.
 pub fn read_dataset(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Dataset, InputError> {
     read_dataset_with_progress(inputs, opts, &NoProgress)

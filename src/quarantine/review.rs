@@ -12,10 +12,9 @@ use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::DataType;
 use arrow_select::filter::filter_record_batch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE};
-use crate::io::{AtomicFile, InputError, OutputError, ParquetSink};
+use crate::io::{AtomicFile, InputError, OutputError, ParquetSink, read_parquet_file};
 use crate::report::REPORT_FILE;
 
 /// The append-only log of releases, one JSON object per line.
@@ -52,27 +51,6 @@ pub enum ReviewError {
     NoIdsListed { path: PathBuf },
 }
 
-fn read_batches(path: &Path) -> Result<Vec<RecordBatch>, crate::Error> {
-    let file = std::fs::File::open(path).map_err(|source| InputError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let corrupt = |message: String| InputError::Corrupt {
-        path: path.to_path_buf(),
-        message,
-    };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|cause| InputError::NotParquet {
-            path: path.to_path_buf(),
-            cause,
-        })?
-        .build()
-        .map_err(|e| corrupt(e.to_string()))?;
-    Ok(reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| corrupt(e.to_string()))?)
-}
-
 fn require(dir: &Path, file: &'static str) -> Result<PathBuf, ReviewError> {
     let path = dir.join(file);
     if path.is_file() {
@@ -88,25 +66,8 @@ fn require(dir: &Path, file: &'static str) -> Result<PathBuf, ReviewError> {
 /// Writes the run's quarantine (every column, plus suspicion and reasons) to `out`; returns the
 /// number of rows.
 pub fn export(dir: &Path, format: ExportFormat, out: &Path) -> Result<usize, crate::Error> {
-    let batches = read_batches(&require(dir, QUARANTINE_FILE)?)?;
+    let (schema, batches) = read_parquet_file(&require(dir, QUARANTINE_FILE)?)?;
     let rows = batches.iter().map(|b| b.num_rows()).sum();
-    let schema = match batches.first() {
-        Some(b) => b.schema(),
-        None => {
-            // An empty quarantine still has a schema in its footer.
-            let file = std::fs::File::open(dir.join(QUARANTINE_FILE)).map_err(|source| InputError::Io {
-                path: dir.join(QUARANTINE_FILE),
-                source,
-            })?;
-            ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|cause| InputError::NotParquet {
-                    path: dir.join(QUARANTINE_FILE),
-                    cause,
-                })?
-                .schema()
-                .clone()
-        }
-    };
     if format == ExportFormat::Parquet {
         let mut sink = ParquetSink::create(out, schema, &[])?;
         for b in &batches {
@@ -276,7 +237,7 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
         return Err(ReviewError::NoIds { path: report_path }.into());
     };
     let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
-    let quarantine = read_batches(&quarantine_path)?;
+    let (quarantine_schema, quarantine) = read_parquet_file(&quarantine_path)?;
     let quarantined_ids: HashSet<String> = quarantine.iter().flat_map(|b| ids_of(b, &id_column)).collect();
     let unknown: Vec<&str> = ids
         .iter()
@@ -293,22 +254,7 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
     }
 
     // New clean = old clean + released rows (input columns only); new quarantine = the rest.
-    let clean = read_batches(&clean_path)?;
-    let clean_schema = match clean.first() {
-        Some(b) => b.schema(),
-        None => ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&clean_path).map_err(|source| {
-            InputError::Io {
-                path: clean_path.clone(),
-                source,
-            }
-        })?)
-        .map_err(|cause| InputError::NotParquet {
-            path: clean_path.clone(),
-            cause,
-        })?
-        .schema()
-        .clone(),
-    };
+    let (clean_schema, clean) = read_parquet_file(&clean_path)?;
     let input_columns: Vec<usize> = (0..clean_schema.fields().len()).collect();
     let vector_leaf: Vec<&str> = clean_schema
         .fields()
@@ -322,11 +268,7 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
         .map(|f| f.name().as_str())
         .collect();
     let mut clean_sink = ParquetSink::create(&clean_path, clean_schema.clone(), &vector_leaf)?;
-    let mut quarantine_sink = ParquetSink::create(
-        &quarantine_path,
-        quarantine.first().map(|b| b.schema()).unwrap_or(clean_schema.clone()),
-        &vector_leaf,
-    )?;
+    let mut quarantine_sink = ParquetSink::create(&quarantine_path, quarantine_schema, &vector_leaf)?;
     let old_clean: usize = clean.iter().map(|b| b.num_rows()).sum();
     let old_quarantine: usize = quarantine.iter().map(|b| b.num_rows()).sum();
     for b in &clean {
@@ -362,7 +304,7 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
     let note = format!("released on review by {by}: {reason}");
     let mut scores_sink = None;
     let mut released_per_class: std::collections::HashMap<String, u64> = Default::default();
-    for b in read_batches(&scores_path)? {
+    for b in read_parquet_file(&scores_path)?.1 {
         let key = b.column(0);
         let keys: Vec<String> = (0..b.num_rows()).map(|i| text(key.as_ref(), i)).collect();
         for i in (0..b.num_rows()).filter(|&i| wanted.contains(keys[i].as_str())) {

@@ -13,9 +13,8 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int64Type, UInt8Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::io::InputError;
+use crate::io::{InputError, read_parquet_file};
 use crate::quarantine::SCORES_FILE;
 
 use super::REPORT_FILE;
@@ -85,21 +84,10 @@ impl RunView {
             .collect();
         let source_column = report["dataset"]["source_column"].as_str().map(String::from);
         let path = dir.join(SCORES_FILE);
-        let file = std::fs::File::open(&path).map_err(|source| InputError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|cause| InputError::NotParquet {
-                path: path.clone(),
-                cause,
-            })?
-            .build()
-            .map_err(|e| corrupt(&path, e))?;
+        let (_, batches) = read_parquet_file(&path)?;
         let mut records = Vec::new();
-        for batch in reader {
-            let batch = batch.map_err(|e| corrupt(&path, e))?;
-            read_batch(&batch, &detectors, source_column.as_deref(), &mut records).map_err(|m| corrupt(&path, m))?;
+        for batch in &batches {
+            read_batch(batch, &detectors, source_column.as_deref(), &mut records).map_err(|m| corrupt(&path, m))?;
         }
         Ok(RunView {
             report,

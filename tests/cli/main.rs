@@ -58,6 +58,13 @@ impl Fixture {
     }
 }
 
+/// Writes one Arrow batch as a Parquet file.
+pub fn write_batch(path: &Path, batch: &arrow_array::RecordBatch) {
+    let mut sink = datavet::io::ParquetSink::create(path, batch.schema(), &["embedding"]).unwrap();
+    sink.write(batch).unwrap();
+    sink.commit().unwrap();
+}
+
 pub fn datavet() -> Command {
     Command::new(assert_cmd::cargo::cargo_bin!("datavet"))
 }

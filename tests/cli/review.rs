@@ -7,7 +7,7 @@ use datavet::testkit::{self, Attack, Kind, Spec};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use predicates::str::contains;
 
-use super::{Fixture, datavet};
+use super::{Fixture, datavet, write_batch};
 
 fn rows(path: &Path) -> usize {
     ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
@@ -17,18 +17,21 @@ fn rows(path: &Path) -> usize {
         .num_rows() as usize
 }
 
-fn flipped_run(fx: &Fixture) {
-    let input = fx.path("flips.parquet");
+/// 5 classes x 200 records, 16 dims, 6% label flips.
+fn flips(seed: u64) -> testkit::Synthetic {
     testkit::generate(&Spec {
         kind: Kind::Gaussian,
         classes: 5,
         rows_per_class: 200,
         dim: 16,
         attack: Attack::LabelFlip { rate: 0.06 },
-        seed: 51,
+        seed,
     })
-    .write_parquet(&input, 250)
-    .unwrap();
+}
+
+fn flipped_run(fx: &Fixture) {
+    let input = fx.path("flips.parquet");
+    flips(51).write_parquet(&input, 250).unwrap();
     fx.scan(&input, &[]).success();
 }
 
@@ -100,14 +103,7 @@ const HOSTILE: [&str; 8] = [
 fn hostile_ids_and_sources_stay_exact_and_parseable_in_exports() {
     use arrow_array::{ArrayRef, RecordBatch, StringArray};
     let fx = Fixture::new();
-    let data = testkit::generate(&Spec {
-        kind: Kind::Gaussian,
-        classes: 5,
-        rows_per_class: 200,
-        dim: 16,
-        attack: Attack::LabelFlip { rate: 0.06 },
-        seed: 53,
-    });
+    let data = flips(53);
     let batch = data.to_batch();
     let ids: Vec<String> = (0..batch.num_rows())
         .map(|i| format!("{}#{i}", HOSTILE[i % 8]))
@@ -134,9 +130,7 @@ fn hostile_ids_and_sources_stay_exact_and_parseable_in_exports() {
     columns[3] = std::sync::Arc::new(StringArray::from(sources));
     let hostile = RecordBatch::try_new(std::sync::Arc::new(schema), columns).unwrap();
     let input = fx.path("hostile.parquet");
-    let mut sink = datavet::io::ParquetSink::create(&input, hostile.schema(), &["embedding"]).unwrap();
-    sink.write(&hostile).unwrap();
-    sink.commit().unwrap();
+    write_batch(&input, &hostile);
     fx.scan(&input, &[]).success();
     let q = rows(&fx.out().join("quarantine.parquet"));
     assert!(q > 10, "label flips quarantined: {q}");
@@ -348,21 +342,12 @@ fn report_html_renders_in_a_real_browser_with_hostile_strings_as_text() {
 fn diff_of_two_nightly_scans_lists_new_released_and_gone_quarantines() {
     use arrow_array::RecordBatch;
     let fx = Fixture::new();
-    let data = testkit::generate(&Spec {
-        kind: Kind::Gaussian,
-        classes: 5,
-        rows_per_class: 200,
-        dim: 16,
-        attack: Attack::LabelFlip { rate: 0.06 },
-        seed: 54,
-    });
+    let data = flips(54);
     let batch = data.to_batch();
     // Yesterday: the first 800 rows; tonight: rows 100.. (100 gone, 200 new).
     let write = |name: &str, b: RecordBatch| {
         let path = fx.path(name);
-        let mut sink = datavet::io::ParquetSink::create(&path, b.schema(), &["embedding"]).unwrap();
-        sink.write(&b).unwrap();
-        sink.commit().unwrap();
+        write_batch(&path, &b);
         path
     };
     let (old_in, new_in) = (
