@@ -14,6 +14,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod detect;
 pub mod error;

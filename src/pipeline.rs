@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::detect::{self, Available, ClassBasis, ClassScores, ClassView, DetectError, DetectorParams};
 use crate::influence::{self, InfluenceReport, InfluenceState};
@@ -58,11 +58,13 @@ pub struct Outcome {
 }
 
 /// Detector results for one class, or why it was skipped.
+#[derive(Serialize, Deserialize)]
 pub struct ClassResult {
     pub class: usize,
-    pub result: Result<Vec<ClassScores>, DetectError>,
+    pub result: Result<Vec<ClassScores>, String>,
     /// Each record's coordinates on the class's top two principal directions (for the report's
     /// scatter plots); empty when the class was skipped.
+    #[serde(with = "crate::codec::pairs")]
     pub projection: Vec<[f32; 2]>,
 }
 
@@ -107,35 +109,46 @@ fn read_trusted(dataset: &Dataset, config: &ScanConfig) -> Result<Option<Trusted
     Ok(Some(TrustedSet { x: trusted.x, labels }))
 }
 
-/// Detector output for every class, plus the influence stage's state when it ran.
+/// Detector output for every class (the cluster stage's result).
+#[derive(Serialize, Deserialize)]
 pub struct ClassAnalysis {
-    pub names: Vec<&'static str>,
+    pub names: Vec<String>,
     pub results: Vec<ClassResult>,
-    pub influence: Option<InfluenceState>,
-    pub warnings: Vec<String>,
 }
 
-/// Runs the influence stage (when enabled and meaningful), then every detector on every class
-/// (classes in parallel). Exposed for benches and evaluation.
-pub fn analyse_classes(
+/// The influence stage, when enabled and meaningful (two classes or more); the warning says why
+/// it did not run otherwise.
+pub fn influence_stage(
     dataset: &Dataset,
     config: &ScanConfig,
     progress: &dyn Progress,
-) -> Result<ClassAnalysis, crate::Error> {
-    let mut warnings = Vec::new();
+) -> Result<(Option<InfluenceState>, Option<String>), crate::Error> {
     let params = &config.detectors.influence;
+    if !params.enabled {
+        return Ok((None, None));
+    }
+    if dataset.classes.len() < 2 || dataset.rows() < 2 * params.folds {
+        let why = "influence stage skipped: it needs at least two classes and two rows per fold";
+        return Ok((None, Some(why.into())));
+    }
     let trusted = read_trusted(dataset, config)?;
-    let influence = if !params.enabled {
-        None
-    } else if dataset.classes.len() < 2 || dataset.rows() < 2 * params.folds {
-        warnings.push("influence stage skipped: it needs at least two classes and two rows per fold".into());
-        None
-    } else {
-        let extras = influence::Extras {
-            trusted: trusted.as_ref().map(|t| (t.x.as_slice(), t.labels.as_slice())),
-        };
-        Some(influence::compute(dataset, params, &extras, config.seed, progress))
+    let extras = influence::Extras {
+        trusted: trusted.as_ref().map(|t| (t.x.as_slice(), t.labels.as_slice())),
     };
+    Ok((
+        Some(influence::compute(dataset, params, &extras, config.seed, progress)),
+        None,
+    ))
+}
+
+/// The cluster stage: every detector on every class (classes in parallel), reading the influence
+/// stage's state where a detector needs it.
+pub fn cluster_stage(
+    dataset: &Dataset,
+    config: &ScanConfig,
+    influence: Option<&InfluenceState>,
+    progress: &dyn Progress,
+) -> Result<ClassAnalysis, crate::Error> {
     let available = Available {
         influence: influence.is_some(),
         trusted: influence.as_ref().is_some_and(|s| s.trusted_influence.is_some()),
@@ -143,7 +156,7 @@ pub fn analyse_classes(
         losses: dataset.losses.is_some(),
     };
     let detectors = detect::registry(&config.detectors, available)?;
-    let names: Vec<&'static str> = detectors.iter().map(|d| d.name()).collect();
+    let names: Vec<String> = detectors.iter().map(|d| d.name().to_string()).collect();
     let medians = detect::class_medians(dataset);
     let nb_dims = config.detectors.activation_clustering.nb_dims;
     let k = dataset.classes.len();
@@ -161,7 +174,7 @@ pub fn analyse_classes(
                 progress.advance(n as u64);
                 return ClassResult {
                     class: c,
-                    result: Err(err),
+                    result: Err(err.to_string()),
                     projection: Vec::new(),
                 };
             }
@@ -177,11 +190,15 @@ pub fn analyse_classes(
                 seed: config.seed.wrapping_add(c as u64),
                 class_names: &dataset.classes,
                 offset: a,
-                influence: influence.as_ref(),
+                influence,
                 probs: dataset.probs.as_ref().map(|p| &p[a * k..b * k]),
                 losses: dataset.losses.as_ref().map(|(l, e)| (&l[a * e..b * e], *e)),
             };
-            let result = detectors.iter().map(|d| d.score_class(&view)).collect();
+            let result = detectors
+                .iter()
+                .map(|d| d.score_class(&view))
+                .collect::<Result<Vec<_>, DetectError>>()
+                .map_err(|e| e.to_string());
             let projection = basis
                 .projected
                 .chunks_exact(basis.k)
@@ -196,17 +213,12 @@ pub fn analyse_classes(
         })
         .collect();
     progress.finish();
-    Ok(ClassAnalysis {
-        names,
-        results,
-        influence,
-        warnings,
-    })
+    Ok(ClassAnalysis { names, results })
 }
 
 /// Everything the detectors and the decision produced for one dataset.
 pub struct Analysis {
-    pub names: Vec<&'static str>,
+    pub names: Vec<String>,
     pub decision: score::Decision,
     pub columns: DetectorColumns,
     /// Per class: each detector's named statistics (empty when the class was skipped).
@@ -217,15 +229,27 @@ pub struct Analysis {
     pub influence: Option<InfluenceReport>,
 }
 
-/// Detectors + decision on a dataset already in memory (no output is written).
+/// Influence, cluster and score stages on a dataset already in memory (no output is written).
 pub fn analyse(dataset: &Dataset, config: &ScanConfig, progress: &dyn Progress) -> Result<Analysis, crate::Error> {
     config.decision.check()?;
-    let ClassAnalysis {
-        names,
-        results,
-        influence,
-        mut warnings,
-    } = analyse_classes(dataset, config, progress)?;
+    let (influence, warning) = influence_stage(dataset, config, progress)?;
+    let classes = cluster_stage(dataset, config, influence.as_ref(), progress)?;
+    let report = influence.map(|s| s.report);
+    Ok(score_stage(dataset, config, &classes, report, warning, None))
+}
+
+/// The score stage: gathers every detector's output and decides (or takes `decision` as already
+/// made, when a staged run reuses it).
+pub fn score_stage(
+    dataset: &Dataset,
+    config: &ScanConfig,
+    classes: &ClassAnalysis,
+    influence: Option<InfluenceReport>,
+    influence_warning: Option<String>,
+    decision: Option<score::Decision>,
+) -> Analysis {
+    let names = classes.names.clone();
+    let mut warnings: Vec<String> = influence_warning.into_iter().collect();
     let mut evidence = Vec::new();
     let mut columns = DetectorColumns {
         names: names.iter().map(|s| s.to_string()).collect(),
@@ -235,8 +259,8 @@ pub fn analyse(dataset: &Dataset, config: &ScanConfig, progress: &dyn Progress) 
     };
     let mut skipped: BTreeMap<usize, String> = BTreeMap::new();
     let mut class_stats = vec![BTreeMap::new(); dataset.classes.len()];
-    for r in results {
-        match r.result {
+    for r in &classes.results {
+        match &r.result {
             Ok(scores) => {
                 let (rows, _) = dataset.class_slice(r.class);
                 for (i, &g) in rows.iter().enumerate() {
@@ -258,7 +282,7 @@ pub fn analyse(dataset: &Dataset, config: &ScanConfig, progress: &dyn Progress) 
                 evidence.push(ClassEvidence {
                     class: r.class,
                     rows,
-                    scores,
+                    scores: scores.clone(),
                 });
             }
             Err(e) => {
@@ -270,7 +294,16 @@ pub fn analyse(dataset: &Dataset, config: &ScanConfig, progress: &dyn Progress) 
             }
         }
     }
-    let decision = score::decide(&evidence, &names, &dataset.classes, dataset.rows(), &config.decision);
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let decision = decision.unwrap_or_else(|| {
+        score::decide(
+            &evidence,
+            &name_refs,
+            &dataset.classes,
+            dataset.rows(),
+            &config.decision,
+        )
+    });
     let capped = decision
         .reasons
         .iter()
@@ -282,15 +315,15 @@ pub fn analyse(dataset: &Dataset, config: &ScanConfig, progress: &dyn Progress) 
             "{capped} flagged rows kept in clean: the quarantine cap was reached"
         ));
     }
-    Ok(Analysis {
+    Analysis {
         names,
         decision,
         columns,
         class_stats,
         skipped,
         warnings,
-        influence: influence.map(|s| s.report),
-    })
+        influence,
+    }
 }
 
 /// Runs a whole scan and publishes its outputs in `config.out_dir`, reporting long stages to
@@ -325,13 +358,29 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
     // The matrix is the largest allocation and the write stage streams the files again: free it
     // so peak memory is the larger of the two stages, not their sum.
     dataset.x = Vec::new();
+    publish(&dataset, analysis, config, timings, progress)
+}
 
+/// The quarantine and report stages: writes clean/quarantine/scores (conservation checked) and
+/// the reports into `config.out_dir`, replacing previous outputs only when all are written.
+pub fn publish(
+    dataset: &Dataset,
+    analysis: Analysis,
+    config: &ScanConfig,
+    mut timings: Vec<(String, f64)>,
+    progress: &dyn Progress,
+) -> Result<Outcome, crate::Error> {
+    let mut clock = Instant::now();
+    let mut lap = |name: &str, timings: &mut Vec<(String, f64)>| {
+        timings.push((name.to_string(), clock.elapsed().as_secs_f64() * 1e3));
+        clock = Instant::now();
+    };
     std::fs::create_dir_all(&config.out_dir).map_err(|source| io::OutputError::Io {
         path: config.out_dir.clone(),
         source,
     })?;
     let staged = quarantine::stage_outputs(
-        &dataset,
+        dataset,
         &analysis.decision,
         &analysis.columns,
         &config.out_dir,
@@ -370,7 +419,7 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
     lap("commit", &mut timings);
     let report = Report {
         tool: Tool::default(),
-        detectors: analysis.names.iter().map(|n| n.to_string()).collect(),
+        detectors: analysis.names.clone(),
         dataset: DatasetSummary {
             files: dataset.files.clone(),
             rows: dataset.rows(),

@@ -127,15 +127,15 @@ impl Detector for ActivationClustering {
             scores,
             stats: vec![
                 Stat {
-                    name: "relative_cluster_size",
+                    name: "relative_cluster_size".into(),
                     value: relative_size,
                 },
                 Stat {
-                    name: "silhouette",
+                    name: "silhouette".into(),
                     value: silhouette,
                 },
                 Stat {
-                    name: "closer_to_other_class",
+                    name: "closer_to_other_class".into(),
                     value: closer_to_class.map_or(-1.0, |c| c as f64),
                 },
             ],

@@ -39,11 +39,11 @@ impl Detector for ConfidentLearning {
         let n = view.n().max(1) as f64;
         let stats = vec![
             Stat {
-                name: "label_issues",
+                name: "label_issues".into(),
                 value: flagged.len() as f64,
             },
             Stat {
-                name: "mean_self_confidence",
+                name: "mean_self_confidence".into(),
                 value: 1.0 - scores.iter().map(|&s| s as f64).sum::<f64>() / n,
             },
         ];

@@ -20,11 +20,11 @@ impl Detector for DeepKnn {
         Ok(ClassScores {
             stats: vec![
                 Stat {
-                    name: "mean_disagreement",
+                    name: "mean_disagreement".into(),
                     value: mean(&scores),
                 },
                 Stat {
-                    name: "mean_knn_distance",
+                    name: "mean_knn_distance".into(),
                     value: mean(&state.knn_distance[view.positions()]),
                 },
             ],

@@ -43,15 +43,15 @@ impl Detector for LossTrajectory {
         Ok(ClassScores {
             stats: vec![
                 Stat {
-                    name: "speed_group_separation",
+                    name: "speed_group_separation".into(),
                     value: separation,
                 },
                 Stat {
-                    name: "speed_group_share",
+                    name: "speed_group_share".into(),
                     value: split.as_ref().map_or(0.0, |s| s.weights[1]),
                 },
                 Stat {
-                    name: "speed_group_learned_faster",
+                    name: "speed_group_learned_faster".into(),
                     value: split.as_ref().map_or(0.0, |s| (s.means[1] < s.means[0]) as u8 as f64),
                 },
             ],

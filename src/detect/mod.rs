@@ -123,14 +123,14 @@ impl<'a> ClassView<'a> {
 }
 
 /// A named per-class diagnostic number, rendered by the report without knowing the detector.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Stat {
-    pub name: &'static str,
+    pub name: std::borrow::Cow<'static, str>,
     pub value: f64,
 }
 
 /// How strongly a whole class looks attacked to one detector.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct ClassSignal {
     /// Higher = more attacked-looking; comparable across classes of one scan.
     pub value: f64,
@@ -144,7 +144,7 @@ pub struct ClassSignal {
 }
 
 /// Per-record cluster assignment, for reasons ("cluster 1 of 2").
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Grouping {
     pub cluster: Vec<u8>,
     /// The cluster that looks anomalous (the smaller, well-separated one), if any.
@@ -154,9 +154,10 @@ pub struct Grouping {
 }
 
 /// What one detector says about one class: scores, never decisions.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClassScores {
     /// One per record of the view, in view order; higher = more suspicious; finite.
+    #[serde(with = "crate::codec::f32s")]
     pub scores: Vec<f32>,
     pub stats: Vec<Stat>,
     pub signal: Option<ClassSignal>,
@@ -164,6 +165,7 @@ pub struct ClassScores {
     /// Evidence in [0, 1] that each record is bad on its own, whatever its class looks like
     /// (confident learning's 1 - p(label)); it ranks records below the quarantine line, so
     /// suspicion stays informative where nothing is quarantined. Most detectors leave it `None`.
+    #[serde(with = "crate::codec::opt_f32s")]
     pub record_level: Option<Vec<f32>>,
     /// Records the detector's own method marks whatever the class verdict (confident learning's
     /// label issues, near-copy groups). Most detectors leave it empty.
@@ -171,7 +173,7 @@ pub struct ClassScores {
 }
 
 /// One record a detector's method marks on its own, with how strongly and why.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Flag {
     /// Index of the record within the class view.
     pub index: usize,

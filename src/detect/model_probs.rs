@@ -28,7 +28,7 @@ impl Detector for ModelProbs {
             .count();
         Ok(ClassScores {
             stats: vec![Stat {
-                name: "model_accuracy",
+                name: "model_accuracy".into(),
                 value: agree as f64 / view.n().max(1) as f64,
             }],
             scores,

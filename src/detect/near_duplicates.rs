@@ -52,7 +52,7 @@ impl Detector for NearDuplicates {
         }
         Ok(ClassScores {
             stats: vec![Stat {
-                name: "near_copies",
+                name: "near_copies".into(),
                 value: flagged.len() as f64,
             }],
             scores,

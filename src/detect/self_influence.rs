@@ -18,7 +18,7 @@ impl Detector for SelfInfluence {
         let values: Vec<f64> = scores.iter().map(|&v| v as f64).collect();
         Ok(ClassScores {
             stats: vec![Stat {
-                name: "median_self_influence",
+                name: "median_self_influence".into(),
                 value: median(&values),
             }],
             scores,

@@ -63,11 +63,11 @@ impl Detector for Spectral {
             scores,
             stats: vec![
                 Stat {
-                    name: "spectral_gap",
+                    name: "spectral_gap".into(),
                     value: gap,
                 },
                 Stat {
-                    name: "top_variance_share",
+                    name: "top_variance_share".into(),
                     value: if total > 0.0 { ev[0] / total } else { 0.0 },
                 },
             ],

@@ -189,23 +189,23 @@ impl Detector for Spectre {
             scores,
             stats: vec![
                 Stat {
-                    name: "whitened_top_eigenvalue",
+                    name: "whitened_top_eigenvalue".into(),
                     value: top,
                 },
                 Stat {
-                    name: "whitened_second_eigenvalue",
+                    name: "whitened_second_eigenvalue".into(),
                     value: s.get(1).copied().unwrap_or(0.0),
                 },
                 Stat {
-                    name: "split_separation",
+                    name: "split_separation".into(),
                     value: separation,
                 },
                 Stat {
-                    name: "split_minor_weight",
+                    name: "split_minor_weight".into(),
                     value: minor_weight,
                 },
                 Stat {
-                    name: "whitened_top_eigenvalue_clean_bound",
+                    name: "whitened_top_eigenvalue_clean_bound".into(),
                     value: clean_bound,
                 },
             ],

@@ -23,7 +23,7 @@ impl Detector for TrustedInfluence {
         let harmful = scores.iter().filter(|&&v| v > 0.0).count();
         Ok(ClassScores {
             stats: vec![Stat {
-                name: "harmful_share",
+                name: "harmful_share".into(),
                 value: harmful as f64 / view.n().max(1) as f64,
             }],
             scores,

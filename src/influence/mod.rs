@@ -235,7 +235,7 @@ pub struct Extras<'a> {
 }
 
 /// How the stage went, for the report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InfluenceReport {
     /// Wall-clock seconds of the whole stage (the neighbour search's share is in `knn`).
     pub seconds: f64,
@@ -258,7 +258,7 @@ pub struct InfluenceReport {
     pub which_probabilities: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrustedSolve {
     pub rows: usize,
     pub iterations: usize,
@@ -266,7 +266,7 @@ pub struct TrustedSolve {
     pub converged: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KnnReport {
     pub k: usize,
     pub dims: usize,
@@ -281,22 +281,29 @@ pub struct KnnReport {
 }
 
 /// Everything the influence detectors read, in class-grouped order.
+#[derive(Serialize, Deserialize)]
 pub struct InfluenceState {
     pub classes: usize,
     /// Out-of-fold class probabilities, `n * classes`.
+    #[serde(with = "crate::codec::f32s")]
     pub out_of_fold: Vec<f32>,
     /// Confident learning: the record's label looks wrong; `suggested` is the confident class.
     pub label_issue: Vec<bool>,
     pub suggested: Vec<u32>,
     /// TracIn self-influence at the full fit: |p - y|^2 (|x|^2 + 1).
+    #[serde(with = "crate::codec::f32s")]
     pub self_influence: Vec<f32>,
     /// Koh & Liang influence on the trusted loss (> 0: up-weighting the record raises it).
+    #[serde(with = "crate::codec::opt_f32s")]
     pub trusted_influence: Option<Vec<f32>>,
     /// Share of the k nearest neighbours whose label differs.
+    #[serde(with = "crate::codec::f32s")]
     pub knn_disagreement: Vec<f32>,
     /// Mean distance to the k nearest neighbours.
+    #[serde(with = "crate::codec::f32s")]
     pub knn_distance: Vec<f32>,
     /// Distance to the nearest neighbour divided by the dataset's median of it.
+    #[serde(with = "crate::codec::f32s")]
     pub nearest_ratio: Vec<f32>,
     /// Size of the record's near-copy group (1 = none).
     pub duplicate_group_size: Vec<u32>,

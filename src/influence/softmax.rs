@@ -34,7 +34,7 @@ pub struct Softmax {
 }
 
 /// How the optimiser ended, for the report.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FitReport {
     pub iterations: usize,
     pub converged: bool,

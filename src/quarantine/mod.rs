@@ -21,7 +21,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use arrow_select::filter::filter_record_batch;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::io::{
     Dataset, InputError, OutputError, ParquetSink, RecordKeys, VectorSource, check_unchanged, for_each_batch,
@@ -36,7 +36,7 @@ pub const QUARANTINE_FILE: &str = "quarantine.parquet";
 pub const SCORES_FILE: &str = "scores.parquet";
 
 /// The row-conservation proof recorded in the report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Conservation {
     pub input_rows: u64,
     pub clean_rows: u64,
@@ -47,6 +47,7 @@ pub struct Conservation {
 }
 
 /// What the detectors computed per record, by global row (`None` where a class was not analysed).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct DetectorColumns {
     pub names: Vec<String>,
     /// `values[d]`: detector `d`'s score of every record.

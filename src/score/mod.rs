@@ -91,7 +91,7 @@ pub struct ClassEvidence<'a> {
 }
 
 /// The verdict on one class, for the report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClassVerdict {
     pub attacked: bool,
     /// Plain-language reason for the verdict.
@@ -101,7 +101,7 @@ pub struct ClassVerdict {
     pub flagged: usize,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SignalVerdict {
     pub detector: String,
     pub value: f64,
@@ -110,7 +110,9 @@ pub struct SignalVerdict {
 }
 
 /// Per-record decision, indexed by global row.
+#[derive(Serialize, Deserialize)]
 pub struct Decision {
+    #[serde(with = "crate::codec::f64s")]
     pub suspicion: Vec<f64>,
     pub quarantined: Vec<bool>,
     pub reasons: Vec<String>,
@@ -371,7 +373,7 @@ mod tests {
         ClassScores {
             scores: values,
             stats: vec![Stat {
-                name: "whitened_top_eigenvalue",
+                name: "whitened_top_eigenvalue".into(),
                 value: signal,
             }],
             signal: Some(ClassSignal {
