@@ -75,11 +75,14 @@ pub enum Command {
     ///
     /// Example: datavet sample --out sample_data/sample.parquet --kind relu --seed 7
     Sample(SampleArgs),
-    /// Run a pipeline file: inputs, columns, detector settings and output dir from TOML.
+    /// Run a pipeline file as a staged run: inputs, columns, detector settings and output dir from
+    /// TOML. Stages (ingest, influence, cluster, score, quarantine, report) keep their results
+    /// under OUT/runs/<run-id>/<stage>/ with a manifest; a re-run reuses every stage whose input
+    /// and settings are unchanged, and a killed run resumes where it stopped.
     ///
     /// Paths in the file are relative to the file. Example:
     /// datavet run pipelines/pretrain-vetting.toml --set output.dir=/tmp/vet --set scan.seed=7
-    Run(PipelineArgs),
+    Run(RunArgs),
     /// Check a pipeline file (syntax, keys, values, input paths) without reading any data.
     Check(PipelineArgs),
     /// Regenerate report.html and report.md of a finished scan from its output directory.
@@ -113,6 +116,16 @@ pub struct DiffArgs {
     /// Exit 3 when more than N records are newly quarantined (for alerting).
     #[arg(long, value_name = "N")]
     pub fail_if_new: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Run this stage and every later one even if unchanged: ingest, influence, cluster, score,
+    /// quarantine or report.
+    #[arg(long, value_name = "STAGE")]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -370,15 +383,17 @@ fn scan(config: &ScanConfig, fail_if_quarantined: Option<u64>, quiet: bool) -> c
     if !quiet {
         println!("{}", outcome.report.summary_line());
     }
-    match fail_if_quarantined {
-        Some(limit) if outcome.quarantined > limit => {
-            log::error!(
-                "quarantined {} rows, more than the limit of {limit}",
-                outcome.quarantined
-            );
-            Ok(ExitStatus::QuarantineOverLimit)
+    Ok(gate(outcome.quarantined, fail_if_quarantined))
+}
+
+/// `--fail-if-quarantined`: exit 3 above the limit.
+fn gate(quarantined: u64, limit: Option<u64>) -> ExitStatus {
+    match limit {
+        Some(limit) if quarantined > limit => {
+            log::error!("quarantined {quarantined} rows, more than the limit of {limit}");
+            ExitStatus::QuarantineOverLimit
         }
-        _ => Ok(ExitStatus::Success),
+        _ => ExitStatus::Success,
     }
 }
 
@@ -387,8 +402,15 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
     match cli.command {
         Command::Scan(args) => scan(&args.to_config(), args.fail_if_quarantined, cli.quiet),
         Command::Run(args) => {
-            let p = config::load(&args.pipeline, &args.set)?;
-            scan(&p.scan, p.fail_if_quarantined, cli.quiet)
+            let p = config::load(&args.pipeline.pipeline, &args.pipeline.set)?;
+            let outcome = crate::stages::run_staged(&p.scan, args.from.as_deref(), &Bars::new(cli.quiet))?;
+            for w in &outcome.warnings {
+                log::warn!("{w}");
+            }
+            if !cli.quiet {
+                println!("{}", outcome.summary);
+            }
+            Ok(gate(outcome.quarantined, p.fail_if_quarantined))
         }
         Command::Check(args) => {
             let p = config::load(&args.pipeline, &args.set)?;

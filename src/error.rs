@@ -15,6 +15,8 @@ pub enum Error {
     Param(#[from] ParamError),
     #[error(transparent)]
     Review(#[from] crate::quarantine::review::ReviewError),
+    #[error(transparent)]
+    Stage(#[from] crate::stages::StageError),
     #[error("row conservation check failed: {0}")]
     Conservation(String),
 }

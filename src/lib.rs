@@ -25,6 +25,7 @@ pub mod progress;
 pub mod quarantine;
 pub mod report;
 pub mod score;
+pub mod stages;
 pub mod stats;
 #[doc(hidden)]
 pub mod testkit;

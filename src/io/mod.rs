@@ -20,7 +20,7 @@ pub use vectors::integer_values;
 pub use write::{AtomicFile, ParquetSink, for_each_batch};
 
 /// One input file as the report's fingerprint records it.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FileInfo {
     pub path: PathBuf,
     pub size_bytes: u64,

@@ -8,6 +8,7 @@ mod influence;
 mod pipelines;
 mod review;
 mod scan;
+mod stages;
 
 use std::path::{Path, PathBuf};
 
