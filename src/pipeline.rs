@@ -66,6 +66,11 @@ pub struct ClassResult {
     /// scatter plots); empty when the class was skipped.
     #[serde(with = "crate::codec::pairs")]
     pub projection: Vec<[f32; 2]>,
+    /// The class mean and its root-mean-square distance from it (sqrt of the covariance trace),
+    /// so a later scan can measure how far the class drifted (`datavet diff`).
+    #[serde(with = "crate::codec::f64s")]
+    pub mean: Vec<f64>,
+    pub radius: f64,
 }
 
 /// A verified clean set: vectors (`labels.len() * dim`) and class indices of the scanned data.
@@ -176,6 +181,8 @@ pub fn cluster_stage(
                     class: c,
                     result: Err(err.to_string()),
                     projection: Vec::new(),
+                    mean: Vec::new(),
+                    radius: 0.0,
                 };
             }
             let (_, x) = dataset.class_slice(c);
@@ -209,6 +216,8 @@ pub fn cluster_stage(
                 class: c,
                 result,
                 projection,
+                mean: basis.moments.mean.clone(),
+                radius: basis.eigenvalues.iter().map(|v| v.max(0.0)).sum::<f64>().sqrt(),
             }
         })
         .collect();
@@ -227,6 +236,8 @@ pub struct Analysis {
     pub skipped: BTreeMap<usize, String>,
     pub warnings: Vec<String>,
     pub influence: Option<InfluenceReport>,
+    /// Per class: (mean, rms radius), for drift between scans; `None` for skipped classes.
+    pub class_geometry: Vec<Option<(Vec<f64>, f64)>>,
 }
 
 /// Influence, cluster and score stages on a dataset already in memory (no output is written).
@@ -259,7 +270,11 @@ pub fn score_stage(
     };
     let mut skipped: BTreeMap<usize, String> = BTreeMap::new();
     let mut class_stats = vec![BTreeMap::new(); dataset.classes.len()];
+    let mut class_geometry = vec![None; dataset.classes.len()];
     for r in &classes.results {
+        if r.result.is_ok() {
+            class_geometry[r.class] = Some((r.mean.clone(), r.radius));
+        }
         match &r.result {
             Ok(scores) => {
                 let (rows, _) = dataset.class_slice(r.class);
@@ -323,6 +338,7 @@ pub fn score_stage(
         skipped,
         warnings,
         influence,
+        class_geometry,
     }
 }
 
@@ -398,6 +414,8 @@ pub fn publish(
             skipped: analysis.skipped.get(&c).cloned(),
             stats: analysis.class_stats[c].clone(),
             verdict: analysis.decision.verdicts[c].clone(),
+            mean: analysis.class_geometry[c].as_ref().map(|g| g.0.clone()),
+            radius: analysis.class_geometry[c].as_ref().map(|g| g.1),
         })
         .collect();
     let attacked_classes = classes

@@ -61,6 +61,59 @@ pub struct Diff {
     pub per_class: Vec<GroupChange>,
     /// Empty unless both scans carry a source column.
     pub per_source: Vec<GroupChange>,
+    /// Per class analysed in both scans: how far its mean moved, in units of its earlier rms
+    /// radius (the typical distance of a record from the class mean). 0.1 = a tenth of that.
+    pub drift: Vec<ClassDrift>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ClassDrift {
+    pub class: String,
+    pub shift: f64,
+    /// The rms radius now relative to before (spread growing or shrinking).
+    pub radius_ratio: f64,
+}
+
+/// Drift above this is called out in the summary line.
+pub const DRIFT_NOTICE: f64 = 0.25;
+
+fn geometry(view: &RunView) -> HashMap<String, (Vec<f64>, f64)> {
+    view.report["classes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let mean: Vec<f64> = c["mean"].as_array()?.iter().filter_map(|v| v.as_f64()).collect();
+            Some((c["label"].as_str()?.to_string(), (mean, c["radius"].as_f64()?)))
+        })
+        .collect()
+}
+
+fn drift(previous: &RunView, current: &RunView) -> Vec<ClassDrift> {
+    let (before, now) = (geometry(previous), geometry(current));
+    let mut out: Vec<ClassDrift> = now
+        .iter()
+        .filter_map(|(class, (mean, radius))| {
+            let (old_mean, old_radius) = before.get(class)?;
+            if old_mean.len() != mean.len() || *old_radius <= 0.0 {
+                return None;
+            }
+            let shift = old_mean
+                .iter()
+                .zip(mean)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                / old_radius;
+            Some(ClassDrift {
+                class: class.clone(),
+                shift,
+                radius_ratio: radius / old_radius,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| b.shift.total_cmp(&a.shift).then(a.class.cmp(&b.class)));
+    out
 }
 
 fn attacked(view: &RunView) -> Vec<String> {
@@ -164,6 +217,7 @@ pub fn diff(previous: &RunView, current: &RunView) -> Diff {
         attacked_now: attacked(current),
         per_class: classes.into_values().collect(),
         per_source: sources.into_values().collect(),
+        drift: drift(previous, current),
     }
 }
 
@@ -171,9 +225,15 @@ impl Diff {
     /// One line for schedulers and alert mails.
     pub fn summary_line(&self) -> String {
         let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        let drifted: Vec<String> = self
+            .drift
+            .iter()
+            .filter(|d| d.shift > DRIFT_NOTICE)
+            .map(|d| format!("{} {:.2}", d.class, d.shift))
+            .collect();
         format!(
             "datavet diff: {} newly quarantined ({} of them new records), {} released, {} gone, {} still quarantined; \
-             {} records added, {} removed; attacked classes: {} (before: {})",
+             {} records added, {} removed; attacked classes: {} (before: {}); drift over {DRIFT_NOTICE}: {}",
             self.newly_quarantined.len(),
             self.newly_quarantined_new_records,
             self.released.len(),
@@ -183,6 +243,7 @@ impl Diff {
             self.records_removed,
             super::view::plain_text(&list(&self.attacked_now), 200),
             super::view::plain_text(&list(&self.attacked_before), 200),
+            super::view::plain_text(&list(&drifted), 200),
         )
     }
 }

@@ -88,6 +88,9 @@ pub struct ClassReport {
     /// Per detector: its named statistics for this class.
     pub stats: BTreeMap<String, Vec<Stat>>,
     pub verdict: Option<ClassVerdict>,
+    /// Class mean vector and rms distance of records from it (for drift between scans).
+    pub mean: Option<Vec<f64>>,
+    pub radius: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]

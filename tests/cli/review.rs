@@ -388,6 +388,12 @@ fn diff_of_two_nightly_scans_lists_new_released_and_gone_quarantines() {
         "flips among the new rows are new quarantines"
     );
     assert_eq!(d["per_class"].as_array().unwrap().len(), 5);
+    // Same distribution, overlapping rows: no class drifts past the notice level (class 0 lost
+    // half its clean rows, so its flipped share and its mean moved a little). Class 4 had only
+    // flipped records yesterday, too few to analyse, so it has no earlier geometry.
+    let drift = d["drift"].as_array().unwrap();
+    assert_eq!(drift.len(), 4);
+    assert!(drift.iter().all(|c| c["shift"].as_f64().unwrap() < 0.25), "{drift:?}");
     assert!(!d["per_source"].as_array().unwrap().is_empty());
     // Gate: any new quarantine fails the nightly job.
     datavet()
@@ -418,4 +424,50 @@ fn read_quarantined_ids(out: &Path) -> Vec<i64> {
         );
     }
     ids
+}
+
+#[test]
+fn diff_measures_the_drift_of_a_class_that_moved() {
+    use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
+    use arrow_array::{ArrayRef, RecordBatch};
+    let fx = Fixture::new();
+    let data = flips(55);
+    let batch = data.to_batch();
+    // Tonight class 0's vectors are shifted by about its own radius along the first axis.
+    let mut emb = FixedSizeListBuilder::new(Float32Builder::new(), 16);
+    for (i, row) in data.x.chunks_exact(16).enumerate() {
+        let shift = if data.labels[i] == 0 { 4.0 } else { 0.0 };
+        emb.values().append_value(row[0] + shift);
+        emb.values().append_slice(&row[1..]);
+        emb.append(true);
+    }
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns[2] = std::sync::Arc::new(emb.finish());
+    let moved = RecordBatch::try_new(batch.schema(), columns).unwrap();
+    let (before_in, now_in) = (fx.path("before.parquet"), fx.path("now.parquet"));
+    write_batch(&before_in, &batch);
+    write_batch(&now_in, &moved);
+    let (before, now) = (fx.path("before"), fx.path("now"));
+    for (input, out) in [(&before_in, &before), (&now_in, &now)] {
+        datavet()
+            .arg("scan")
+            .arg("--input")
+            .arg(input)
+            .arg("--out")
+            .arg(out)
+            .assert()
+            .success();
+    }
+    datavet()
+        .arg("diff")
+        .arg(&before)
+        .arg(&now)
+        .assert()
+        .success()
+        .stdout(contains("drift over 0.25: 0 "));
+    let d: serde_json::Value = serde_json::from_slice(&std::fs::read(now.join("diff.json")).unwrap()).unwrap();
+    let top = &d["drift"][0];
+    assert_eq!(top["class"], "0", "the moved class drifts most: {}", d["drift"]);
+    assert!(top["shift"].as_f64().unwrap() > 0.3);
+    assert!(d["drift"][1]["shift"].as_f64().unwrap() < 0.1, "the others stay put");
 }
