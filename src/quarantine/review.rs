@@ -97,13 +97,20 @@ pub fn export(dir: &Path, format: ExportFormat, out: &Path) -> Result<usize, cra
                     .collect::<Vec<_>>()
                     .join(","),
                 _ => {
-                    let object: serde_json::Map<String, serde_json::Value> = schema
+                    // Written field by field, so the object keeps the input's column order.
+                    let fields: Vec<String> = schema
                         .fields()
                         .iter()
                         .zip(b.columns())
-                        .map(|(f, c)| (f.name().clone(), json_value(c.as_ref(), i)))
+                        .map(|(f, c)| {
+                            format!(
+                                "{}:{}",
+                                serde_json::Value::from(f.name().as_str()),
+                                json_value(c.as_ref(), i)
+                            )
+                        })
                         .collect();
-                    serde_json::Value::Object(object).to_string()
+                    format!("{{{}}}", fields.join(","))
                 }
             };
             writeln!(w, "{line}").map_err(io)?;
