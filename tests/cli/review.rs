@@ -355,16 +355,7 @@ fn diff_of_two_nightly_scans_lists_new_released_and_gone_quarantines() {
         write("new.parquet", batch.slice(100, 900)),
     );
     let (old_out, new_out) = (fx.path("old_out"), fx.path("new_out"));
-    for (input, out) in [(&old_in, &old_out), (&new_in, &new_out)] {
-        datavet()
-            .arg("scan")
-            .arg("--input")
-            .arg(input)
-            .arg("--out")
-            .arg(out)
-            .assert()
-            .success();
-    }
+    scan_both([(&old_in, &old_out), (&new_in, &new_out)]);
     let out = datavet().arg("diff").arg(&old_out).arg(&new_out).assert().success();
     let line = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     assert!(
@@ -448,16 +439,7 @@ fn diff_measures_the_drift_of_a_class_that_moved() {
     write_batch(&before_in, &batch);
     write_batch(&now_in, &moved);
     let (before, now) = (fx.path("before"), fx.path("now"));
-    for (input, out) in [(&before_in, &before), (&now_in, &now)] {
-        datavet()
-            .arg("scan")
-            .arg("--input")
-            .arg(input)
-            .arg("--out")
-            .arg(out)
-            .assert()
-            .success();
-    }
+    scan_both([(&before_in, &before), (&now_in, &now)]);
     datavet()
         .arg("diff")
         .arg(&before)
@@ -470,4 +452,18 @@ fn diff_measures_the_drift_of_a_class_that_moved() {
     assert_eq!(top["class"], "0", "the moved class drifts most: {}", d["drift"]);
     assert!(top["shift"].as_f64().unwrap() > 0.3);
     assert!(d["drift"][1]["shift"].as_f64().unwrap() < 0.1, "the others stay put");
+}
+
+/// Scans each (input, out) pair: the two nights a diff compares.
+fn scan_both(runs: [(&Path, &Path); 2]) {
+    for (input, out) in runs {
+        datavet()
+            .arg("scan")
+            .arg("--input")
+            .arg(input)
+            .arg("--out")
+            .arg(out)
+            .assert()
+            .success();
+    }
 }
