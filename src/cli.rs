@@ -404,6 +404,9 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
         Command::Run(args) => {
             let p = config::load(&args.pipeline.pipeline, &args.pipeline.set)?;
             let outcome = crate::stages::run_staged(&p.scan, args.from.as_deref(), &Bars::new(cli.quiet))?;
+            for dir in crate::stages::prune_runs(&p.scan.out_dir, p.keep_runs)? {
+                log::info!("deleted old run directory {}", dir.display());
+            }
             for w in &outcome.warnings {
                 log::warn!("{w}");
             }

@@ -377,6 +377,37 @@ pub fn run_staged(
     })
 }
 
+/// Deletes all but the `keep` most recently finished run directories under `out_dir/runs/`
+/// (the current one, just finished, is always the newest). Returns the deleted directories.
+pub fn prune_runs(out_dir: &Path, keep: usize) -> Result<Vec<PathBuf>, OutputError> {
+    let runs = out_dir.join("runs");
+    let Ok(entries) = std::fs::read_dir(&runs) else {
+        return Ok(Vec::new());
+    };
+    // A run's age is its report stage's manifest time (the last thing a run writes).
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .map(|p| {
+            let finished = std::fs::metadata(p.join("report").join("manifest.json"))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (finished, p)
+        })
+        .collect();
+    dirs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut deleted = Vec::new();
+    for (_, dir) in dirs.into_iter().skip(keep.max(1)) {
+        std::fs::remove_dir_all(&dir).map_err(|source| OutputError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        deleted.push(dir);
+    }
+    Ok(deleted)
+}
+
 /// The outputs the quarantine stage publishes (checked before it is reused).
 const PUBLISHED: [&str; 3] = ["clean.parquet", "quarantine.parquet", "scores.parquet"];
 

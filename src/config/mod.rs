@@ -65,6 +65,14 @@ pub struct OutputConf {
     pub dir: PathBuf,
     /// Exit 3 when more rows than this are quarantined.
     pub fail_if_quarantined: Option<u64>,
+    /// Staged-run directories (OUT/runs/<run-id>/) to keep, newest first; older ones are deleted
+    /// after a successful run. Each holds the stage results of one input state.
+    #[serde(default = "default_keep_runs")]
+    pub keep_runs: usize,
+}
+
+fn default_keep_runs() -> usize {
+    3
 }
 
 /// `[scan]`: settings that apply to the whole scan.
@@ -90,6 +98,7 @@ pub struct Pipeline {
     pub description: String,
     pub scan: ScanConfig,
     pub fail_if_quarantined: Option<u64>,
+    pub keep_runs: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +284,7 @@ fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, Config
         description: file.description,
         scan,
         fail_if_quarantined: file.output.fail_if_quarantined,
+        keep_runs: file.output.keep_runs,
     })
 }
 

@@ -203,3 +203,37 @@ fn a_run_killed_mid_stage_resumes_to_the_outputs_of_an_uninterrupted_run() {
         }
     }
 }
+
+#[test]
+fn only_the_newest_run_directories_are_kept() {
+    let fx = Fixture::new();
+    let out = fx.out();
+    let file = pipeline(&fx, &out);
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("[output]\n", "[output]\nkeep-runs = 2\n");
+    std::fs::write(&file, text).unwrap();
+    // Three input states (the data file grows), three run ids.
+    let data = fx.path("data.parquet");
+    for seed in [71, 72, 73] {
+        testkit::generate(&Spec {
+            kind: Kind::Gaussian,
+            classes: 3,
+            rows_per_class: 100 + seed as usize,
+            dim: 8,
+            attack: Attack::None,
+            seed,
+        })
+        .write_parquet(&data, 500)
+        .unwrap();
+        run(&file, &[]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<_> = std::fs::read_dir(out.join("runs")).unwrap().collect();
+    assert_eq!(left.len(), 2, "keep-runs = 2");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert!(
+        PathBuf::from(report["run_directory"].as_str().unwrap()).is_dir(),
+        "the current run is kept"
+    );
+}
