@@ -297,7 +297,7 @@ pub fn score_stage(
                 evidence.push(ClassEvidence {
                     class: r.class,
                     rows,
-                    scores: scores.clone(),
+                    scores: scores.as_slice().into(),
                 });
             }
             Err(e) => {

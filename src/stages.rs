@@ -276,26 +276,37 @@ pub fn run_staged(
     let score_settings = settings(&config.decision);
     let score_key = Run::key(&cluster_key, "score", &score_settings);
     let influence_report = influence.map(|s| s.report);
-    let decision: Decision = run.stage(
+    // The stage's file is the decision; the rest of the analysis is gathered from the cluster
+    // result either way (cheap), once.
+    let analysis = run.stage(
         3,
         &score_key,
         &score_settings,
-        |dir, _| Ok(Some(read_json(&dir.join("result.json"))?)),
+        |dir, _| {
+            let decision: Decision = read_json(&dir.join("result.json"))?;
+            Ok(Some(pipeline::score_stage(
+                &dataset,
+                config,
+                &classes,
+                influence_report.clone(),
+                influence_warning.clone(),
+                Some(decision),
+            )))
+        },
         |dir| {
-            let analysis = pipeline::score_stage(&dataset, config, &classes, None, None, None);
+            let analysis = pipeline::score_stage(
+                &dataset,
+                config,
+                &classes,
+                influence_report.clone(),
+                influence_warning.clone(),
+                None,
+            );
             test_hang("score");
             write_json(&dir.join("result.json"), &analysis.decision)?;
-            Ok((analysis.decision, Vec::new()))
+            Ok((analysis, Vec::new()))
         },
     )?;
-    let analysis = pipeline::score_stage(
-        &dataset,
-        config,
-        &classes,
-        influence_report,
-        influence_warning,
-        Some(decision),
-    );
     dataset.x = Vec::new();
 
     // Quarantine publishes clean/quarantine/scores and report.json into OUT; it is reused only

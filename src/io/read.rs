@@ -10,10 +10,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
 use arrow_schema::{DataType, SchemaRef};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -475,27 +475,33 @@ fn string_values(column: &ArrayRef) -> Vec<String> {
     }
 }
 
-/// One whole Parquet file (an output of a run, read back by the reports and review commands):
-/// its schema (also for a file without rows) and every batch.
-pub fn read_parquet_file(path: &Path) -> Result<(SchemaRef, Vec<RecordBatch>), InputError> {
+/// A reader over one Parquet file written by a run (read back by the reports and review
+/// commands), batch by batch; its schema is known even when it has no rows.
+pub fn open_parquet_file(path: &Path) -> Result<ParquetRecordBatchReader, InputError> {
     let file = File::open(path).map_err(|source| InputError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let corrupt = |e: &dyn std::fmt::Display| InputError::Corrupt {
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|cause| InputError::NotParquet {
+            path: path.to_path_buf(),
+            cause,
+        })?
+        .build()
+        .map_err(|e| InputError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
+/// One whole Parquet file written by a run: its schema and every batch.
+pub fn read_parquet_file(path: &Path) -> Result<(SchemaRef, Vec<RecordBatch>), InputError> {
+    let reader = open_parquet_file(path)?;
+    let schema = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| InputError::Corrupt {
         path: path.to_path_buf(),
         message: e.to_string(),
-    };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|cause| InputError::NotParquet {
-        path: path.to_path_buf(),
-        cause,
     })?;
-    let schema = builder.schema().clone();
-    let batches = builder
-        .build()
-        .map_err(|e| corrupt(&e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| corrupt(&e))?;
     Ok((schema, batches))
 }
 

@@ -8,13 +8,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchReader, StringArray};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::DataType;
 use arrow_select::filter::filter_record_batch;
 
 use super::{CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE};
-use crate::io::{AtomicFile, InputError, OutputError, ParquetSink, read_parquet_file};
+use crate::io::{AtomicFile, InputError, OutputError, ParquetSink, open_parquet_file, read_parquet_file};
 use crate::report::REPORT_FILE;
 
 /// The append-only log of releases, one JSON object per line.
@@ -261,7 +261,9 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
     }
 
     // New clean = old clean + released rows (input columns only); new quarantine = the rest.
-    let (clean_schema, clean) = read_parquet_file(&clean_path)?;
+    // The clean file (most of the data) is streamed, never held whole.
+    let clean = open_parquet_file(&clean_path)?;
+    let clean_schema = clean.schema();
     let input_columns: Vec<usize> = (0..clean_schema.fields().len()).collect();
     let vector_leaf: Vec<&str> = clean_schema
         .fields()
@@ -276,10 +278,15 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
         .collect();
     let mut clean_sink = ParquetSink::create(&clean_path, clean_schema.clone(), &vector_leaf)?;
     let mut quarantine_sink = ParquetSink::create(&quarantine_path, quarantine_schema, &vector_leaf)?;
-    let old_clean: usize = clean.iter().map(|b| b.num_rows()).sum();
     let old_quarantine: usize = quarantine.iter().map(|b| b.num_rows()).sum();
-    for b in &clean {
-        clean_sink.write(b)?;
+    let mut old_clean = 0usize;
+    for b in clean {
+        let b = b.map_err(|e| InputError::Corrupt {
+            path: clean_path.clone(),
+            message: e.to_string(),
+        })?;
+        old_clean += b.num_rows();
+        clean_sink.write(&b)?;
     }
     let other = |path: &Path, e: arrow_schema::ArrowError| OutputError::Other {
         path: path.to_path_buf(),

@@ -87,7 +87,8 @@ pub struct ClassEvidence<'a> {
     pub class: usize,
     /// Global rows of the class's records, in the order of every `scores[d].scores`.
     pub rows: &'a [u32],
-    pub scores: Vec<ClassScores>,
+    /// Borrowed from the cluster stage's result (owned in tests).
+    pub scores: std::borrow::Cow<'a, [ClassScores]>,
 }
 
 /// The verdict on one class, for the report.
@@ -220,7 +221,7 @@ pub fn decide(
         .enumerate()
         .for_each(|(i, &(g, _))| candidate_of[g] = Some(i));
     for e in evidence {
-        for s in &e.scores {
+        for s in e.scores.iter() {
             for f in &s.flagged {
                 let g = e.rows[f.index] as usize;
                 let suspicion = 0.5 + 0.49 * f.strength.clamp(0.0, 1.0);
@@ -403,7 +404,7 @@ mod tests {
                 ClassEvidence {
                     class: c,
                     rows: r,
-                    scores: vec![scores(v, s)],
+                    scores: vec![scores(v, s)].into(),
                 }
             })
             .collect();
@@ -436,11 +437,11 @@ mod tests {
             why: "confident_learning: label issue".into(),
         }];
         label.record_level = Some((0..100).map(|i| if i == 8 { 0.8 } else { 0.0 }).collect());
-        ev[2].scores.push(label);
+        ev[2].scores.to_mut().push(label);
         for e in ev.iter_mut().filter(|e| e.class != 2) {
             let mut quiet = scores(vec![0.0; 100], 0.0);
             quiet.signal = None;
-            e.scores.push(quiet);
+            e.scores.to_mut().push(quiet);
         }
         let names: Vec<String> = (0..6).map(|c| c.to_string()).collect();
         let d = decide(
@@ -499,7 +500,7 @@ mod tests {
                     ClassEvidence {
                         class: c,
                         rows: r,
-                        scores: vec![ClassScores {
+                        scores: std::borrow::Cow::Owned(vec![ClassScores {
                             scores: vec![0.0; r.len()],
                             stats: vec![],
                             signal: Some(ClassSignal {
@@ -514,7 +515,7 @@ mod tests {
                             }),
                             record_level: None,
                             flagged: Vec::new(),
-                        }],
+                        }]),
                     }
                 })
                 .collect()

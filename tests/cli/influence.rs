@@ -225,3 +225,40 @@ fn influence_settings_are_checked_in_pipeline_files() {
         .code(2)
         .stderr(contains("p.toml:6: [detect.influence] `folds` must be in 2..=50"));
 }
+
+#[test]
+fn a_trusted_set_with_another_vector_length_is_an_error() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    write(&input, Kind::Gaussian, Attack::None, 40);
+    let trusted = fx.path("trusted.parquet");
+    testkit::generate(&Spec {
+        kind: Kind::Gaussian,
+        classes: 5,
+        rows_per_class: 20,
+        dim: 8, // the scanned data has 16
+        attack: Attack::None,
+        seed: 40,
+    })
+    .write_parquet(&trusted, 100)
+    .unwrap();
+    fx.scan(&input, &["--trusted", trusted.to_str().unwrap()])
+        .code(2)
+        .stderr(contains(
+            "trusted.parquet: trusted-set vectors have 8 dimensions, the scanned data 16",
+        ));
+    assert!(!fx.out().join("clean.parquet").exists());
+}
+
+#[test]
+fn a_loss_or_probs_column_of_the_wrong_type_is_named() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    write(&input, Kind::Gaussian, Attack::None, 41);
+    fx.scan(&input, &["--loss-col", "source"]).code(2).stderr(contains(
+        "loss column `source` has type Utf8, expected a number, or a list of per-epoch losses",
+    ));
+    fx.scan(&input, &["--probs-col", "label"])
+        .code(2)
+        .stderr(contains("probs column `label` has type Int64"));
+}
