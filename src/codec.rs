@@ -58,6 +58,29 @@ pub mod opt_f32s {
     }
 }
 
+pub mod u32s {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::bytes(v, u32::to_le_bytes))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+        super::values(&String::deserialize(d)?, u32::from_le_bytes)
+    }
+}
+
+/// Content hashes (128-bit).
+pub mod u128s {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u128], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::bytes(v, u128::to_le_bytes))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u128>, D::Error> {
+        super::values(&String::deserialize(d)?, u128::from_le_bytes)
+    }
+}
+
 /// `Vec<[f32; 2]>` (2-D points) as one flat f32 array.
 pub mod pairs {
     use serde::{Deserializer, Serializer};
@@ -86,6 +109,10 @@ mod tests {
         c: Option<Vec<f32>>,
         #[serde(with = "super::opt_f32s")]
         d: Option<Vec<f32>>,
+        #[serde(with = "super::u32s")]
+        e: Vec<u32>,
+        #[serde(with = "super::u128s")]
+        f: Vec<u128>,
     }
 
     #[test]
@@ -95,6 +122,8 @@ mod tests {
             b: vec![0.1, 1e300],
             c: Some(vec![3.25]),
             d: None,
+            e: vec![0, 7, u32::MAX],
+            f: vec![u128::MAX, 1 << 100],
         };
         let text = serde_json::to_string(&x).unwrap();
         assert_eq!(serde_json::from_str::<Arrays>(&text).unwrap(), x);

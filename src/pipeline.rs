@@ -8,7 +8,9 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{self, Available, ClassBasis, ClassScores, ClassView, DetectError, DetectorParams};
+use crate::detect::{
+    self, Available, BasisFit, ClassBasis, ClassFit, ClassScores, ClassView, DetectError, DetectorParams,
+};
 use crate::influence::{self, InfluenceReport, InfluenceState};
 use crate::io::{self, Dataset, InputError, ReadOptions};
 use crate::progress::Progress;
@@ -66,11 +68,28 @@ pub struct ClassResult {
     /// scatter plots); empty when the class was skipped.
     #[serde(with = "crate::codec::pairs")]
     pub projection: Vec<[f32; 2]>,
-    /// The class mean and its root-mean-square distance from it (sqrt of the covariance trace),
-    /// so a later scan can measure how far the class drifted (`datavet diff`).
-    #[serde(with = "crate::codec::f64s")]
-    pub mean: Vec<f64>,
-    pub radius: f64,
+    /// The class basis (mean, spectrum, top directions); `None` when the class was skipped. Its
+    /// mean and radius let a later scan measure how far the class drifted (`datavet diff`).
+    pub basis: Option<BasisFit>,
+}
+
+impl ClassResult {
+    /// The class's fits, for the reference an incremental scan starts from (`names[d]` is
+    /// detector `d`); `None` when the class was skipped.
+    pub fn fit(&self, names: &[String]) -> Option<ClassFit> {
+        let (Ok(scores), Some(basis)) = (&self.result, &self.basis) else {
+            return None;
+        };
+        let detectors = names
+            .iter()
+            .zip(scores)
+            .filter_map(|(name, s)| Some((name.clone(), s.fit.clone()?)))
+            .collect();
+        Some(ClassFit {
+            basis: basis.clone(),
+            detectors,
+        })
+    }
 }
 
 /// A verified clean set: vectors (`labels.len() * dim`) and class indices of the scanned data.
@@ -147,11 +166,13 @@ pub fn influence_stage(
 }
 
 /// The cluster stage: every detector on every class (classes in parallel), reading the influence
-/// stage's state where a detector needs it.
+/// stage's state where a detector needs it. With `fits` (an incremental scan's reference, by
+/// class), a class that has one is scored under it instead of fitted again.
 pub fn cluster_stage(
     dataset: &Dataset,
     config: &ScanConfig,
     influence: Option<&InfluenceState>,
+    fits: Option<&[Option<ClassFit>]>,
     progress: &dyn Progress,
 ) -> Result<ClassAnalysis, crate::Error> {
     let available = Available {
@@ -181,13 +202,16 @@ pub fn cluster_stage(
                     class: c,
                     result: Err(err.to_string()),
                     projection: Vec::new(),
-                    mean: Vec::new(),
-                    radius: 0.0,
+                    basis: None,
                 };
             }
             let (_, x) = dataset.class_slice(c);
             let (a, b) = (dataset.class_offsets[c], dataset.class_offsets[c + 1]);
-            let basis = ClassBasis::fit(x, dataset.dim, nb_dims);
+            let fit = fits.and_then(|f| f.get(c)).and_then(Option::as_ref);
+            let basis = match fit {
+                Some(fit) => ClassBasis::project(fit.basis.clone(), x, dataset.dim),
+                None => ClassBasis::fit(x, dataset.dim, nb_dims),
+            };
             let view = ClassView {
                 class: c,
                 x,
@@ -203,7 +227,10 @@ pub fn cluster_stage(
             };
             let result = detectors
                 .iter()
-                .map(|d| d.score_class(&view))
+                .map(|d| match fit {
+                    Some(fit) => d.rescore(&view, fit.detectors.get(d.name())),
+                    None => d.score_class(&view),
+                })
                 .collect::<Result<Vec<_>, DetectError>>()
                 .map_err(|e| e.to_string());
             let projection = basis
@@ -216,8 +243,7 @@ pub fn cluster_stage(
                 class: c,
                 result,
                 projection,
-                mean: basis.moments.mean.clone(),
-                radius: basis.eigenvalues.iter().map(|v| v.max(0.0)).sum::<f64>().sqrt(),
+                basis: Some(basis.fitted()),
             }
         })
         .collect();
@@ -244,7 +270,7 @@ pub struct Analysis {
 pub fn analyse(dataset: &Dataset, config: &ScanConfig, progress: &dyn Progress) -> Result<Analysis, crate::Error> {
     config.decision.check()?;
     let (influence, warning) = influence_stage(dataset, config, progress)?;
-    let classes = cluster_stage(dataset, config, influence.as_ref(), progress)?;
+    let classes = cluster_stage(dataset, config, influence.as_ref(), None, progress)?;
     let report = influence.map(|s| s.report);
     Ok(score_stage(dataset, config, &classes, report, warning, None))
 }
@@ -272,8 +298,8 @@ pub fn score_stage(
     let mut class_stats = vec![BTreeMap::new(); dataset.classes.len()];
     let mut class_geometry = vec![None; dataset.classes.len()];
     for r in &classes.results {
-        if r.result.is_ok() {
-            class_geometry[r.class] = Some((r.mean.clone(), r.radius));
+        if let (Ok(_), Some(basis)) = (&r.result, &r.basis) {
+            class_geometry[r.class] = Some((basis.mean.clone(), basis.radius()));
         }
         match &r.result {
             Ok(scores) => {

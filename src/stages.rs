@@ -266,7 +266,7 @@ pub fn run_staged(
         &cluster_settings,
         |dir, _| Ok(Some(read_json(&dir.join("result.json"))?)),
         |dir| {
-            let result = pipeline::cluster_stage(&dataset, config, influence.as_ref(), progress)?;
+            let result = pipeline::cluster_stage(&dataset, config, influence.as_ref(), None, progress)?;
             test_hang("cluster");
             write_json(&dir.join("result.json"), &result)?;
             Ok((result, Vec::new()))

@@ -5,7 +5,7 @@
 //! split's silhouette when the smaller cluster is small, and `score` compares it across classes.
 
 use linfa::DatasetBase;
-use linfa::traits::{Fit, Predict};
+use linfa::traits::Fit;
 use linfa_clustering::KMeans;
 use ndarray::ArrayView2;
 use rand::SeedableRng;
@@ -67,6 +67,13 @@ pub struct ActivationClustering {
     params: ActivationClusteringParams,
 }
 
+/// The fit a later scan scores new records under: the two cluster centres (`2 * k`, in the class
+/// basis's coordinates).
+#[derive(Serialize, Deserialize)]
+struct Centroids {
+    centroids: Vec<f32>,
+}
+
 impl Detector for ActivationClustering {
     fn name(&self) -> &'static str {
         "activation_clustering"
@@ -74,8 +81,7 @@ impl Detector for ActivationClustering {
 
     fn score_class(&self, view: &ClassView<'_>) -> Result<ClassScores, DetectError> {
         let (n, k) = (view.n(), view.basis.k);
-        let z = &view.basis.projected;
-        let data = ArrayView2::from_shape((n, k), z).expect("projected is n * k");
+        let data = ArrayView2::from_shape((n, k), view.basis.projected.as_slice()).expect("projected is n * k");
         let model = KMeans::params_with_rng(2, Xoshiro256Plus::seed_from_u64(view.seed))
             .n_runs(self.params.n_runs)
             .max_n_iterations(100)
@@ -85,15 +91,39 @@ impl Detector for ActivationClustering {
                 detector: self.name(),
                 message: e.to_string(),
             })?;
-        let cluster: Vec<u8> = model.predict(&data).iter().map(|&c| c as u8).collect();
+        let centroids = model.centroids().iter().copied().collect();
+        Ok(self.score_with(view, Centroids { centroids }))
+    }
+
+    fn rescore(&self, view: &ClassView<'_>, fit: Option<&serde_json::Value>) -> Result<ClassScores, DetectError> {
+        let fit: Centroids = super::parse_fit(self.name(), fit)?;
+        if fit.centroids.len() != 2 * view.basis.k {
+            return Err(DetectError::Failed {
+                detector: self.name(),
+                message: "the reference's cluster centres do not match the class basis".into(),
+            });
+        }
+        Ok(self.score_with(view, fit))
+    }
+}
+
+impl ActivationClustering {
+    /// Everything after k-means: assignment to the nearest centre, sizes, silhouette, distance
+    /// analysis. The same on a fresh fit and on a stored one, so both paths agree.
+    fn score_with(&self, view: &ClassView<'_>, fit: Centroids) -> ClassScores {
+        let (n, k) = (view.n(), view.basis.k);
+        let z = &view.basis.projected;
+        let centroid = |c: u8| &fit.centroids[c as usize * k..(c as usize + 1) * k];
+        let cluster: Vec<u8> = z
+            .chunks_exact(k)
+            .map(|row| (dist(row, centroid(1)) < dist(row, centroid(0))) as u8)
+            .collect();
         let sizes = [
             cluster.iter().filter(|&&c| c == 0).count(),
             cluster.iter().filter(|&&c| c == 1).count(),
         ];
         let small = if sizes[0] <= sizes[1] { 0u8 } else { 1u8 };
         let relative_size = sizes[small as usize] as f64 / n as f64;
-        let centroids = model.centroids();
-        let centroid = |c: u8| centroids.row(c as usize).to_vec();
         let (c_small, c_big) = (centroid(small), centroid(1 - small));
 
         // Score: how much closer a record is to the small cluster's centre than to the big one's, in
@@ -101,7 +131,7 @@ impl Detector for ActivationClustering {
         let scores: Vec<f32> = z
             .chunks_exact(k)
             .map(|row| {
-                let (ds, db) = (dist(row, &c_small), dist(row, &c_big));
+                let (ds, db) = (dist(row, c_small), dist(row, c_big));
                 ((db - ds) / (db + ds).max(f32::MIN_POSITIVE)).clamp(-1.0, 1.0)
             })
             .collect();
@@ -123,7 +153,7 @@ impl Detector for ActivationClustering {
 
         let is_small = relative_size < self.params.max_relative_size;
         let signal_value = if is_small { silhouette.max(0.0) } else { 0.0 };
-        Ok(ClassScores {
+        ClassScores {
             scores,
             stats: vec![
                 Stat {
@@ -152,7 +182,8 @@ impl Detector for ActivationClustering {
             }),
             record_level: None,
             flagged: Vec::new(),
-        })
+            fit: super::store_fit(&fit),
+        }
     }
 }
 

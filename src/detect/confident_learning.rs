@@ -54,6 +54,7 @@ impl Detector for ConfidentLearning {
             signal: None,
             grouping: None,
             flagged,
+            fit: None,
         })
     }
 }

@@ -33,6 +33,7 @@ impl Detector for DeepKnn {
             grouping: None,
             record_level: None,
             flagged: Vec::new(),
+            fit: None,
         })
     }
 }

@@ -60,6 +60,7 @@ impl Detector for LossTrajectory {
             grouping: None,
             record_level: None,
             flagged: Vec::new(),
+            fit: None,
         })
     }
 }

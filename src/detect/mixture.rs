@@ -9,7 +9,7 @@
 use crate::stats::{mad_sigma, median, quantile};
 
 /// The fitted mixture; component 1 is the minor one (weight <= 0.5).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Split {
     pub means: [f64; 2],
     pub sds: [f64; 2],

@@ -27,12 +27,43 @@ pub use activation_clustering::{ActivationClustering, ActivationClusteringParams
 pub use spectral::{Spectral, SpectralParams};
 pub use spectre::{Spectre, SpectreParams};
 
+/// The fitted part of a class's geometry: what a later scan projects new records with
+/// (incremental scans keep it in the reference).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BasisFit {
+    #[serde(with = "crate::codec::f64s")]
+    pub mean: Vec<f64>,
+    /// All eigenvalues of the class covariance, descending.
+    #[serde(with = "crate::codec::f64s")]
+    pub eigenvalues: Vec<f64>,
+    /// Top `k` principal directions, `k * dim` row-major.
+    #[serde(with = "crate::codec::f32s")]
+    pub components: Vec<f32>,
+    pub k: usize,
+}
+
+impl BasisFit {
+    /// Root-mean-square distance of the class's records from its mean (sqrt of the covariance
+    /// trace): the unit drift is measured in.
+    pub fn radius(&self) -> f64 {
+        self.eigenvalues.iter().map(|v| v.max(0.0)).sum::<f64>().sqrt()
+    }
+}
+
+/// Everything fitted on one class that an incremental scan reuses: the basis and each detector's
+/// own fit (by detector name).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClassFit {
+    pub basis: BasisFit,
+    pub detectors: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
 /// The shared per-class geometry every detector starts from, computed once per class.
 ///
-/// Built from mergeable co-moments (`linalg::Moments`), so a streaming scan can build it from row
-/// groups; `projected` is the only per-record part.
+/// Fitted from mergeable co-moments (`linalg::Moments`), so a streaming scan can build it from row
+/// groups; `projected` and `residual` are the only per-record parts.
 pub struct ClassBasis {
-    pub moments: Moments,
+    pub mean: Vec<f64>,
     /// All eigenvalues of the class covariance, descending.
     pub eigenvalues: Vec<f64>,
     /// Top `k` principal directions, `k * dim` row-major.
@@ -53,27 +84,50 @@ impl ClassBasis {
         let (eigenvalues, vectors) = eigh_desc(&moments.covariance(), dim);
         let k = k.min(dim).min(n.saturating_sub(1)).max(1);
         let components: Vec<f32> = vectors[..k * dim].iter().map(|&v| v as f32).collect();
-        let projected = project(x, dim, &moments.mean, &components, k);
+        let fit = BasisFit {
+            mean: moments.mean,
+            eigenvalues,
+            components,
+            k,
+        };
+        ClassBasis::project(fit, x, dim)
+    }
+
+    /// The records `x` on an already fitted basis (an incremental scan's, or the one just fitted).
+    pub fn project(fit: BasisFit, x: &[f32], dim: usize) -> ClassBasis {
+        let BasisFit {
+            mean,
+            eigenvalues,
+            components,
+            k,
+        } = fit;
+        let projected = project(x, dim, &mean, &components, k);
         let residual = x
             .chunks_exact(dim)
             .zip(projected.chunks_exact(k))
             .map(|(row, z)| {
-                let total: f64 = row
-                    .iter()
-                    .zip(&moments.mean)
-                    .map(|(&v, m)| (v as f64 - m).powi(2))
-                    .sum();
+                let total: f64 = row.iter().zip(&mean).map(|(&v, m)| (v as f64 - m).powi(2)).sum();
                 let inside: f64 = z.iter().map(|&v| (v as f64).powi(2)).sum();
                 (total - inside).max(0.0).sqrt() as f32
             })
             .collect();
         ClassBasis {
-            moments,
+            mean,
             eigenvalues,
             components,
             k,
             projected,
             residual,
+        }
+    }
+
+    /// The fitted part, for the reference an incremental scan starts from.
+    pub fn fitted(&self) -> BasisFit {
+        BasisFit {
+            mean: self.mean.clone(),
+            eigenvalues: self.eigenvalues.clone(),
+            components: self.components.clone(),
+            k: self.k,
         }
     }
 }
@@ -170,6 +224,10 @@ pub struct ClassScores {
     /// Records the detector's own method marks whatever the class verdict (confident learning's
     /// label issues, near-copy groups). Most detectors leave it empty.
     pub flagged: Vec<Flag>,
+    /// The detector's own fit on this class (cluster centres, a robust covariance), when it has
+    /// one: an incremental scan scores new records under it ([`Detector::rescore`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<serde_json::Value>,
 }
 
 /// One record a detector's method marks on its own, with how strongly and why.
@@ -186,7 +244,38 @@ pub struct Flag {
 pub trait Detector: Send + Sync {
     /// The name in pipeline files, score columns and reasons: "spectral".
     fn name(&self) -> &'static str;
+    /// Fits on the class and scores every record of it; a fit of the detector's own comes back
+    /// in [`ClassScores::fit`].
     fn score_class(&self, view: &ClassView<'_>) -> Result<ClassScores, DetectError>;
+    /// Scores the class's records under `fit` (a [`ClassScores::fit`] of an earlier scan) without
+    /// fitting again: the incremental scan's path. On the records of that scan it gives the same
+    /// scores. Detectors without a fit of their own (they read the class basis or the influence
+    /// state) score as usual.
+    fn rescore(&self, view: &ClassView<'_>, fit: Option<&serde_json::Value>) -> Result<ClassScores, DetectError> {
+        let _ = fit;
+        self.score_class(view)
+    }
+}
+
+/// Reads a detector's stored fit back; a mismatch means the reference was written by another
+/// version of the detector.
+pub fn parse_fit<T: serde::de::DeserializeOwned>(
+    detector: &'static str,
+    fit: Option<&serde_json::Value>,
+) -> Result<T, DetectError> {
+    let fit = fit.ok_or(DetectError::Failed {
+        detector,
+        message: "the reference holds no fit for this class".into(),
+    })?;
+    T::deserialize(fit).map_err(|e| DetectError::Failed {
+        detector,
+        message: format!("the reference's fit does not read: {e}"),
+    })
+}
+
+/// A detector's fit as stored in [`ClassScores::fit`].
+pub fn store_fit(fit: &impl Serialize) -> Option<serde_json::Value> {
+    serde_json::to_value(fit).ok()
 }
 
 /// Detector failures on one class; the class is skipped and the report says why.

@@ -36,6 +36,7 @@ impl Detector for ModelProbs {
             grouping: None,
             record_level: None,
             flagged: Vec::new(),
+            fit: None,
         })
     }
 }

@@ -60,6 +60,7 @@ impl Detector for NearDuplicates {
             grouping: None,
             record_level: None,
             flagged,
+            fit: None,
         })
     }
 }

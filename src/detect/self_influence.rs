@@ -26,6 +26,7 @@ impl Detector for SelfInfluence {
             grouping: None,
             record_level: None,
             flagged: Vec::new(),
+            fit: None,
         })
     }
 }

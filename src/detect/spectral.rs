@@ -75,6 +75,7 @@ impl Detector for Spectral {
             grouping: None,
             record_level: None,
             flagged: Vec::new(),
+            fit: None,
         })
     }
 }

@@ -85,24 +85,40 @@ pub struct Spectre {
     params: SpectreParams,
 }
 
+/// The fit a later scan scores new records under: the robust location and the (shrunk)
+/// covariance of the class in its basis coordinates, and the two-group split found along a
+/// whitened direction.
+#[derive(Serialize, Deserialize)]
+struct SpectreFit {
+    mean: Vec<f64>,
+    cov: Vec<f64>,
+    split: Option<SplitFit>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SplitFit {
+    /// Unit direction in whitened coordinates.
+    direction: Vec<f64>,
+    split: Split,
+}
+
+/// The class whitened by a fit, with its second moment's eigen-decomposition.
+struct Whitened {
+    /// `n * k` whitened records.
+    w: Vec<f64>,
+    /// Eigenvalues (descending) and eigenvectors (rows) of the whitened second moment.
+    s: Vec<f64>,
+    u: Vec<f64>,
+}
+
 impl Detector for Spectre {
     fn name(&self) -> &'static str {
         "spectre"
     }
 
     fn score_class(&self, view: &ClassView<'_>) -> Result<ClassScores, DetectError> {
-        // The top-k coordinates plus the residual norm outside them: a poison cluster too small
-        // to own a principal direction moves the residual instead.
-        let (n, k0) = (view.n(), view.basis.k);
-        let with_residual = view.dim > k0;
-        let k = k0 + with_residual as usize;
-        let mut z: Vec<f64> = Vec::with_capacity(n * k);
-        for (row, r) in view.basis.projected.chunks_exact(k0).zip(&view.basis.residual) {
-            z.extend(row.iter().map(|&v| v as f64));
-            if with_residual {
-                z.push(*r as f64);
-            }
-        }
+        let (z, k) = coordinates(view);
+        let n = view.n();
         // The robust fit runs on an even sample of at most ROBUST_FIT_ROWS rows (FAST-MCD does the
         // same for large n): the estimate is as good, and every record is still scored.
         let fit_rows = super::sample_rows(n, ROBUST_FIT_ROWS);
@@ -121,24 +137,75 @@ impl Detector for Spectre {
             .zip(&classical)
             .map(|(r, c)| (1.0 - SHRINKAGE) * r + SHRINKAGE * c)
             .collect();
-        let whitener = inverse_sqrt(&cov, k);
-        let mut w = vec![0f64; n * k];
-        let mut centred = vec![0f64; k];
-        for (row, out) in z.chunks_exact(k).zip(w.chunks_exact_mut(k)) {
-            centre_into(row, &mean, &mut centred);
-            mat_vec_into(&whitener, &centred, out);
+        let whitened = whiten(&z, k, &mean, &cov);
+        let split = most_separated_split(&whitened.w, k, &whitened.u, &fit_rows).map(|(dir, split)| SplitFit {
+            direction: whitened.u[dir * k..(dir + 1) * k].to_vec(),
+            split,
+        });
+        Ok(self.score_with(whitened, k, SpectreFit { mean, cov, split }))
+    }
+
+    fn rescore(&self, view: &ClassView<'_>, fit: Option<&serde_json::Value>) -> Result<ClassScores, DetectError> {
+        let fit: SpectreFit = super::parse_fit(self.name(), fit)?;
+        let (z, k) = coordinates(view);
+        let split_k = fit.split.as_ref().map_or(k, |s| s.direction.len());
+        if fit.mean.len() != k || fit.cov.len() != k * k || split_k != k {
+            return Err(DetectError::Failed {
+                detector: self.name(),
+                message: "the reference's robust fit does not match the class basis".into(),
+            });
         }
-        // Second moment about the robust mean: a poison cluster shifts it along its direction.
-        let mut second = vec![0f64; k * k];
-        for row in w.chunks_exact(k) {
-            for i in 0..k {
-                for j in 0..k {
-                    second[i * k + j] += row[i] * row[j];
-                }
+        let whitened = whiten(&z, k, &fit.mean, &fit.cov);
+        Ok(self.score_with(whitened, k, fit))
+    }
+}
+
+/// The class's top-k basis coordinates plus the residual norm outside them: a poison cluster too
+/// small to own a principal direction moves the residual instead. (`n * k` values, k.)
+fn coordinates(view: &ClassView<'_>) -> (Vec<f64>, usize) {
+    let k0 = view.basis.k;
+    let with_residual = view.dim > k0;
+    let k = k0 + with_residual as usize;
+    let mut z: Vec<f64> = Vec::with_capacity(view.n() * k);
+    for (row, r) in view.basis.projected.chunks_exact(k0).zip(&view.basis.residual) {
+        z.extend(row.iter().map(|&v| v as f64));
+        if with_residual {
+            z.push(*r as f64);
+        }
+    }
+    (z, k)
+}
+
+/// Whitens every record by (mean, cov) and decomposes the second moment about that mean: a
+/// poison cluster shifts it along its direction.
+fn whiten(z: &[f64], k: usize, mean: &[f64], cov: &[f64]) -> Whitened {
+    let n = z.len() / k;
+    let whitener = inverse_sqrt(cov, k);
+    let mut w = vec![0f64; n * k];
+    let mut centred = vec![0f64; k];
+    for (row, out) in z.chunks_exact(k).zip(w.chunks_exact_mut(k)) {
+        centre_into(row, mean, &mut centred);
+        mat_vec_into(&whitener, &centred, out);
+    }
+    let mut second = vec![0f64; k * k];
+    for row in w.chunks_exact(k) {
+        for i in 0..k {
+            for j in 0..k {
+                second[i * k + j] += row[i] * row[j];
             }
         }
-        second.iter_mut().for_each(|s| *s /= n as f64);
-        let (s, u) = eigh_desc(&second, k);
+    }
+    second.iter_mut().for_each(|s| *s /= n.max(1) as f64);
+    let (s, u) = eigh_desc(&second, k);
+    Whitened { w, s, u }
+}
+
+impl Spectre {
+    /// QUE scores, the suspect group and the class signal of a whitened class; the same on a
+    /// fresh fit and on a stored one.
+    fn score_with(&self, whitened: Whitened, k: usize, fit: SpectreFit) -> ClassScores {
+        let Whitened { w, s, u } = whitened;
+        let n = w.len() / k;
         let top = s[0];
         let weights: Vec<f64> = if top > 1.0 + 1e-6 {
             s.iter()
@@ -152,22 +219,12 @@ impl Detector for Spectre {
             .chunks_exact(k)
             .map(|row| {
                 let tau: f64 = (0..k)
-                    .map(|j| {
-                        weights[j]
-                            * u[j * k..(j + 1) * k]
-                                .iter()
-                                .zip(row)
-                                .map(|(a, b)| a * b)
-                                .sum::<f64>()
-                                .powi(2)
-                    })
+                    .map(|j| weights[j] * dot(&u[j * k..(j + 1) * k], row).powi(2))
                     .sum();
                 (tau / trace * k as f64) as f32
             })
             .collect();
-        let split = most_separated_split(&w, k, &u, &fit_rows);
-        let grouping = split.as_ref().map(|(dir, split)| {
-            let direction = &u[dir * k..(dir + 1) * k];
+        let grouping = fit.split.as_ref().map(|SplitFit { direction, split }| {
             let cluster = w
                 .chunks_exact(k)
                 .map(|row| (split.minor_posterior(dot(row, direction)) > 0.5) as u8)
@@ -179,13 +236,14 @@ impl Detector for Spectre {
                 closer_to_class: None,
             }
         });
-        let (separation, minor_weight) = split
+        let (separation, minor_weight) = fit
+            .split
             .as_ref()
-            .map_or((0.0, 0.0), |(_, s)| (s.separation(), s.weights[1]));
+            .map_or((0.0, 0.0), |s| (s.split.separation(), s.split.weights[1]));
         // Largest eigenvalue of a k-dim sample second moment of n clean Gaussian points, approx:
         // the Marchenko-Pastur edge (1 + sqrt(k/n))^2, plus slack for the robust fit's own noise.
         let clean_bound = (1.0 + (k as f64 / n as f64).sqrt()).powi(2) * 1.15;
-        Ok(ClassScores {
+        ClassScores {
             scores,
             stats: vec![
                 Stat {
@@ -219,7 +277,8 @@ impl Detector for Spectre {
             grouping,
             record_level: None,
             flagged: Vec::new(),
-        })
+            fit: super::store_fit(&fit),
+        }
     }
 }
 

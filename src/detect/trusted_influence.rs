@@ -31,6 +31,7 @@ impl Detector for TrustedInfluence {
             grouping: None,
             record_level: None,
             flagged: Vec::new(),
+            fit: None,
         })
     }
 }

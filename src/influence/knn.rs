@@ -152,6 +152,25 @@ fn assign(x: &[f32], dim: usize, centroids: &[f32]) -> Vec<u32> {
         .collect()
 }
 
+/// The index's lists, kept so that a later (incremental) scan searches new points without
+/// clustering again: the list centres and the list of every point.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct IvfIndex {
+    /// `lists * dim` row-major.
+    #[serde(with = "crate::codec::f32s")]
+    pub centroids: Vec<f32>,
+    /// List of every point, in the points' order.
+    #[serde(with = "crate::codec::u32s")]
+    pub assignment: Vec<u32>,
+}
+
+impl IvfIndex {
+    /// Nearest list of every row of `x` (`dim` columns).
+    pub fn assign(&self, x: &[f32], dim: usize) -> Vec<u32> {
+        assign(x, dim, &self.centroids)
+    }
+}
+
 /// k-means (Lloyd, a few rounds on a sample) for the list centroids; plain matrix products, since
 /// thousands of centroids are far beyond what the clustering detectors' k-means is built for.
 fn build_lists(x: &[f32], dim: usize, lists: usize, seed: u64) -> Lists {
@@ -182,6 +201,13 @@ fn build_lists(x: &[f32], dim: usize, lists: usize, seed: u64) -> Lists {
         }
     }
     let labels = assign(x, dim, &centroids);
+    group_lists(x, dim, centroids, &labels)
+}
+
+/// Groups the points by their list (`labels[i]` for point `i`).
+fn group_lists(x: &[f32], dim: usize, centroids: Vec<f32>, labels: &[u32]) -> Lists {
+    let n = x.len() / dim;
+    let lists = centroids.len() / dim;
     let mut start = vec![0usize; lists + 1];
     labels.iter().for_each(|&l| start[l as usize + 1] += 1);
     for l in 0..lists {
@@ -207,9 +233,65 @@ fn build_lists(x: &[f32], dim: usize, lists: usize, seed: u64) -> Lists {
     }
 }
 
+/// Probe lists of each list: its `probes` nearest centroids (itself first).
+fn probe_lists(centroids: &[f32], dim: usize, probes: usize) -> Vec<Vec<usize>> {
+    let list_count = centroids.len() / dim;
+    let centroid_norms = squared_norms(centroids, dim);
+    let mut cdots = vec![0f32; list_count * list_count];
+    mul_abt(centroids, centroids, dim, &mut cdots);
+    (0..list_count)
+        .map(|a| {
+            let mut by: Vec<usize> = (0..list_count).collect();
+            let d = |b: usize| centroid_norms[a] + centroid_norms[b] - 2.0 * cdots[a * list_count + b];
+            by.sort_by(|&p, &q| d(p).total_cmp(&d(q)).then(p.cmp(&q)));
+            by.truncate(probes.clamp(1, list_count));
+            by
+        })
+        .collect()
+}
+
+/// The `k` neighbours of each row of `queries` among the members of the lists `probes`.
+fn search_lists(lists: &Lists, probes: &[usize], queries: Block<'_>, dim: usize, k: usize) -> Tops {
+    let m = queries.ids.len();
+    let mut tops = Tops::new(m, k);
+    let mut dots = Vec::new();
+    let all = Block {
+        vectors: &lists.vectors,
+        ids: &lists.order,
+        norms: &lists.norms,
+    };
+    for q0 in (0..m).step_by(QUERY_BLOCK) {
+        let q1 = (q0 + QUERY_BLOCK).min(m);
+        for &b in probes {
+            let candidates = all.rows(lists.start[b], lists.start[b + 1], dim);
+            scan_block(queries.rows(q0, q1, dim), candidates, dim, &mut tops, q0, &mut dots);
+        }
+    }
+    tops
+}
+
+/// Writes the neighbours of the queries `ids` (in `tops` order) into rows `rows` of `out`.
+fn store(out: &mut Neighbours, tops: &Tops, ids: &[u32], rows: impl Iterator<Item = usize>) {
+    let k = out.k;
+    for ((r, &i), row) in ids.iter().enumerate().zip(rows) {
+        for j in 0..k {
+            // A list too small to fill k slots (rare) leaves a slot empty: point it at itself
+            // at infinite distance, so callers can skip it by distance.
+            let (idx, d2) = if tops.index[r * k + j] == u32::MAX {
+                (i, f32::INFINITY)
+            } else {
+                (tops.index[r * k + j], tops.d2[r * k + j])
+            };
+            out.index[row * k + j] = idx;
+            out.distance[row * k + j] = d2.sqrt();
+        }
+    }
+}
+
 /// Approximate `k` nearest neighbours of every row of `x` (`n * dim`), Euclidean, excluding the
-/// point itself. `probes` lists are searched per list; exact when `n` is small.
-pub fn approximate(x: &[f32], dim: usize, k: usize, probes: usize, seed: u64) -> Neighbours {
+/// point itself, and the index that found them. `probes` lists are searched per list; exact when
+/// `n` is small.
+pub fn approximate(x: &[f32], dim: usize, k: usize, probes: usize, seed: u64) -> (Neighbours, IvfIndex) {
     let n = x.len() / dim;
     let k = k.min(n.saturating_sub(1)).max(1);
     let list_count = if n < EXACT_BELOW {
@@ -218,39 +300,17 @@ pub fn approximate(x: &[f32], dim: usize, k: usize, probes: usize, seed: u64) ->
         ((n as f64).sqrt().round() as usize).clamp(1, 4096)
     };
     let lists = build_lists(x, dim, list_count, seed);
-    let probes = probes.clamp(1, list_count);
-    // Probe lists of each list: its nearest centroids (itself first).
-    let centroid_norms = squared_norms(&lists.centroids, dim);
-    let mut cdots = vec![0f32; list_count * list_count];
-    mul_abt(&lists.centroids, &lists.centroids, dim, &mut cdots);
-    let probe_lists: Vec<Vec<usize>> = (0..list_count)
-        .map(|a| {
-            let mut by: Vec<usize> = (0..list_count).collect();
-            let d = |b: usize| centroid_norms[a] + centroid_norms[b] - 2.0 * cdots[a * list_count + b];
-            by.sort_by(|&p, &q| d(p).total_cmp(&d(q)).then(p.cmp(&q)));
-            by.truncate(probes);
-            by
-        })
-        .collect();
+    let probe_lists = probe_lists(&lists.centroids, dim, probes);
     let per_list: Vec<Tops> = (0..list_count)
         .into_par_iter()
         .map(|a| {
-            let (s, e) = (lists.start[a], lists.start[a + 1]);
-            let mut tops = Tops::new(e - s, k);
-            let mut dots = Vec::new();
             let all = Block {
                 vectors: &lists.vectors,
                 ids: &lists.order,
                 norms: &lists.norms,
             };
-            for q0 in (s..e).step_by(QUERY_BLOCK) {
-                let q1 = (q0 + QUERY_BLOCK).min(e);
-                for &b in &probe_lists[a] {
-                    let candidates = all.rows(lists.start[b], lists.start[b + 1], dim);
-                    scan_block(all.rows(q0, q1, dim), candidates, dim, &mut tops, q0 - s, &mut dots);
-                }
-            }
-            tops
+            let members = all.rows(lists.start[a], lists.start[a + 1], dim);
+            search_lists(&lists, &probe_lists[a], members, dim, k)
         })
         .collect();
     let mut out = Neighbours {
@@ -258,21 +318,65 @@ pub fn approximate(x: &[f32], dim: usize, k: usize, probes: usize, seed: u64) ->
         index: vec![0; n * k],
         distance: vec![0.0; n * k],
     };
+    let mut assignment = vec![0u32; n];
     for (a, tops) in per_list.into_iter().enumerate() {
-        for (r, &i) in lists.order[lists.start[a]..lists.start[a + 1]].iter().enumerate() {
-            let i = i as usize;
-            for j in 0..k {
-                // A list too small to fill k slots (rare) leaves a slot empty: point it at itself
-                // at infinite distance, so callers can skip it by distance.
-                let (idx, d2) = if tops.index[r * k + j] == u32::MAX {
-                    (i as u32, f32::INFINITY)
-                } else {
-                    (tops.index[r * k + j], tops.d2[r * k + j])
-                };
-                out.index[i * k + j] = idx;
-                out.distance[i * k + j] = d2.sqrt();
-            }
-        }
+        let ids = &lists.order[lists.start[a]..lists.start[a + 1]];
+        ids.iter().for_each(|&i| assignment[i as usize] = a as u32);
+        store(&mut out, &tops, ids, ids.iter().map(|&i| i as usize));
+    }
+    let index = IvfIndex {
+        centroids: lists.centroids,
+        assignment,
+    };
+    (out, index)
+}
+
+/// Approximate `k` nearest neighbours of the points `queries` among all rows of `x`, with an
+/// index whose `assignment` covers every row of `x`: an incremental scan's search for its new
+/// records. Row `q` of the result belongs to `queries[q]`.
+pub fn search(x: &[f32], dim: usize, k: usize, probes: usize, index: &IvfIndex, queries: &[usize]) -> Neighbours {
+    let n = x.len() / dim;
+    let k = k.min(n.saturating_sub(1)).max(1);
+    let lists = group_lists(x, dim, index.centroids.clone(), &index.assignment);
+    let probe_lists = probe_lists(&lists.centroids, dim, probes);
+    // Queries by list; each list's queries are searched as one block of list-ordered rows.
+    let mut slot = vec![usize::MAX; n];
+    lists.order.iter().enumerate().for_each(|(s, &i)| slot[i as usize] = s);
+    let mut by_list: Vec<Vec<usize>> = vec![Vec::new(); lists.start.len() - 1];
+    for (q, &i) in queries.iter().enumerate() {
+        by_list[index.assignment[i] as usize].push(q);
+    }
+    let per_list: Vec<(Tops, Vec<u32>, Vec<usize>)> = by_list
+        .into_par_iter()
+        .enumerate()
+        .filter(|(_, qs)| !qs.is_empty())
+        .map(|(a, qs)| {
+            // This list's queries, gathered into a block of their own.
+            let ids: Vec<u32> = qs.iter().map(|&q| queries[q] as u32).collect();
+            let vectors: Vec<f32> = ids
+                .iter()
+                .flat_map(|&i| {
+                    let s = slot[i as usize];
+                    lists.vectors[s * dim..(s + 1) * dim].iter().copied()
+                })
+                .collect();
+            let norms: Vec<f32> = ids.iter().map(|&i| lists.norms[slot[i as usize]]).collect();
+            let block = Block {
+                vectors: &vectors,
+                ids: &ids,
+                norms: &norms,
+            };
+            let tops = search_lists(&lists, &probe_lists[a], block, dim, k);
+            (tops, ids, qs)
+        })
+        .collect();
+    let mut out = Neighbours {
+        k,
+        index: vec![0; queries.len() * k],
+        distance: vec![0.0; queries.len() * k],
+    };
+    for (tops, ids, qs) in &per_list {
+        store(&mut out, tops, ids, qs.iter().copied());
     }
     out
 }
@@ -355,7 +459,7 @@ mod tests {
     #[test]
     fn small_inputs_are_searched_exactly() {
         let x = points(500, 4);
-        let approx = approximate(&x, 4, 5, 4, 1);
+        let (approx, _) = approximate(&x, 4, 5, 4, 1);
         let queries: Vec<usize> = (0..500).collect();
         let exact = exact(&x, 4, 5, &queries);
         assert_eq!(recall(&approx, &exact, &queries), 1.0);
@@ -367,10 +471,15 @@ mod tests {
     #[test]
     fn index_search_finds_most_true_neighbours() {
         let x = points(20_000, 8);
-        let approx = approximate(&x, 8, 10, 8, 1);
+        let (approx, index) = approximate(&x, 8, 10, 8, 1);
         let queries: Vec<usize> = (0..20_000).step_by(97).collect();
         let exact = exact(&x, 8, 10, &queries);
         let r = recall(&approx, &exact, &queries);
         assert!(r > 0.8, "recall {r}");
+        // Searching only some points with the kept index finds what the full search found.
+        let some = search(&x, 8, 10, 8, &index, &queries);
+        for (q, &i) in queries.iter().enumerate() {
+            assert_eq!(some.of(q).0, approx.of(i).0, "query {i}");
+        }
     }
 }

@@ -11,7 +11,10 @@
 //!
 //! Imports: `io` (types), `detect::linalg`, `stats`.
 
+pub mod confident;
+mod incremental;
 pub mod knn;
+pub mod neighbourhood;
 pub mod softmax;
 
 use rand::SeedableRng;
@@ -24,7 +27,9 @@ use crate::detect::linalg::{Moments, eigh_desc, project};
 use crate::detect::{ParamError, sample_rows};
 use crate::io::Dataset;
 use crate::progress::Progress;
-use crate::stats::median;
+pub use confident::LabelIssueRule;
+use confident::{LabelRule, confident_learning, prune_by_noise_rate};
+pub use incremental::extend;
 use softmax::{FitReport, FitSettings, Softmax};
 
 /// `[detect.influence]` in a pipeline file.
@@ -157,12 +162,16 @@ impl InfluenceParams {
 
 /// The linear map from raw vectors to the surrogate's features: standardize, project on the top
 /// principal directions, scale each to unit variance.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FeatureMap {
+    #[serde(with = "crate::codec::f64s")]
     mean: Vec<f64>,
     /// `dims * dim` row-major: principal directions divided by the per-dimension spread, so one
     /// projection standardizes and reduces.
+    #[serde(with = "crate::codec::f32s")]
     components: Vec<f32>,
     /// Spread of each principal coordinate (to whiten the surrogate's features).
+    #[serde(with = "crate::codec::f32s")]
     scale: Vec<f32>,
     pub dims: usize,
 }
@@ -225,6 +234,21 @@ impl FeatureMap {
             });
         (design, near)
     }
+
+    /// The first `dims` plain coordinates of every row (the neighbour search's space).
+    pub fn coordinates(&self, x: &[f32], dim: usize, dims: usize) -> Vec<f32> {
+        const CHUNK: usize = 4096;
+        let dims = dims.clamp(1, self.dims);
+        let components = &self.components[..dims * dim];
+        x.par_chunks(CHUNK * dim)
+            .flat_map_iter(|chunk| project(chunk, dim, &self.mean, components, dims))
+            .collect()
+    }
+
+    /// Dimension of the raw vectors the map takes.
+    pub fn input_dim(&self) -> usize {
+        self.mean.len()
+    }
 }
 
 /// Optional inputs that sharpen the influence scores.
@@ -256,6 +280,41 @@ pub struct InfluenceReport {
     pub trusted: Option<TrustedSolve>,
     pub knn: KnnReport,
     pub which_probabilities: String,
+    /// Set when an incremental scan extended a reference's state instead of fitting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalReport>,
+}
+
+/// How an incremental scan extended the reference's influence state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IncrementalReport {
+    /// Records scored against the reference's fit (new or changed since it).
+    pub records_scored: usize,
+    /// Records whose values were carried over from the reference.
+    pub records_reused: usize,
+    pub seconds: f64,
+    /// Accuracy of the reference's surrogate on the newly scored records (out-of-sample for
+    /// it), next to the reference's own out-of-fold accuracy: a drop says the data moved.
+    pub new_record_accuracy: Option<f64>,
+}
+
+/// The influence stage's fitted state: what an incremental scan scores new records with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InfluenceModel {
+    pub map: FeatureMap,
+    /// The surrogate fitted on all rows (out-of-sample for every record it was not fitted on).
+    pub surrogate: Softmax,
+    pub label_rule: LabelRule,
+    /// H^-1 g_trusted (`classes * cols`), when a trusted set was given.
+    #[serde(with = "crate::codec::opt_f32s")]
+    pub trusted_direction: Option<Vec<f32>>,
+    pub knn_dims: usize,
+    /// The neighbour index; its `assignment` covers every record of the state, by position.
+    pub index: knn::IvfIndex,
+    pub median_nearest: f64,
+    /// Per class: the median vector norm (records under a quarter of it never form copy groups).
+    #[serde(with = "crate::codec::f64s")]
+    pub typical_norms: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -309,7 +368,13 @@ pub struct InfluenceState {
     pub duplicate_group_size: Vec<u32>,
     /// Labels seen within the record's near-copy group (more than one: conflicting copies).
     pub duplicate_group_labels: Vec<u32>,
+    /// The record's near-copy group, named by one member's position (itself when none).
+    #[serde(default, with = "crate::codec::u32s")]
+    pub duplicate_group: Vec<u32>,
     pub report: InfluenceReport,
+    /// The fit, for incremental scans; `None` in state written before they existed.
+    #[serde(default)]
+    pub model: Option<InfluenceModel>,
 }
 
 impl InfluenceState {
@@ -410,37 +475,29 @@ pub fn compute(
         prune_by_noise_rate(&mut cl, &out_of_fold, &labels, k);
     }
 
-    let self_influence: Vec<f32> = (0..n)
-        .map(|p| {
-            let prob = &in_sample[p * k..(p + 1) * k];
-            let residual: f32 = prob
-                .iter()
-                .enumerate()
-                .map(|(j, &v)| (v - (j == labels[p] as usize) as u8 as f32).powi(2))
-                .sum();
-            let norm: f32 = design[p * cols..(p + 1) * cols].iter().map(|v| v * v).sum();
-            residual * norm
-        })
-        .collect();
+    let self_influence = self_influence(&in_sample, &design, cols, &labels);
 
-    let (trusted_influence, trusted_report) = match extras.trusted {
+    let (trusted_influence, trusted_report, trusted_direction) = match extras.trusted {
         Some((tx, ty)) if !ty.is_empty() => {
             let (t_design, _) = map.features(tx, dataset.dim, 1);
-            let (scores, solve) = trusted_influence(&full, &full_x, &design, &labels, &in_sample, &t_design, ty);
-            (Some(scores), Some(solve))
+            let (direction, solve) = trusted_direction(&full, &full_x, &t_design, ty);
+            let scores = trusted_influence(&direction, &design, cols, &labels, &in_sample, k);
+            (Some(scores), Some(solve), Some(direction))
         }
-        _ => (None, None),
+        _ => (None, None, None),
     };
     progress.advance(quarter);
 
     drop(design);
     let started = std::time::Instant::now();
-    let neighbours = knn::approximate(&knn_x, knn_dims, params.knn_k, params.knn_probes, seed);
+    let (neighbours, index) = knn::approximate(&knn_x, knn_dims, params.knn_k, params.knn_probes, seed);
     let queries = sample_rows(n, 200);
     let exact = knn::exact(&knn_x, knn_dims, params.knn_k, &queries);
     let recall = knn::recall(&neighbours, &exact, &queries);
-    let live = live_records(dataset);
-    let hood = neighbourhood(&neighbours, &knn_x, knn_dims, &labels, &live, params);
+    let norms = neighbourhood::norms(&dataset.x, dataset.dim);
+    let typical_norms = neighbourhood::typical_norms(&norms, &dataset.class_offsets);
+    let live = neighbourhood::live(&norms, &labels, &typical_norms);
+    let hood = neighbourhood::neighbourhood(&neighbours, &knn_x, knn_dims, &labels, &live, params);
     progress.advance(n as u64 - 3 * quarter);
     progress.finish();
 
@@ -453,8 +510,9 @@ pub fn compute(
         knn_disagreement: hood.disagreement,
         knn_distance: hood.mean_distance,
         nearest_ratio: hood.nearest_ratio,
-        duplicate_group_size: hood.group_size,
-        duplicate_group_labels: hood.group_labels,
+        duplicate_group_size: hood.groups.size,
+        duplicate_group_labels: hood.groups.labels,
+        duplicate_group: hood.groups.root,
         report: InfluenceReport {
             seconds: stage_started.elapsed().as_secs_f64(),
             feature_dims: map.dims,
@@ -463,7 +521,7 @@ pub fn compute(
             full_fit,
             fold_fits,
             out_of_fold_accuracy: correct as f64 / n.max(1) as f64,
-            class_thresholds: cl.thresholds,
+            class_thresholds: cl.thresholds.clone(),
             confident_joint: cl.joint,
             label_issues: cl.count,
             trusted: trusted_report,
@@ -475,15 +533,48 @@ pub fn compute(
                 recall_sample: queries.len(),
                 median_nearest_distance: hood.median_nearest,
                 near_duplicate_threshold: hood.threshold,
-                near_duplicate_groups: hood.groups,
+                near_duplicate_groups: hood.groups.count,
                 seconds: started.elapsed().as_secs_f64(),
             },
             which_probabilities: "out-of-fold surrogate probabilities for confident learning; the full \
                                   fit (in-sample) for self-influence and the trusted-set influence"
                 .into(),
+            incremental: None,
         },
         out_of_fold,
+        model: Some(InfluenceModel {
+            map,
+            surrogate: full,
+            label_rule: LabelRule {
+                rule: params.label_issues,
+                thresholds: cl.thresholds,
+                prune_margins: cl.prune_margins,
+            },
+            trusted_direction,
+            knn_dims,
+            index,
+            median_nearest: hood.median_nearest,
+            typical_norms,
+        }),
     }
+}
+
+/// TracIn self-influence at the surrogate (last layer): |p - y|^2 (|x|^2 + 1), the design row's
+/// constant column supplying the 1. `probs` and `design` are row-aligned with `labels`.
+fn self_influence(probs: &[f32], design: &[f32], cols: usize, labels: &[u32]) -> Vec<f32> {
+    let k = probs.len() / labels.len().max(1);
+    (0..labels.len())
+        .map(|p| {
+            let prob = &probs[p * k..(p + 1) * k];
+            let residual: f32 = prob
+                .iter()
+                .enumerate()
+                .map(|(j, &v)| (v - (j == labels[p] as usize) as u8 as f32).powi(2))
+                .sum();
+            let norm: f32 = design[p * cols..(p + 1) * cols].iter().map(|v| v * v).sum();
+            residual * norm
+        })
+        .collect()
 }
 
 fn argmax(row: &[f32]) -> usize {
@@ -494,112 +585,12 @@ fn argmax(row: &[f32]) -> usize {
         .unwrap_or(0)
 }
 
-struct ConfidentLearning {
-    thresholds: Vec<f64>,
-    joint: Vec<Vec<u64>>,
-    issue: Vec<bool>,
-    suggested: Vec<u32>,
-    count: usize,
-}
-
-/// Confident learning (Northcutt, Jiang, Chuang, JAIR 2021): class `j`'s threshold is the mean
-/// predicted probability of `j` among records labelled `j`; a record counts toward the confident
-/// joint at (given label, the most probable class among those whose probability reaches its
-/// threshold). Off-diagonal members are label issues (cleanlab's `filter_by="confident_learning"`).
-fn confident_learning(probs: &[f32], labels: &[u32], k: usize) -> ConfidentLearning {
-    let n = labels.len();
-    let mut sums = vec![0f64; k];
-    let mut counts = vec![0usize; k];
-    for p in 0..n {
-        let y = labels[p] as usize;
-        sums[y] += probs[p * k + y] as f64;
-        counts[y] += 1;
-    }
-    let thresholds: Vec<f64> = (0..k).map(|j| sums[j] / counts[j].max(1) as f64).collect();
-    let mut joint = vec![vec![0u64; k]; k];
-    let mut issue = vec![false; n];
-    let mut suggested: Vec<u32> = labels.to_vec();
-    for p in 0..n {
-        let row = &probs[p * k..(p + 1) * k];
-        let best = (0..k)
-            .filter(|&j| row[j] as f64 >= thresholds[j])
-            .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)));
-        if let Some(j) = best {
-            let y = labels[p] as usize;
-            joint[y][j] += 1;
-            if j != y {
-                issue[p] = true;
-                suggested[p] = j as u32;
-            }
-        }
-    }
-    let count = issue.iter().filter(|&&i| i).count();
-    ConfidentLearning {
-        thresholds,
-        joint,
-        issue,
-        suggested,
-        count,
-    }
-}
-
-/// Which records confident learning calls label issues.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LabelIssueRule {
-    /// The off-diagonal members of the confident joint (cleanlab `filter_by="confident_learning"`).
-    ConfidentJoint,
-    /// cleanlab's default (`filter_by="prune_by_noise_rate"`): the confident joint, calibrated to
-    /// the class sizes, estimates how many records labelled `i` belong to `j`; that many records
-    /// labelled `i` with the largest margin p_j - p_i are issues (only where p_j > p_i).
-    PruneByNoiseRate,
-}
-
-/// Applies [`LabelIssueRule::PruneByNoiseRate`] on top of the confident joint in `cl`.
-fn prune_by_noise_rate(cl: &mut ConfidentLearning, probs: &[f32], labels: &[u32], k: usize) {
-    let n = labels.len();
-    let mut by_label: Vec<Vec<usize>> = vec![Vec::new(); k];
-    (0..n).for_each(|p| by_label[labels[p] as usize].push(p));
-    let mut issue = vec![false; n];
-    let mut suggested: Vec<u32> = labels.to_vec();
-    let mut best_margin = vec![0f32; n];
-    for i in 0..k {
-        let row_total: u64 = cl.joint[i].iter().sum();
-        if row_total == 0 {
-            continue;
-        }
-        for j in (0..k).filter(|&j| j != i) {
-            let estimate = cl.joint[i][j] as f64 / row_total as f64 * by_label[i].len() as f64;
-            let count = estimate.round() as usize;
-            if count == 0 {
-                continue;
-            }
-            let margin = |p: usize| probs[p * k + j] - probs[p * k + i];
-            let mut ranked: Vec<usize> = by_label[i].iter().copied().filter(|&p| margin(p) > 0.0).collect();
-            ranked.sort_by(|&a, &b| margin(b).total_cmp(&margin(a)).then(a.cmp(&b)));
-            for &p in ranked.iter().take(count) {
-                if !issue[p] || margin(p) > best_margin[p] {
-                    issue[p] = true;
-                    suggested[p] = j as u32;
-                    best_margin[p] = margin(p);
-                }
-            }
-        }
-    }
-    cl.count = issue.iter().filter(|&&i| i).count();
-    cl.issue = issue;
-    cl.suggested = suggested;
-}
-
-/// Koh & Liang influence of every record on the mean trusted loss:
-/// I(z) = -g_trusted^T H^-1 g_z, with H the Hessian of the regularised training loss of the
+/// Koh & Liang (2017) on the trusted set: H^-1 g_trusted (`classes * cols`), with g_trusted the
+/// gradient of the mean trusted loss and H the Hessian of the regularised training loss of the
 /// full fit (on its training rows), solved once by conjugate gradient.
-fn trusted_influence(
+fn trusted_direction(
     model: &Softmax,
     fit_x: &[f32],
-    design: &[f32],
-    labels: &[u32],
-    probs: &[f32],
     trusted_design: &[f32],
     trusted_labels: &[u32],
 ) -> (Vec<f32>, TrustedSolve) {
@@ -618,20 +609,8 @@ fn trusted_influence(
     const TOLERANCE: f64 = 1e-6;
     let (s, residual, iterations) =
         softmax::conjugate_gradient(|v| model.hessian_vector(fit_x, v, 1e-6), &g, TOLERANCE, 500);
-    // One matrix product: a = design * S^T, then I(z) = -sum_j (p_zj - y_zj) a_zj.
-    let s32: Vec<f32> = s.iter().map(|&v| v as f32).collect();
-    let n = labels.len();
-    let mut a = vec![0f32; n * k];
-    crate::detect::linalg::mul_abt(design, &s32, cols, &mut a);
-    let scores = (0..n)
-        .map(|p| {
-            -(0..k)
-                .map(|j| (probs[p * k + j] - (j == labels[p] as usize) as u8 as f32) * a[p * k + j])
-                .sum::<f32>()
-        })
-        .collect();
     (
-        scores,
+        s.iter().map(|&v| v as f32).collect(),
         TrustedSolve {
             rows: m,
             iterations,
@@ -641,209 +620,31 @@ fn trusted_influence(
     )
 }
 
-/// Records whose vector is not (near) zero: norm at least a quarter of their class's median.
-/// A ReLU layer maps many unrelated inputs to (almost) all-zero vectors; those coincide because
-/// the network discards them, not because someone copied a record, so they never form near-copy
-/// groups.
-fn live_records(dataset: &Dataset) -> Vec<bool> {
-    let dim = dataset.dim;
-    let norms: Vec<f64> = dataset
-        .x
-        .chunks_exact(dim)
-        .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt())
-        .collect();
-    let mut live = vec![false; norms.len()];
-    for c in 0..dataset.classes.len() {
-        let range = dataset.class_offsets[c]..dataset.class_offsets[c + 1];
-        let typical = median(&norms[range.clone()]);
-        range.for_each(|p| live[p] = norms[p] >= 0.25 * typical);
-    }
-    live
-}
-
-struct Neighbourhood {
-    disagreement: Vec<f32>,
-    mean_distance: Vec<f32>,
-    nearest_ratio: Vec<f32>,
-    group_size: Vec<u32>,
-    group_labels: Vec<u32>,
-    median_nearest: f64,
-    threshold: f64,
-    groups: usize,
-}
-
-/// Deep k-NN (Peri et al. 2020) label disagreement, kNN distance, and near-copy groups (records
-/// linked by distances far below the typical nearest-neighbour distance, joined transitively).
-fn neighbourhood(
-    nb: &knn::Neighbours,
-    x: &[f32],
-    dim: usize,
+/// Influence of every record on the mean trusted loss, I(z) = -g_trusted^T H^-1 g_z, from the
+/// solved `direction`: one matrix product a = design * S^T, then I(z) = -sum_j (p_zj - y_zj) a_zj.
+fn trusted_influence(
+    direction: &[f32],
+    design: &[f32],
+    cols: usize,
     labels: &[u32],
-    live: &[bool],
-    params: &InfluenceParams,
-) -> Neighbourhood {
+    probs: &[f32],
+    k: usize,
+) -> Vec<f32> {
     let n = labels.len();
-    let mut disagreement = vec![0f32; n];
-    let mut mean_distance = vec![0f32; n];
-    for i in 0..n {
-        let (idx, dist) = nb.of(i);
-        let valid: Vec<usize> = (0..nb.k).filter(|&j| dist[j].is_finite()).collect();
-        let m = valid.len().max(1) as f32;
-        disagreement[i] = valid.iter().filter(|&&j| labels[idx[j] as usize] != labels[i]).count() as f32 / m;
-        mean_distance[i] = valid.iter().map(|&j| dist[j]).sum::<f32>() / m;
-    }
-    let nearest: Vec<f64> = (0..n).map(|i| nb.of(i).1[0] as f64).filter(|d| d.is_finite()).collect();
-    let median_nearest = median(&nearest);
-    let threshold = params.near_duplicate_ratio * median_nearest;
-    let nearest_ratio = (0..n)
-        .map(|i| (nb.of(i).1[0] as f64 / median_nearest.max(f64::MIN_POSITIVE)) as f32)
-        .collect();
-    // Union-find over close pairs.
-    let mut parent: Vec<u32> = (0..n as u32).collect();
-    fn root(parent: &mut [u32], mut i: u32) -> u32 {
-        while parent[i as usize] != i {
-            parent[i as usize] = parent[parent[i as usize] as usize];
-            i = parent[i as usize];
-        }
-        i
-    }
-    for i in (0..n).filter(|&i| live[i]) {
-        let (idx, dist) = nb.of(i);
-        for j in 0..nb.k {
-            if (dist[j] as f64) <= threshold && idx[j] as usize != i && live[idx[j] as usize] {
-                let (a, b) = (root(&mut parent, i as u32), root(&mut parent, idx[j]));
-                if a != b {
-                    parent[a.max(b) as usize] = a.min(b);
-                }
-            }
-        }
-    }
-    let roots: Vec<u32> = (0..n as u32).map(|i| root(&mut parent, i)).collect();
-    let mut size = vec![0u32; n];
-    let mut label_sets: std::collections::HashMap<u32, Vec<u32>> = Default::default();
-    for i in 0..n {
-        size[roots[i] as usize] += 1;
-    }
-    // Copies sit together: every member within the link distance of the group's centre. Links
-    // also chain along dense one-dimensional runs (a saturated ReLU unit spreads a class along a
-    // ray); such a chain is long, not compact, and is dissolved.
-    let mut centre: std::collections::HashMap<u32, (Vec<f64>, u32)> = Default::default();
-    for i in (0..n).filter(|&i| size[roots[i] as usize] > 1) {
-        let e = centre.entry(roots[i]).or_insert_with(|| (vec![0.0; dim], 0));
-        e.0.iter_mut()
-            .zip(&x[i * dim..(i + 1) * dim])
-            .for_each(|(c, &v)| *c += v as f64);
-        e.1 += 1;
-    }
-    let mut radius: std::collections::HashMap<u32, f64> = Default::default();
-    for i in (0..n).filter(|&i| size[roots[i] as usize] > 1) {
-        let (sum, count) = &centre[&roots[i]];
-        let d = x[i * dim..(i + 1) * dim]
-            .iter()
-            .zip(sum)
-            .map(|(&v, s)| (v as f64 - s / *count as f64).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        let r = radius.entry(roots[i]).or_insert(0.0);
-        *r = r.max(d);
-    }
-    let roots: Vec<u32> = (0..n)
-        .map(|i| match radius.get(&roots[i]) {
-            Some(&r) if r > threshold => i as u32, // a chain: every member on its own
-            _ => roots[i],
+    let mut a = vec![0f32; n * k];
+    crate::detect::linalg::mul_abt(design, direction, cols, &mut a);
+    (0..n)
+        .map(|p| {
+            -(0..k)
+                .map(|j| (probs[p * k + j] - (j == labels[p] as usize) as u8 as f32) * a[p * k + j])
+                .sum::<f32>()
         })
-        .collect();
-    size.iter_mut().for_each(|s| *s = 0);
-    roots.iter().for_each(|&r| size[r as usize] += 1);
-    for i in (0..n).filter(|&i| size[roots[i] as usize] > 1) {
-        let set = label_sets.entry(roots[i]).or_default();
-        if !set.contains(&labels[i]) {
-            set.push(labels[i]);
-        }
-    }
-    let group_size: Vec<u32> = roots.iter().map(|&r| size[r as usize]).collect();
-    let group_labels = roots
-        .iter()
-        .map(|r| label_sets.get(r).map_or(1, |s| s.len() as u32))
-        .collect();
-    let groups = (0..n)
-        .filter(|&i| roots[i] as usize == i && size[i] as usize >= params.near_duplicate_min_group)
-        .count();
-    Neighbourhood {
-        disagreement,
-        mean_distance,
-        nearest_ratio,
-        group_size,
-        group_labels,
-        median_nearest,
-        threshold,
-        groups,
-    }
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn confident_learning_marks_a_confidently_other_record() {
-        // Two classes; record 2 is labelled 0 but the model is sure it is class 1.
-        let probs: Vec<f32> = vec![0.9, 0.1, 0.8, 0.2, 0.05, 0.95, 0.85, 0.15, 0.1, 0.9, 0.2, 0.8];
-        let labels = [0, 0, 0, 0, 1, 1];
-        let cl = confident_learning(&probs, &labels, 2);
-        assert!((cl.thresholds[0] - 0.65).abs() < 1e-6 && (cl.thresholds[1] - 0.85).abs() < 1e-6);
-        assert_eq!(cl.issue, [false, false, true, false, false, false]);
-        assert_eq!(cl.suggested[2], 1);
-        assert_eq!(cl.joint, [[3, 1], [0, 1]]);
-    }
-
-    #[test]
-    fn prune_by_noise_rate_takes_the_estimated_count_by_margin() {
-        // Class 0 has 4 records; the joint puts 1 of its 3 confident records in class 1, so
-        // 4 * 1/3 -> 1 record is pruned: the one with the largest p1 - p0 (record 3, not 2).
-        let probs: Vec<f32> = vec![0.9, 0.1, 0.95, 0.05, 0.45, 0.55, 0.12, 0.88, 0.1, 0.9, 0.2, 0.8];
-        let labels = [0, 0, 0, 0, 1, 1];
-        let mut cl = confident_learning(&probs, &labels, 2);
-        assert_eq!(cl.joint[0], [2, 1]);
-        prune_by_noise_rate(&mut cl, &probs, &labels, 2);
-        assert_eq!(cl.issue, [false, false, false, true, false, false]);
-        assert_eq!(cl.count, 1);
-    }
-
-    #[test]
-    fn near_copy_groups_are_compact_and_never_near_zero_or_chains() {
-        // 2-D points: a grid (spacing 1), a compact group of 6 copies, a chain of 8 points 0.01
-        // apart (linked pairwise but long), and 6 zero vectors.
-        let mut x: Vec<f32> = Vec::new();
-        for i in 0..20 {
-            for j in 0..20 {
-                x.extend([10.0 + i as f32, 10.0 + j as f32]);
-            }
-        }
-        let copies = x.len() / 2;
-        (0..6).for_each(|i| x.extend([40.0 + 0.001 * i as f32, 40.0]));
-        let chain = x.len() / 2;
-        (0..8).for_each(|i| x.extend([50.0 + 0.04 * i as f32, 50.0]));
-        let zeros = x.len() / 2;
-        (0..6).for_each(|_| x.extend([0.0, 0.0]));
-        let n = x.len() / 2;
-        let labels = vec![0u32; n];
-        let mut live = vec![true; n];
-        (zeros..n).for_each(|i| live[i] = false);
-        let nb = knn::approximate(&x, 2, 5, 4, 1);
-        let hood = neighbourhood(&nb, &x, 2, &labels, &live, &InfluenceParams::default());
-        assert!((copies..copies + 6).all(|i| hood.group_size[i] == 6));
-        assert!(
-            (chain..chain + 8).all(|i| hood.group_size[i] == 1),
-            "a chain is not a copy group"
-        );
-        assert!(
-            (zeros..n).all(|i| hood.group_size[i] == 1),
-            "zero vectors are not copies"
-        );
-        assert!((0..copies).all(|i| hood.group_size[i] == 1));
-        assert_eq!(hood.groups, 1);
-    }
 
     #[test]
     fn params_reject_bad_values() {

@@ -25,10 +25,11 @@ pub struct FitSettings {
 }
 
 /// A fitted softmax model: `weights` is `classes * cols` row-major (last column = intercept).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Softmax {
     pub classes: usize,
     pub cols: usize,
+    #[serde(with = "crate::codec::f32s")]
     pub weights: Vec<f32>,
     pub l2: f64,
 }

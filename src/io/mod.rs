@@ -39,8 +39,15 @@ pub enum VectorSource {
     Features(Vec<String>),
 }
 
+/// One record's key, borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordKey<'a> {
+    Int(i64),
+    Str(&'a str),
+}
+
 /// Record keys in input order, kept in their own type so scores.parquet writes them back as they were.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum RecordKeys {
     Int(Vec<i64>),
     Str(Vec<String>),
@@ -55,6 +62,12 @@ impl RecordKeys {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    pub fn get(&self, row: usize) -> RecordKey<'_> {
+        match self {
+            RecordKeys::Int(v) => RecordKey::Int(v[row]),
+            RecordKeys::Str(v) => RecordKey::Str(&v[row]),
+        }
     }
     /// The key of global row `row`, as text for messages and reports.
     pub fn display(&self, row: usize) -> String {
@@ -102,6 +115,44 @@ pub struct Dataset {
 impl Dataset {
     pub fn rows(&self) -> usize {
         self.labels.len()
+    }
+
+    /// A 128-bit hash (XXH3) of what the scan reads of each record, by position: its label, its
+    /// vector, and its probabilities and losses when the scan reads them. A record whose hash
+    /// matches an earlier scan's is the same record to every detector.
+    pub fn content_hashes(&self) -> Vec<u128> {
+        use rayon::prelude::*;
+        let k = self.classes.len();
+        let epochs = self.losses.as_ref().map_or(0, |(_, e)| *e);
+        let class_of: Vec<u32> = (0..k)
+            .flat_map(|c| std::iter::repeat_n(c as u32, self.class_size(c)))
+            .collect();
+        (0..self.rows())
+            .into_par_iter()
+            .map_init(Vec::new, |bytes: &mut Vec<u8>, p| {
+                bytes.clear();
+                bytes.extend_from_slice(self.classes[class_of[p] as usize].as_bytes());
+                bytes.push(0xff); // not UTF-8: ends the label unambiguously
+                let mut floats = |v: &[f32]| v.iter().for_each(|f| bytes.extend_from_slice(&f.to_le_bytes()));
+                floats(&self.x[p * self.dim..(p + 1) * self.dim]);
+                if let Some(probs) = &self.probs {
+                    floats(&probs[p * k..(p + 1) * k]);
+                }
+                if let Some((losses, _)) = &self.losses {
+                    floats(&losses[p * epochs..(p + 1) * epochs]);
+                }
+                twox_hash::XxHash3_128::oneshot(bytes)
+            })
+            .collect()
+    }
+
+    /// The key of the record at position `p` (class-grouped order).
+    pub fn key_at(&self, p: usize) -> RecordKey<'_> {
+        let g = self.order[p] as usize;
+        match &self.keys {
+            RecordKeys::Int(v) => RecordKey::Int(v[g]),
+            RecordKeys::Str(v) => RecordKey::Str(&v[g]),
+        }
     }
     /// The rows of class `c`: (global rows, row-major vectors).
     pub fn class_slice(&self, c: usize) -> (&[u32], &[f32]) {

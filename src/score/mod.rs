@@ -385,6 +385,7 @@ mod tests {
             grouping: None,
             record_level: None,
             flagged: Vec::new(),
+            fit: None,
         }
     }
 
@@ -515,6 +516,7 @@ mod tests {
                             }),
                             record_level: None,
                             flagged: Vec::new(),
+                            fit: None,
                         }]),
                     }
                 })

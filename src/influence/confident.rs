@@ -1,0 +1,185 @@
+//! Confident learning (Northcutt, Jiang, Chuang, JAIR 2021) on out-of-fold probabilities: per-class
+//! thresholds, the confident joint, and which records are label issues.
+//!
+//! The rule is also kept as numbers (thresholds and, for prune-by-noise-rate, the smallest
+//! margin that was pruned per pair of classes) so an incremental scan judges a new record the way
+//! the full scan would have ([`LabelRule::judge`]).
+
+use serde::{Deserialize, Serialize};
+
+/// Which records confident learning calls label issues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelIssueRule {
+    /// The off-diagonal members of the confident joint (cleanlab `filter_by="confident_learning"`).
+    ConfidentJoint,
+    /// cleanlab's default (`filter_by="prune_by_noise_rate"`): the confident joint, calibrated to
+    /// the class sizes, estimates how many records labelled `i` belong to `j`; that many records
+    /// labelled `i` with the largest margin p_j - p_i are issues (only where p_j > p_i).
+    PruneByNoiseRate,
+}
+
+pub struct ConfidentLearning {
+    pub thresholds: Vec<f64>,
+    pub joint: Vec<Vec<u64>>,
+    pub issue: Vec<bool>,
+    pub suggested: Vec<u32>,
+    pub count: usize,
+    /// Prune-by-noise-rate: `[i * k + j]` the smallest margin p_j - p_i pruned among records
+    /// labelled `i` (infinite where none was).
+    pub prune_margins: Vec<f32>,
+}
+
+/// Class `j`'s threshold is the mean predicted probability of `j` among records labelled `j`; a
+/// record counts toward the confident joint at (given label, the most probable class among those
+/// whose probability reaches its threshold). Off-diagonal members are label issues (cleanlab's
+/// `filter_by="confident_learning"`).
+pub fn confident_learning(probs: &[f32], labels: &[u32], k: usize) -> ConfidentLearning {
+    let n = labels.len();
+    let mut sums = vec![0f64; k];
+    let mut counts = vec![0usize; k];
+    for p in 0..n {
+        let y = labels[p] as usize;
+        sums[y] += probs[p * k + y] as f64;
+        counts[y] += 1;
+    }
+    let thresholds: Vec<f64> = (0..k).map(|j| sums[j] / counts[j].max(1) as f64).collect();
+    let mut joint = vec![vec![0u64; k]; k];
+    let mut issue = vec![false; n];
+    let mut suggested: Vec<u32> = labels.to_vec();
+    for p in 0..n {
+        let y = labels[p] as usize;
+        if let Some(j) = confident_class(&probs[p * k..(p + 1) * k], &thresholds) {
+            joint[y][j] += 1;
+            if j != y {
+                issue[p] = true;
+                suggested[p] = j as u32;
+            }
+        }
+    }
+    let count = issue.iter().filter(|&&i| i).count();
+    ConfidentLearning {
+        thresholds,
+        joint,
+        issue,
+        suggested,
+        count,
+        prune_margins: vec![f32::INFINITY; k * k],
+    }
+}
+
+/// The most probable class among those whose probability reaches its threshold.
+fn confident_class(row: &[f32], thresholds: &[f64]) -> Option<usize> {
+    (0..row.len())
+        .filter(|&j| row[j] as f64 >= thresholds[j])
+        .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)))
+}
+
+/// Applies [`LabelIssueRule::PruneByNoiseRate`] on top of the confident joint in `cl`.
+pub fn prune_by_noise_rate(cl: &mut ConfidentLearning, probs: &[f32], labels: &[u32], k: usize) {
+    let n = labels.len();
+    let mut by_label: Vec<Vec<usize>> = vec![Vec::new(); k];
+    (0..n).for_each(|p| by_label[labels[p] as usize].push(p));
+    let mut issue = vec![false; n];
+    let mut suggested: Vec<u32> = labels.to_vec();
+    let mut best_margin = vec![0f32; n];
+    for i in 0..k {
+        let row_total: u64 = cl.joint[i].iter().sum();
+        if row_total == 0 {
+            continue;
+        }
+        for j in (0..k).filter(|&j| j != i) {
+            let estimate = cl.joint[i][j] as f64 / row_total as f64 * by_label[i].len() as f64;
+            let count = estimate.round() as usize;
+            if count == 0 {
+                continue;
+            }
+            let margin = |p: usize| probs[p * k + j] - probs[p * k + i];
+            let mut ranked: Vec<usize> = by_label[i].iter().copied().filter(|&p| margin(p) > 0.0).collect();
+            ranked.sort_by(|&a, &b| margin(b).total_cmp(&margin(a)).then(a.cmp(&b)));
+            ranked.truncate(count);
+            if let Some(&last) = ranked.last() {
+                cl.prune_margins[i * k + j] = margin(last);
+            }
+            for &p in &ranked {
+                if !issue[p] || margin(p) > best_margin[p] {
+                    issue[p] = true;
+                    suggested[p] = j as u32;
+                    best_margin[p] = margin(p);
+                }
+            }
+        }
+    }
+    cl.count = issue.iter().filter(|&&i| i).count();
+    cl.issue = issue;
+    cl.suggested = suggested;
+}
+
+/// A fitted label-issue rule, as an incremental scan applies it to records the fit never saw.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabelRule {
+    pub rule: LabelIssueRule,
+    pub thresholds: Vec<f64>,
+    #[serde(with = "crate::codec::f32s")]
+    pub prune_margins: Vec<f32>,
+}
+
+impl LabelRule {
+    /// The class a record labelled `label` with probabilities `row` confidently belongs to
+    /// instead, if it is a label issue: for prune-by-noise-rate, a margin at least the smallest
+    /// one the full scan pruned for that pair of classes (it would have ranked among them).
+    pub fn judge(&self, row: &[f32], label: usize) -> Option<u32> {
+        let k = row.len();
+        match self.rule {
+            LabelIssueRule::ConfidentJoint => confident_class(row, &self.thresholds)
+                .filter(|&j| j != label)
+                .map(|j| j as u32),
+            LabelIssueRule::PruneByNoiseRate => (0..k)
+                .filter(|&j| j != label)
+                .map(|j| (j, row[j] - row[label]))
+                .filter(|&(j, m)| m > 0.0 && m >= self.prune_margins[label * k + j])
+                .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+                .map(|(j, _)| j as u32),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confident_learning_marks_a_confidently_other_record() {
+        // Two classes; record 2 is labelled 0 but the model is sure it is class 1.
+        let probs: Vec<f32> = vec![0.9, 0.1, 0.8, 0.2, 0.05, 0.95, 0.85, 0.15, 0.1, 0.9, 0.2, 0.8];
+        let labels = [0, 0, 0, 0, 1, 1];
+        let cl = confident_learning(&probs, &labels, 2);
+        assert!((cl.thresholds[0] - 0.65).abs() < 1e-6 && (cl.thresholds[1] - 0.85).abs() < 1e-6);
+        assert_eq!(cl.issue, [false, false, true, false, false, false]);
+        assert_eq!(cl.suggested[2], 1);
+        assert_eq!(cl.joint, [[3, 1], [0, 1]]);
+    }
+
+    #[test]
+    fn prune_by_noise_rate_takes_the_estimated_count_by_margin() {
+        // Class 0 has 4 records; the joint puts 1 of its 3 confident records in class 1, so
+        // 4 * 1/3 -> 1 record is pruned: the one with the largest p1 - p0 (record 3, not 2).
+        let probs: Vec<f32> = vec![0.9, 0.1, 0.95, 0.05, 0.45, 0.55, 0.12, 0.88, 0.1, 0.9, 0.2, 0.8];
+        let labels = [0, 0, 0, 0, 1, 1];
+        let mut cl = confident_learning(&probs, &labels, 2);
+        assert_eq!(cl.joint[0], [2, 1]);
+        prune_by_noise_rate(&mut cl, &probs, &labels, 2);
+        assert_eq!(cl.issue, [false, false, false, true, false, false]);
+        assert_eq!(cl.count, 1);
+        // The kept rule judges new records as the ranking would have: a new record labelled 0
+        // with a margin above record 3's is an issue, one with record 2's margin is not.
+        let rule = LabelRule {
+            rule: LabelIssueRule::PruneByNoiseRate,
+            thresholds: cl.thresholds.clone(),
+            prune_margins: cl.prune_margins.clone(),
+        };
+        assert_eq!(rule.judge(&[0.05, 0.95], 0), Some(1));
+        assert_eq!(rule.judge(&[0.45, 0.55], 0), None);
+        assert_eq!(rule.judge(&[0.05, 0.95], 1), None, "no pruning from class 1 to 0");
+    }
+}

@@ -1,0 +1,177 @@
+//! The influence stage of an incremental scan: the reference's fitted state (surrogate, label
+//! rule, trusted-set direction, neighbour index) applied to the records that are new or changed
+//! since it, and the reference's values carried over for every other record.
+//!
+//! What is carried over is what the full scan computed for those records; what the new records
+//! change about them is only their near-copy groups (a group that gains copies tonight is found
+//! whole). Their neighbour scores are not revisited: at a few percent of new data the shares of
+//! disagreeing neighbours move by a few percent at most, and the next re-fit recomputes them.
+
+use std::collections::HashMap;
+
+use super::neighbourhood::{self, Groups};
+use super::{
+    IncrementalReport, InfluenceParams, InfluenceState, argmax, knn, position_labels, self_influence, trusted_influence,
+};
+use crate::io::Dataset;
+use crate::progress::Progress;
+
+/// The influence state of `dataset` from `reference`'s, where `known[p]` is the reference
+/// position of the record at position `p` (unchanged since the reference) or `None` (new or
+/// changed: scored here). Fails, saying why, when the reference cannot score this dataset.
+pub fn extend(
+    reference: &InfluenceState,
+    known: &[Option<u32>],
+    dataset: &Dataset,
+    params: &InfluenceParams,
+    progress: &dyn Progress,
+) -> Result<InfluenceState, String> {
+    let started = std::time::Instant::now();
+    let model = reference
+        .model
+        .as_ref()
+        .ok_or("the reference's influence state holds no fitted model")?;
+    let (n, k, dim) = (dataset.rows(), dataset.classes.len(), dataset.dim);
+    let reference_rows = reference.label_issue.len();
+    if reference.classes != k || model.map.input_dim() != dim || reference.duplicate_group.len() != reference_rows {
+        return Err("the reference's influence state does not match this dataset's classes or vectors".into());
+    }
+    let labels = position_labels(dataset);
+    let fresh: Vec<usize> = (0..n).filter(|&p| known[p].is_none()).collect();
+    progress.start("influence", fresh.len() as u64);
+
+    // The surrogate on the new records: out-of-sample for it, like out-of-fold probabilities.
+    let x_new: Vec<f32> = fresh
+        .iter()
+        .flat_map(|&p| dataset.x[p * dim..(p + 1) * dim].iter().copied())
+        .collect();
+    let (design, _) = model.map.features(&x_new, dim, 1);
+    drop(x_new);
+    let cols = model.map.dims + 1;
+    let probs = model.surrogate.predict(&design);
+    let fresh_labels: Vec<u32> = fresh.iter().map(|&p| labels[p]).collect();
+    let fresh_self_influence = self_influence(&probs, &design, cols, &fresh_labels);
+    let fresh_trusted = model
+        .trusted_direction
+        .as_ref()
+        .map(|d| trusted_influence(d, &design, cols, &fresh_labels, &probs, k));
+    drop(design);
+
+    // Neighbours of the new records among all records, with the reference's index lists.
+    let knn_dims = model.knn_dims;
+    let coords = model.map.coordinates(&dataset.x, dim, knn_dims);
+    let fresh_coords: Vec<f32> = fresh
+        .iter()
+        .flat_map(|&p| coords[p * knn_dims..(p + 1) * knn_dims].iter().copied())
+        .collect();
+    let fresh_lists = model.index.assign(&fresh_coords, knn_dims);
+    drop(fresh_coords);
+    let mut slot = vec![usize::MAX; n];
+    fresh.iter().enumerate().for_each(|(q, &p)| slot[p] = q);
+    let assignment: Vec<u32> = (0..n)
+        .map(|p| match known[p] {
+            Some(r) => model.index.assignment[r as usize],
+            None => fresh_lists[slot[p]],
+        })
+        .collect();
+    let index = knn::IvfIndex {
+        centroids: model.index.centroids.clone(),
+        assignment,
+    };
+    let nb = knn::search(&coords, knn_dims, params.knn_k, params.knn_probes, &index, &fresh);
+    let (fresh_disagreement, fresh_distance) = neighbourhood::disagreement_and_distance(&nb, &fresh_labels, &labels);
+    let fresh_ratio = neighbourhood::nearest_ratios(&nb, model.median_nearest);
+
+    // Copy groups: the reference's, with the new records linked in.
+    let norms = neighbourhood::norms(&dataset.x, dim);
+    let live = neighbourhood::live(&norms, &labels, &model.typical_norms);
+    let mut groups = Groups::new(n);
+    let mut member_of: HashMap<u32, u32> = HashMap::new();
+    for (p, r) in known.iter().enumerate() {
+        let Some(r) = *r else { continue };
+        let root = reference.duplicate_group[r as usize];
+        if reference.duplicate_group_size[r as usize] > 1 {
+            let first = *member_of.entry(root).or_insert(p as u32);
+            groups.union(first, p as u32);
+        }
+    }
+    let threshold = params.near_duplicate_ratio * model.median_nearest;
+    groups.link_close(&nb, &fresh, &live, threshold);
+    let copies = groups.finish(&coords, knn_dims, &labels, threshold, params.near_duplicate_min_group);
+    drop(coords);
+
+    let mut out = InfluenceState {
+        classes: k,
+        out_of_fold: vec![0.0; n * k],
+        label_issue: vec![false; n],
+        suggested: labels.clone(),
+        self_influence: vec![0.0; n],
+        trusted_influence: fresh_trusted.as_ref().map(|_| vec![0.0; n]),
+        knn_disagreement: vec![0.0; n],
+        knn_distance: vec![0.0; n],
+        nearest_ratio: vec![0.0; n],
+        duplicate_group_size: copies.size,
+        duplicate_group_labels: copies.labels,
+        duplicate_group: copies.root,
+        report: reference.report.clone(),
+        model: None,
+    };
+    let mut correct = 0usize;
+    for p in 0..n {
+        let (row, issue, suggested, values) = match known[p] {
+            Some(r) => {
+                let r = r as usize;
+                let values = (
+                    reference.self_influence[r],
+                    reference.trusted_influence.as_ref().map_or(0.0, |t| t[r]),
+                    reference.knn_disagreement[r],
+                    reference.knn_distance[r],
+                    reference.nearest_ratio[r],
+                );
+                let row = &reference.out_of_fold[r * k..(r + 1) * k];
+                (row, reference.label_issue[r], reference.suggested[r], values)
+            }
+            None => {
+                let q = slot[p];
+                let row = &probs[q * k..(q + 1) * k];
+                correct += (argmax(row) == labels[p] as usize) as usize;
+                let judged = model.label_rule.judge(row, labels[p] as usize);
+                let values = (
+                    fresh_self_influence[q],
+                    fresh_trusted.as_ref().map_or(0.0, |t| t[q]),
+                    fresh_disagreement[q],
+                    fresh_distance[q],
+                    fresh_ratio[q],
+                );
+                (row, judged.is_some(), judged.unwrap_or(labels[p]), values)
+            }
+        };
+        out.out_of_fold[p * k..(p + 1) * k].copy_from_slice(row);
+        out.label_issue[p] = issue;
+        out.suggested[p] = suggested;
+        let (si, ti, dis, dist, ratio) = values;
+        out.self_influence[p] = si;
+        if let Some(t) = out.trusted_influence.as_mut() {
+            t[p] = ti;
+        }
+        out.knn_disagreement[p] = dis;
+        out.knn_distance[p] = dist;
+        out.nearest_ratio[p] = ratio;
+    }
+    progress.advance(fresh.len() as u64);
+    progress.finish();
+
+    out.report.label_issues = out.label_issue.iter().filter(|&&i| i).count();
+    out.report.knn.near_duplicate_groups = copies.count;
+    out.report.seconds = started.elapsed().as_secs_f64();
+    out.report.incremental = Some(IncrementalReport {
+        records_scored: fresh.len(),
+        records_reused: n - fresh.len(),
+        seconds: out.report.seconds,
+        new_record_accuracy: (!fresh.is_empty()).then(|| correct as f64 / fresh.len() as f64),
+    });
+    let mut model = model.clone();
+    model.index = index;
+    out.model = Some(model);
+    Ok(out)
+}

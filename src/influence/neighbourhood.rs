@@ -1,0 +1,247 @@
+//! What the neighbour search says about each record: deep k-NN label disagreement (Peri et al.
+//! 2020), the mean distance to its neighbours, and near-copy groups (records linked by distances
+//! far below the typical nearest-neighbour distance, joined transitively, kept only when compact).
+//!
+//! The groups are built by a union-find that an incremental scan seeds with the reference's groups
+//! and then links only its new records into ([`Groups::link_close`]), so a group that gains
+//! copies from tonight's data is found whole.
+
+use std::collections::HashMap;
+
+use super::InfluenceParams;
+use super::knn::Neighbours;
+use crate::stats::median;
+
+/// Per-record label disagreement and mean distance over the found neighbours (rows of `nb`,
+/// whose records have labels `own`).
+pub fn disagreement_and_distance(nb: &Neighbours, own: &[u32], labels: &[u32]) -> (Vec<f32>, Vec<f32>) {
+    let n = own.len();
+    let mut disagreement = vec![0f32; n];
+    let mut mean_distance = vec![0f32; n];
+    for i in 0..n {
+        let (idx, dist) = nb.of(i);
+        let valid: Vec<usize> = (0..nb.k).filter(|&j| dist[j].is_finite()).collect();
+        let m = valid.len().max(1) as f32;
+        disagreement[i] = valid.iter().filter(|&&j| labels[idx[j] as usize] != own[i]).count() as f32 / m;
+        mean_distance[i] = valid.iter().map(|&j| dist[j]).sum::<f32>() / m;
+    }
+    (disagreement, mean_distance)
+}
+
+/// Vector norms of row-major `x`.
+pub fn norms(x: &[f32], dim: usize) -> Vec<f64> {
+    x.chunks_exact(dim)
+        .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt())
+        .collect()
+}
+
+/// The median norm of each class (`offsets[c]..offsets[c + 1]` are class `c`'s records).
+pub fn typical_norms(norms: &[f64], offsets: &[usize]) -> Vec<f64> {
+    offsets.windows(2).map(|w| median(&norms[w[0]..w[1]])).collect()
+}
+
+/// Records whose vector is not (near) zero: norm at least a quarter of their class's median.
+/// A ReLU layer maps many unrelated inputs to (almost) all-zero vectors; those coincide because
+/// the network discards them, not because someone copied a record, so they never form near-copy
+/// groups.
+pub fn live(norms: &[f64], labels: &[u32], typical: &[f64]) -> Vec<bool> {
+    norms
+        .iter()
+        .zip(labels)
+        .map(|(&v, &c)| v >= 0.25 * typical[c as usize])
+        .collect()
+}
+
+/// Union-find over record positions, for near-copy groups.
+pub struct Groups {
+    parent: Vec<u32>,
+}
+
+impl Groups {
+    pub fn new(n: usize) -> Groups {
+        Groups {
+            parent: (0..n as u32).collect(),
+        }
+    }
+
+    fn root(&mut self, mut i: u32) -> u32 {
+        while self.parent[i as usize] != i {
+            self.parent[i as usize] = self.parent[self.parent[i as usize] as usize];
+            i = self.parent[i as usize];
+        }
+        i
+    }
+
+    pub fn union(&mut self, a: u32, b: u32) {
+        let (a, b) = (self.root(a), self.root(b));
+        if a != b {
+            self.parent[a.max(b) as usize] = a.min(b);
+        }
+    }
+
+    /// Links each record `of[q]` to the neighbours (row `q` of `nb`) closer than `threshold`,
+    /// where both are live.
+    pub fn link_close(&mut self, nb: &Neighbours, of: &[usize], live: &[bool], threshold: f64) {
+        for (q, &i) in of.iter().enumerate() {
+            if !live[i] {
+                continue;
+            }
+            let (idx, dist) = nb.of(q);
+            for j in 0..nb.k {
+                if (dist[j] as f64) <= threshold && idx[j] as usize != i && live[idx[j] as usize] {
+                    self.union(i as u32, idx[j]);
+                }
+            }
+        }
+    }
+
+    /// The final groups: copies sit together, every member within `threshold` of the group's
+    /// centre (in `x`, `dim` columns). Links also chain along dense one-dimensional runs (a
+    /// saturated ReLU unit spreads a class along a ray); such a chain is long, not compact, and
+    /// is dissolved into single records.
+    pub fn finish(mut self, x: &[f32], dim: usize, labels: &[u32], threshold: f64, min_group: usize) -> CopyGroups {
+        let n = self.parent.len();
+        let roots: Vec<u32> = (0..n as u32).map(|i| self.root(i)).collect();
+        let mut size = vec![0u32; n];
+        roots.iter().for_each(|&r| size[r as usize] += 1);
+        let mut centre: HashMap<u32, (Vec<f64>, u32)> = HashMap::new();
+        for i in (0..n).filter(|&i| size[roots[i] as usize] > 1) {
+            let e = centre.entry(roots[i]).or_insert_with(|| (vec![0.0; dim], 0));
+            e.0.iter_mut()
+                .zip(&x[i * dim..(i + 1) * dim])
+                .for_each(|(c, &v)| *c += v as f64);
+            e.1 += 1;
+        }
+        let mut radius: HashMap<u32, f64> = HashMap::new();
+        for i in (0..n).filter(|&i| size[roots[i] as usize] > 1) {
+            let (sum, count) = &centre[&roots[i]];
+            let d = x[i * dim..(i + 1) * dim]
+                .iter()
+                .zip(sum)
+                .map(|(&v, s)| (v as f64 - s / *count as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let r = radius.entry(roots[i]).or_insert(0.0);
+            *r = r.max(d);
+        }
+        let root: Vec<u32> = (0..n)
+            .map(|i| match radius.get(&roots[i]) {
+                Some(&r) if r > threshold => i as u32, // a chain: every member on its own
+                _ => roots[i],
+            })
+            .collect();
+        size.iter_mut().for_each(|s| *s = 0);
+        root.iter().for_each(|&r| size[r as usize] += 1);
+        let mut label_sets: HashMap<u32, Vec<u32>> = HashMap::new();
+        for i in (0..n).filter(|&i| size[root[i] as usize] > 1) {
+            let set = label_sets.entry(root[i]).or_default();
+            if !set.contains(&labels[i]) {
+                set.push(labels[i]);
+            }
+        }
+        let count = (0..n)
+            .filter(|&i| root[i] as usize == i && size[i] as usize >= min_group)
+            .count();
+        CopyGroups {
+            size: root.iter().map(|&r| size[r as usize]).collect(),
+            labels: root
+                .iter()
+                .map(|r| label_sets.get(r).map_or(1, |s| s.len() as u32))
+                .collect(),
+            root,
+            count,
+        }
+    }
+}
+
+/// Near-copy groups, per record.
+pub struct CopyGroups {
+    /// The record's group, named by one member's position (itself when it has no group).
+    pub root: Vec<u32>,
+    /// Size of the record's group (1 = none).
+    pub size: Vec<u32>,
+    /// Labels seen within the record's group (more than one: conflicting copies).
+    pub labels: Vec<u32>,
+    /// Groups of at least the flagging size.
+    pub count: usize,
+}
+
+/// Everything the full neighbour search gives the influence state.
+pub struct Neighbourhood {
+    pub disagreement: Vec<f32>,
+    pub mean_distance: Vec<f32>,
+    pub nearest_ratio: Vec<f32>,
+    pub groups: CopyGroups,
+    pub median_nearest: f64,
+    pub threshold: f64,
+}
+
+/// Deep k-NN scores and near-copy groups from the neighbours of every record.
+pub fn neighbourhood(
+    nb: &Neighbours,
+    x: &[f32],
+    dim: usize,
+    labels: &[u32],
+    live: &[bool],
+    params: &InfluenceParams,
+) -> Neighbourhood {
+    let n = labels.len();
+    let (disagreement, mean_distance) = disagreement_and_distance(nb, labels, labels);
+    let nearest: Vec<f64> = (0..n).map(|i| nb.of(i).1[0] as f64).filter(|d| d.is_finite()).collect();
+    let median_nearest = median(&nearest);
+    let threshold = params.near_duplicate_ratio * median_nearest;
+    let nearest_ratio = nearest_ratios(nb, median_nearest);
+    let mut groups = Groups::new(n);
+    groups.link_close(nb, &(0..n).collect::<Vec<_>>(), live, threshold);
+    Neighbourhood {
+        disagreement,
+        mean_distance,
+        nearest_ratio,
+        groups: groups.finish(x, dim, labels, threshold, params.near_duplicate_min_group),
+        median_nearest,
+        threshold,
+    }
+}
+
+/// Distance to the nearest neighbour (rows of `nb`) divided by the dataset's median of it.
+pub fn nearest_ratios(nb: &Neighbours, median_nearest: f64) -> Vec<f32> {
+    (0..nb.index.len() / nb.k)
+        .map(|i| (nb.of(i).1[0] as f64 / median_nearest.max(f64::MIN_POSITIVE)) as f32)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::knn;
+    use super::*;
+
+    #[test]
+    fn near_copy_groups_are_compact_and_never_near_zero_or_chains() {
+        // 2-D points: a grid (spacing 1), a compact group of 6 copies, a chain of 8 points 0.01
+        // apart (linked pairwise but long), and 6 zero vectors.
+        let mut x: Vec<f32> = Vec::new();
+        for i in 0..20 {
+            for j in 0..20 {
+                x.extend([10.0 + i as f32, 10.0 + j as f32]);
+            }
+        }
+        let copies = x.len() / 2;
+        (0..6).for_each(|i| x.extend([40.0 + 0.001 * i as f32, 40.0]));
+        let chain = x.len() / 2;
+        (0..8).for_each(|i| x.extend([50.0 + 0.04 * i as f32, 50.0]));
+        let zeros = x.len() / 2;
+        (0..6).for_each(|_| x.extend([0.0, 0.0]));
+        let n = x.len() / 2;
+        let labels = vec![0u32; n];
+        let mut live = vec![true; n];
+        (zeros..n).for_each(|i| live[i] = false);
+        let (nb, _) = knn::approximate(&x, 2, 5, 4, 1);
+        let hood = neighbourhood(&nb, &x, 2, &labels, &live, &InfluenceParams::default());
+        let size = &hood.groups.size;
+        assert!((copies..copies + 6).all(|i| size[i] == 6));
+        assert!((chain..chain + 8).all(|i| size[i] == 1), "a chain is not a copy group");
+        assert!((zeros..n).all(|i| size[i] == 1), "zero vectors are not copies");
+        assert!((0..copies).all(|i| size[i] == 1));
+        assert_eq!(hood.groups.count, 1);
+    }
+}
