@@ -241,6 +241,30 @@ pub struct ScanArgs {
     /// Exit 3 when more than N rows are quarantined (outputs are still written).
     #[arg(long, value_name = "N")]
     pub fail_if_quarantined: Option<u64>,
+    /// Nightly mode: score only records new or changed since the reference the last scan saved
+    /// in --out (against its fits, with the same decision), and diff against that scan
+    /// (diff.json). Without a reference there yet, a full scan (which saves one).
+    #[arg(long, conflicts_with = "since_reference")]
+    pub incremental: bool,
+    /// Like --incremental, with the reference taken from PATH (a scan's --out, its reference/
+    /// directory or one generation of it); an error when PATH holds none.
+    #[arg(long, value_name = "PATH")]
+    pub since_reference: Option<PathBuf>,
+    /// Do not save a reference (OUT/reference/) for later incremental scans.
+    #[arg(long, conflicts_with_all = ["incremental", "since_reference"])]
+    pub no_reference: bool,
+    /// Incremental scans fit afresh once more than this share of the rows is new or changed
+    /// since the reference's fit.
+    #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
+    pub max_new_fraction: f64,
+    /// Incremental scans fit afresh when a class's new records sit more than this many class
+    /// radii from its fitted mean (or spread 1 + this times more or less).
+    #[arg(long, default_value_t = 0.5, value_name = "RADII")]
+    pub max_drift: f64,
+    /// Exit 3 when more than N records are newly quarantined since the reference (all
+    /// quarantined records count as new when there is none).
+    #[arg(long, value_name = "N")]
+    pub fail_if_new: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -281,6 +305,13 @@ pub struct SampleArgs {
     /// Rows per Parquet row group.
     #[arg(long, default_value_t = 1000)]
     pub row_group_rows: usize,
+    /// Split off NEW_SHARE of the rows (evenly spaced, poison included in proportion) into this
+    /// second file: yesterday's data in --out, tonight's addition here, for trying incremental
+    /// scans (`datavet scan --incremental`).
+    #[arg(long, value_name = "FILE", requires = "new_share")]
+    pub new_out: Option<PathBuf>,
+    #[arg(long, value_name = "FRACTION", requires = "new_out")]
+    pub new_share: Option<f64>,
 }
 
 impl ScanArgs {
@@ -305,6 +336,15 @@ impl ScanArgs {
         c.decision.record_threshold = self.record_threshold;
         c.seed = self.seed;
         c.min_class_rows = self.min_class_rows;
+        c.reference.save = !self.no_reference;
+        c.reference.since = match (&self.since_reference, self.incremental) {
+            (Some(p), _) => Some(p.clone()),
+            (None, true) => Some(self.out.clone()),
+            (None, false) => None,
+        };
+        c.reference.required = self.since_reference.is_some();
+        c.reference.refit.max_new_fraction = self.max_new_fraction;
+        c.reference.refit.max_drift = self.max_drift;
         c
     }
 }
@@ -374,33 +414,53 @@ impl Progress for Bars {
     }
 }
 
-/// Runs one scan, prints its summary and warnings, and turns the quarantine gate into a status.
-fn scan(config: &ScanConfig, fail_if_quarantined: Option<u64>, quiet: bool) -> crate::Result<ExitStatus> {
+/// The limits a finished scan is gated on (exit 3 above either).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gates {
+    pub fail_if_quarantined: Option<u64>,
+    pub fail_if_new: Option<usize>,
+}
+
+/// Runs one scan, prints its summary and warnings, and turns the gates into a status.
+fn scan(config: &ScanConfig, gates: Gates, quiet: bool) -> crate::Result<ExitStatus> {
     let outcome = pipeline::run_scan(config, &Bars::new(quiet))?;
     for w in &outcome.report.warnings {
         log::warn!("{w}");
     }
     if !quiet {
-        println!("{}", outcome.report.summary_line());
+        println!("{}", outcome.summary_line());
     }
-    Ok(gate(outcome.quarantined, fail_if_quarantined))
+    let newly = outcome
+        .diff
+        .as_ref()
+        .map_or(outcome.quarantined as usize, |d| d.newly_quarantined.len());
+    Ok(gate(outcome.quarantined, newly, gates))
 }
 
-/// `--fail-if-quarantined`: exit 3 above the limit.
-fn gate(quarantined: u64, limit: Option<u64>) -> ExitStatus {
-    match limit {
-        Some(limit) if quarantined > limit => {
-            log::error!("quarantined {quarantined} rows, more than the limit of {limit}");
-            ExitStatus::QuarantineOverLimit
-        }
-        _ => ExitStatus::Success,
+/// `--fail-if-quarantined` and `--fail-if-new`: exit 3 above either limit.
+fn gate(quarantined: u64, newly_quarantined: usize, gates: Gates) -> ExitStatus {
+    let mut status = ExitStatus::Success;
+    if let Some(limit) = gates.fail_if_quarantined.filter(|&l| quarantined > l) {
+        log::error!("quarantined {quarantined} rows, more than the limit of {limit}");
+        status = ExitStatus::QuarantineOverLimit;
     }
+    if let Some(limit) = gates.fail_if_new.filter(|&l| newly_quarantined > l) {
+        log::error!("{newly_quarantined} records newly quarantined, more than the limit of {limit}");
+        status = ExitStatus::QuarantineOverLimit;
+    }
+    status
 }
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
     match cli.command {
-        Command::Scan(args) => scan(&args.to_config(), args.fail_if_quarantined, cli.quiet),
+        Command::Scan(args) => {
+            let gates = Gates {
+                fail_if_quarantined: args.fail_if_quarantined,
+                fail_if_new: args.fail_if_new,
+            };
+            scan(&args.to_config(), gates, cli.quiet)
+        }
         Command::Run(args) => {
             let p = config::load(&args.pipeline.pipeline, &args.pipeline.set)?;
             let outcome = crate::stages::run_staged(&p.scan, args.from.as_deref(), &Bars::new(cli.quiet))?;
@@ -413,7 +473,11 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
             if !cli.quiet {
                 println!("{}", outcome.summary);
             }
-            Ok(gate(outcome.quarantined, p.fail_if_quarantined))
+            let gates = Gates {
+                fail_if_quarantined: p.fail_if_quarantined,
+                fail_if_new: p.fail_if_new,
+            };
+            Ok(gate(outcome.quarantined, outcome.newly_quarantined, gates))
         }
         Command::Check(args) => {
             let p = config::load(&args.pipeline, &args.set)?;
@@ -474,25 +538,15 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
             let previous = crate::report::view::RunView::load(&a.previous)?;
             let current = crate::report::view::RunView::load(&a.current)?;
             let d = crate::report::diff::diff(&previous, &current);
-            let path = a.current.join("diff.json");
-            let text = serde_json::to_vec_pretty(&d).map_err(|e| crate::io::OutputError::Other {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-            crate::io::AtomicFile::write_all(&path, &text)?;
+            crate::report::diff::write(&d, &a.current)?;
             if !cli.quiet {
                 println!("{}", d.summary_line());
             }
-            match a.fail_if_new {
-                Some(limit) if d.newly_quarantined.len() > limit => {
-                    log::error!(
-                        "{} records newly quarantined, more than the limit of {limit}",
-                        d.newly_quarantined.len()
-                    );
-                    Ok(ExitStatus::QuarantineOverLimit)
-                }
-                _ => Ok(ExitStatus::Success),
-            }
+            let gates = Gates {
+                fail_if_quarantined: None,
+                fail_if_new: a.fail_if_new,
+            };
+            Ok(gate(0, d.newly_quarantined.len(), gates))
         }
         Command::Sample(a) => {
             let target = a.target.min(a.classes.saturating_sub(1));
@@ -520,7 +574,12 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
                 seed: a.seed,
             };
             let data = testkit::generate(&spec);
-            data.write_parquet(&a.out, a.row_group_rows.max(1))?;
+            match (&a.new_out, a.new_share) {
+                (Some(new_out), Some(share)) => {
+                    data.write_split(&data.new_rows(share), &a.out, new_out, a.row_group_rows)?
+                }
+                _ => data.write_parquet(&a.out, a.row_group_rows.max(1))?,
+            }
             if !cli.quiet {
                 let poisoned = data.poisoned.iter().filter(|&&p| p).count();
                 println!(

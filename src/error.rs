@@ -17,6 +17,8 @@ pub enum Error {
     Review(#[from] crate::quarantine::review::ReviewError),
     #[error(transparent)]
     Stage(#[from] crate::stages::StageError),
+    #[error(transparent)]
+    Reference(#[from] crate::reference::ReferenceError),
     #[error("row conservation check failed: {0}")]
     Conservation(String),
 }

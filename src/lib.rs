@@ -23,6 +23,7 @@ pub mod io;
 pub mod pipeline;
 pub mod progress;
 pub mod quarantine;
+pub mod reference;
 pub mod report;
 pub mod score;
 pub mod stages;

@@ -214,10 +214,10 @@ pub fn run_staged(
             .ok_or_else(|| StageError::UnknownStage(name.into()))?,
         None => STAGES.len(),
     };
-    config.decision.check()?;
-    crate::detect::registry(&config.detectors, crate::detect::Available::default())?;
+    config.check()?;
     let clock = Instant::now();
-    let mut dataset = io::read_dataset_with_progress(&config.inputs, &config.read, progress)?;
+    let reference = pipeline::incremental::open_reference(config)?;
+    let (mut dataset, content_hashes, plan) = pipeline::ingest(config, reference, progress)?;
     let inputs = dataset.files.clone();
     let ingest_settings = settings(&config.read);
     let run_id = sha256_hex(serde_json::to_string(&inputs).unwrap_or_default().as_bytes());
@@ -241,7 +241,16 @@ pub fn run_staged(
         s.seconds = clock.elapsed().as_secs_f64();
     }
 
-    let influence_settings = settings((&config.detectors.influence, config.seed, trusted_fingerprints(config)?));
+    // An incremental run's stages depend on the fit they score against (same fit, same inputs:
+    // same results, whichever generation of the reference holds it).
+    let reused = plan.as_ref().filter(|p| p.reuses_fit());
+    let fit_id = reused.map(|p| p.reference.header.fit.id.clone());
+    let influence_settings = settings((
+        &config.detectors.influence,
+        config.seed,
+        pipeline::trusted_fingerprints(config)?,
+        &fit_id,
+    ));
     let influence_key = Run::key(&ingest_key, "influence", &influence_settings);
     let (influence, influence_warning): (Option<InfluenceState>, Option<String>) = run.stage(
         1,
@@ -249,7 +258,10 @@ pub fn run_staged(
         &influence_settings,
         |dir, _| Ok(Some(read_json(&dir.join("result.json"))?)),
         |dir| {
-            let result = pipeline::influence_stage(&dataset, config, progress)?;
+            let result = match reused {
+                Some(p) => (p.extend_influence(&dataset, config, progress)?, None),
+                None => pipeline::influence_stage(&dataset, config, progress)?,
+            };
             test_hang("influence");
             write_json(&dir.join("result.json"), &result)?;
             Ok((result, Vec::new()))
@@ -266,7 +278,8 @@ pub fn run_staged(
         &cluster_settings,
         |dir, _| Ok(Some(read_json(&dir.join("result.json"))?)),
         |dir| {
-            let result = pipeline::cluster_stage(&dataset, config, influence.as_ref(), None, progress)?;
+            let fits = reused.and_then(|p| p.class_fits());
+            let result = pipeline::cluster_stage(&dataset, config, influence.as_ref(), fits, progress)?;
             test_hang("cluster");
             write_json(&dir.join("result.json"), &result)?;
             Ok((result, Vec::new()))
@@ -275,7 +288,8 @@ pub fn run_staged(
 
     let score_settings = settings(&config.decision);
     let score_key = Run::key(&cluster_key, "score", &score_settings);
-    let influence_report = influence.map(|s| s.report);
+    let influence_report = influence.as_ref().map(|s| s.report.clone());
+    let summary = plan.as_ref().map(|p| p.summary(dataset.rows()));
     // The stage's file is the decision; the rest of the analysis is gathered from the cluster
     // result either way (cheap), once.
     let analysis = run.stage(
@@ -284,17 +298,19 @@ pub fn run_staged(
         &score_settings,
         |dir, _| {
             let decision: Decision = read_json(&dir.join("result.json"))?;
-            Ok(Some(pipeline::score_stage(
+            let mut analysis = pipeline::score_stage(
                 &dataset,
                 config,
                 &classes,
                 influence_report.clone(),
                 influence_warning.clone(),
                 Some(decision),
-            )))
+            );
+            analysis.incremental = summary.clone();
+            Ok(Some(analysis))
         },
         |dir| {
-            let analysis = pipeline::score_stage(
+            let mut analysis = pipeline::score_stage(
                 &dataset,
                 config,
                 &classes,
@@ -302,6 +318,7 @@ pub fn run_staged(
                 influence_warning.clone(),
                 None,
             );
+            analysis.incremental = summary.clone();
             test_hang("score");
             write_json(&dir.join("result.json"), &analysis.decision)?;
             Ok((analysis, Vec::new()))
@@ -359,8 +376,11 @@ pub fn run_staged(
             Ok((report, Vec::new()))
         },
     )?;
+    // After the report: the diff against the reference the run started from, and the reference
+    // for the next run.
+    let (diff, saved) = pipeline::finish(config, &dataset, content_hashes, influence, &classes, plan.as_ref())?;
     let quarantined = report["totals"]["quarantined"].as_u64().unwrap_or(0);
-    let summary = format!(
+    let mut summary = format!(
         "datavet: {} rows; quarantined {quarantined}; attacked classes: {}; stages: {}",
         report["totals"]["rows"],
         report["totals"]["attacked_classes"]
@@ -374,6 +394,15 @@ pub fn run_staged(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some(d) = &diff {
+        summary.push_str(&format!(
+            "; since the last scan: newly quarantined {} ({} new records), released {}, gone {}",
+            d.newly_quarantined.len(),
+            d.newly_quarantined_new_records,
+            d.released.len(),
+            d.gone.len()
+        ));
+    }
     let warnings = report["warnings"]
         .as_array()
         .into_iter()
@@ -384,6 +413,8 @@ pub fn run_staged(
         summary,
         warnings,
         quarantined,
+        newly_quarantined: diff.map_or(quarantined as usize, |d| d.newly_quarantined.len()),
+        reference: saved,
         stages: run.statuses,
     })
 }
@@ -427,6 +458,10 @@ pub struct StagedOutcome {
     pub summary: String,
     pub warnings: Vec<String>,
     pub quarantined: u64,
+    /// Since the reference the run started from (all quarantined rows when there was none).
+    pub newly_quarantined: usize,
+    /// The reference this run saved.
+    pub reference: Option<PathBuf>,
     pub stages: Vec<StageStatus>,
 }
 
@@ -434,25 +469,5 @@ fn hashes(dir: &Path, files: &[&str]) -> Vec<(String, String)> {
     files
         .iter()
         .filter_map(|f| file_sha256(&dir.join(f)).map(|h| (f.to_string(), h)))
-        .collect()
-}
-
-fn trusted_fingerprints(config: &ScanConfig) -> Result<Vec<(PathBuf, u64)>, crate::Error> {
-    let files = if config.trusted.is_empty() {
-        Vec::new()
-    } else {
-        io::list_input_files(&config.trusted)?
-    };
-    files
-        .into_iter()
-        .map(|p| {
-            let size = std::fs::metadata(&p)
-                .map_err(|source| InputError::Io {
-                    path: p.clone(),
-                    source,
-                })?
-                .len();
-            Ok((p, size))
-        })
         .collect()
 }

@@ -527,17 +527,51 @@ impl Synthetic {
 
     /// Writes the dataset as Parquet (row groups of `row_group_rows`).
     pub fn write_parquet(&self, path: &std::path::Path, row_group_rows: usize) -> Result<(), crate::io::OutputError> {
-        let batch = self.to_batch();
-        let mut sink = crate::io::ParquetSink::create(path, batch.schema(), &["embedding"])?;
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            let len = row_group_rows.min(batch.num_rows() - offset);
-            sink.write(&batch.slice(offset, len))?;
-            sink.flush()?;
-            offset += len;
-        }
-        sink.commit()
+        write_rows(&self.to_batch(), path, row_group_rows)
     }
+
+    /// Which rows a nightly split calls new: `share` of them, evenly spaced (so every class and
+    /// the poison are represented in proportion).
+    pub fn new_rows(&self, share: f64) -> Vec<bool> {
+        (0..self.ids.len())
+            .map(|i| ((i + 1) as f64 * share).floor() > (i as f64 * share).floor())
+            .collect()
+    }
+
+    /// Writes the rows where `new` is false to `old_path` and the others to `new_path`: a dataset
+    /// as it was yesterday, and tonight's addition to it.
+    pub fn write_split(
+        &self,
+        new: &[bool],
+        old_path: &std::path::Path,
+        new_path: &std::path::Path,
+        row_group_rows: usize,
+    ) -> Result<(), crate::io::OutputError> {
+        let batch = self.to_batch();
+        for (path, keep_new) in [(old_path, false), (new_path, true)] {
+            let mask = arrow_array::BooleanArray::from(new.iter().map(|&n| n == keep_new).collect::<Vec<_>>());
+            let part = arrow_select::filter::filter_record_batch(&batch, &mask).expect("mask of the batch's length");
+            write_rows(&part, path, row_group_rows)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `batch` as Parquet in row groups of `row_group_rows`.
+fn write_rows(
+    batch: &RecordBatch,
+    path: &std::path::Path,
+    row_group_rows: usize,
+) -> Result<(), crate::io::OutputError> {
+    let mut sink = crate::io::ParquetSink::create(path, batch.schema(), &["embedding"])?;
+    let mut offset = 0;
+    while offset < batch.num_rows() {
+        let len = row_group_rows.max(1).min(batch.num_rows() - offset);
+        sink.write(&batch.slice(offset, len))?;
+        sink.flush()?;
+        offset += len;
+    }
+    sink.commit()
 }
 
 /// Detection quality of one scan against the answer key.

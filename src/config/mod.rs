@@ -32,6 +32,21 @@ pub struct PipelineFile {
     pub detect: DetectorParams,
     #[serde(default)]
     pub decision: DecisionParams,
+    #[serde(default)]
+    pub incremental: IncrementalConf,
+}
+
+/// `[incremental]`: nightly scans that score only what is new or changed since the last one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct IncrementalConf {
+    /// Score only records new or changed since the reference (full scan when there is none yet).
+    pub enabled: bool,
+    /// Where the reference is, relative to the pipeline file; default: the output directory's
+    /// own (`[output] dir`). When given, it must exist.
+    pub reference: Option<PathBuf>,
+    /// `[incremental.refit]`: when to fit afresh instead.
+    pub refit: crate::reference::delta::RefitPolicy,
 }
 
 /// `[input]`: the data and its columns (see `datavet scan --help` for each column's meaning).
@@ -69,6 +84,16 @@ pub struct OutputConf {
     /// after a successful run. Each holds the stage results of one input state.
     #[serde(default = "default_keep_runs")]
     pub keep_runs: usize,
+    /// Save a reference in the output directory for incremental scans (default true).
+    #[serde(default = "default_true")]
+    pub save_reference: bool,
+    /// Exit 3 when more records than this are newly quarantined since the last scan (every
+    /// quarantined record counts as new when there was none).
+    pub fail_if_new: Option<usize>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_keep_runs() -> usize {
@@ -98,6 +123,7 @@ pub struct Pipeline {
     pub description: String,
     pub scan: ScanConfig,
     pub fail_if_quarantined: Option<u64>,
+    pub fail_if_new: Option<usize>,
     pub keep_runs: usize,
 }
 
@@ -262,10 +288,26 @@ fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, Config
     if let Err(e) = file.decision.check() {
         problem(line_of(text, "decision", e.key), format!("[decision] {e}"));
     }
+    if let Err(e) = file.incremental.refit.check() {
+        problem(
+            line_of(text, "incremental.refit", e.key),
+            format!("[incremental.refit] {e}"),
+        );
+    }
+    let out_dir = base.join(&file.output.dir);
+    let reference = file.incremental.reference.as_ref().map(|r| base.join(r));
+    if let Some(r) = &reference
+        && !r.exists()
+    {
+        problem(
+            line_of(text, "incremental", "reference"),
+            format!("[incremental] `reference`: {} not found", r.display()),
+        );
+    }
     if !problems.is_empty() {
         return Err(ConfigError::Problems(problems));
     }
-    let mut scan = ScanConfig::new(inputs, base.join(&file.output.dir));
+    let mut scan = ScanConfig::new(inputs, out_dir.clone());
     scan.read = ReadOptions {
         id_col: file.input.id_col,
         label_col: file.input.label_col,
@@ -274,16 +316,24 @@ fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, Config
         probs_col: file.input.probs_col,
         loss_col: file.input.loss_col,
         source_col: file.input.source_col,
+        feature_scaling: None,
     };
     scan.trusted = trusted;
     scan.detectors = file.detect;
     scan.decision = file.decision;
     scan.seed = file.scan.seed;
     scan.min_class_rows = file.scan.min_class_rows;
+    scan.reference.save = file.output.save_reference;
+    if file.incremental.enabled {
+        scan.reference.required = reference.is_some();
+        scan.reference.since = Some(reference.unwrap_or(out_dir));
+    }
+    scan.reference.refit = file.incremental.refit;
     Ok(Pipeline {
         description: file.description,
         scan,
         fail_if_quarantined: file.output.fail_if_quarantined,
+        fail_if_new: file.output.fail_if_new,
         keep_runs: file.output.keep_runs,
     })
 }

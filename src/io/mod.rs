@@ -20,6 +20,9 @@ pub use read::{
 pub use vectors::integer_values;
 pub use write::{AtomicFile, ParquetSink, for_each_batch};
 
+/// The (mean, scale) each feature column is standardized with: value -> (value - mean) * scale.
+pub type FeatureScaling = Vec<(f64, f64)>;
+
 /// One input file as the report's fingerprint records it.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FileInfo {
@@ -110,6 +113,8 @@ pub struct Dataset {
     /// The column naming who supplied each record, and its values by global row (reports only).
     pub source_column: Option<String>,
     pub sources: Option<Vec<String>>,
+    /// Feature columns: the (mean, scale) each was standardized with.
+    pub feature_scaling: Option<FeatureScaling>,
 }
 
 impl Dataset {

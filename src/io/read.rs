@@ -46,6 +46,11 @@ pub struct ReadOptions {
     /// Who or what supplied each record (contributor, vendor, batch), for the per-source tables
     /// of the reports; `None` means `source` when present.
     pub source_col: Option<String>,
+    /// Standardize feature columns with these (mean, scale) pairs instead of the data's own: an
+    /// incremental scan keeps the reference's, so unchanged records read back the same vectors.
+    /// Ignored unless there is one pair per feature column.
+    #[serde(skip)]
+    pub feature_scaling: Option<super::FeatureScaling>,
 }
 
 impl Default for ReadOptions {
@@ -58,6 +63,7 @@ impl Default for ReadOptions {
             probs_col: None,
             loss_col: None,
             source_col: None,
+            feature_scaling: None,
         }
     }
 }
@@ -563,14 +569,19 @@ pub fn read_dataset_with_progress(
     let (class_offsets, position, order) = group_by_class(&labels, classes.len());
 
     // Pass 2: vectors, straight into class-grouped positions.
-    let (x, dim) = match &roles.vectors {
+    let (x, dim, feature_scaling) = match &roles.vectors {
         VectorSource::Column(col) => {
             progress.start("read", total);
             let read = read_vectors(&sources, col, &position, &keys, progress);
             progress.finish();
-            read?
+            let (x, dim) = read?;
+            (x, dim, None)
         }
-        VectorSource::Features(cols) => read_scalars(&sources, cols, &position, true)?,
+        VectorSource::Features(cols) => {
+            let given = opts.feature_scaling.as_deref().filter(|s| s.len() == cols.len());
+            let (x, scaling) = read_scalars(&sources, cols, &position, Scaling::Standardize(given))?;
+            (x, cols.len(), Some(scaling))
+        }
     };
     let probs = match &roles.probs {
         Some(col) => {
@@ -595,7 +606,10 @@ pub fn read_dataset_with_progress(
         .is_some_and(|f| is_float_vector(f.data_type()));
     let losses = match &roles.losses {
         Some(col) if loss_is_vector => Some(read_vectors(&sources, col, &position, &keys, &NoProgress)?),
-        Some(col) => Some(read_scalars(&sources, std::slice::from_ref(col), &position, false)?),
+        Some(col) => Some((
+            read_scalars(&sources, std::slice::from_ref(col), &position, Scaling::Keep)?.0,
+            1,
+        )),
         None => None,
     };
     let source_col = match &opts.source_col {
@@ -648,7 +662,16 @@ pub fn read_dataset_with_progress(
         losses,
         source_column: source_col,
         sources: record_sources,
+        feature_scaling,
     })
+}
+
+/// How [`read_scalars`] scales each column.
+enum Scaling<'a> {
+    /// Values as they are (losses).
+    Keep,
+    /// To zero mean and unit variance (feature columns), or with given (mean, scale) pairs.
+    Standardize(Option<&'a [(f64, f64)]>),
 }
 
 /// Any column as display text per row (sources for reports): strings as they are, integers in
@@ -916,14 +939,14 @@ fn read_vectors(
     Ok((x, dim))
 }
 
-/// Scalar numeric columns as a row-major matrix in class-grouped positions; `standardize` scales
-/// each to zero mean and unit variance (feature columns), otherwise values are kept (losses).
+/// Scalar numeric columns as a row-major matrix in class-grouped positions, scaled as `scaling`
+/// says, with the (mean, scale) pair used for each column.
 fn read_scalars(
     sources: &[Source],
     cols: &[String],
     position: &[u32],
-    standardize: bool,
-) -> Result<(Vec<f32>, usize), InputError> {
+    scaling: Scaling<'_>,
+) -> Result<(Vec<f32>, super::FeatureScaling), InputError> {
     let dim = cols.len();
     let n = position.len();
     let mut columns = vec![Vec::<f64>::with_capacity(n); dim];
@@ -948,17 +971,20 @@ fn read_scalars(
     }
     // Standardize: features on different scales would otherwise let one column dominate every distance.
     let mut x = vec![0f32; n * dim];
+    let mut used = Vec::with_capacity(dim);
     for (j, col) in columns.iter().enumerate() {
         let mean = col.iter().sum::<f64>() / n as f64;
         let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
-        let (mean, scale) = match (standardize, var > 0.0) {
-            (false, _) => (0.0, 1.0),
-            (true, true) => (mean, 1.0 / var.sqrt()),
-            (true, false) => (mean, 0.0),
+        let (mean, scale) = match (&scaling, var > 0.0) {
+            (Scaling::Keep, _) => (0.0, 1.0),
+            (Scaling::Standardize(Some(given)), _) => given[j],
+            (Scaling::Standardize(None), true) => (mean, 1.0 / var.sqrt()),
+            (Scaling::Standardize(None), false) => (mean, 0.0),
         };
         for (g, v) in col.iter().enumerate() {
             x[position[g] as usize * dim + j] = ((v - mean) * scale) as f32;
         }
+        used.push((mean, scale));
     }
-    Ok((x, dim))
+    Ok((x, used))
 }

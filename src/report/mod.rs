@@ -49,6 +49,9 @@ pub struct Report {
     pub timings_ms: Vec<(String, f64)>,
     /// Non-fatal problems (skipped classes, caps reached), also printed by the CLI.
     pub warnings: Vec<String>,
+    /// An incremental scan: how its records matched the reference, drift, and whether it re-fit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<crate::reference::delta::IncrementalSummary>,
 }
 
 #[derive(Debug, Serialize)]

@@ -241,15 +241,20 @@ fn a_failed_run_leaves_previous_outputs_whole() {
     planted(&input, 14);
     fx.scan(&input, &[]).success();
     let before = output_bytes(&fx.out());
+    let current = std::fs::read(fx.out().join("reference/CURRENT")).unwrap();
     // Same output dir, input now broken (truncated): the run must fail and touch nothing.
     let bytes = std::fs::read(&input).unwrap();
     std::fs::write(&input, &bytes[..bytes.len() / 2]).unwrap();
-    fx.scan(&input, &[]).code(2).stderr(contains("not a Parquet file"));
+    fx.scan(&input, &["--incremental"])
+        .code(2)
+        .stderr(contains("not a Parquet file"));
     let after = output_bytes(&fx.out());
     assert!(before == after, "outputs changed after a failed run");
+    assert_eq!(std::fs::read(fx.out().join("reference/CURRENT")).unwrap(), current);
     let leftovers: Vec<_> = std::fs::read_dir(fx.out())
         .unwrap()
         .map(|e| e.unwrap().file_name())
+        .filter(|f| f != "reference")
         .collect();
     assert_eq!(leftovers.len(), OUTPUT_FILES.len(), "no temp files left: {leftovers:?}");
 }

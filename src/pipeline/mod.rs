@@ -1,5 +1,8 @@
 //! A scan, stage by stage: read -> per-class statistics and detectors -> decision -> outputs ->
-//! report. The only module that calls every stage.
+//! report. The only module that calls every stage. An incremental scan (`incremental`) runs the
+//! same stages against a reference's fits.
+
+pub mod incremental;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,8 +18,12 @@ use crate::influence::{self, InfluenceReport, InfluenceState};
 use crate::io::{self, Dataset, InputError, ReadOptions};
 use crate::progress::Progress;
 use crate::quarantine::{self, DetectorColumns};
+use crate::reference::Reference;
+use crate::reference::delta::IncrementalSummary;
+use crate::report::diff::Diff;
 use crate::report::{ClassReport, DatasetSummary, Report, Tool, Totals};
 use crate::score::{self, ClassEvidence, DecisionParams};
+pub use incremental::{Plan, ReferenceOptions};
 
 /// Everything a scan needs; the CLI and pipeline files both build one.
 #[derive(Clone, Debug, Serialize)]
@@ -32,6 +39,8 @@ pub struct ScanConfig {
     /// A verified clean Parquet set (same columns) for influence on a trusted set; optional.
     pub trusted: Vec<PathBuf>,
     pub out_dir: PathBuf,
+    /// The reference an incremental scan starts from, and whether to save one.
+    pub reference: ReferenceOptions,
 }
 
 impl ScanConfig {
@@ -45,8 +54,55 @@ impl ScanConfig {
             min_class_rows: DEFAULT_MIN_CLASS_ROWS,
             trusted: Vec::new(),
             out_dir,
+            reference: ReferenceOptions::default(),
         }
     }
+
+    /// Every setting checked before any data is read.
+    pub fn check(&self) -> Result<(), crate::Error> {
+        self.decision.check()?;
+        self.reference.refit.check()?;
+        detect::registry(&self.detectors, Available::default())?;
+        Ok(())
+    }
+
+    /// The settings a scan's fits depend on (columns, detectors, seed, minimum class size, the
+    /// trusted set's files): an incremental scan whose settings differ from its reference's fits
+    /// afresh. The decision's settings are not among them: it is re-made on every scan.
+    pub fn fit_settings(&self) -> Result<serde_json::Value, crate::Error> {
+        let read = ReadOptions {
+            source_col: None, // reports only
+            ..self.read.clone()
+        };
+        Ok(serde_json::json!({
+            "read": read,
+            "detectors": self.detectors,
+            "seed": self.seed,
+            "min_class_rows": self.min_class_rows,
+            "trusted": trusted_fingerprints(self)?,
+        }))
+    }
+}
+
+/// Path and size of every trusted-set file (the influence stage's results depend on them).
+pub fn trusted_fingerprints(config: &ScanConfig) -> Result<Vec<(PathBuf, u64)>, crate::Error> {
+    let files = if config.trusted.is_empty() {
+        Vec::new()
+    } else {
+        io::list_input_files(&config.trusted)?
+    };
+    files
+        .into_iter()
+        .map(|p| {
+            let size = std::fs::metadata(&p)
+                .map_err(|source| InputError::Io {
+                    path: p.clone(),
+                    source,
+                })?
+                .len();
+            Ok((p, size))
+        })
+        .collect()
 }
 
 /// Default for [`ScanConfig::min_class_rows`]: below this a 10-dim covariance and a 2-way split
@@ -57,6 +113,39 @@ pub const DEFAULT_MIN_CLASS_ROWS: usize = 30;
 pub struct Outcome {
     pub report: Report,
     pub quarantined: u64,
+    /// Against the reference the scan started from (incremental scans).
+    pub diff: Option<Diff>,
+    /// The reference this scan saved for the next one.
+    pub reference: Option<PathBuf>,
+}
+
+impl Outcome {
+    /// One line for logs and schedulers: the report's, and for an incremental scan what it
+    /// scored and what changed since the reference.
+    pub fn summary_line(&self) -> String {
+        let mut line = self.report.summary_line();
+        if let Some(inc) = &self.report.incremental {
+            line.push_str(&format!(
+                "; against reference generation {}: {} new, {} changed, {} gone, {} scored ({})",
+                inc.reference_generation,
+                inc.new,
+                inc.changed,
+                inc.gone,
+                inc.scored,
+                if inc.refit { "re-fitted" } else { "fit reused" }
+            ));
+        }
+        if let Some(d) = &self.diff {
+            line.push_str(&format!(
+                "; newly quarantined {} ({} new records), released {}, gone {}",
+                d.newly_quarantined.len(),
+                d.newly_quarantined_new_records,
+                d.released.len(),
+                d.gone.len()
+            ));
+        }
+        line
+    }
 }
 
 /// Detector results for one class, or why it was skipped.
@@ -264,6 +353,8 @@ pub struct Analysis {
     pub influence: Option<InfluenceReport>,
     /// Per class: (mean, rms radius), for drift between scans; `None` for skipped classes.
     pub class_geometry: Vec<Option<(Vec<f64>, f64)>>,
+    /// How an incremental scan matched its reference.
+    pub incremental: Option<IncrementalSummary>,
 }
 
 /// Influence, cluster and score stages on a dataset already in memory (no output is written).
@@ -365,22 +456,59 @@ pub fn score_stage(
         warnings,
         influence,
         class_geometry,
+        incremental: None,
     }
 }
 
 /// Runs a whole scan and publishes its outputs in `config.out_dir`, reporting long stages to
-/// `progress`.
+/// `progress`. With a reference (`config.reference.since`), only new or changed records are
+/// scored against its fits, unless the plan says to fit afresh.
 pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome, crate::Error> {
-    config.decision.check()?;
-    detect::registry(&config.detectors, Available::default())?; // reject bad parameters before reading any data
+    config.check()?; // bad parameters are rejected before reading any data
     let mut timings = Vec::new();
     let mut clock = Instant::now();
     let mut lap = |name: &str, timings: &mut Vec<(String, f64)>| {
         timings.push((name.to_string(), clock.elapsed().as_secs_f64() * 1e3));
         clock = Instant::now();
     };
-    let mut dataset = io::read_dataset_with_progress(&config.inputs, &config.read, progress)?;
+    let reference = incremental::open_reference(config)?;
+    let (mut dataset, hashes, plan) = ingest(config, reference, progress)?;
     lap("read", &mut timings);
+
+    let (influence, warning) = match plan.as_ref().filter(|p| p.reuses_fit()) {
+        Some(p) => (p.extend_influence(&dataset, config, progress)?, None),
+        None => influence_stage(&dataset, config, progress)?,
+    };
+    let influence_ms = influence.as_ref().map(|s| s.report.seconds * 1e3);
+    let fits = plan.as_ref().and_then(Plan::class_fits);
+    let classes = cluster_stage(&dataset, config, influence.as_ref(), fits, progress)?;
+    let report = influence.as_ref().map(|s| s.report.clone());
+    let mut analysis = score_stage(&dataset, config, &classes, report, warning, None);
+    analysis.incremental = plan.as_ref().map(|p| p.summary(dataset.rows()));
+    lap("detect+decide", &mut timings);
+    if let (Some(ms), Some(last)) = (influence_ms, timings.last_mut()) {
+        // Report the influence stage on its own line; it ran first inside the detect stage.
+        last.1 = (last.1 - ms).max(0.0);
+        timings.insert(timings.len() - 1, ("influence".to_string(), ms));
+    }
+    // The matrix is the largest allocation and the write stage streams the files again: free it
+    // so peak memory is the larger of the two stages, not their sum.
+    dataset.x = Vec::new();
+    let mut outcome = publish(&dataset, analysis, config, timings, progress)?;
+    (outcome.diff, outcome.reference) = finish(config, &dataset, hashes, influence, &classes, plan.as_ref())?;
+    Ok(outcome)
+}
+
+/// Reads the data (feature columns standardized as the reference did) and plans against the
+/// reference. Content hashes are computed only when a reference is read or saved.
+pub fn ingest(
+    config: &ScanConfig,
+    reference: Option<Reference>,
+    progress: &dyn Progress,
+) -> Result<(Dataset, Vec<u128>, Option<Plan>), crate::Error> {
+    let mut read = config.read.clone();
+    read.feature_scaling = reference.as_ref().and_then(|r| r.header.feature_scaling.clone());
+    let mut dataset = io::read_dataset_with_progress(&config.inputs, &read, progress)?;
     log::info!(
         "read {} rows x {} dims in {} classes from {} file(s)",
         dataset.rows(),
@@ -388,19 +516,42 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
         dataset.classes.len(),
         dataset.files.len()
     );
-
-    let analysis = analyse(&dataset, config, progress)?;
-    lap("detect+decide", &mut timings);
-    if let (Some(inf), Some(last)) = (&analysis.influence, timings.last_mut()) {
-        // Report the influence stage on its own line; it ran first inside the detect stage.
-        let ms = inf.seconds * 1e3;
-        last.1 = (last.1 - ms).max(0.0);
-        timings.insert(timings.len() - 1, ("influence".to_string(), ms));
+    let wants_hashes = reference.is_some() || config.reference.save;
+    let mut hashes = if wants_hashes {
+        dataset.content_hashes()
+    } else {
+        Vec::new()
+    };
+    let plan = reference.map(|r| Plan::new(r, &dataset, &hashes, config)).transpose()?;
+    if plan.as_ref().is_some_and(|p| !p.reuses_fit()) && read.feature_scaling.is_some() {
+        // A re-fit standardizes feature columns by tonight's data, not the reference's.
+        dataset = io::read_dataset_with_progress(&config.inputs, &config.read, progress)?;
+        hashes = dataset.content_hashes();
     }
-    // The matrix is the largest allocation and the write stage streams the files again: free it
-    // so peak memory is the larger of the two stages, not their sum.
-    dataset.x = Vec::new();
-    publish(&dataset, analysis, config, timings, progress)
+    Ok((dataset, hashes, plan))
+}
+
+/// After publishing: the diff against the reference the scan started from (`diff.json`), and
+/// the reference for the next scan (its directory).
+pub fn finish(
+    config: &ScanConfig,
+    dataset: &Dataset,
+    hashes: Vec<u128>,
+    influence: Option<InfluenceState>,
+    classes: &ClassAnalysis,
+    plan: Option<&Plan>,
+) -> Result<(Option<Diff>, Option<PathBuf>), crate::Error> {
+    let diff = match plan {
+        Some(p) => Some(incremental::diff_against(&p.reference.dir, &config.out_dir)?),
+        None => None,
+    };
+    let mut saved = None;
+    if config.reference.save {
+        let dir = incremental::save_reference(config, dataset, hashes, influence, classes, plan)?;
+        log::info!("saved reference {}", dir.display());
+        saved = Some(dir);
+    }
+    Ok((diff, saved))
 }
 
 /// The quarantine and report stages: writes clean/quarantine/scores (conservation checked) and
@@ -480,8 +631,14 @@ pub fn publish(
         influence: analysis.influence.clone(),
         timings_ms: timings,
         warnings: analysis.warnings,
+        incremental: analysis.incremental,
     };
     report.write(&config.out_dir)?;
     crate::report::write_human_reports(&config.out_dir)?;
-    Ok(Outcome { report, quarantined })
+    Ok(Outcome {
+        report,
+        quarantined,
+        diff: None,
+        reference: None,
+    })
 }

@@ -1,0 +1,236 @@
+//! Incremental scans: tonight's data matched against a reference, only new or changed records
+//! scored against its fits, the same decision over everything; then the reference the next scan
+//! starts from, and the diff against the last one.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{ClassAnalysis, ScanConfig};
+use crate::detect::ClassFit;
+use crate::influence::InfluenceState;
+use crate::io::{Dataset, RecordKeys};
+use crate::reference::delta::{self, IncrementalSummary, Matching, RefitPolicy};
+use crate::reference::{self, FitInfo, Header, Records, Reference, ReferenceError};
+use crate::report::diff::Diff;
+use crate::report::view::RunView;
+
+/// Where the scan's reference comes from and goes (`--since-reference`, `--incremental`,
+/// `--no-reference`; `[incremental]` in a pipeline file).
+#[derive(Clone, Debug, Serialize)]
+pub struct ReferenceOptions {
+    /// Save a reference in OUT/reference/ after the scan, for the next incremental one.
+    pub save: bool,
+    /// Score only records new or changed since the reference found here (an output directory,
+    /// its `reference/` directory, or a generation directory).
+    pub since: Option<PathBuf>,
+    /// Fail when `since` holds no reference; otherwise the scan is a full one (the first night).
+    pub required: bool,
+    pub refit: RefitPolicy,
+}
+
+impl Default for ReferenceOptions {
+    fn default() -> Self {
+        ReferenceOptions {
+            save: true,
+            since: None,
+            required: false,
+            refit: RefitPolicy::default(),
+        }
+    }
+}
+
+/// The reference the scan starts from, if it has one: `None` when none was asked for, or when
+/// the asked-for place holds none and one is not required.
+pub fn open_reference(config: &ScanConfig) -> Result<Option<Reference>, crate::Error> {
+    let Some(path) = &config.reference.since else {
+        return Ok(None);
+    };
+    match reference::open(path) {
+        Ok(r) => Ok(Some(r)),
+        Err(ReferenceError::NotFound { .. }) if !config.reference.required => {
+            log::info!("no reference in {} yet: full scan", path.display());
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An incremental scan's plan: how tonight's records match the reference, how far its classes
+/// drifted, and whether it scores against the reference or fits afresh.
+pub struct Plan {
+    pub reference: Reference,
+    pub records: Records,
+    pub matching: Matching,
+    pub drift: Vec<delta::ClassDrift>,
+    /// Why the scan fits afresh; empty when it scores against the reference.
+    pub refit: Vec<String>,
+}
+
+impl Plan {
+    pub fn new(
+        reference: Reference,
+        dataset: &Dataset,
+        hashes: &[u128],
+        config: &ScanConfig,
+    ) -> Result<Plan, crate::Error> {
+        let records = reference.records()?;
+        let matching = delta::match_records(dataset, hashes, &records);
+        let drift = delta::drift(dataset, &matching, &reference.header);
+        let mut refit = delta::refit_reasons(
+            &reference.header,
+            &config.fit_settings()?,
+            dataset,
+            &matching,
+            &drift,
+            &config.reference.refit,
+            config.min_class_rows,
+        );
+        let influence_wanted = config.detectors.influence.enabled && dataset.classes.len() >= 2;
+        if influence_wanted && records.influence.as_ref().and_then(|s| s.model.as_ref()).is_none() {
+            refit.push("the reference holds no influence model".into());
+        }
+        log::info!(
+            "reference {}: {} unchanged, {} new, {} changed, {} gone; {}",
+            reference.dir.display(),
+            matching.unchanged,
+            matching.new,
+            matching.changed,
+            matching.gone,
+            if refit.is_empty() {
+                "scoring the new against it".to_string()
+            } else {
+                format!("fitting afresh: {}", refit.join("; "))
+            }
+        );
+        Ok(Plan {
+            reference,
+            records,
+            matching,
+            drift,
+            refit,
+        })
+    }
+
+    /// True when the scan scores against the reference's fits.
+    pub fn reuses_fit(&self) -> bool {
+        self.refit.is_empty()
+    }
+
+    /// The reference's class fits, when the scan reuses them.
+    pub fn class_fits(&self) -> Option<&[Option<ClassFit>]> {
+        self.reuses_fit().then_some(self.reference.header.class_fits.as_slice())
+    }
+
+    /// What the report says about the plan.
+    pub fn summary(&self, rows: usize) -> IncrementalSummary {
+        IncrementalSummary {
+            reference: self.reference.dir.clone(),
+            reference_generation: self.reference.header.generation,
+            fit: self.reference.header.fit.clone(),
+            unchanged: self.matching.unchanged,
+            new: self.matching.new,
+            changed: self.matching.changed,
+            gone: self.matching.gone,
+            scored: if self.reuses_fit() {
+                self.matching.scored()
+            } else {
+                rows
+            },
+            refit: !self.reuses_fit(),
+            refit_reasons: self.refit.clone(),
+            drift: self.drift.clone(),
+        }
+    }
+
+    /// The influence stage: the reference's state extended to the new records.
+    pub fn extend_influence(
+        &self,
+        dataset: &Dataset,
+        config: &ScanConfig,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<Option<InfluenceState>, crate::Error> {
+        let Some(state) = &self.records.influence else {
+            return Ok(None);
+        };
+        let extended = crate::influence::extend(
+            state,
+            &self.matching.known,
+            dataset,
+            &config.detectors.influence,
+            progress,
+        )
+        .map_err(|message| ReferenceError::Corrupt {
+            path: self.reference.dir.clone(),
+            message,
+        })?;
+        Ok(Some(extended))
+    }
+}
+
+/// Saves the reference the next incremental scan starts from, in `config.out_dir/reference/`:
+/// the fits (the reference's own when this scan reused them), every record's key and content
+/// hash, and the influence state. Call after the outputs and report.json are published.
+pub fn save_reference(
+    config: &ScanConfig,
+    dataset: &Dataset,
+    hashes: Vec<u128>,
+    influence: Option<InfluenceState>,
+    classes: &ClassAnalysis,
+    plan: Option<&Plan>,
+) -> Result<PathBuf, crate::Error> {
+    let generation = reference::next_generation(&config.out_dir);
+    let now = jiff::Timestamp::now().to_string();
+    let (fit, scored_since_fit) = match plan.filter(|p| p.reuses_fit()) {
+        Some(p) => (
+            p.reference.header.fit.clone(),
+            p.reference.header.rows_scored_since_fit + p.matching.scored(),
+        ),
+        None => (
+            FitInfo {
+                id: reference::new_fit_id(&dataset.files, &now),
+                generation,
+                created_at: now,
+                rows: dataset.rows(),
+            },
+            0,
+        ),
+    };
+    let mut class_fits: Vec<Option<ClassFit>> = vec![None; dataset.classes.len()];
+    for r in &classes.results {
+        class_fits[r.class] = r.fit(&classes.names);
+    }
+    let header = Header::new(
+        generation,
+        fit,
+        scored_since_fit,
+        dataset.rows(),
+        config.fit_settings()?,
+        dataset.dim,
+        dataset.classes.clone(),
+        class_fits,
+        dataset.feature_scaling.clone(),
+    );
+    let records = Records {
+        keys: keys_by_position(dataset),
+        hashes,
+        influence,
+    };
+    Ok(reference::save(&config.out_dir, &header, &records)?)
+}
+
+fn keys_by_position(dataset: &Dataset) -> RecordKeys {
+    match &dataset.keys {
+        RecordKeys::Int(v) => RecordKeys::Int(dataset.order.iter().map(|&g| v[g as usize]).collect()),
+        RecordKeys::Str(v) => RecordKeys::Str(dataset.order.iter().map(|&g| v[g as usize].clone()).collect()),
+    }
+}
+
+/// Tonight's published scan against the reference's snapshot; writes `diff.json` into `out_dir`.
+pub fn diff_against(reference_dir: &Path, out_dir: &Path) -> Result<Diff, crate::Error> {
+    let previous = RunView::load(reference_dir)?;
+    let current = RunView::load(out_dir)?;
+    let d = crate::report::diff::diff(&previous, &current);
+    crate::report::diff::write(&d, out_dir)?;
+    Ok(d)
+}

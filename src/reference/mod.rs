@@ -1,0 +1,305 @@
+//! The reference an incremental scan starts from: what a finished scan fitted (each class's basis
+//! and detector fits, the influence stage's model) and what it vetted (every record's key and
+//! content hash, and the influence values computed for it).
+//!
+//! Every scan saves one in `OUT/reference/` (unless told not to). `reference/CURRENT` names the
+//! newest generation, a directory `reference/<generation>/` holding `reference.json` (format
+//! version, settings, fits), `records.json` (keys, hashes, influence state, in the scan's
+//! class-grouped order), and a snapshot of the scan's `scores.parquet` and `report.json` (what
+//! tonight's scan is diffed against). A generation is written in full under a temporary name and
+//! renamed into place before CURRENT is replaced (atomically): a scan killed while saving leaves
+//! the previous reference current. The two newest generations are kept.
+//!
+//! The format is versioned ([`FORMAT_VERSION`]): a reference of another format version is refused
+//! with a message saying what to do; one written by another tool version is not reused (its fits
+//! may differ from what this version computes) but re-fitted, and the report says so.
+
+pub mod delta;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::ClassFit;
+use crate::influence::InfluenceState;
+use crate::io::{AtomicFile, OutputError, RecordKeys};
+
+/// The version of the reference files this datavet writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Written into every reference, so a stray JSON file is not taken for one.
+const FORMAT_NAME: &str = "datavet-reference";
+/// The reference directory inside a scan's output directory.
+pub const DIR: &str = "reference";
+const CURRENT: &str = "CURRENT";
+const HEADER_FILE: &str = "reference.json";
+const RECORDS_FILE: &str = "records.json";
+/// Generations kept: the current one and the one before it.
+const KEEP_GENERATIONS: usize = 2;
+
+/// `reference.json`: everything but the per-record data.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Header {
+    /// Always [`FORMAT_NAME`].
+    pub format: String,
+    pub format_version: u32,
+    pub tool_version: String,
+    pub created_at: String,
+    /// Counts up with every scan that saves a reference into the same directory.
+    pub generation: u64,
+    pub fit: FitInfo,
+    /// Records scored against this fit by incremental scans since it was made (new or changed).
+    pub rows_scored_since_fit: usize,
+    pub rows: usize,
+    /// The settings the fits depend on (columns, detectors, seed, minimum class size, trusted
+    /// set); a scan with other settings re-fits.
+    pub settings: serde_json::Value,
+    pub dim: usize,
+    pub classes: Vec<String>,
+    /// Per class (same order as `classes`); `None` for a class that was too small to analyse.
+    pub class_fits: Vec<Option<ClassFit>>,
+    /// The (mean, scale) each feature column was standardized with, for tabular inputs: an
+    /// incremental scan standardizes new records the same way.
+    pub feature_scaling: Option<crate::io::FeatureScaling>,
+}
+
+impl Header {
+    /// A header of this format version; the caller fills in what the scan found.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        generation: u64,
+        fit: FitInfo,
+        rows_scored_since_fit: usize,
+        rows: usize,
+        settings: serde_json::Value,
+        dim: usize,
+        classes: Vec<String>,
+        class_fits: Vec<Option<ClassFit>>,
+        feature_scaling: Option<crate::io::FeatureScaling>,
+    ) -> Header {
+        Header {
+            format: FORMAT_NAME.into(),
+            format_version: FORMAT_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            created_at: jiff::Timestamp::now().to_string(),
+            generation,
+            fit,
+            rows_scored_since_fit,
+            rows,
+            settings,
+            dim,
+            classes,
+            class_fits,
+            feature_scaling,
+        }
+    }
+}
+
+/// Which scan made the fits a reference holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FitInfo {
+    /// Names the fit: unchanged by incremental scans, new with every full scan.
+    pub id: String,
+    pub generation: u64,
+    pub created_at: String,
+    pub rows: usize,
+}
+
+/// `records.json`: the vetted records, in the scan's class-grouped order (position order).
+#[derive(Serialize, Deserialize)]
+pub struct Records {
+    pub keys: RecordKeys,
+    #[serde(with = "crate::codec::u128s")]
+    pub hashes: Vec<u128>,
+    /// The influence stage's values for these records (and its model), when it ran.
+    pub influence: Option<InfluenceState>,
+}
+
+/// A reference opened for an incremental scan.
+pub struct Reference {
+    /// Its generation directory (holding the snapshot the diff reads).
+    pub dir: PathBuf,
+    pub header: Header,
+}
+
+/// Why a reference cannot be used at all (as opposed to one that only needs a re-fit).
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    #[error(
+        "{path}: no datavet reference here (looked for {DIR}/{CURRENT}, {CURRENT} and {HEADER_FILE}); \
+         a scan saves one in OUT/{DIR}/; run a full scan first"
+    )]
+    NotFound { path: PathBuf },
+    #[error("{path}: cannot read the reference: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a readable datavet reference ({message}); delete it and run a full scan")]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
+        "{path}: reference format {found} (written by datavet {written_by}); this datavet {ours} reads \
+         format {FORMAT_VERSION} only; run the datavet that wrote it, or a full scan without --since-reference"
+    )]
+    Format {
+        path: PathBuf,
+        found: u32,
+        written_by: String,
+        ours: &'static str,
+    },
+}
+
+fn corrupt(path: &Path, message: impl ToString) -> ReferenceError {
+    ReferenceError::Corrupt {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ReferenceError> {
+    std::fs::read(path).map_err(|source| ReferenceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The generation directory `path` points at: a scan's output directory, its `reference/`
+/// directory, or a generation directory itself.
+pub fn locate(path: &Path) -> Result<PathBuf, ReferenceError> {
+    for dir in [path.join(DIR), path.to_path_buf()] {
+        let current = dir.join(CURRENT);
+        if current.is_file() {
+            let name = String::from_utf8_lossy(&read(&current)?).trim().to_string();
+            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                return Err(corrupt(&current, "CURRENT does not name a generation"));
+            }
+            return Ok(dir.join(name));
+        }
+    }
+    if path.join(HEADER_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    Err(ReferenceError::NotFound {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Opens the reference at `path` (see [`locate`]) and checks its format.
+pub fn open(path: &Path) -> Result<Reference, ReferenceError> {
+    let dir = locate(path)?;
+    let header_path = dir.join(HEADER_FILE);
+    let value: serde_json::Value =
+        serde_json::from_slice(&read(&header_path)?).map_err(|e| corrupt(&header_path, e))?;
+    if value["format"].as_str() != Some(FORMAT_NAME) {
+        return Err(corrupt(&header_path, "it does not say it is a datavet reference"));
+    }
+    let found = value["format_version"].as_u64().unwrap_or(0) as u32;
+    if found != FORMAT_VERSION {
+        return Err(ReferenceError::Format {
+            path: header_path,
+            found,
+            written_by: value["tool_version"].as_str().unwrap_or("?").to_string(),
+            ours: env!("CARGO_PKG_VERSION"),
+        });
+    }
+    let header: Header = serde_json::from_value(value).map_err(|e| corrupt(&header_path, e))?;
+    if header.class_fits.len() != header.classes.len() {
+        return Err(corrupt(&header_path, "one class fit per class expected"));
+    }
+    Ok(Reference { dir, header })
+}
+
+impl Reference {
+    /// The per-record part (the larger file), checked against the header.
+    pub fn records(&self) -> Result<Records, ReferenceError> {
+        let path = self.dir.join(RECORDS_FILE);
+        let records: Records = serde_json::from_slice(&read(&path)?).map_err(|e| corrupt(&path, e))?;
+        let influence_rows = records.influence.as_ref().map(|s| s.label_issue.len());
+        if records.keys.len() != self.header.rows
+            || records.hashes.len() != self.header.rows
+            || influence_rows.is_some_and(|r| r != self.header.rows)
+        {
+            return Err(corrupt(&path, "its record count does not match reference.json"));
+        }
+        Ok(records)
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
+    move |source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Generation numbers present under `reference_dir`, ascending.
+fn generations(reference_dir: &Path) -> Vec<u64> {
+    let mut out: Vec<u64> = std::fs::read_dir(reference_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The generation number the next reference saved in `out_dir` gets.
+pub fn next_generation(out_dir: &Path) -> u64 {
+    generations(&out_dir.join(DIR)).last().map_or(1, |g| g + 1)
+}
+
+/// Saves a reference generation in `out_dir/reference/` with a snapshot of the scan's published
+/// `scores.parquet` (hard-linked: the published file is replaced by rename, never rewritten in
+/// place, so the link keeps this scan's version) and `report.json`, then makes it current and
+/// deletes generations before the previous one. Returns the generation directory.
+pub fn save(out_dir: &Path, header: &Header, records: &Records) -> Result<PathBuf, OutputError> {
+    let reference_dir = out_dir.join(DIR);
+    std::fs::create_dir_all(&reference_dir).map_err(io_error(&reference_dir))?;
+    // Leftovers of a save that was killed half-way (never current, so never read).
+    for e in std::fs::read_dir(&reference_dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with('.') {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let name = format!("{:06}", header.generation);
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .tempdir_in(&reference_dir)
+        .map_err(io_error(&reference_dir))?;
+    write_json(&temp.path().join(HEADER_FILE), header)?;
+    write_json(&temp.path().join(RECORDS_FILE), records)?;
+    for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
+        let (from, to) = (out_dir.join(file), temp.path().join(file));
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).map_err(io_error(&from))?;
+        }
+    }
+    let target = reference_dir.join(&name);
+    if target.exists() {
+        std::fs::remove_dir_all(&target).map_err(io_error(&target))?;
+    }
+    let temp = temp.keep();
+    std::fs::rename(&temp, &target).map_err(io_error(&target))?;
+    AtomicFile::write_all(&reference_dir.join(CURRENT), format!("{name}\n").as_bytes())?;
+    let all = generations(&reference_dir);
+    for old in all.iter().rev().skip(KEEP_GENERATIONS) {
+        let dir = reference_dir.join(format!("{old:06}"));
+        std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
+    }
+    Ok(target)
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), OutputError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| OutputError::Other {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    AtomicFile::write_all(path, &bytes)
+}
+
+/// A new fit's identity: a hash of what it was fitted on and when.
+pub fn new_fit_id(inputs: &[crate::io::FileInfo], at: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{}\n{at}", serde_json::to_string(inputs).unwrap_or_default()));
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
