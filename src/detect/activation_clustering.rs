@@ -68,10 +68,12 @@ pub struct ActivationClustering {
 }
 
 /// The fit a later scan scores new records under: the two cluster centres (`2 * k`, in the class
-/// basis's coordinates).
+/// basis's coordinates) and which of them was the smaller cluster (kept, so a split near half
+/// and half does not swap sides when a few records arrive).
 #[derive(Serialize, Deserialize)]
 struct Centroids {
     centroids: Vec<f32>,
+    small: Option<u8>,
 }
 
 impl Detector for ActivationClustering {
@@ -92,12 +94,12 @@ impl Detector for ActivationClustering {
                 message: e.to_string(),
             })?;
         let centroids = model.centroids().iter().copied().collect();
-        Ok(self.score_with(view, Centroids { centroids }))
+        Ok(self.score_with(view, Centroids { centroids, small: None }))
     }
 
     fn rescore(&self, view: &ClassView<'_>, fit: Option<&serde_json::Value>) -> Result<ClassScores, DetectError> {
         let fit: Centroids = super::parse_fit(self.name(), fit)?;
-        if fit.centroids.len() != 2 * view.basis.k {
+        if fit.centroids.len() != 2 * view.basis.k || fit.small.is_some_and(|s| s > 1) {
             return Err(DetectError::Failed {
                 detector: self.name(),
                 message: "the reference's cluster centres do not match the class basis".into(),
@@ -110,7 +112,7 @@ impl Detector for ActivationClustering {
 impl ActivationClustering {
     /// Everything after k-means: assignment to the nearest centre, sizes, silhouette, distance
     /// analysis. The same on a fresh fit and on a stored one, so both paths agree.
-    fn score_with(&self, view: &ClassView<'_>, fit: Centroids) -> ClassScores {
+    fn score_with(&self, view: &ClassView<'_>, mut fit: Centroids) -> ClassScores {
         let (n, k) = (view.n(), view.basis.k);
         let z = &view.basis.projected;
         let centroid = |c: u8| &fit.centroids[c as usize * k..(c as usize + 1) * k];
@@ -122,7 +124,7 @@ impl ActivationClustering {
             cluster.iter().filter(|&&c| c == 0).count(),
             cluster.iter().filter(|&&c| c == 1).count(),
         ];
-        let small = if sizes[0] <= sizes[1] { 0u8 } else { 1u8 };
+        let small = *fit.small.get_or_insert(if sizes[0] <= sizes[1] { 0u8 } else { 1u8 });
         let relative_size = sizes[small as usize] as f64 / n as f64;
         let (c_small, c_big) = (centroid(small), centroid(1 - small));
 

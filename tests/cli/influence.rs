@@ -3,12 +3,10 @@
 
 use std::path::Path;
 
-use arrow_array::RecordBatch;
 use datavet::testkit::{self, Attack, Kind, Spec, Synthetic};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use predicates::str::contains;
 
-use super::{Fixture, datavet};
+use super::{Fixture, datavet, read_all};
 
 fn write(path: &Path, kind: Kind, attack: Attack, seed: u64) -> Synthetic {
     let data = testkit::generate(&Spec {
@@ -23,20 +21,13 @@ fn write(path: &Path, kind: Kind, attack: Attack, seed: u64) -> Synthetic {
     data
 }
 
-fn read(path: &Path) -> RecordBatch {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
-    let schema = builder.schema().clone();
-    let batches: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
-    arrow_select::concat::concat_batches(&schema, &batches).unwrap()
-}
-
 fn report(fx: &Fixture) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(fx.out().join("report.json")).unwrap()).unwrap()
 }
 
 /// Ids of the quarantined rows and their reasons.
 fn quarantined(fx: &Fixture) -> Vec<(i64, String)> {
-    let q = read(&fx.out().join("quarantine.parquet"));
+    let q = read_all(&fx.out().join("quarantine.parquet"));
     let ids = q.column_by_name("id").unwrap();
     let ids = ids.as_any().downcast_ref::<arrow_array::Int64Array>().unwrap();
     let reasons = q.column_by_name("reasons").unwrap();
@@ -74,7 +65,7 @@ fn label_flips_are_quarantined_by_confident_learning() {
         "{right} of {} label issues are flips",
         by_cl.len()
     );
-    let scores = read(&fx.out().join("scores.parquet"));
+    let scores = read_all(&fx.out().join("scores.parquet"));
     for col in ["confident_learning", "self_influence", "deep_knn", "near_duplicates"] {
         assert!(scores.column_by_name(col).is_some(), "scores.parquet has `{col}`");
     }
@@ -120,7 +111,7 @@ fn no_influence_runs_only_the_clustering_detectors() {
     let input = fx.path("in.parquet");
     write(&input, Kind::Gaussian, Attack::None, 33);
     fx.scan(&input, &["--no-influence"]).success();
-    let scores = read(&fx.out().join("scores.parquet"));
+    let scores = read_all(&fx.out().join("scores.parquet"));
     assert!(scores.column_by_name("confident_learning").is_none());
     assert!(scores.column_by_name("spectre").is_some());
     assert!(report(&fx)["influence"].is_null());
@@ -134,7 +125,7 @@ fn a_trusted_set_adds_influence_on_it_and_reports_the_solve() {
     let trusted = fx.path("trusted.parquet");
     write(&trusted, Kind::Gaussian, Attack::None, 34); // same seed: the same classes, no flips
     fx.scan(&input, &["--trusted", trusted.to_str().unwrap()]).success();
-    let scores = read(&fx.out().join("scores.parquet"));
+    let scores = read_all(&fx.out().join("scores.parquet"));
     assert!(scores.column_by_name("trusted_influence").is_some());
     let solve = &report(&fx)["influence"]["trusted"];
     assert_eq!(solve["rows"], 1000);
@@ -174,7 +165,7 @@ fn relu_inputs_carry_probs_and_losses_that_feed_their_detectors() {
     };
     write(&input, Kind::Relu, attack, 36);
     fx.scan(&input, &["--loss-col", "loss"]).success();
-    let scores = read(&fx.out().join("scores.parquet"));
+    let scores = read_all(&fx.out().join("scores.parquet"));
     assert!(
         scores.column_by_name("model_probs").is_some(),
         "`probs` is found by name"

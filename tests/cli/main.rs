@@ -4,6 +4,7 @@
 //! note and pass when that folder is absent (it is beside the project root in CI).
 
 mod bad_inputs;
+mod incremental;
 mod influence;
 mod pipelines;
 mod review;
@@ -57,6 +58,16 @@ impl Fixture {
             .args(args)
             .assert()
     }
+}
+
+/// Every row of a Parquet file as one batch.
+pub fn read_all(path: &Path) -> arrow_array::RecordBatch {
+    let builder =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+            .unwrap();
+    let schema = builder.schema().clone();
+    let batches: Vec<arrow_array::RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+    arrow_select::concat::concat_batches(&schema, &batches).unwrap()
 }
 
 /// Writes one Arrow batch as a Parquet file.

@@ -1,0 +1,526 @@
+//! Incremental scans: the reference every scan saves, tonight's records matched against it by key
+//! and content, only new or changed ones scored against its fits, the same decision as a full
+//! scan, the diff and its exit code, re-fits on drift, on a large new share and on other
+//! settings, and references that cannot be used.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Int64Type};
+use arrow_array::{Array, RecordBatch};
+use datavet::testkit::{self, Attack, Kind, Spec, Synthetic};
+use predicates::str::contains;
+
+use super::{Fixture, datavet, read_all};
+
+fn gaussian(classes: usize, rows_per_class: usize, dim: usize, attack: Attack, seed: u64) -> Synthetic {
+    testkit::generate(&Spec {
+        kind: Kind::Gaussian,
+        classes,
+        rows_per_class,
+        dim,
+        attack,
+        seed,
+    })
+}
+
+fn backdoor(target: usize) -> Attack {
+    Attack::Backdoor {
+        target,
+        rate: 0.08,
+        strength: 4.0,
+    }
+}
+
+/// Yesterday's rows in `data/day1.parquet`, tonight's addition in `day2.parquet` (outside `data/`
+/// until [`arrive`] moves it in). Returns the data directory.
+fn split(fx: &Fixture, data: &Synthetic, new: &[bool]) -> PathBuf {
+    let dir = fx.path("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    data.write_split(new, &dir.join("day1.parquet"), &fx.path("day2.parquet"), 250)
+        .unwrap();
+    dir
+}
+
+fn arrive(fx: &Fixture, dir: &Path) {
+    std::fs::rename(fx.path("day2.parquet"), dir.join("day2.parquet")).unwrap();
+}
+
+fn scan(out: &Path, input: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
+    datavet()
+        .arg("scan")
+        .arg("--out")
+        .arg(out)
+        .arg("--input")
+        .arg(input)
+        .args(args)
+        .assert()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn stdout(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8(a.get_output().stdout.clone()).unwrap()
+}
+
+/// scores.parquet by id: (quarantined, every detector's score by column name).
+struct Scores {
+    rows: HashMap<i64, (bool, HashMap<String, f32>)>,
+    labels: HashMap<i64, String>,
+}
+
+impl Scores {
+    fn read(path: &Path) -> Scores {
+        let b: RecordBatch = read_all(path);
+        let ids = b.column_by_name("id").unwrap().as_primitive::<Int64Type>().clone();
+        let quarantined = b.column_by_name("quarantined").unwrap().as_boolean().clone();
+        let detectors: Vec<(String, arrow_array::Float32Array)> = b
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| f.data_type() == &arrow_schema::DataType::Float32 && !f.name().starts_with("pc"))
+            .map(|f| {
+                let c = b
+                    .column_by_name(f.name())
+                    .unwrap()
+                    .as_primitive::<Float32Type>()
+                    .clone();
+                (f.name().clone(), c)
+            })
+            .collect();
+        let rows = (0..b.num_rows())
+            .map(|i| {
+                let scores = detectors
+                    .iter()
+                    .filter(|(_, c)| c.is_valid(i))
+                    .map(|(n, c)| (n.clone(), c.value(i)))
+                    .collect();
+                (ids.value(i), (quarantined.value(i), scores))
+            })
+            .collect();
+        let label = b.column_by_name("label").unwrap().as_string::<i32>();
+        let labels = (0..b.num_rows())
+            .map(|i| (ids.value(i), label.value(i).to_string()))
+            .collect();
+        Scores { rows, labels }
+    }
+
+    fn quarantined(&self) -> HashSet<i64> {
+        self.rows.iter().filter(|(_, (q, _))| *q).map(|(&id, _)| id).collect()
+    }
+}
+
+#[test]
+fn an_unchanged_dataset_rescans_to_byte_identical_outputs() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    gaussian(5, 300, 32, backdoor(2), 71)
+        .write_parquet(&input, 250)
+        .unwrap();
+    fx.scan(&input, &[]).success();
+    let files = ["clean.parquet", "quarantine.parquet", "scores.parquet"];
+    let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(fx.out().join(f)).unwrap()).collect();
+    assert_eq!(
+        std::fs::read_to_string(fx.out().join("reference/CURRENT")).unwrap(),
+        "000001\n"
+    );
+
+    let a = fx.scan(&input, &["--incremental"]).success();
+    let line = stdout(&a);
+    assert!(
+        line.contains("0 new, 0 changed, 0 gone, 0 scored (fit reused)") && line.contains("newly quarantined 0"),
+        "{line}"
+    );
+    let after: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(fx.out().join(f)).unwrap()).collect();
+    assert!(before == after, "outputs changed on a rescan of the same data");
+    let report = json(&fx.out().join("report.json"));
+    assert_eq!(report["incremental"]["unchanged"], 1500);
+    assert_eq!(report["incremental"]["refit"], false);
+    assert_eq!(report["influence"]["incremental"]["records_scored"], 0);
+    let diff = json(&fx.out().join("diff.json"));
+    assert_eq!(diff["newly_quarantined"].as_array().unwrap().len(), 0);
+    assert!(diff["still_quarantined"].as_u64().unwrap() > 0);
+    assert_eq!(
+        std::fs::read_to_string(fx.out().join("reference/CURRENT")).unwrap(),
+        "000002\n"
+    );
+}
+
+#[test]
+fn new_records_are_scored_against_the_reference_and_decided_like_a_full_scan() {
+    let fx = Fixture::new();
+    let data = gaussian(10, 400, 64, backdoor(3), 72);
+    let new = data.new_rows(0.1);
+    let dir = split(&fx, &data, &new);
+    scan(&fx.out(), &dir, &[]).success();
+    arrive(&fx, &dir);
+    let a = scan(&fx.out(), &dir, &["--incremental"]).success();
+    let fresh = new.iter().filter(|&&n| n).count();
+    assert!(
+        stdout(&a).contains(&format!("{fresh} new, 0 changed, 0 gone, {fresh} scored (fit reused)")),
+        "{}",
+        stdout(&a)
+    );
+    let report = json(&fx.out().join("report.json"));
+    assert_eq!(report["incremental"]["new"], fresh);
+    assert_eq!(report["influence"]["incremental"]["records_scored"], fresh);
+    assert_eq!(report["conservation"]["ok"], true);
+    assert_eq!(report["totals"]["rows"], 4000);
+
+    // Yesterday's records keep yesterday's scores: the fits are the reference's. (Projections
+    // are block matrix products, whose rounding depends on the block's shape: equal to float
+    // precision. SPECTRE's whitened second moment is re-taken over tonight's class, as a full
+    // scan would, so its scores move with what tonight adds: a little in the attacked class,
+    // where one direction dominates; in clean classes, whose spectrum is flat, they re-rank,
+    // which does not matter there, since a clean class quarantines nothing by them.)
+    let yesterday = Scores::read(&fx.out().join("reference/000001/scores.parquet"));
+    let tonight = Scores::read(&fx.out().join("scores.parquet"));
+    let mut compared = 0;
+    let mut spectre_moves = Vec::new();
+    for (id, (_, old)) in &yesterday.rows {
+        let (_, now) = &tonight.rows[id];
+        for (name, v) in old {
+            if name == "spectre" {
+                if yesterday.labels[id] == "3" {
+                    spectre_moves.push(((now[name] - v) / v.abs().max(1e-3)).abs());
+                }
+            } else {
+                assert!(
+                    (now[name] - v).abs() <= 1e-5 * v.abs().max(1.0),
+                    "{id} {name}: {v} -> {}",
+                    now[name]
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 3600 * 5, "{compared} scores compared");
+    spectre_moves.sort_by(f32::total_cmp);
+    let median = spectre_moves[spectre_moves.len() / 2];
+    assert!(median < 0.05, "median relative move of SPECTRE scores {median}");
+
+    // The same calibrated decision as a full scan of the same data.
+    let full = fx.path("full");
+    scan(&full, &dir, &["--no-reference"]).success();
+    let (inc, all) = (
+        tonight.quarantined(),
+        Scores::read(&full.join("scores.parquet")).quarantined(),
+    );
+    let differ = inc.symmetric_difference(&all).count();
+    assert!(
+        differ <= 3.max(all.len() / 10),
+        "incremental {} vs full {}: {differ} differ",
+        inc.len(),
+        all.len()
+    );
+    // And tonight's poison is caught among tonight's records.
+    let ids = &data.ids;
+    let new_poison: Vec<i64> = (0..ids.len())
+        .filter(|&i| new[i] && data.poisoned[i])
+        .map(|i| ids[i])
+        .collect();
+    let caught = new_poison.iter().filter(|id| inc.contains(id)).count();
+    assert!(
+        !new_poison.is_empty() && caught * 10 >= new_poison.len() * 8,
+        "{caught} of {}",
+        new_poison.len()
+    );
+    assert!(!full.join("reference").exists(), "--no-reference saves none");
+}
+
+#[test]
+fn changed_and_removed_records_are_told_apart_from_new_ones() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    let mut data = gaussian(5, 300, 32, backdoor(2), 73);
+    data.write_parquet(&input, 250).unwrap();
+    fx.scan(&input, &[]).success();
+    let first = Scores::read(&fx.out().join("scores.parquet"));
+    let gone_quarantined = *first.quarantined().iter().min().unwrap();
+    let gone_clean = data.ids[0];
+    // Tonight: record 10 has a new vector under its old id; two records are gone.
+    let changed = 10;
+    data.x[changed * 32..(changed + 1) * 32]
+        .iter_mut()
+        .for_each(|v| *v += 0.5);
+    let removed: Vec<bool> = data
+        .ids
+        .iter()
+        .map(|&id| id == gone_quarantined || id == gone_clean)
+        .collect();
+    data.write_split(&removed, &input, &fx.path("removed.parquet"), 250)
+        .unwrap();
+    let a = fx.scan(&input, &["--incremental"]).success();
+    assert!(
+        stdout(&a).contains("0 new, 1 changed, 2 gone, 1 scored"),
+        "{}",
+        stdout(&a)
+    );
+    let diff = json(&fx.out().join("diff.json"));
+    let gone: Vec<String> = diff["gone"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(gone, vec![gone_quarantined.to_string()]);
+    assert_eq!(diff["records_removed"], 2);
+    let report = json(&fx.out().join("report.json"));
+    assert_eq!(report["totals"]["rows"], 1498);
+    assert_eq!(report["conservation"]["ok"], true);
+}
+
+#[test]
+fn a_large_new_share_or_drifted_classes_refit_and_say_why() {
+    let fx = Fixture::new();
+    let data = gaussian(5, 300, 32, backdoor(2), 74);
+    let new = data.new_rows(0.3);
+    let dir = split(&fx, &data, &new);
+    scan(&fx.out(), &dir, &[]).success();
+    arrive(&fx, &dir);
+    let a = scan(&fx.out(), &dir, &["--incremental"]).success();
+    assert!(stdout(&a).contains("(re-fitted)"), "{}", stdout(&a));
+    let report = json(&fx.out().join("report.json"));
+    let why = report["incremental"]["refit_reasons"].to_string();
+    assert!(why.contains("new or changed since the fit, over 0.2"), "{why}");
+    assert_eq!(report["incremental"]["scored"], 1500);
+    // A re-fit is a full scan: the same outputs as one.
+    let full = fx.path("full");
+    scan(&full, &dir, &["--no-reference"]).success();
+    for f in ["clean.parquet", "quarantine.parquet", "scores.parquet"] {
+        assert!(
+            std::fs::read(fx.out().join(f)).unwrap() == std::fs::read(full.join(f)).unwrap(),
+            "{f} differs from a full scan's"
+        );
+    }
+    assert_eq!(
+        json(&fx.out().join("reference/000002/reference.json"))["fit"]["generation"],
+        2
+    );
+
+    // Drift: tonight's records of class 1 arrive moved by about a class radius.
+    let fx = Fixture::new();
+    let mut data = gaussian(5, 300, 32, backdoor(2), 75);
+    let new = data.new_rows(0.1);
+    for i in (0..data.ids.len()).filter(|&i| new[i] && data.labels[i] == 1) {
+        data.x[i * 32..(i + 1) * 32].iter_mut().for_each(|v| *v += 0.6);
+    }
+    let dir = split(&fx, &data, &new);
+    scan(&fx.out(), &dir, &[]).success();
+    arrive(&fx, &dir);
+    scan(&fx.out(), &dir, &["--incremental"]).success();
+    let report = json(&fx.out().join("report.json"));
+    let why = report["incremental"]["refit_reasons"].to_string();
+    assert!(why.contains("class `1` drifted"), "{why}");
+    let drift = report["incremental"]["drift"].as_array().unwrap();
+    let shift = |c: &str| {
+        drift.iter().find(|d| d["class"] == c).unwrap()["shift"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(shift("1") > 0.5 && shift("0") < 0.3, "{drift:?}");
+}
+
+#[test]
+fn other_settings_or_another_tool_version_refit() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    gaussian(5, 300, 32, backdoor(2), 76)
+        .write_parquet(&input, 250)
+        .unwrap();
+    fx.scan(&input, &[]).success();
+    fx.scan(&input, &["--incremental", "--nb-dims", "8"]).success();
+    let why = json(&fx.out().join("report.json"))["incremental"]["refit_reasons"].to_string();
+    assert!(why.contains("settings changed since the fit: detectors"), "{why}");
+    // The decision's settings are not the fit's: changing them reuses it.
+    fx.scan(
+        &input,
+        &["--incremental", "--nb-dims", "8", "--record-threshold", "2.5"],
+    )
+    .success()
+    .stdout(contains("(fit reused)"));
+    let header = fx.out().join("reference/000003/reference.json");
+    let mut value = json(&header);
+    value["tool_version"] = "0.0.1".into();
+    std::fs::write(&header, serde_json::to_vec(&value).unwrap()).unwrap();
+    fx.scan(&input, &["--incremental", "--nb-dims", "8"]).success();
+    let why = json(&fx.out().join("report.json"))["incremental"]["refit_reasons"].to_string();
+    assert!(why.contains("fitted by datavet 0.0.1"), "{why}");
+}
+
+#[test]
+fn references_that_cannot_be_used_are_errors_that_name_the_file() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    gaussian(5, 200, 16, Attack::None, 77)
+        .write_parquet(&input, 250)
+        .unwrap();
+    // No reference yet: --incremental is a full scan that saves one; --since-reference fails.
+    fx.scan(&input, &["--incremental"])
+        .success()
+        .stdout(contains("datavet: 1000 rows"));
+    assert!(fx.out().join("reference/000001/records.json").is_file());
+    let empty = fx.path("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    fx.scan(&input, &["--since-reference", empty.to_str().unwrap()])
+        .code(2)
+        .stderr(contains("no datavet reference here"));
+
+    let header = fx.out().join("reference/000001/reference.json");
+    let good = std::fs::read(&header).unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    value["format_version"] = 999.into();
+    std::fs::write(&header, serde_json::to_vec(&value).unwrap()).unwrap();
+    fx.scan(&input, &["--incremental"])
+        .code(2)
+        .stderr(contains("reference.json: reference format 999"))
+        .stderr(contains("reads format 1 only"));
+    std::fs::write(&header, &good).unwrap();
+
+    let records = fx.out().join("reference/000001/records.json");
+    let bytes = std::fs::read(&records).unwrap();
+    std::fs::write(&records, &bytes[..bytes.len() / 2]).unwrap();
+    fx.scan(&input, &["--since-reference", fx.out().to_str().unwrap()])
+        .code(2)
+        .stderr(contains("records.json: not a readable datavet reference"));
+    // The failed scans published nothing and left the reference as it was.
+    assert_eq!(
+        std::fs::read_to_string(fx.out().join("reference/CURRENT")).unwrap(),
+        "000001\n"
+    );
+}
+
+#[test]
+fn fail_if_new_alerts_on_new_quarantines_only() {
+    let fx = Fixture::new();
+    let data = gaussian(10, 300, 32, backdoor(4), 78);
+    // Tonight brings most of the poison; yesterday had some of it.
+    let new: Vec<bool> = (0..data.ids.len())
+        .map(|i| (data.poisoned[i] && i % 3 != 0) || i % 20 == 0)
+        .collect();
+    let dir = split(&fx, &data, &new);
+    scan(&fx.out(), &dir, &[]).success();
+    arrive(&fx, &dir);
+    let a = scan(&fx.out(), &dir, &["--incremental", "--fail-if-new", "0"]).code(3);
+    let line = stdout(&a);
+    let newly: usize = line
+        .split("newly quarantined ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(newly > 0, "{line}");
+    // The same data again: nothing is new, so no alert, though rows are still quarantined.
+    scan(&fx.out(), &dir, &["--incremental", "--fail-if-new", "0"])
+        .success()
+        .stdout(contains("newly quarantined 0"));
+    // Generations: the current and the previous one are kept.
+    let mut kept: Vec<String> = std::fs::read_dir(fx.out().join("reference"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["000002", "000003", "CURRENT"]);
+}
+
+#[test]
+fn copies_and_flipped_labels_arriving_tonight_are_caught() {
+    let fx = Fixture::new();
+    let data = gaussian(
+        5,
+        300,
+        16,
+        Attack::NearCopies {
+            target: 2,
+            groups: 2,
+            copies: 8,
+        },
+        79,
+    );
+    // Every copy arrives tonight, with 5% of the clean records.
+    let share = data.new_rows(0.05);
+    let new: Vec<bool> = (0..data.ids.len()).map(|i| data.poisoned[i] || share[i]).collect();
+    let dir = split(&fx, &data, &new);
+    scan(&fx.out(), &dir, &[]).success();
+    arrive(&fx, &dir);
+    scan(&fx.out(), &dir, &["--incremental"]).success();
+    let q = read_all(&fx.out().join("quarantine.parquet"));
+    let ids = q.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let reasons = q.column_by_name("reasons").unwrap().as_string::<i32>();
+    let copies: HashSet<i64> = (0..data.ids.len())
+        .filter(|&i| data.poisoned[i])
+        .map(|i| data.ids[i])
+        .collect();
+    let caught = (0..q.num_rows())
+        .filter(|&i| copies.contains(&ids.value(i)) && reasons.value(i).contains("near_duplicates"))
+        .count();
+    assert_eq!(caught, copies.len(), "every copy is quarantined as one");
+
+    let fx = Fixture::new();
+    let data = gaussian(5, 300, 16, Attack::LabelFlip { rate: 0.06 }, 80);
+    let new = data.new_rows(0.1);
+    let dir = split(&fx, &data, &new);
+    scan(&fx.out(), &dir, &[]).success();
+    arrive(&fx, &dir);
+    scan(&fx.out(), &dir, &["--incremental"]).success();
+    let quarantined = Scores::read(&fx.out().join("scores.parquet")).quarantined();
+    let flips: Vec<i64> = (0..data.ids.len())
+        .filter(|&i| new[i] && data.poisoned[i])
+        .map(|i| data.ids[i])
+        .collect();
+    let caught = flips.iter().filter(|id| quarantined.contains(id)).count();
+    assert!(
+        !flips.is_empty() && caught * 10 >= flips.len() * 7,
+        "{caught} of {} new flips",
+        flips.len()
+    );
+}
+
+#[test]
+fn a_nightly_pipeline_runs_incrementally() {
+    let fx = Fixture::new();
+    let data = gaussian(5, 300, 32, backdoor(2), 81);
+    let dir = split(&fx, &data, &data.new_rows(0.1));
+    let out = fx.path("nightly");
+    let file = fx.path("nightly.toml");
+    std::fs::write(
+        &file,
+        "[input]\npaths = [\"data\"]\n[output]\ndir = \"nightly\"\nfail-if-new = 0\n[incremental]\nenabled = true\n[incremental.refit]\nmax-drift = 0.8\n",
+    )
+    .unwrap();
+    datavet().arg("run").arg(&file).assert().code(3); // the first night: all quarantined rows are new
+    arrive(&fx, &dir);
+    let a = datavet().arg("run").arg(&file).assert();
+    let line = stdout(&a);
+    assert!(line.contains("since the last scan: newly quarantined"), "{line}");
+    let report = json(&out.join("report.json"));
+    assert_eq!(report["incremental"]["new"], 150);
+    assert_eq!(report["incremental"]["refit"], false);
+    assert_eq!(report["influence"]["incremental"]["records_scored"], 150);
+    let before = std::fs::read(out.join("scores.parquet")).unwrap();
+    datavet()
+        .arg("run")
+        .arg(&file)
+        .assert()
+        .success()
+        .stdout(contains("newly quarantined 0"));
+    assert!(before == std::fs::read(out.join("scores.parquet")).unwrap());
+
+    std::fs::write(
+        &file,
+        "[input]\npaths = [\"data\"]\n[output]\ndir = \"nightly\"\n[incremental]\nenabled = true\nreference = \"nowhere\"\n[incremental.refit]\nmax-drift = -1\n",
+    )
+    .unwrap();
+    datavet()
+        .arg("check")
+        .arg(&file)
+        .assert()
+        .code(2)
+        .stderr(contains("nightly.toml:7: [incremental] `reference`"))
+        .stderr(contains(
+            "nightly.toml:9: [incremental.refit] `max-drift` must be positive",
+        ));
+}
