@@ -6,6 +6,10 @@
 //! peak RSS is read from its own rusage (wait4): the bench process stays small, so nothing of it
 //! is inherited at fork and counted. Per-stage times come from report.json, and so do the
 //! influence stage's details (surrogate fits, neighbour search time and recall).
+//!
+//! The incremental bench: a reference scan of 1M rows, then 10k new rows arrive; tonight's
+//! incremental scan of the 1.01M rows against the reference, next to a full scan of them (quick
+//! mode: 50k + 500).
 
 use std::path::Path;
 use std::process::Command;
@@ -37,44 +41,57 @@ fn run_measured(cmd: &mut Command) -> (f64, f64) {
     (start.elapsed().as_secs_f64(), usage.ru_maxrss as f64 / 1024.0) // Linux reports KiB
 }
 
-fn bench(rows: usize, dim: usize, dir: &Path) {
-    let input = dir.join(format!("bench_{rows}x{dim}.parquet"));
+/// `datavet sample` of the bench's data (`rows` in 10 classes); with `split`, that share of the
+/// rows goes to a second file instead (tonight's new rows).
+fn sample(rows: usize, dim: usize, input: &Path, split: Option<(&Path, f64)>) {
     let (per_class, dims) = ((rows / 10).to_string(), dim.to_string());
     let seed = SEED.to_string();
     let (rate, strength, target) = (RATE.to_string(), STRENGTH.to_string(), TARGET.to_string());
-    run_measured(
-        datavet()
-            .args(["sample", "-q", "--kind", "gaussian", "--classes", "10"])
-            .args([
-                "--rows-per-class",
-                &per_class,
-                "--dim",
-                &dims,
-                "--seed",
-                &seed,
-                "--poison-rate",
-                &rate,
-                "--strength",
-                &strength,
-                "--target",
-                &target,
-                "--row-group-rows",
-                "65536",
-                "--out",
-            ])
-            .arg(&input),
-    );
-    let size_mib = std::fs::metadata(&input).unwrap().len() as f64 / 1048576.0;
-    let out = dir.join(format!("out_{rows}"));
+    let mut cmd = datavet();
+    cmd.args(["sample", "-q", "--kind", "gaussian", "--classes", "10"])
+        .args([
+            "--rows-per-class",
+            &per_class,
+            "--dim",
+            &dims,
+            "--seed",
+            &seed,
+            "--poison-rate",
+            &rate,
+            "--strength",
+            &strength,
+            "--target",
+            &target,
+            "--row-group-rows",
+            "65536",
+            "--out",
+        ])
+        .arg(input);
+    if let Some((new_out, share)) = split {
+        cmd.arg("--new-out")
+            .arg(new_out)
+            .args(["--new-share", &share.to_string()]);
+    }
+    run_measured(&mut cmd);
+}
+
+/// `datavet scan -q --input INPUT --out OUT ARGS`: (wall seconds, peak RSS MiB, report.json).
+fn scan(input: &Path, out: &Path, args: &[&str]) -> (f64, f64, serde_json::Value) {
     let (wall, rss) = run_measured(
         datavet()
             .args(["scan", "-q", "--input"])
-            .arg(&input)
+            .arg(input)
             .arg("--out")
-            .arg(&out),
+            .arg(out)
+            .args(args),
     );
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
-    let stages: Vec<String> = report["timings_ms"]
+    let report = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    (wall, rss, report)
+}
+
+/// "stage 1.23s (n rows/s), ..." from a report's timings.
+fn stage_times(report: &serde_json::Value, rows: usize) -> String {
+    report["timings_ms"]
         .as_array()
         .unwrap()
         .iter()
@@ -86,7 +103,17 @@ fn bench(rows: usize, dim: usize, dir: &Path) {
                 rows as f64 / secs.max(1e-9)
             )
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn bench(rows: usize, dim: usize, dir: &Path) {
+    let input = dir.join(format!("bench_{rows}x{dim}.parquet"));
+    sample(rows, dim, &input, None);
+    let size_mib = std::fs::metadata(&input).unwrap().len() as f64 / 1048576.0;
+    let out = dir.join(format!("out_{rows}"));
+    let (wall, rss, report) = scan(&input, &out, &["--no-reference"]);
+    let stages = stage_times(&report, rows);
     // Quality on the bench data too (its seed was never used for tuning).
     let spec = Spec {
         kind: Kind::Gaussian,
@@ -117,7 +144,7 @@ fn bench(rows: usize, dim: usize, dir: &Path) {
     println!(
         "scan {rows} x {dim} ({size_mib:.0} MiB parquet): {wall:.2}s end to end, {:.0} rows/s, peak RSS {rss:.0} MiB; AUROC {auroc:.3}; {}",
         rows as f64 / wall,
-        stages.join(", ")
+        stages
     );
     let influence = &report["influence"];
     let knn = &influence["knn"];
@@ -144,6 +171,59 @@ fn bench(rows: usize, dim: usize, dir: &Path) {
     );
 }
 
+/// A reference scan of `reference_rows`, then `new_rows` more arrive: tonight's incremental scan
+/// against the reference and a full scan of the same rows, timed alike.
+fn bench_incremental(reference_rows: usize, new_rows: usize, dim: usize, dir: &Path) {
+    let total = reference_rows + new_rows;
+    let data = dir.join(format!("nightly_{total}"));
+    std::fs::create_dir_all(&data).unwrap();
+    let tonight = dir.join("tonight.parquet");
+    sample(
+        total,
+        dim,
+        &data.join("day1.parquet"),
+        Some((&tonight, new_rows as f64 / total as f64)),
+    );
+    let out = dir.join(format!("nightly_out_{total}"));
+    let (ref_wall, ref_rss, _) = scan(&data, &out, &[]);
+    let reference_mib = dir_size(&out.join("reference")) as f64 / 1048576.0;
+    std::fs::rename(&tonight, data.join("day2.parquet")).unwrap();
+    let (inc_wall, inc_rss, report) = scan(&data, &out, &["--incremental"]);
+    let inc = &report["incremental"];
+    assert_eq!(
+        inc["refit"], false,
+        "the bench's incremental scan re-fitted: {}",
+        inc["refit_reasons"]
+    );
+    let full_out = dir.join(format!("full_out_{total}"));
+    let (full_wall, full_rss, full_report) = scan(&data, &full_out, &["--no-reference"]);
+    let quarantined = |r: &serde_json::Value| r["totals"]["quarantined"].as_u64().unwrap();
+    println!(
+        "incremental {reference_rows} + {new_rows} x {dim}: reference scan {ref_wall:.2}s ({ref_rss:.0} MiB, reference \
+         {reference_mib:.0} MiB on disk); tonight incremental {inc_wall:.2}s, peak RSS {inc_rss:.0} MiB, {} scored \
+         ({:.0} rows/s over all rows) vs full {full_wall:.2}s, {full_rss:.0} MiB: {:.1}x faster; quarantined {} \
+         incremental vs {} full",
+        inc["scored"],
+        total as f64 / inc_wall,
+        full_wall / inc_wall,
+        quarantined(&report),
+        quarantined(&full_report),
+    );
+    println!("  incremental stages: {}", stage_times(&report, total));
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() { dir_size(&e.path()) } else { meta.len() }
+        })
+        .sum()
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("DATAVET_BENCH_QUICK").is_some();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -151,4 +231,6 @@ fn main() {
     for &rows in sizes {
         bench(rows, 256, dir.path());
     }
+    let (reference, new) = if quick { (50_000, 500) } else { (1_000_000, 10_000) };
+    bench_incremental(reference, new, 256, dir.path());
 }

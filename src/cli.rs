@@ -535,8 +535,8 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         Command::Diff(a) => {
-            let previous = crate::report::view::RunView::load(&a.previous)?;
-            let current = crate::report::view::RunView::load(&a.current)?;
+            let previous = crate::report::view::RunView::load_verdicts(&a.previous)?;
+            let current = crate::report::view::RunView::load_verdicts(&a.current)?;
             let d = crate::report::diff::diff(&previous, &current);
             crate::report::diff::write(&d, &a.current)?;
             if !cli.quiet {

@@ -289,7 +289,7 @@ pub fn run_staged(
     let score_settings = settings(&config.decision);
     let score_key = Run::key(&cluster_key, "score", &score_settings);
     let influence_report = influence.as_ref().map(|s| s.report.clone());
-    let summary = plan.as_ref().map(|p| p.summary(dataset.rows()));
+    let summary_of_plan = plan.as_ref().map(|p| p.summary(dataset.rows()));
     // The stage's file is the decision; the rest of the analysis is gathered from the cluster
     // result either way (cheap), once.
     let analysis = run.stage(
@@ -306,7 +306,7 @@ pub fn run_staged(
                 influence_warning.clone(),
                 Some(decision),
             );
-            analysis.incremental = summary.clone();
+            analysis.incremental = summary_of_plan.clone();
             Ok(Some(analysis))
         },
         |dir| {
@@ -318,7 +318,7 @@ pub fn run_staged(
                 influence_warning.clone(),
                 None,
             );
-            analysis.incremental = summary.clone();
+            analysis.incremental = summary_of_plan.clone();
             test_hang("score");
             write_json(&dir.join("result.json"), &analysis.decision)?;
             Ok((analysis, Vec::new()))
@@ -394,15 +394,7 @@ pub fn run_staged(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if let Some(d) = &diff {
-        summary.push_str(&format!(
-            "; since the last scan: newly quarantined {} ({} new records), released {}, gone {}",
-            d.newly_quarantined.len(),
-            d.newly_quarantined_new_records,
-            d.released.len(),
-            d.gone.len()
-        ));
-    }
+    summary.push_str(&pipeline::incremental_summary(summary_of_plan.as_ref(), diff.as_ref()));
     let warnings = report["warnings"]
         .as_array()
         .into_iter()

@@ -15,7 +15,7 @@ use parquet::errors::ParquetError;
 
 pub use read::{
     ReadOptions, check_unchanged, list_input_files, open_parquet_file, read_dataset, read_dataset_with_progress,
-    read_parquet_file,
+    read_parquet_columns, read_parquet_file,
 };
 pub use vectors::integer_values;
 pub use write::{AtomicFile, ParquetSink, for_each_batch};

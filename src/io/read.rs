@@ -502,7 +502,31 @@ pub fn open_parquet_file(path: &Path) -> Result<ParquetRecordBatchReader, InputE
 
 /// One whole Parquet file written by a run: its schema and every batch.
 pub fn read_parquet_file(path: &Path) -> Result<(SchemaRef, Vec<RecordBatch>), InputError> {
-    let reader = open_parquet_file(path)?;
+    read_parquet_columns(path, |_| true)
+}
+
+/// Reads the top-level columns of a Parquet file that `keep(index, name)` selects, in file order.
+pub fn read_parquet_columns(
+    path: &Path,
+    keep: impl Fn((usize, &str)) -> bool,
+) -> Result<(SchemaRef, Vec<RecordBatch>), InputError> {
+    let file = File::open(path).map_err(|source| InputError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|cause| InputError::NotParquet {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    let roots: Vec<usize> = (builder.schema().fields().iter().enumerate())
+        .filter(|(i, f)| keep((*i, f.name().as_str())))
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let reader = builder.with_projection(mask).build().map_err(|e| InputError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let schema = reader.schema();
     let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| InputError::Corrupt {
         path: path.to_path_buf(),

@@ -228,8 +228,8 @@ fn keys_by_position(dataset: &Dataset) -> RecordKeys {
 
 /// Tonight's published scan against the reference's snapshot; writes `diff.json` into `out_dir`.
 pub fn diff_against(reference_dir: &Path, out_dir: &Path) -> Result<Diff, crate::Error> {
-    let previous = RunView::load(reference_dir)?;
-    let current = RunView::load(out_dir)?;
+    let previous = RunView::load_verdicts(reference_dir)?;
+    let current = RunView::load_verdicts(out_dir)?;
     let d = crate::report::diff::diff(&previous, &current);
     crate::report::diff::write(&d, out_dir)?;
     Ok(d)

@@ -123,29 +123,34 @@ impl Outcome {
     /// One line for logs and schedulers: the report's, and for an incremental scan what it
     /// scored and what changed since the reference.
     pub fn summary_line(&self) -> String {
-        let mut line = self.report.summary_line();
-        if let Some(inc) = &self.report.incremental {
-            line.push_str(&format!(
-                "; against reference generation {}: {} new, {} changed, {} gone, {} scored ({})",
-                inc.reference_generation,
-                inc.new,
-                inc.changed,
-                inc.gone,
-                inc.scored,
-                if inc.refit { "re-fitted" } else { "fit reused" }
-            ));
-        }
-        if let Some(d) = &self.diff {
-            line.push_str(&format!(
-                "; newly quarantined {} ({} new records), released {}, gone {}",
-                d.newly_quarantined.len(),
-                d.newly_quarantined_new_records,
-                d.released.len(),
-                d.gone.len()
-            ));
-        }
-        line
+        self.report.summary_line() + &incremental_summary(self.report.incremental.as_ref(), self.diff.as_ref())
     }
+}
+
+/// "; against reference generation 3: 10 new, ...; newly quarantined 2 (...)", or empty.
+pub fn incremental_summary(inc: Option<&IncrementalSummary>, diff: Option<&Diff>) -> String {
+    let mut line = String::new();
+    if let Some(inc) = inc {
+        line.push_str(&format!(
+            "; against reference generation {}: {} new, {} changed, {} gone, {} scored ({})",
+            inc.reference_generation,
+            inc.new,
+            inc.changed,
+            inc.gone,
+            inc.scored,
+            if inc.refit { "re-fitted" } else { "fit reused" }
+        ));
+    }
+    if let Some(d) = diff {
+        line.push_str(&format!(
+            "; newly quarantined {} ({} new records), released {}, gone {}",
+            d.newly_quarantined.len(),
+            d.newly_quarantined_new_records,
+            d.released.len(),
+            d.gone.len()
+        ));
+    }
+    line
 }
 
 /// Detector results for one class, or why it was skipped.
@@ -517,12 +522,20 @@ pub fn ingest(
         dataset.files.len()
     );
     let wants_hashes = reference.is_some() || config.reference.save;
+    let clock = Instant::now();
     let mut hashes = if wants_hashes {
         dataset.content_hashes()
     } else {
         Vec::new()
     };
+    let hashing = clock.elapsed().as_secs_f64();
     let plan = reference.map(|r| Plan::new(r, &dataset, &hashes, config)).transpose()?;
+    if wants_hashes {
+        log::info!(
+            "content hashes in {hashing:.2}s; matched against the reference in {:.2}s",
+            clock.elapsed().as_secs_f64() - hashing
+        );
+    }
     if plan.as_ref().is_some_and(|p| !p.reuses_fit()) && read.feature_scaling.is_some() {
         // A re-fit standardizes feature columns by tonight's data, not the reference's.
         dataset = io::read_dataset_with_progress(&config.inputs, &config.read, progress)?;
@@ -541,14 +554,28 @@ pub fn finish(
     classes: &ClassAnalysis,
     plan: Option<&Plan>,
 ) -> Result<(Option<Diff>, Option<PathBuf>), crate::Error> {
+    let clock = Instant::now();
     let diff = match plan {
-        Some(p) => Some(incremental::diff_against(&p.reference.dir, &config.out_dir)?),
+        Some(p) => {
+            let d = incremental::diff_against(&p.reference.dir, &config.out_dir)?;
+            log::info!(
+                "diff against {} in {:.2}s",
+                p.reference.dir.display(),
+                clock.elapsed().as_secs_f64()
+            );
+            Some(d)
+        }
         None => None,
     };
     let mut saved = None;
     if config.reference.save {
+        let clock = Instant::now();
         let dir = incremental::save_reference(config, dataset, hashes, influence, classes, plan)?;
-        log::info!("saved reference {}", dir.display());
+        log::info!(
+            "saved reference {} in {:.2}s",
+            dir.display(),
+            clock.elapsed().as_secs_f64()
+        );
         saved = Some(dir);
     }
     Ok((diff, saved))

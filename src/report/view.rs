@@ -14,7 +14,7 @@ use arrow_array::types::{Float32Type, Float64Type, Int64Type, UInt8Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 
-use crate::io::{InputError, read_parquet_file};
+use crate::io::{InputError, read_parquet_columns};
 use crate::quarantine::SCORES_FILE;
 
 use super::REPORT_FILE;
@@ -69,6 +69,16 @@ fn text_at(column: &dyn Array, i: usize) -> String {
 impl RunView {
     /// Loads `report.json` and `scores.parquet` from a run's output directory.
     pub fn load(dir: &Path) -> Result<RunView, InputError> {
+        RunView::load_with(dir, true)
+    }
+
+    /// Like [`RunView::load`], but each record's verdict only (key, label, source, suspicion,
+    /// quarantined, reasons): what a diff compares, read without the score columns.
+    pub fn load_verdicts(dir: &Path) -> Result<RunView, InputError> {
+        RunView::load_with(dir, false)
+    }
+
+    fn load_with(dir: &Path, scores: bool) -> Result<RunView, InputError> {
         let report_path = dir.join(REPORT_FILE);
         let text = std::fs::read(&report_path).map_err(|source| InputError::Io {
             path: report_path.clone(),
@@ -84,10 +94,14 @@ impl RunView {
             .collect();
         let source_column = report["dataset"]["source_column"].as_str().map(String::from);
         let path = dir.join(SCORES_FILE);
-        let (_, batches) = read_parquet_file(&path)?;
+        let verdict = |(i, name): (usize, &str)| {
+            i < 2 || ["suspicion", "quarantined", "reasons"].contains(&name) || Some(name) == source_column.as_deref()
+        };
+        let (_, batches) = read_parquet_columns(&path, |c| scores || verdict(c))?;
         let mut records = Vec::new();
+        let read = if scores { &detectors[..] } else { &[] };
         for batch in &batches {
-            read_batch(batch, &detectors, source_column.as_deref(), &mut records).map_err(|m| corrupt(&path, m))?;
+            read_batch(batch, read, source_column.as_deref(), &mut records).map_err(|m| corrupt(&path, m))?;
         }
         Ok(RunView {
             report,
@@ -152,9 +166,10 @@ fn read_batch(
     let suspicion = column("suspicion")?.as_primitive::<Float64Type>();
     let quarantined = column("quarantined")?.as_boolean();
     let reasons = column("reasons")?.as_string::<i32>();
-    let pc1 = column("pc1")?.as_primitive::<Float32Type>();
-    let pc2 = column("pc2")?.as_primitive::<Float32Type>();
-    let cluster = column("cluster")?.as_primitive::<UInt8Type>();
+    // Absent when only the verdicts were read.
+    let pc1 = batch.column_by_name("pc1").map(|c| c.as_primitive::<Float32Type>());
+    let pc2 = batch.column_by_name("pc2").map(|c| c.as_primitive::<Float32Type>());
+    let cluster = batch.column_by_name("cluster").map(|c| c.as_primitive::<UInt8Type>());
     let source = source_column.map(column).transpose()?;
     let scores: Vec<_> = detectors
         .iter()
@@ -168,8 +183,11 @@ fn read_batch(
             suspicion: suspicion.value(i),
             quarantined: quarantined.value(i),
             reasons: reasons.value(i).to_string(),
-            projection: (!pc1.is_null(i)).then(|| [pc1.value(i), pc2.value(i)]),
-            cluster: (!cluster.is_null(i)).then(|| cluster.value(i)),
+            projection: pc1
+                .zip(pc2)
+                .filter(|(a, _)| !a.is_null(i))
+                .map(|(a, b)| [a.value(i), b.value(i)]),
+            cluster: cluster.filter(|c| !c.is_null(i)).map(|c| c.value(i)),
             scores: scores.iter().map(|s| (!s.is_null(i)).then(|| s.value(i))).collect(),
         });
     }

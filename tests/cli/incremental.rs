@@ -495,7 +495,10 @@ fn a_nightly_pipeline_runs_incrementally() {
     arrive(&fx, &dir);
     let a = datavet().arg("run").arg(&file).assert();
     let line = stdout(&a);
-    assert!(line.contains("since the last scan: newly quarantined"), "{line}");
+    assert!(
+        line.contains("150 new, 0 changed, 0 gone, 150 scored (fit reused); newly quarantined"),
+        "{line}"
+    );
     let report = json(&out.join("report.json"));
     assert_eq!(report["incremental"]["new"], 150);
     assert_eq!(report["incremental"]["refit"], false);
