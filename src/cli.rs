@@ -525,11 +525,12 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
             let r = crate::quarantine::review::release(&a.dir, &a.ids, &ids, &a.reason, &by)?;
             if !cli.quiet {
                 println!(
-                    "released {} rows to clean ({} clean, {} quarantined); logged in {}",
+                    "released {} rows to clean ({} clean, {} quarantined); logged in {}; {} kept in clean by later scans while unchanged",
                     r.released,
                     r.clean_rows,
                     r.quarantine_rows,
-                    a.dir.join(crate::quarantine::review::AUDIT_FILE).display()
+                    a.dir.join(crate::quarantine::review::AUDIT_FILE).display(),
+                    r.remembered
                 );
             }
             Ok(ExitStatus::Success)
@@ -574,20 +575,42 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
                 seed: a.seed,
             };
             let data = testkit::generate(&spec);
-            match (&a.new_out, a.new_share) {
-                (Some(new_out), Some(share)) => {
-                    data.write_split(&data.new_rows(share), &a.out, new_out, a.row_group_rows)?
+            for path in std::iter::once(&a.out).chain(&a.new_out) {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| crate::io::OutputError::Io {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
                 }
-                _ => data.write_parquet(&a.out, a.row_group_rows.max(1))?,
             }
+            let new = match (&a.new_out, a.new_share) {
+                (Some(new_out), Some(share)) => {
+                    let new = data.new_rows(share);
+                    data.write_split(&new, &a.out, new_out, a.row_group_rows)?;
+                    new
+                }
+                _ => {
+                    data.write_parquet(&a.out, a.row_group_rows.max(1))?;
+                    vec![false; data.ids.len()]
+                }
+            };
             if !cli.quiet {
-                let poisoned = data.poisoned.iter().filter(|&&p| p).count();
-                println!(
-                    "wrote {} ({} rows x {} dims, {poisoned} poisoned: {attack:?})",
+                let count = |want: bool| {
+                    let rows = new.iter().filter(|&&n| n == want).count();
+                    let poisoned = (0..new.len()).filter(|&i| new[i] == want && data.poisoned[i]).count();
+                    (rows, poisoned)
+                };
+                let (rows, poisoned) = count(false);
+                print!(
+                    "wrote {} ({rows} rows x {} dims, {poisoned} poisoned",
                     a.out.display(),
-                    data.ids.len(),
-                    a.dim,
+                    a.dim
                 );
+                if let Some(new_out) = &a.new_out {
+                    let (rows, poisoned) = count(true);
+                    print!(") and {} ({rows} rows, {poisoned} poisoned", new_out.display());
+                }
+                println!("): {attack:?}");
             }
             Ok(ExitStatus::Success)
         }

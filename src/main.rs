@@ -19,6 +19,13 @@ fn main() -> ExitCode {
     }) {
         return ExitCode::SUCCESS;
     }
-    eprintln!("datavet: error: {err:#}");
+    // Each cause once: our messages already quote the I/O error they wrap.
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1).map(|c| c.to_string()) {
+        if !message.contains(&cause) {
+            message = format!("{message}: {cause}");
+        }
+    }
+    eprintln!("datavet: error: {message}");
     ExitStatus::Error.into()
 }

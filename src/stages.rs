@@ -217,7 +217,13 @@ pub fn run_staged(
     config.check()?;
     let clock = Instant::now();
     let reference = pipeline::incremental::open_reference(config)?;
-    let (mut dataset, content_hashes, plan) = pipeline::ingest(config, reference, progress)?;
+    let pipeline::Ingested {
+        mut dataset,
+        hashes: content_hashes,
+        plan,
+        released,
+        releases,
+    } = pipeline::ingest(config, reference, progress)?;
     let inputs = dataset.files.clone();
     let ingest_settings = settings(&config.read);
     let run_id = sha256_hex(serde_json::to_string(&inputs).unwrap_or_default().as_bytes());
@@ -286,7 +292,8 @@ pub fn run_staged(
         },
     )?;
 
-    let score_settings = settings(&config.decision);
+    // Reviewed releases change the decision: they are part of its settings.
+    let score_settings = settings((&config.decision, &released));
     let score_key = Run::key(&cluster_key, "score", &score_settings);
     let influence_report = influence.as_ref().map(|s| s.report.clone());
     let summary_of_plan = plan.as_ref().map(|p| p.summary(dataset.rows()));
@@ -318,6 +325,7 @@ pub fn run_staged(
                 influence_warning.clone(),
                 None,
             );
+            analysis.decision.keep_in_clean(&released, &dataset.labels);
             analysis.incremental = summary_of_plan.clone();
             test_hang("score");
             write_json(&dir.join("result.json"), &analysis.decision)?;
@@ -378,7 +386,15 @@ pub fn run_staged(
     )?;
     // After the report: the diff against the reference the run started from, and the reference
     // for the next run.
-    let (diff, saved) = pipeline::finish(config, &dataset, content_hashes, influence, &classes, plan.as_ref())?;
+    let (diff, saved) = pipeline::finish(
+        config,
+        &dataset,
+        content_hashes,
+        influence,
+        &classes,
+        plan.as_ref(),
+        &releases,
+    )?;
     let quarantined = report["totals"]["quarantined"].as_u64().unwrap_or(0);
     let mut summary = format!(
         "datavet: {} rows; quarantined {quarantined}; attacked classes: {}; stages: {}",

@@ -11,7 +11,7 @@ use crate::detect::ClassFit;
 use crate::influence::InfluenceState;
 use crate::io::{Dataset, RecordKeys};
 use crate::reference::delta::{self, IncrementalSummary, Matching, RefitPolicy};
-use crate::reference::{self, FitInfo, Header, Records, Reference, ReferenceError};
+use crate::reference::{self, FitInfo, Header, Records, Reference, ReferenceError, Releases};
 use crate::report::diff::Diff;
 use crate::report::view::RunView;
 
@@ -178,6 +178,7 @@ pub fn save_reference(
     influence: Option<InfluenceState>,
     classes: &ClassAnalysis,
     plan: Option<&Plan>,
+    releases: &Releases,
 ) -> Result<PathBuf, crate::Error> {
     let generation = reference::next_generation(&config.out_dir);
     let now = jiff::Timestamp::now().to_string();
@@ -216,7 +217,7 @@ pub fn save_reference(
         hashes,
         influence,
     };
-    Ok(reference::save(&config.out_dir, &header, &records)?)
+    Ok(reference::save(&config.out_dir, &header, &records, releases)?)
 }
 
 fn keys_by_position(dataset: &Dataset) -> RecordKeys {

@@ -18,8 +18,8 @@ use crate::influence::{self, InfluenceReport, InfluenceState};
 use crate::io::{self, Dataset, InputError, ReadOptions};
 use crate::progress::Progress;
 use crate::quarantine::{self, DetectorColumns};
-use crate::reference::Reference;
 use crate::reference::delta::IncrementalSummary;
+use crate::reference::{Reference, Releases};
 use crate::report::diff::Diff;
 use crate::report::{ClassReport, DatasetSummary, Report, Tool, Totals};
 use crate::score::{self, ClassEvidence, DecisionParams};
@@ -477,7 +477,13 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
         clock = Instant::now();
     };
     let reference = incremental::open_reference(config)?;
-    let (mut dataset, hashes, plan) = ingest(config, reference, progress)?;
+    let Ingested {
+        mut dataset,
+        hashes,
+        plan,
+        released,
+        releases,
+    } = ingest(config, reference, progress)?;
     lap("read", &mut timings);
 
     let (influence, warning) = match plan.as_ref().filter(|p| p.reuses_fit()) {
@@ -489,6 +495,7 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
     let classes = cluster_stage(&dataset, config, influence.as_ref(), fits, progress)?;
     let report = influence.as_ref().map(|s| s.report.clone());
     let mut analysis = score_stage(&dataset, config, &classes, report, warning, None);
+    analysis.decision.keep_in_clean(&released, &dataset.labels);
     analysis.incremental = plan.as_ref().map(|p| p.summary(dataset.rows()));
     lap("detect+decide", &mut timings);
     if let (Some(ms), Some(last)) = (influence_ms, timings.last_mut()) {
@@ -500,17 +507,31 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
     // so peak memory is the larger of the two stages, not their sum.
     dataset.x = Vec::new();
     let mut outcome = publish(&dataset, analysis, config, timings, progress)?;
-    (outcome.diff, outcome.reference) = finish(config, &dataset, hashes, influence, &classes, plan.as_ref())?;
+    (outcome.diff, outcome.reference) =
+        finish(config, &dataset, hashes, influence, &classes, plan.as_ref(), &releases)?;
     Ok(outcome)
 }
 
-/// Reads the data (feature columns standardized as the reference did) and plans against the
-/// reference. Content hashes are computed only when a reference is read or saved.
+/// What the ingest stage hands on.
+pub struct Ingested {
+    pub dataset: Dataset,
+    /// Content hash of every record by position; empty when no reference is read or saved.
+    pub hashes: Vec<u128>,
+    pub plan: Option<Plan>,
+    /// Records a reviewer released that are unchanged since: (global row, who/when/why).
+    pub released: Vec<(u32, String)>,
+    /// Those releases, for the next reference.
+    pub releases: Releases,
+}
+
+/// Reads the data (feature columns standardized as the reference did), plans against the
+/// reference, and finds the reviewed releases (`OUT/reference`) that still apply. Content hashes
+/// are computed only when a reference is read or saved, or releases are checked.
 pub fn ingest(
     config: &ScanConfig,
     reference: Option<Reference>,
     progress: &dyn Progress,
-) -> Result<(Dataset, Vec<u128>, Option<Plan>), crate::Error> {
+) -> Result<Ingested, crate::Error> {
     let mut read = config.read.clone();
     read.feature_scaling = reference.as_ref().and_then(|r| r.header.feature_scaling.clone());
     let mut dataset = io::read_dataset_with_progress(&config.inputs, &read, progress)?;
@@ -521,7 +542,8 @@ pub fn ingest(
         dataset.classes.len(),
         dataset.files.len()
     );
-    let wants_hashes = reference.is_some() || config.reference.save;
+    let reviewed = crate::reference::releases(&config.out_dir)?;
+    let wants_hashes = reference.is_some() || config.reference.save || !reviewed.keys.is_empty();
     let clock = Instant::now();
     let mut hashes = if wants_hashes {
         dataset.content_hashes()
@@ -541,7 +563,14 @@ pub fn ingest(
         dataset = io::read_dataset_with_progress(&config.inputs, &config.read, progress)?;
         hashes = dataset.content_hashes();
     }
-    Ok((dataset, hashes, plan))
+    let (released, releases) = reviewed.applying_to(&dataset, &hashes);
+    Ok(Ingested {
+        dataset,
+        hashes,
+        plan,
+        released,
+        releases,
+    })
 }
 
 /// After publishing: the diff against the reference the scan started from (`diff.json`), and
@@ -553,6 +582,7 @@ pub fn finish(
     influence: Option<InfluenceState>,
     classes: &ClassAnalysis,
     plan: Option<&Plan>,
+    releases: &Releases,
 ) -> Result<(Option<Diff>, Option<PathBuf>), crate::Error> {
     let clock = Instant::now();
     let diff = match plan {
@@ -570,7 +600,7 @@ pub fn finish(
     let mut saved = None;
     if config.reference.save {
         let clock = Instant::now();
-        let dir = incremental::save_reference(config, dataset, hashes, influence, classes, plan)?;
+        let dir = incremental::save_reference(config, dataset, hashes, influence, classes, plan, releases)?;
         log::info!(
             "saved reference {} in {:.2}s",
             dir.display(),

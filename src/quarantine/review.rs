@@ -194,6 +194,9 @@ fn json_value(column: &dyn Array, i: usize) -> serde_json::Value {
 #[derive(Debug, serde::Serialize)]
 pub struct Released {
     pub released: usize,
+    /// Of those, how many the output directory's reference records, so that later scans keep
+    /// them in clean while their content is unchanged (0 when the scan saved no reference).
+    pub remembered: usize,
     pub clean_rows: usize,
     pub quarantine_rows: usize,
 }
@@ -413,7 +416,11 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
             source,
         })?;
     crate::report::write_human_reports(dir)?;
+    // Later scans keep these records in clean while they are unchanged.
+    let remembered =
+        crate::reference::record_release(dir, ids, &format!("released on review by {by} at {at}: {reason}"))?;
     Ok(Released {
+        remembered,
         released: wanted.len(),
         clean_rows: new_clean,
         quarantine_rows: new_quarantine,

@@ -33,6 +33,7 @@ pub const DIR: &str = "reference";
 const CURRENT: &str = "CURRENT";
 const HEADER_FILE: &str = "reference.json";
 const RECORDS_FILE: &str = "records.json";
+const RELEASES_FILE: &str = "released.json";
 /// Generations kept: the current one and the one before it.
 const KEEP_GENERATIONS: usize = 2;
 
@@ -112,6 +113,102 @@ pub struct Records {
     pub hashes: Vec<u128>,
     /// The influence stage's values for these records (and its model), when it ran.
     pub influence: Option<InfluenceState>,
+}
+
+/// Records a reviewer moved back to clean (`datavet release`), each with its content hash then:
+/// later scans keep a record in clean while its content is unchanged.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Releases {
+    pub keys: Vec<String>,
+    #[serde(with = "crate::codec::u128s")]
+    pub hashes: Vec<u128>,
+    /// Who released it, when and why.
+    pub notes: Vec<String>,
+}
+
+impl Releases {
+    /// The releases that still apply to `dataset` (same key, same content hash `hashes[p]` at
+    /// position `p`): (global row, note), and the releases kept for the next reference.
+    pub fn applying_to(&self, dataset: &crate::io::Dataset, hashes: &[u128]) -> (Vec<(u32, String)>, Releases) {
+        let by_key: std::collections::HashMap<&str, usize> =
+            self.keys.iter().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
+        let mut rows = Vec::new();
+        let mut kept = Releases::default();
+        if by_key.is_empty() {
+            return (rows, kept);
+        }
+        for p in 0..dataset.rows() {
+            let g = dataset.order[p] as usize;
+            let key = dataset.keys.display(g);
+            if let Some(&i) = by_key.get(key.as_str())
+                && self.hashes[i] == hashes[p]
+            {
+                rows.push((g as u32, self.notes[i].clone()));
+                kept.keys.push(key);
+                kept.hashes.push(hashes[p]);
+                kept.notes.push(self.notes[i].clone());
+            }
+        }
+        (rows, kept)
+    }
+}
+
+/// The releases recorded in the current reference of `out_dir`, if it has one.
+pub fn releases(out_dir: &Path) -> Result<Releases, ReferenceError> {
+    let Ok(dir) = locate(&out_dir.join(DIR)) else {
+        return Ok(Releases::default());
+    };
+    let path = dir.join(RELEASES_FILE);
+    if !path.is_file() {
+        return Ok(Releases::default());
+    }
+    serde_json::from_slice(&read(&path)?).map_err(|e| corrupt(&path, e))
+}
+
+/// Records a review's release of `ids` in the current reference of `out_dir` (when there is
+/// one), with each record's content hash from it, and points the reference's snapshot at the
+/// released outputs, so the next scan's diff starts from them. Returns how many were recorded.
+pub fn record_release(out_dir: &Path, ids: &[String], note: &str) -> Result<usize, crate::Error> {
+    let Ok(dir) = locate(&out_dir.join(DIR)) else {
+        return Ok(0);
+    };
+    let reference = open(&dir)?;
+    let records = reference.records()?;
+    let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let mut releases = releases(out_dir)?;
+    let mut recorded = 0;
+    for r in 0..records.keys.len() {
+        let key = records.keys.display(r);
+        if wanted.contains(key.as_str()) {
+            match releases.keys.iter().position(|k| *k == key) {
+                Some(i) => {
+                    releases.hashes[i] = records.hashes[r];
+                    releases.notes[i] = note.to_string();
+                }
+                None => {
+                    releases.keys.push(key);
+                    releases.hashes.push(records.hashes[r]);
+                    releases.notes.push(note.to_string());
+                }
+            }
+            recorded += 1;
+        }
+    }
+    write_json(&dir.join(RELEASES_FILE), &releases)?;
+    for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
+        snapshot(&out_dir.join(file), &dir.join(file))?;
+    }
+    Ok(recorded)
+}
+
+/// Links (or copies) a published output into a reference generation, replacing what was there.
+fn snapshot(from: &Path, to: &Path) -> Result<(), OutputError> {
+    let temp = to.with_extension("linking");
+    let _ = std::fs::remove_file(&temp);
+    if std::fs::hard_link(from, &temp).is_err() {
+        std::fs::copy(from, &temp).map_err(io_error(from))?;
+    }
+    std::fs::rename(&temp, to).map_err(io_error(to))
 }
 
 /// A reference opened for an incremental scan.
@@ -250,9 +347,10 @@ pub fn next_generation(out_dir: &Path) -> u64 {
 
 /// Saves a reference generation in `out_dir/reference/` with a snapshot of the scan's published
 /// `scores.parquet` (hard-linked: the published file is replaced by rename, never rewritten in
-/// place, so the link keeps this scan's version) and `report.json`, then makes it current and
-/// deletes generations before the previous one. Returns the generation directory.
-pub fn save(out_dir: &Path, header: &Header, records: &Records) -> Result<PathBuf, OutputError> {
+/// place, so the link keeps this scan's version) and `report.json`, and the releases that still
+/// apply; then makes it current and deletes generations before the previous one. Returns the
+/// generation directory.
+pub fn save(out_dir: &Path, header: &Header, records: &Records, releases: &Releases) -> Result<PathBuf, OutputError> {
     let reference_dir = out_dir.join(DIR);
     std::fs::create_dir_all(&reference_dir).map_err(io_error(&reference_dir))?;
     // Leftovers of a save that was killed half-way (never current, so never read).
@@ -268,11 +366,11 @@ pub fn save(out_dir: &Path, header: &Header, records: &Records) -> Result<PathBu
         .map_err(io_error(&reference_dir))?;
     write_json(&temp.path().join(HEADER_FILE), header)?;
     write_json(&temp.path().join(RECORDS_FILE), records)?;
+    if !releases.keys.is_empty() {
+        write_json(&temp.path().join(RELEASES_FILE), releases)?;
+    }
     for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
-        let (from, to) = (out_dir.join(file), temp.path().join(file));
-        if std::fs::hard_link(&from, &to).is_err() {
-            std::fs::copy(&from, &to).map_err(io_error(&from))?;
-        }
+        snapshot(&out_dir.join(file), &temp.path().join(file))?;
     }
     let target = reference_dir.join(&name);
     if target.exists() {

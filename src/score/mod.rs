@@ -121,6 +121,25 @@ pub struct Decision {
     pub verdicts: Vec<Option<ClassVerdict>>,
 }
 
+impl Decision {
+    /// Keeps `rows` (global row, why) in clean whatever the detectors say: records a reviewer
+    /// released that have not changed since. `class_of[g]` is row `g`'s class.
+    pub fn keep_in_clean(&mut self, rows: &[(u32, String)], class_of: &[u32]) {
+        for (g, why) in rows {
+            let g = *g as usize;
+            if !self.quarantined[g] {
+                continue;
+            }
+            self.quarantined[g] = false;
+            if let Some(v) = self.verdicts[class_of[g] as usize].as_mut() {
+                v.flagged = v.flagged.saturating_sub(1);
+            }
+            self.suspicion[g] = self.suspicion[g].min(0.4999);
+            self.reasons[g] = format!("kept in clean: {why}; flagged again: {}", self.reasons[g]);
+        }
+    }
+}
+
 fn logistic(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }

@@ -527,3 +527,65 @@ fn a_nightly_pipeline_runs_incrementally() {
             "nightly.toml:9: [incremental.refit] `max-drift` must be positive",
         ));
 }
+
+#[test]
+fn released_records_stay_in_clean_until_their_content_changes() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    let mut data = gaussian(5, 300, 32, backdoor(2), 82);
+    data.write_parquet(&input, 250).unwrap();
+    fx.scan(&input, &[]).success();
+    let quarantined = Scores::read(&fx.out().join("scores.parquet")).quarantined();
+    let mut ids: Vec<i64> = quarantined.iter().copied().collect();
+    ids.sort();
+    let (kept, edited) = (ids[0], ids[1]);
+    let list = fx.path("reviewed.txt");
+    std::fs::write(&list, format!("{kept}\n{edited}\n")).unwrap();
+    datavet()
+        .args(["release"])
+        .arg(fx.out())
+        .arg("--ids")
+        .arg(&list)
+        .args(["--reason", "checked by hand", "--by", "alice"])
+        .assert()
+        .success()
+        .stdout(contains("2 kept in clean by later scans while unchanged"));
+
+    // The next scans, incremental or full, keep both in clean and say why; nothing is new.
+    for args in [&["--incremental"][..], &[]] {
+        let a = fx.scan(&input, args).success();
+        let now = Scores::read(&fx.out().join("scores.parquet"));
+        assert!(!now.quarantined().contains(&kept) && !now.quarantined().contains(&edited));
+        assert_eq!(now.quarantined().len(), quarantined.len() - 2);
+        if args.is_empty() {
+            continue;
+        }
+        assert!(stdout(&a).contains("newly quarantined 0"), "{}", stdout(&a));
+        let diff = json(&fx.out().join("diff.json"));
+        assert_eq!(
+            diff["released"].as_array().unwrap().len(),
+            0,
+            "the release was yesterday's"
+        );
+    }
+    let scores = read_all(&fx.out().join("scores.parquet"));
+    let id_col = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let reasons = scores.column_by_name("reasons").unwrap().as_string::<i32>();
+    let reason = (0..scores.num_rows())
+        .find(|&i| id_col.value(i) == kept)
+        .map(|i| reasons.value(i))
+        .unwrap();
+    assert!(
+        reason.starts_with("kept in clean: released on review by alice at ")
+            && reason.contains("checked by hand; flagged again: "),
+        "{reason}"
+    );
+
+    // A released record whose content changes is judged afresh.
+    let row = data.ids.iter().position(|&id| id == edited).unwrap();
+    data.x[row * 32] += 1e-3;
+    data.write_parquet(&input, 250).unwrap();
+    fx.scan(&input, &["--incremental"]).success();
+    let now = Scores::read(&fx.out().join("scores.parquet")).quarantined();
+    assert!(now.contains(&edited) && !now.contains(&kept));
+}
