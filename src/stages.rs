@@ -386,15 +386,15 @@ pub fn run_staged(
     )?;
     // After the report: the diff against the reference the run started from, and the reference
     // for the next run.
-    let (diff, saved) = pipeline::finish(
-        config,
-        &dataset,
-        content_hashes,
+    let scanned = pipeline::Scanned {
+        dataset: &dataset,
+        hashes: content_hashes,
         influence,
-        &classes,
-        plan.as_ref(),
-        &releases,
-    )?;
+        classes: &classes,
+        plan: plan.as_ref(),
+        releases: &releases,
+    };
+    let (diff, saved) = pipeline::finish(config, scanned)?;
     let quarantined = report["totals"]["quarantined"].as_u64().unwrap_or(0);
     let mut summary = format!(
         "datavet: {} rows; quarantined {quarantined}; attacked classes: {}; stages: {}",

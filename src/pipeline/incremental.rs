@@ -168,18 +168,30 @@ impl Plan {
     }
 }
 
+/// What a finished scan leaves for the next one: the data it read, the state it fitted (or
+/// extended from its reference), and the reviewed releases that still apply.
+pub struct Scanned<'a> {
+    pub dataset: &'a Dataset,
+    /// Content hash of every record, by position.
+    pub hashes: Vec<u128>,
+    pub influence: Option<InfluenceState>,
+    pub classes: &'a ClassAnalysis,
+    pub plan: Option<&'a Plan>,
+    pub releases: &'a Releases,
+}
+
 /// Saves the reference the next incremental scan starts from, in `config.out_dir/reference/`:
 /// the fits (the reference's own when this scan reused them), every record's key and content
 /// hash, and the influence state. Call after the outputs and report.json are published.
-pub fn save_reference(
-    config: &ScanConfig,
-    dataset: &Dataset,
-    hashes: Vec<u128>,
-    influence: Option<InfluenceState>,
-    classes: &ClassAnalysis,
-    plan: Option<&Plan>,
-    releases: &Releases,
-) -> Result<PathBuf, crate::Error> {
+pub fn save_reference(config: &ScanConfig, scanned: Scanned<'_>) -> Result<PathBuf, crate::Error> {
+    let Scanned {
+        dataset,
+        hashes,
+        influence,
+        classes,
+        plan,
+        releases,
+    } = scanned;
     let generation = reference::next_generation(&config.out_dir);
     let now = jiff::Timestamp::now().to_string();
     let (fit, scored_since_fit) = match plan.filter(|p| p.reuses_fit()) {

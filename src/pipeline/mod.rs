@@ -23,7 +23,7 @@ use crate::reference::{Reference, Releases};
 use crate::report::diff::Diff;
 use crate::report::{ClassReport, DatasetSummary, Report, Tool, Totals};
 use crate::score::{self, ClassEvidence, DecisionParams};
-pub use incremental::{Plan, ReferenceOptions};
+pub use incremental::{Plan, ReferenceOptions, Scanned};
 
 /// Everything a scan needs; the CLI and pipeline files both build one.
 #[derive(Clone, Debug, Serialize)]
@@ -507,8 +507,17 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
     // so peak memory is the larger of the two stages, not their sum.
     dataset.x = Vec::new();
     let mut outcome = publish(&dataset, analysis, config, timings, progress)?;
-    (outcome.diff, outcome.reference) =
-        finish(config, &dataset, hashes, influence, &classes, plan.as_ref(), &releases)?;
+    (outcome.diff, outcome.reference) = finish(
+        config,
+        Scanned {
+            dataset: &dataset,
+            hashes,
+            influence,
+            classes: &classes,
+            plan: plan.as_ref(),
+            releases: &releases,
+        },
+    )?;
     Ok(outcome)
 }
 
@@ -575,17 +584,9 @@ pub fn ingest(
 
 /// After publishing: the diff against the reference the scan started from (`diff.json`), and
 /// the reference for the next scan (its directory).
-pub fn finish(
-    config: &ScanConfig,
-    dataset: &Dataset,
-    hashes: Vec<u128>,
-    influence: Option<InfluenceState>,
-    classes: &ClassAnalysis,
-    plan: Option<&Plan>,
-    releases: &Releases,
-) -> Result<(Option<Diff>, Option<PathBuf>), crate::Error> {
+pub fn finish(config: &ScanConfig, scanned: Scanned<'_>) -> Result<(Option<Diff>, Option<PathBuf>), crate::Error> {
     let clock = Instant::now();
-    let diff = match plan {
+    let diff = match scanned.plan {
         Some(p) => {
             let d = incremental::diff_against(&p.reference.dir, &config.out_dir)?;
             log::info!(
@@ -600,7 +601,7 @@ pub fn finish(
     let mut saved = None;
     if config.reference.save {
         let clock = Instant::now();
-        let dir = incremental::save_reference(config, dataset, hashes, influence, classes, plan, releases)?;
+        let dir = incremental::save_reference(config, scanned)?;
         log::info!(
             "saved reference {} in {:.2}s",
             dir.display(),
