@@ -231,3 +231,27 @@ fn incremental_scans_decide_like_full_scans() {
         );
     }
 }
+
+#[test]
+fn a_tight_cluster_is_found_where_the_spectrum_misses_it() {
+    // 15% triggered records, tight and modestly offset, in 64 dims: SPECTRE's robust fit can
+    // centre on such a group, and a 2-means split halves the class instead; the density
+    // detector finds the class and its dense records. Measured on seeds 1000-1004 before it:
+    // the class found in 2 of 5 runs, recall 0.48; with it: 5 of 5, recall 0.76.
+    for seed in [1061, 1062, 1063] {
+        let m = run(
+            Kind::Gaussian,
+            64,
+            500,
+            Attack::Backdoor {
+                target: 3,
+                rate: 0.15,
+                strength: 3.0,
+            },
+            seed,
+        );
+        assert_eq!(m.attacked, vec!["3".to_string()], "the attacked class is found");
+        assert!(m.recall >= 0.5, "recall {:.3}", m.recall);
+        assert!(m.false_quarantine <= 0.01, "false quarantine {:.3}", m.false_quarantine);
+    }
+}

@@ -7,6 +7,7 @@
 pub mod activation_clustering;
 pub mod confident_learning;
 pub mod deep_knn;
+pub mod density;
 pub mod linalg;
 pub mod loss_trajectory;
 pub mod mixture;
@@ -340,6 +341,7 @@ pub fn registry(params: &DetectorParams, available: Available) -> Result<Vec<Box
         detectors.push(Box::new(confident_learning::ConfidentLearning));
         detectors.push(Box::new(self_influence::SelfInfluence));
         detectors.push(Box::new(deep_knn::DeepKnn));
+        detectors.push(Box::new(density::Density));
         detectors.push(Box::new(near_duplicates::NearDuplicates::new(&params.influence)));
         if available.trusted {
             detectors.push(Box::new(trusted_influence::TrustedInfluence));
@@ -428,6 +430,7 @@ mod tests {
                 "confident_learning",
                 "self_influence",
                 "deep_knn",
+                "density",
                 "near_duplicates",
                 "trusted_influence",
                 "model_probs",
