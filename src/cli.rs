@@ -76,7 +76,7 @@ pub enum Command {
     /// Example: datavet sample --out sample_data/sample.parquet --kind relu --seed 7
     Sample(SampleArgs),
     /// Run a pipeline file as a staged run: inputs, columns, detector settings and output dir from
-    /// TOML. Stages (ingest, influence, cluster, score, quarantine, report) keep their results
+    /// TOML. Stages (ingest, features, influence, cluster, score, quarantine, report) keep their results
     /// under OUT/runs/<run-id>/<stage>/ with a manifest; a re-run reuses every stage whose input
     /// and settings are unchanged, and a killed run resumes where it stopped.
     ///
@@ -122,8 +122,8 @@ pub struct DiffArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// Run this stage and every later one even if unchanged: ingest, influence, cluster, score,
-    /// quarantine or report.
+    /// Run this stage and every later one even if unchanged: ingest, features, influence, cluster,
+    /// score, quarantine or report.
     #[arg(long, value_name = "STAGE")]
     pub from: Option<String>,
 }

@@ -1,5 +1,6 @@
-//! Staged runs (`datavet run PIPELINE`): ingest -> influence -> cluster -> score -> quarantine ->
-//! report, each stage writing its result and a manifest under `OUT/runs/<run-id>/<stage>/`.
+//! Staged runs (`datavet run PIPELINE`): ingest -> features -> influence -> cluster -> score ->
+//! quarantine -> report, each stage writing its result and a manifest under
+//! `OUT/runs/<run-id>/<stage>/`.
 //!
 //! The run id is a hash of the input fingerprints (path, size, Parquet footer hash), so a re-run
 //! over the same data finds its run directory. Each stage's key hashes the previous stage's key,
@@ -19,6 +20,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::detect::BasisFit;
 use crate::influence::InfluenceState;
 use crate::io::{self, AtomicFile, InputError, OutputError};
 use crate::pipeline::{self, ClassAnalysis, ScanConfig};
@@ -26,7 +28,15 @@ use crate::progress::Progress;
 use crate::score::Decision;
 
 /// The stages in order; `--from` takes one of these names.
-pub const STAGES: [&str; 6] = ["ingest", "influence", "cluster", "score", "quarantine", "report"];
+pub const STAGES: [&str; 7] = [
+    "ingest",
+    "features",
+    "influence",
+    "cluster",
+    "score",
+    "quarantine",
+    "report",
+];
 
 /// Environment variable for tests: makes the run hang inside the named stage (after its work,
 /// before its result is saved), so a test can kill it mid-stage.
@@ -251,15 +261,35 @@ pub fn run_staged(
     // same results, whichever generation of the reference holds it).
     let reused = plan.as_ref().filter(|p| p.reuses_fit());
     let fit_id = reused.map(|p| p.reference.header.fit.id.clone());
+    let fits = reused.and_then(|p| p.class_fits());
+    let features_settings = settings((
+        config.detectors.activation_clustering.nb_dims,
+        config.min_class_rows,
+        &fit_id,
+    ));
+    let features_key = Run::key(&ingest_key, "features", &features_settings);
+    let bases: Vec<Option<BasisFit>> = run.stage(
+        1,
+        &features_key,
+        &features_settings,
+        |dir, _| Ok(Some(read_json(&dir.join("result.json"))?)),
+        |dir| {
+            let result = pipeline::features_stage(&dataset, config, fits, progress);
+            test_hang("features");
+            write_json(&dir.join("result.json"), &result)?;
+            Ok((result, Vec::new()))
+        },
+    )?;
+
     let influence_settings = settings((
         &config.detectors.influence,
         config.seed,
         pipeline::trusted_fingerprints(config)?,
         &fit_id,
     ));
-    let influence_key = Run::key(&ingest_key, "influence", &influence_settings);
+    let influence_key = Run::key(&features_key, "influence", &influence_settings);
     let (influence, influence_warning): (Option<InfluenceState>, Option<String>) = run.stage(
-        1,
+        2,
         &influence_key,
         &influence_settings,
         |dir, _| Ok(Some(read_json(&dir.join("result.json"))?)),
@@ -279,13 +309,12 @@ pub fn run_staged(
     let cluster_settings = settings((&cluster_config, config.seed, config.min_class_rows));
     let cluster_key = Run::key(&influence_key, "cluster", &cluster_settings);
     let classes: ClassAnalysis = run.stage(
-        2,
+        3,
         &cluster_key,
         &cluster_settings,
         |dir, _| Ok(Some(read_json(&dir.join("result.json"))?)),
         |dir| {
-            let fits = reused.and_then(|p| p.class_fits());
-            let result = pipeline::cluster_stage(&dataset, config, influence.as_ref(), fits, progress)?;
+            let result = pipeline::cluster_stage(&dataset, config, &bases, influence.as_ref(), fits, progress)?;
             test_hang("cluster");
             write_json(&dir.join("result.json"), &result)?;
             Ok((result, Vec::new()))
@@ -300,7 +329,7 @@ pub fn run_staged(
     // The stage's file is the decision; the rest of the analysis is gathered from the cluster
     // result either way (cheap), once.
     let analysis = run.stage(
-        3,
+        4,
         &score_key,
         &score_settings,
         |dir, _| {
@@ -347,7 +376,7 @@ pub fn run_staged(
                 .all(|(f, hash)| file_sha256(&config.out_dir.join(f)).as_deref() == Some(hash.as_str()))
     };
     run.stage(
-        4,
+        5,
         &quarantine_key,
         &publish_settings,
         |_, m| Ok(published(m).then_some(())),
@@ -367,7 +396,7 @@ pub fn run_staged(
     let run_dir = run.dir.clone();
     let report_key = Run::key(&quarantine_key, "report", &serde_json::Value::Null);
     let report: serde_json::Value = run.stage(
-        5,
+        6,
         &report_key,
         &serde_json::Value::Null,
         |_, _| Ok(None),

@@ -44,6 +44,22 @@ pub struct BasisFit {
 }
 
 impl BasisFit {
+    /// PCA of one class to `k` dimensions (fewer when the class or the vectors are smaller):
+    /// co-moments, then the eigendecomposition of the covariance.
+    pub fn fit(x: &[f32], dim: usize, k: usize) -> BasisFit {
+        let n = x.len() / dim;
+        let moments = Moments::from_rows(x, dim);
+        let (eigenvalues, vectors) = eigh_desc(&moments.covariance(), dim);
+        let k = k.min(dim).min(n.saturating_sub(1)).max(1);
+        let components: Vec<f32> = vectors[..k * dim].iter().map(|&v| v as f32).collect();
+        BasisFit {
+            mean: moments.mean,
+            eigenvalues,
+            components,
+            k,
+        }
+    }
+
     /// Root-mean-square distance of the class's records from its mean (sqrt of the covariance
     /// trace): the unit drift is measured in.
     pub fn radius(&self) -> f64 {
@@ -78,20 +94,9 @@ pub struct ClassBasis {
 }
 
 impl ClassBasis {
-    /// PCA of one class to `k` dimensions (fewer when the class or the vectors are smaller).
+    /// PCA of one class to `k` dimensions, and every record on it.
     pub fn fit(x: &[f32], dim: usize, k: usize) -> ClassBasis {
-        let n = x.len() / dim;
-        let moments = Moments::from_rows(x, dim);
-        let (eigenvalues, vectors) = eigh_desc(&moments.covariance(), dim);
-        let k = k.min(dim).min(n.saturating_sub(1)).max(1);
-        let components: Vec<f32> = vectors[..k * dim].iter().map(|&v| v as f32).collect();
-        let fit = BasisFit {
-            mean: moments.mean,
-            eigenvalues,
-            components,
-            k,
-        };
-        ClassBasis::project(fit, x, dim)
+        ClassBasis::project(BasisFit::fit(x, dim, k), x, dim)
     }
 
     /// The records `x` on an already fitted basis (an incremental scan's, or the one just fitted).

@@ -259,12 +259,43 @@ pub fn influence_stage(
     ))
 }
 
-/// The cluster stage: every detector on every class (classes in parallel), reading the influence
-/// stage's state where a detector needs it. With `fits` (an incremental scan's reference, by
-/// class), a class that has one is scored under it instead of fitted again.
+/// The features stage: each class's basis (mean, covariance spectrum, top principal directions,
+/// from mergeable co-moments), classes in parallel; `None` for a class too small to analyse.
+/// With `fits` (an incremental scan's reference), a class keeps the reference's basis.
+pub fn features_stage(
+    dataset: &Dataset,
+    config: &ScanConfig,
+    fits: Option<&[Option<ClassFit>]>,
+    progress: &dyn Progress,
+) -> Vec<Option<BasisFit>> {
+    let nb_dims = config.detectors.activation_clustering.nb_dims;
+    progress.start("features", dataset.rows() as u64);
+    let bases = (0..dataset.classes.len())
+        .into_par_iter()
+        .map(|c| {
+            let n = dataset.class_size(c);
+            progress.advance(n as u64);
+            if n < config.min_class_rows.max(3) {
+                return None;
+            }
+            match fits.and_then(|f| f.get(c)).and_then(Option::as_ref) {
+                Some(fit) => Some(fit.basis.clone()),
+                None => Some(BasisFit::fit(dataset.class_slice(c).1, dataset.dim, nb_dims)),
+            }
+        })
+        .collect();
+    progress.finish();
+    bases
+}
+
+/// The cluster stage: every detector on every class (classes in parallel) on the class's basis
+/// from the features stage, reading the influence stage's state where a detector needs it. With
+/// `fits` (an incremental scan's reference, by class), a class that has one is scored under its
+/// detectors' fits instead of fitted again.
 pub fn cluster_stage(
     dataset: &Dataset,
     config: &ScanConfig,
+    bases: &[Option<BasisFit>],
     influence: Option<&InfluenceState>,
     fits: Option<&[Option<ClassFit>]>,
     progress: &dyn Progress,
@@ -278,14 +309,13 @@ pub fn cluster_stage(
     let detectors = detect::registry(&config.detectors, available)?;
     let names: Vec<String> = detectors.iter().map(|d| d.name().to_string()).collect();
     let medians = detect::class_medians(dataset);
-    let nb_dims = config.detectors.activation_clustering.nb_dims;
     let k = dataset.classes.len();
     progress.start("detect", dataset.rows() as u64);
     let results = (0..k)
         .into_par_iter()
         .map(|c| {
             let n = dataset.class_size(c);
-            if n < config.min_class_rows.max(3) {
+            let Some(basis) = bases.get(c).and_then(Option::as_ref) else {
                 let err = DetectError::TooSmall {
                     class: dataset.classes[c].clone(),
                     rows: n,
@@ -298,14 +328,11 @@ pub fn cluster_stage(
                     projection: Vec::new(),
                     basis: None,
                 };
-            }
+            };
             let (_, x) = dataset.class_slice(c);
             let (a, b) = (dataset.class_offsets[c], dataset.class_offsets[c + 1]);
             let fit = fits.and_then(|f| f.get(c)).and_then(Option::as_ref);
-            let basis = match fit {
-                Some(fit) => ClassBasis::project(fit.basis.clone(), x, dataset.dim),
-                None => ClassBasis::fit(x, dataset.dim, nb_dims),
-            };
+            let basis = ClassBasis::project(basis.clone(), x, dataset.dim);
             let view = ClassView {
                 class: c,
                 x,
@@ -365,8 +392,9 @@ pub struct Analysis {
 /// Influence, cluster and score stages on a dataset already in memory (no output is written).
 pub fn analyse(dataset: &Dataset, config: &ScanConfig, progress: &dyn Progress) -> Result<Analysis, crate::Error> {
     config.decision.check()?;
+    let bases = features_stage(dataset, config, None, progress);
     let (influence, warning) = influence_stage(dataset, config, progress)?;
-    let classes = cluster_stage(dataset, config, influence.as_ref(), None, progress)?;
+    let classes = cluster_stage(dataset, config, &bases, influence.as_ref(), None, progress)?;
     let report = influence.map(|s| s.report);
     Ok(score_stage(dataset, config, &classes, report, warning, None))
 }
@@ -486,13 +514,14 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
     } = ingest(config, reference, progress)?;
     lap("read", &mut timings);
 
+    let fits = plan.as_ref().and_then(Plan::class_fits);
+    let bases = features_stage(&dataset, config, fits, progress);
     let (influence, warning) = match plan.as_ref().filter(|p| p.reuses_fit()) {
         Some(p) => (p.extend_influence(&dataset, config, progress)?, None),
         None => influence_stage(&dataset, config, progress)?,
     };
     let influence_ms = influence.as_ref().map(|s| s.report.seconds * 1e3);
-    let fits = plan.as_ref().and_then(Plan::class_fits);
-    let classes = cluster_stage(&dataset, config, influence.as_ref(), fits, progress)?;
+    let classes = cluster_stage(&dataset, config, &bases, influence.as_ref(), fits, progress)?;
     let report = influence.as_ref().map(|s| s.report.clone());
     let mut analysis = score_stage(&dataset, config, &classes, report, warning, None);
     analysis.decision.keep_in_clean(&released, &dataset.labels);

@@ -341,7 +341,13 @@ fn every_long_stage_reports_all_its_rows() {
     let stages = progress.0.into_inner().unwrap();
     assert_eq!(
         stages,
-        vec![("read", n, n), ("influence", n, n), ("detect", n, n), ("write", n, n)]
+        vec![
+            ("read", n, n),
+            ("features", n, n),
+            ("influence", n, n),
+            ("detect", n, n),
+            ("write", n, n)
+        ]
     );
 }
 

@@ -73,7 +73,7 @@ fn a_rerun_reuses_what_is_unchanged_and_reruns_what_a_setting_changes() {
         statuses(&first)
     );
     let run_dir = PathBuf::from(first["run_directory"].as_str().unwrap());
-    for stage in ["ingest", "influence", "cluster", "score", "quarantine", "report"] {
+    for stage in datavet::stages::STAGES {
         let m: serde_json::Value =
             serde_json::from_slice(&std::fs::read(run_dir.join(stage).join("manifest.json")).unwrap()).unwrap();
         assert_eq!(m["stage"], stage);
@@ -85,6 +85,7 @@ fn a_rerun_reuses_what_is_unchanged_and_reruns_what_a_setting_changes() {
         statuses(&second),
         [
             "ingest reused",
+            "features reused",
             "influence reused",
             "cluster reused",
             "score reused",
@@ -97,12 +98,28 @@ fn a_rerun_reuses_what_is_unchanged_and_reruns_what_a_setting_changes() {
         statuses(&changed),
         [
             "ingest reused",
+            "features reused",
             "influence reused",
             "cluster reused",
             "score ran",
             "quarantine ran",
             "report ran"
         ]
+    );
+    // A detector's setting re-runs the cluster stage on, the class bases and the influence stage
+    // are reused.
+    let detector = run(
+        &file,
+        &[
+            "--set",
+            "decision.anomaly-threshold=6.0",
+            "--set",
+            "detect.spectre.alpha=3.0",
+        ],
+    );
+    assert_eq!(
+        statuses(&detector)[..4],
+        ["ingest reused", "features reused", "influence reused", "cluster ran"]
     );
     let forced = run(
         &file,
@@ -112,6 +129,7 @@ fn a_rerun_reuses_what_is_unchanged_and_reruns_what_a_setting_changes() {
         statuses(&forced),
         [
             "ingest reused",
+            "features reused",
             "influence ran",
             "cluster ran",
             "score ran",
@@ -124,6 +142,17 @@ fn a_rerun_reuses_what_is_unchanged_and_reruns_what_a_setting_changes() {
     let repaired = run(&file, &["--set", "decision.anomaly-threshold=6.0"]);
     assert!(statuses(&repaired).contains(&"quarantine ran".to_string()));
     assert!(fx.out().join("clean.parquet").exists());
+    // The number of basis dimensions re-runs the class bases and everything after them.
+    let dims = run(
+        &file,
+        &[
+            "--set",
+            "decision.anomaly-threshold=6.0",
+            "--set",
+            "detect.activation-clustering.nb-dims=8",
+        ],
+    );
+    assert_eq!(statuses(&dims)[..2], ["ingest reused", "features ran"]);
     datavet()
         .arg("run")
         .arg(&file)
@@ -178,6 +207,7 @@ fn a_run_killed_mid_stage_resumes_to_the_outputs_of_an_uninterrupted_run() {
         statuses(&resumed),
         [
             "ingest reused",
+            "features reused",
             "influence reused",
             "cluster ran",
             "score ran",
