@@ -213,17 +213,21 @@ pub fn save_reference(config: &ScanConfig, scanned: Scanned<'_>) -> Result<PathB
     for r in &classes.results {
         class_fits[r.class] = r.fit(&classes.names);
     }
-    let header = Header::new(
+    let header = Header {
+        format: reference::FORMAT_NAME.into(),
+        format_version: reference::FORMAT_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        created_at: jiff::Timestamp::now().to_string(),
         generation,
         fit,
-        scored_since_fit,
-        dataset.rows(),
-        config.fit_settings()?,
-        dataset.dim,
-        dataset.classes.clone(),
+        rows_scored_since_fit: scored_since_fit,
+        rows: dataset.rows(),
+        settings: config.fit_settings()?,
+        dim: dataset.dim,
+        classes: dataset.classes.clone(),
         class_fits,
-        dataset.feature_scaling.clone(),
-    );
+        feature_scaling: dataset.feature_scaling.clone(),
+    };
     let records = Records {
         keys: keys_by_position(dataset),
         hashes,

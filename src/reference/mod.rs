@@ -27,7 +27,7 @@ use crate::io::{AtomicFile, OutputError, RecordKeys};
 /// The version of the reference files this datavet writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 /// Written into every reference, so a stray JSON file is not taken for one.
-const FORMAT_NAME: &str = "datavet-reference";
+pub const FORMAT_NAME: &str = "datavet-reference";
 /// The reference directory inside a scan's output directory.
 pub const DIR: &str = "reference";
 const CURRENT: &str = "CURRENT";
@@ -61,38 +61,6 @@ pub struct Header {
     /// The (mean, scale) each feature column was standardized with, for tabular inputs: an
     /// incremental scan standardizes new records the same way.
     pub feature_scaling: Option<crate::io::FeatureScaling>,
-}
-
-impl Header {
-    /// A header of this format version; the caller fills in what the scan found.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        generation: u64,
-        fit: FitInfo,
-        rows_scored_since_fit: usize,
-        rows: usize,
-        settings: serde_json::Value,
-        dim: usize,
-        classes: Vec<String>,
-        class_fits: Vec<Option<ClassFit>>,
-        feature_scaling: Option<crate::io::FeatureScaling>,
-    ) -> Header {
-        Header {
-            format: FORMAT_NAME.into(),
-            format_version: FORMAT_VERSION,
-            tool_version: env!("CARGO_PKG_VERSION").into(),
-            created_at: jiff::Timestamp::now().to_string(),
-            generation,
-            fit,
-            rows_scored_since_fit,
-            rows,
-            settings,
-            dim,
-            classes,
-            class_fits,
-            feature_scaling,
-        }
-    }
 }
 
 /// Which scan made the fits a reference holds.
