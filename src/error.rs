@@ -21,6 +21,13 @@ pub enum Error {
     Reference(#[from] crate::reference::ReferenceError),
     #[error("row conservation check failed: {0}")]
     Conservation(String),
+    /// The outputs were published, but what comes after them failed.
+    #[error("the outputs in {out} are complete, but {what} failed: {source}")]
+    AfterPublish {
+        what: &'static str,
+        out: std::path::PathBuf,
+        source: Box<Error>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -614,10 +614,18 @@ pub fn ingest(
 /// After publishing: the diff against the reference the scan started from (`diff.json`), and
 /// the reference for the next scan (its directory).
 pub fn finish(config: &ScanConfig, scanned: Scanned<'_>) -> Result<(Option<Diff>, Option<PathBuf>), crate::Error> {
+    let after = |what: &'static str| {
+        move |e: crate::Error| crate::Error::AfterPublish {
+            what,
+            out: config.out_dir.clone(),
+            source: Box::new(e),
+        }
+    };
     let clock = Instant::now();
     let diff = match scanned.plan {
         Some(p) => {
-            let d = incremental::diff_against(&p.reference.dir, &config.out_dir)?;
+            let d = incremental::diff_against(&p.reference.dir, &config.out_dir)
+                .map_err(after("the diff against the reference"))?;
             log::info!(
                 "diff against {} in {:.2}s",
                 p.reference.dir.display(),
@@ -630,7 +638,8 @@ pub fn finish(config: &ScanConfig, scanned: Scanned<'_>) -> Result<(Option<Diff>
     let mut saved = None;
     if config.reference.save {
         let clock = Instant::now();
-        let dir = incremental::save_reference(config, scanned)?;
+        let dir =
+            incremental::save_reference(config, scanned).map_err(after("saving the reference for the next scan"))?;
         log::info!(
             "saved reference {} in {:.2}s",
             dir.display(),
