@@ -91,11 +91,7 @@ fn now() -> String {
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), OutputError> {
-    let text = serde_json::to_vec(value).map_err(|e| OutputError::Other {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    AtomicFile::write_all(path, &text)
+    AtomicFile::write_json(path, value, false)
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, crate::Error> {
@@ -404,11 +400,7 @@ pub fn run_staged(
             let mut report: serde_json::Value = read_json(&report_path)?;
             report["stages"] = settings(&statuses);
             report["run_directory"] = settings(&run_dir);
-            let text = serde_json::to_vec_pretty(&report).map_err(|e| OutputError::Other {
-                path: report_path.clone(),
-                message: e.to_string(),
-            })?;
-            AtomicFile::write_all(&report_path, &text)?;
+            AtomicFile::write_json(&report_path, &report, true)?;
             crate::report::write_human_reports(&config.out_dir)?;
             Ok((report, Vec::new()))
         },

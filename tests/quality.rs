@@ -5,15 +5,20 @@
 use datavet::pipeline::ScanConfig;
 use datavet::testkit::{Attack, Kind, Metrics, Spec, evaluate};
 
-fn run(kind: Kind, dim: usize, rows: usize, attack: Attack, seed: u64) -> Metrics {
-    let spec = Spec {
+/// 10 classes of `rows` records.
+fn spec(kind: Kind, dim: usize, rows: usize, attack: Attack, seed: u64) -> Spec {
+    Spec {
         kind,
         classes: 10,
         rows_per_class: rows,
         dim,
         attack,
         seed,
-    };
+    }
+}
+
+fn run(kind: Kind, dim: usize, rows: usize, attack: Attack, seed: u64) -> Metrics {
+    let spec = spec(kind, dim, rows, attack, seed);
     let m = evaluate(&spec, &ScanConfig::new(vec![], "unused".into())).expect("evaluation runs");
     eprintln!("{kind:?} d={dim} {attack:?} seed {seed}: {m:?}");
     m
@@ -150,14 +155,7 @@ fn retrain_check_measures_the_backdoor() {
 /// quarantined ids of each, and the ids of tonight's poison.
 fn two_nights(kind: Kind, dim: usize, rows: usize, attack: Attack, seed: u64) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
     use datavet::progress::NoProgress;
-    let data = datavet::testkit::generate(&Spec {
-        kind,
-        classes: 10,
-        rows_per_class: rows,
-        dim,
-        attack,
-        seed,
-    });
+    let data = datavet::testkit::generate(&spec(kind, dim, rows, attack, seed));
     let new = data.new_rows(0.1);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("data");

@@ -73,6 +73,21 @@ impl AtomicFile {
         Ok(())
     }
 
+    /// Writes `value` as JSON atomically: `pretty` for the files people open (reports), compact
+    /// for machine state (stage results, references).
+    pub fn write_json(path: &Path, value: &impl serde::Serialize, pretty: bool) -> Result<(), OutputError> {
+        let bytes = if pretty {
+            serde_json::to_vec_pretty(value)
+        } else {
+            serde_json::to_vec(value)
+        };
+        let bytes = bytes.map_err(|e| OutputError::Other {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        AtomicFile::write_all(path, &bytes)
+    }
+
     /// Writes `bytes` atomically in one go.
     pub fn write_all(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
         let mut f = AtomicFile::create(path)?;

@@ -395,11 +395,7 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
     if let Some(s) = scores_sink {
         s.commit()?;
     }
-    let text = serde_json::to_vec_pretty(&report).map_err(|e| OutputError::Other {
-        path: report_path.clone(),
-        message: e.to_string(),
-    })?;
-    AtomicFile::write_all(&report_path, &text)?;
+    AtomicFile::write_json(&report_path, &report, true)?;
     let audit_path = dir.join(AUDIT_FILE);
     let mut audit = std::fs::OpenOptions::new()
         .create(true)

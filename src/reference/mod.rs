@@ -356,11 +356,7 @@ pub fn save(out_dir: &Path, header: &Header, records: &Records, releases: &Relea
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), OutputError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| OutputError::Other {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    AtomicFile::write_all(path, &bytes)
+    AtomicFile::write_json(path, value, false)
 }
 
 /// A new fit's identity: a hash of what it was fitted on and when.

@@ -226,12 +226,7 @@ pub const DIFF_FILE: &str = "diff.json";
 
 /// Writes `diff.json` into `dir` (atomically).
 pub fn write(d: &Diff, dir: &std::path::Path) -> Result<(), crate::io::OutputError> {
-    let path = dir.join(DIFF_FILE);
-    let text = serde_json::to_vec_pretty(d).map_err(|e| crate::io::OutputError::Other {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
-    crate::io::AtomicFile::write_all(&path, &text)
+    crate::io::AtomicFile::write_json(&dir.join(DIFF_FILE), d, true)
 }
 
 impl Diff {

@@ -109,12 +109,7 @@ pub struct Totals {
 
 impl Report {
     pub fn write(&self, out_dir: &Path) -> Result<(), OutputError> {
-        let path = out_dir.join(REPORT_FILE);
-        let text = serde_json::to_vec_pretty(self).map_err(|e| OutputError::Other {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        AtomicFile::write_all(&path, &text)
+        AtomicFile::write_json(&out_dir.join(REPORT_FILE), self, true)
     }
 
     /// One line for logs and schedulers.
