@@ -51,6 +51,12 @@ impl Tops {
             index: vec![u32::MAX; m * k],
         }
     }
+    /// The k-th smallest distance^2 seen so far for `query` (infinite until k are seen).
+    #[inline]
+    fn worst(&self, query: usize) -> f32 {
+        self.d2[query * self.k + self.k - 1]
+    }
+
     #[inline]
     fn offer(&mut self, query: usize, d2: f32, index: u32) {
         let base = query * self.k;
@@ -110,10 +116,15 @@ fn scan_block(
     mul_abt(queries.vectors, candidates.vectors, dim, &mut dots[..q * c]);
     for r in 0..q {
         let row = &dots[r * c..(r + 1) * c];
-        for j in 0..c {
-            let d2 = (queries.norms[r] + candidates.norms[j] - 2.0 * row[j]).max(0.0);
-            if candidates.ids[j] != queries.ids[r] {
-                tops.offer(first + r, d2, candidates.ids[j]);
+        let (query, norm) = (first + r, queries.norms[r]);
+        // Almost every candidate is farther than the current k-th neighbour: test that first,
+        // against a cached bound, so the common case is one compare.
+        let mut worst = tops.worst(query);
+        for ((&dot, &cn), &id) in row.iter().zip(candidates.norms).zip(candidates.ids) {
+            let d2 = norm + cn - 2.0 * dot;
+            if d2 < worst && id != queries.ids[r] {
+                tops.offer(query, d2.max(0.0), id);
+                worst = tops.worst(query);
             }
         }
     }
