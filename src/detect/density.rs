@@ -14,14 +14,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, Grouping, Stat};
+use crate::influence::neighbourhood::{self, is_live};
 use crate::stats::{mad_sigma, median};
 
 /// Robust z (log mean kNN distance below the class median, in MADs) that makes a record dense.
 const DENSE_Z: f64 = 3.0;
 /// Above this share of exact zeros among a class's activation values it counts as sparse.
 const MAX_ZERO_SHARE: f64 = 0.1;
-/// Records with a norm under this share of the class's median are near-zero vectors.
-const LIVE_NORM: f64 = 0.25;
 
 pub struct Density;
 
@@ -44,7 +43,7 @@ impl Detector for Density {
         let (norms, log_distance) = measures(view)?;
         let typical_norm = median(&norms);
         let live: Vec<f64> = (0..view.n())
-            .filter(|&i| norms[i] >= LIVE_NORM * typical_norm)
+            .filter(|&i| is_live(norms[i], typical_norm))
             .map(|i| log_distance[i])
             .collect();
         let centre = median(&live);
@@ -66,11 +65,7 @@ impl Detector for Density {
 /// Each record's vector norm and log mean kNN distance.
 fn measures(view: &ClassView<'_>) -> Result<(Vec<f64>, Vec<f64>), DetectError> {
     let state = view.influence("density")?;
-    let norms = view
-        .x
-        .chunks_exact(view.dim)
-        .map(|r| r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt())
-        .collect();
+    let norms = neighbourhood::norms(view.x, view.dim);
     let log_distance = state.knn_distance[view.positions()]
         .iter()
         .map(|&d| (d as f64).max(1e-12).ln())
@@ -83,7 +78,7 @@ fn score_with(view: &ClassView<'_>, norms: &[f64], log_distance: &[f64], scale: 
     let n = view.n();
     let scores: Vec<f32> = (0..n)
         .map(|i| {
-            if norms[i] >= LIVE_NORM * scale.typical_norm {
+            if is_live(norms[i], scale.typical_norm) {
                 ((scale.centre - log_distance[i]) / scale.spread) as f32
             } else {
                 0.0

@@ -48,9 +48,17 @@ pub fn live(norms: &[f64], labels: &[u32], typical: &[f64]) -> Vec<bool> {
     norms
         .iter()
         .zip(labels)
-        .map(|(&v, &c)| v >= 0.25 * typical[c as usize])
+        .map(|(&v, &c)| is_live(v, typical[c as usize]))
         .collect()
 }
+
+/// A record of norm `norm` in a class of median norm `typical` is not a near-zero vector.
+pub fn is_live(norm: f64, typical: f64) -> bool {
+    norm >= LIVE_NORM * typical
+}
+
+/// Records under this share of their class's median norm are near-zero vectors.
+const LIVE_NORM: f64 = 0.25;
 
 /// Union-find over record positions, for near-copy groups.
 pub struct Groups {
