@@ -1,7 +1,7 @@
 //! Detection quality over a grid of generated scenarios and seeds.
 //!
 //! `cargo run --release --example evaluate -- [first_seed] [seeds] [record_thr] [anomaly_thr] [trim]
-//! [--losses] [--trusted=N] [--only=SUBSTRING]`. Tune on seeds 1..=5; the tests in
+//! [--losses] [--trusted=N] [--only=SUBSTRING] [--rows=N]`. Tune on seeds 1..=5; the tests in
 //! tests/quality.rs and the README's table use seeds from 1000 up, never tuned on.
 //! `--losses` passes the ReLU network's per-epoch losses, `--trusted=N` gives N clean records per
 //! class as a trusted set, `--only` keeps the scenarios whose name contains the substring.
@@ -21,6 +21,8 @@ fn main() {
         trusted_per_class: flag("--trusted").and_then(|v| v.parse().ok()).unwrap_or(0),
     };
     let only = flag("--only").unwrap_or_default();
+    // `--rows=N` replaces every scenario's rows per class (e.g. to see a 1% cluster of 30 records).
+    let rows_per_class: Option<usize> = flag("--rows").and_then(|v| v.parse().ok());
     let positional: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let args: Vec<u64> = positional.iter().take(2).filter_map(|a| a.parse().ok()).collect();
     let first = args.first().copied().unwrap_or(1);
@@ -74,6 +76,7 @@ fn main() {
                 copies: 10,
             },
         ] {
+            let rows = rows_per_class.unwrap_or(rows);
             let name = format!("{kind:?} d={dim} n={rows}x10 {attack:?}");
             if !name.contains(&only) {
                 continue;

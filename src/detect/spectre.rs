@@ -272,7 +272,7 @@ impl Spectre {
             signal: Some(ClassSignal {
                 value: top.max(1e-12).ln(),
                 clean_bound: clean_bound.ln(),
-                min_spread: 0.1,
+                min_spread: 0.05,
             }),
             grouping,
             record_level: None,
