@@ -24,6 +24,23 @@ fn run(kind: Kind, dim: usize, rows: usize, attack: Attack, seed: u64) -> Metric
     m
 }
 
+/// A Gaussian scan with a backdoor in class 3 (`rate` of it, trigger `strength`), checked to
+/// judge exactly that class attacked.
+fn backdoor_found(dim: usize, rows: usize, rate: f64, strength: f64, seed: u64) -> Metrics {
+    let attack = Attack::Backdoor {
+        target: 3,
+        rate,
+        strength,
+    };
+    let m = run(Kind::Gaussian, dim, rows, attack, seed);
+    assert_eq!(
+        m.attacked,
+        vec!["3".to_string()],
+        "the attacked class is found, seed {seed}"
+    );
+    m
+}
+
 #[test]
 fn clean_datasets_stay_quiet() {
     for (seed, dim) in [(1001, 64), (1002, 256), (1003, 128)] {
@@ -57,18 +74,7 @@ fn clean_relu_activations_stay_mostly_quiet() {
 #[test]
 fn backdoor_cluster_is_found_in_high_dimensions() {
     for (seed, rate) in [(1011, 0.05), (1012, 0.15), (1013, 0.05)] {
-        let m = run(
-            Kind::Gaussian,
-            256,
-            300,
-            Attack::Backdoor {
-                target: 3,
-                rate,
-                strength: 3.0,
-            },
-            seed,
-        );
-        assert_eq!(m.attacked, vec!["3".to_string()], "the attacked class is found");
+        let m = backdoor_found(256, 300, rate, 3.0, seed);
         assert!(m.auroc.unwrap() >= 0.95, "AUROC {:?}", m.auroc);
         assert!(m.false_quarantine <= 0.02, "false quarantine {:.3}", m.false_quarantine);
         // The goal is recall >= 0.9; the current rule reaches about 0.8-0.95 here.
@@ -237,18 +243,7 @@ fn a_tight_cluster_is_found_where_the_spectrum_misses_it() {
     // detector finds the class and its dense records. Measured on seeds 1000-1004 before it:
     // the class found in 2 of 5 runs, recall 0.48; with it: 5 of 5, recall 0.76.
     for seed in [1061, 1062, 1063] {
-        let m = run(
-            Kind::Gaussian,
-            64,
-            500,
-            Attack::Backdoor {
-                target: 3,
-                rate: 0.15,
-                strength: 3.0,
-            },
-            seed,
-        );
-        assert_eq!(m.attacked, vec!["3".to_string()], "the attacked class is found");
+        let m = backdoor_found(64, 500, 0.15, 3.0, seed);
         assert!(m.recall >= 0.5, "recall {:.3}", m.recall);
         assert!(m.false_quarantine <= 0.01, "false quarantine {:.3}", m.false_quarantine);
     }
@@ -261,18 +256,7 @@ fn a_one_percent_cluster_is_found_in_classes_large_enough_to_hold_one() {
     // classes; the anomaly comparison's spread floor (0.1 on the log scale) used to hide that
     // (found in 1 of 5 runs on seeds 1000-1004, recall 0.20); with 0.05: 5 of 5, recall 1.0.
     for seed in [1071, 1072] {
-        let m = run(
-            Kind::Gaussian,
-            64,
-            3000,
-            Attack::Backdoor {
-                target: 3,
-                rate: 0.01,
-                strength: 4.0,
-            },
-            seed,
-        );
-        assert_eq!(m.attacked, vec!["3".to_string()], "the attacked class is found");
+        let m = backdoor_found(64, 3000, 0.01, 4.0, seed);
         assert!(m.recall >= 0.9, "recall {:.3}", m.recall);
         assert!(m.false_quarantine <= 0.01, "false quarantine {:.3}", m.false_quarantine);
     }

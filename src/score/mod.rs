@@ -21,7 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{ClassScores, ClassSignal, ParamError};
+use crate::detect::{ClassScores, ParamError};
 use crate::stats::{mad_sigma, median};
 
 /// `[decision]` in a pipeline file.
@@ -161,15 +161,16 @@ pub fn decide(
     };
     // Step 1: class signals compared across classes.
     let anomaly = class_anomaly_indices(evidence, names.len());
-    let common = common_signals(evidence, &anomaly, params);
+    let margins = signal_margins(evidence, &anomaly, params);
+    let common = common_signals(&margins);
     let mut candidates: Vec<(usize, f64)> = Vec::new(); // (global row, suspicion) of flagged records
-    for (e, anomaly) in evidence.iter().zip(&anomaly) {
+    for ((e, anomaly), margins) in evidence.iter().zip(&anomaly).zip(&margins) {
         let mut signals = Vec::new();
         let mut class_margin = f64::NEG_INFINITY;
         let mut attacked_by: Vec<String> = Vec::new();
         let mut set_aside: Vec<String> = Vec::new();
         for (d, a) in anomaly.iter().enumerate() {
-            let (Some(sig), Some(a)) = (e.scores[d].signal, a) else {
+            let (Some(sig), Some(a), Some(margin)) = (e.scores[d].signal, a, margins[d]) else {
                 continue;
             };
             signals.push(SignalVerdict {
@@ -178,7 +179,6 @@ pub fn decide(
                 clean_bound: sig.clean_bound,
                 anomaly_index: *a,
             });
-            let margin = signal_margin(sig, *a, params);
             if margin > 0.0 && common[d] {
                 class_margin = class_margin.max(-params.anomaly_threshold.max(1.0));
                 set_aside.push(format!(
@@ -289,36 +289,43 @@ pub fn decide(
     out
 }
 
-/// A class signal's margin over the decision's threshold, in anomaly-index units; negative when
-/// the value is below the clean bound, whatever its rank.
-fn signal_margin(signal: ClassSignal, anomaly_index: f64, params: &DecisionParams) -> f64 {
-    if signal.value > signal.clean_bound {
-        anomaly_index - params.anomaly_threshold
-    } else {
-        -params.anomaly_threshold.max(1.0)
-    }
+/// Each class signal's margin over the decision's threshold, in anomaly-index units:
+/// `[class][detector]`, negative when the value is below the clean bound, whatever its rank.
+fn signal_margins(
+    evidence: &[ClassEvidence<'_>],
+    anomaly: &[Vec<Option<f64>>],
+    params: &DecisionParams,
+) -> Vec<Vec<Option<f64>>> {
+    evidence
+        .iter()
+        .zip(anomaly)
+        .map(|(e, indices)| {
+            indices
+                .iter()
+                .zip(e.scores.iter())
+                .map(|(index, scores)| {
+                    let (signal, index) = (scores.signal?, (*index)?);
+                    Some(if signal.value > signal.clean_bound {
+                        index - params.anomaly_threshold
+                    } else {
+                        -params.anomaly_threshold.max(1.0)
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }
 
-/// Per detector: whether its class signal marks more than a quarter of the analysed classes (at
-/// least two). An outlier among classes is a minority by definition; when many classes share a
-/// high value, the median/MAD comparison has broken down (measured: sparse ReLU classes of 10k
-/// records where 4 of 10 split off a natural 20-35% lobe at silhouette 0.5-0.9), and judging
-/// them attacked would quarantine a third of each. Backdoors target one class or a few.
-fn common_signals(evidence: &[ClassEvidence<'_>], anomaly: &[Vec<Option<f64>>], params: &DecisionParams) -> Vec<bool> {
-    let n_detectors = anomaly.first().map_or(0, Vec::len);
-    let most = (evidence.len() / 4).max(1);
+/// Per detector: whether its class signal marks more than a quarter of the analysed classes
+/// (and more than one). An outlier among classes is a minority by definition; when many classes
+/// share a high value, the median/MAD comparison has broken down (measured: sparse ReLU classes
+/// of 10k records where 4 of 10 split off a natural 20-35% lobe at silhouette 0.5-0.9), and
+/// judging them attacked would quarantine a third of each. Backdoors target one class or a few.
+fn common_signals(margins: &[Vec<Option<f64>>]) -> Vec<bool> {
+    let n_detectors = margins.first().map_or(0, Vec::len);
+    let most = (margins.len() / 4).max(1);
     (0..n_detectors)
-        .map(|d| {
-            let marked = evidence
-                .iter()
-                .zip(anomaly)
-                .filter(|(e, a)| match (e.scores[d].signal, a[d]) {
-                    (Some(sig), Some(index)) => signal_margin(sig, index, params) > 0.0,
-                    _ => false,
-                })
-                .count();
-            marked > most
-        })
+        .map(|d| margins.iter().filter(|m| m[d].is_some_and(|m| m > 0.0)).count() > most)
         .collect()
 }
 
