@@ -1,11 +1,13 @@
 //! k nearest neighbours of every record, approximately, with an inverted-file index (IVF: Jégou,
 //! Douze, Schmid 2011): cluster the points into ~sqrt(n) lists, then compare each list's points
-//! only with the points of its `probes` nearest lists, as dense matrix products.
+//! only with the points of its `probes` nearest lists, tile by tile in registers (`tiles`).
 //!
 //! Why not HNSW (hnsw_rs, instant-distance): building a graph over 1M points is pointer-chasing
-//! work that keeps 2 cores busy for minutes, while IVF turns the search into block matrix
-//! products on reduced dimensions, which is the arithmetic floor here anyway. Its recall is
-//! measured against exact search on a sample every run and reported.
+//! work that keeps 2 cores busy for minutes, while IVF turns the search into dense block
+//! arithmetic on reduced dimensions, which is the floor here anyway. Its recall is measured
+//! against exact search on a sample every run and reported.
+
+mod tiles;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -13,14 +15,12 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 
 use crate::detect::linalg::mul_abt;
+use tiles::{Kernel, Panels, QueryTiles};
 
-/// Queries compared per matrix product (bounds the distance block to QUERY_BLOCK * list size).
+/// Rows per matrix product when assigning points to lists; queries per task in exact search.
 const QUERY_BLOCK: usize = 256;
 /// Below this many points the search is exact (one list holding everything).
 const EXACT_BELOW: usize = 4096;
-/// Candidates tested together before any is tested alone (see `offer_rows`); at most 32 (a
-/// `u32` mask).
-const SCAN_CHUNK: usize = 32;
 
 /// `k` neighbours of each of `n` points: `index` and `distance` are `n * k`, nearest first.
 pub struct Neighbours {
@@ -83,146 +83,14 @@ fn squared_norms(x: &[f32], dim: usize) -> Vec<f32> {
     x.chunks_exact(dim).map(|r| r.iter().map(|v| v * v).sum()).collect()
 }
 
-/// Rows of vectors with their global ids and squared norms (queries or candidates).
-#[derive(Clone, Copy)]
-struct Block<'a> {
-    vectors: &'a [f32],
-    ids: &'a [u32],
-    norms: &'a [f32],
-}
-
-impl<'a> Block<'a> {
-    fn rows(&self, a: usize, b: usize, dim: usize) -> Block<'a> {
-        Block {
-            vectors: &self.vectors[a * dim..b * dim],
-            ids: &self.ids[a..b],
-            norms: &self.norms[a..b],
-        }
-    }
-}
-
-/// Bit `j` set where candidate `j` of a chunk (at most 32) has `cn - 2 dot` (distance^2 less
-/// the query's norm) below `bound`. Branch-free, so it compiles to packed compares and mask
-/// moves; the caller then visits only the set bits.
-#[inline(always)]
-fn below_mask(dots: &[f32], norms: &[f32], bound: f32) -> u32 {
-    let mut mask = 0u32;
-    for (j, (&d, &c)) in dots.iter().zip(norms).enumerate() {
-        mask |= ((c - 2.0 * d < bound) as u32) << j;
-    }
-    mask
-}
-
-/// Offers every candidate to the top-k of every query, skipping a query's own id.
-/// Query `r` of `queries` is query `first + r` of `tops`.
-fn scan_block(
-    queries: Block<'_>,
-    candidates: Block<'_>,
-    dim: usize,
-    tops: &mut Tops,
-    first: usize,
-    dots: &mut Vec<f32>,
-) {
-    let (q, c) = (queries.ids.len(), candidates.ids.len());
-    if c == 0 {
-        return;
-    }
-    dots.resize(q * c, 0.0);
-    mul_abt(queries.vectors, candidates.vectors, dim, &mut dots[..q * c]);
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        unsafe { offer_rows_avx2(&dots[..q * c], queries, candidates, tops, first) };
-        return;
-    }
-    offer_rows(&dots[..q * c], queries, candidates, tops, first, below_mask);
-}
-
-/// `offer_rows` with the AVX2 chunk test (the binary targets baseline x86-64, which has no AVX).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn offer_rows_avx2(dots: &[f32], queries: Block<'_>, candidates: Block<'_>, tops: &mut Tops, first: usize) {
-    offer_rows(dots, queries, candidates, tops, first, |d, c, bound| {
-        if d.len() == SCAN_CHUNK {
-            // The closure inherits this function's target features: no `unsafe` needed.
-            below_mask_avx2(d, c, bound)
-        } else {
-            below_mask(d, c, bound)
-        }
-    });
-}
-
-/// [`below_mask`] of a whole chunk of 32 with AVX2: four 8-lane compares and mask moves.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn below_mask_avx2(dots: &[f32], norms: &[f32], bound: f32) -> u32 {
-    use std::arch::x86_64::*;
-    assert!(dots.len() == 32 && norms.len() == 32);
-    let bounds = _mm256_set1_ps(bound);
-    let minus_two = _mm256_set1_ps(-2.0);
-    let mut mask = 0u32;
-    for lane in 0..4 {
-        // SAFETY: lanes 8 * lane .. 8 * lane + 8 lie inside both 32-long slices (asserted).
-        let (d, c) = unsafe {
-            (
-                _mm256_loadu_ps(dots.as_ptr().add(8 * lane)),
-                _mm256_loadu_ps(norms.as_ptr().add(8 * lane)),
-            )
-        };
-        // c - 2 d: 2 d is exact, so the fused form rounds exactly as the scalar test does.
-        let partial = _mm256_fmadd_ps(d, minus_two, c);
-        let below = _mm256_cmp_ps::<_CMP_LT_OQ>(partial, bounds);
-        mask |= (_mm256_movemask_ps(below) as u32) << (8 * lane);
-    }
-    mask
-}
-
-/// Offers the candidates of each query's row of `dots` (`queries x candidates` dot products).
-///
-/// Almost every candidate is farther than the query's current k-th neighbour, so each chunk of
-/// candidates is first tested as a whole by `below` (a bit mask of those nearer than the k-th,
-/// branch-free and vectorized), and only its set bits are visited. Measured at 1M x 32: testing
-/// candidates one by one took longer than the matrix products.
-#[inline(always)]
-fn offer_rows(
-    dots: &[f32],
-    queries: Block<'_>,
-    candidates: Block<'_>,
-    tops: &mut Tops,
-    first: usize,
-    below: impl Fn(&[f32], &[f32], f32) -> u32,
-) {
-    let c = candidates.ids.len();
-    for (r, row) in dots.chunks_exact(c).enumerate() {
-        let (query, norm) = (first + r, queries.norms[r]);
-        let mut bound = tops.worst(query) - norm;
-        let mut start = 0;
-        for (dots, cns) in row.chunks(SCAN_CHUNK).zip(candidates.norms.chunks(SCAN_CHUNK)) {
-            let mut mask = below(dots, cns, bound);
-            while mask != 0 {
-                let j = mask.trailing_zeros() as usize;
-                mask &= mask - 1;
-                // The bound tightens as neighbours are offered: test again.
-                let partial = cns[j] - 2.0 * dots[j];
-                let id = candidates.ids[start + j];
-                if partial < bound && id != queries.ids[r] {
-                    tops.offer(query, (partial + norm).max(0.0), id);
-                    bound = tops.worst(query) - norm;
-                }
-            }
-            start += dots.len();
-        }
-    }
-}
-
-/// Points grouped by list: members of list `l` are `order[start[l]..start[l + 1]]`, their
-/// vectors stored contiguously in `vectors` in the same order.
+/// Points grouped by list: members of list `l` are `order[start[l]..start[l + 1]]`, packed
+/// for the search kernel in `panels[l]`. `norms` are every point's squared norm, by point.
 struct Lists {
     start: Vec<usize>,
     order: Vec<u32>,
-    vectors: Vec<f32>,
     norms: Vec<f32>,
     centroids: Vec<f32>,
+    panels: Vec<Panels>,
 }
 
 /// Nearest centroid of every row (by matrix product).
@@ -274,7 +142,7 @@ impl IvfIndex {
 
 /// k-means (Lloyd, a few rounds on a sample) for the list centroids; plain matrix products, since
 /// thousands of centroids are far beyond what the clustering detectors' k-means is built for.
-fn build_lists(x: &[f32], dim: usize, lists: usize, seed: u64) -> Lists {
+fn build_lists(x: &[f32], dim: usize, lists: usize, seed: u64, kernel: Kernel) -> Lists {
     let n = x.len() / dim;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut rows: Vec<usize> = (0..n).collect();
@@ -302,11 +170,11 @@ fn build_lists(x: &[f32], dim: usize, lists: usize, seed: u64) -> Lists {
         }
     }
     let labels = assign(x, dim, &centroids);
-    group_lists(x, dim, centroids, &labels)
+    group_lists(x, dim, centroids, &labels, kernel)
 }
 
 /// Groups the points by their list (`labels[i]` for point `i`).
-fn group_lists(x: &[f32], dim: usize, centroids: Vec<f32>, labels: &[u32]) -> Lists {
+fn group_lists(x: &[f32], dim: usize, centroids: Vec<f32>, labels: &[u32], kernel: Kernel) -> Lists {
     let n = x.len() / dim;
     let lists = centroids.len() / dim;
     let mut start = vec![0usize; lists + 1];
@@ -320,17 +188,17 @@ fn group_lists(x: &[f32], dim: usize, centroids: Vec<f32>, labels: &[u32]) -> Li
         order[next[l as usize]] = i as u32;
         next[l as usize] += 1;
     }
-    let vectors: Vec<f32> = order
-        .iter()
-        .flat_map(|&i| x[i as usize * dim..(i as usize + 1) * dim].iter().copied())
+    let norms = squared_norms(x, dim);
+    let panels = (0..lists)
+        .into_par_iter()
+        .map(|l| Panels::new(x, dim, &order[start[l]..start[l + 1]], &norms, kernel))
         .collect();
-    let norms = squared_norms(&vectors, dim);
     Lists {
         start,
         order,
-        vectors,
         norms,
         centroids,
+        panels,
     }
 }
 
@@ -351,22 +219,11 @@ fn probe_lists(centroids: &[f32], dim: usize, probes: usize) -> Vec<Vec<usize>> 
         .collect()
 }
 
-/// The `k` neighbours of each row of `queries` among the members of the lists `probes`.
-fn search_lists(lists: &Lists, probes: &[usize], queries: Block<'_>, dim: usize, k: usize) -> Tops {
-    let m = queries.ids.len();
-    let mut tops = Tops::new(m, k);
-    let mut dots = Vec::new();
-    let all = Block {
-        vectors: &lists.vectors,
-        ids: &lists.order,
-        norms: &lists.norms,
-    };
-    for q0 in (0..m).step_by(QUERY_BLOCK) {
-        let q1 = (q0 + QUERY_BLOCK).min(m);
-        for &b in probes {
-            let candidates = all.rows(lists.start[b], lists.start[b + 1], dim);
-            scan_block(queries.rows(q0, q1, dim), candidates, dim, &mut tops, q0, &mut dots);
-        }
+/// The `k` neighbours of each of `queries` among the members of the lists `probes`.
+fn search_lists(lists: &Lists, probes: &[usize], queries: &QueryTiles<'_>, k: usize, kernel: Kernel) -> Tops {
+    let mut tops = Tops::new(queries.len(), k);
+    for &b in probes {
+        kernel.scan(queries, &lists.panels[b], &mut tops, 0);
     }
     tops
 }
@@ -400,18 +257,15 @@ pub fn approximate(x: &[f32], dim: usize, k: usize, probes: usize, seed: u64) ->
     } else {
         ((n as f64).sqrt().round() as usize).clamp(1, 4096)
     };
-    let lists = build_lists(x, dim, list_count, seed);
+    let kernel = Kernel::detect();
+    let lists = build_lists(x, dim, list_count, seed, kernel);
     let probe_lists = probe_lists(&lists.centroids, dim, probes);
     let per_list: Vec<Tops> = (0..list_count)
         .into_par_iter()
         .map(|a| {
-            let all = Block {
-                vectors: &lists.vectors,
-                ids: &lists.order,
-                norms: &lists.norms,
-            };
-            let members = all.rows(lists.start[a], lists.start[a + 1], dim);
-            search_lists(&lists, &probe_lists[a], members, dim, k)
+            let members = &lists.order[lists.start[a]..lists.start[a + 1]];
+            let queries = QueryTiles::new(x, dim, members, &lists.norms, kernel);
+            search_lists(&lists, &probe_lists[a], &queries, k, kernel)
         })
         .collect();
     let mut out = Neighbours {
@@ -438,11 +292,10 @@ pub fn approximate(x: &[f32], dim: usize, k: usize, probes: usize, seed: u64) ->
 pub fn search(x: &[f32], dim: usize, k: usize, probes: usize, index: &IvfIndex, queries: &[usize]) -> Neighbours {
     let n = x.len() / dim;
     let k = k.min(n.saturating_sub(1)).max(1);
-    let lists = group_lists(x, dim, index.centroids.clone(), &index.assignment);
+    let kernel = Kernel::detect();
+    let lists = group_lists(x, dim, index.centroids.clone(), &index.assignment, kernel);
     let probe_lists = probe_lists(&lists.centroids, dim, probes);
-    // Queries by list; each list's queries are searched as one block of list-ordered rows.
-    let mut slot = vec![usize::MAX; n];
-    lists.order.iter().enumerate().for_each(|(s, &i)| slot[i as usize] = s);
+    // Queries by list; each list's queries are searched as one block.
     let mut by_list: Vec<Vec<usize>> = vec![Vec::new(); lists.start.len() - 1];
     for (q, &i) in queries.iter().enumerate() {
         by_list[index.assignment[i] as usize].push(q);
@@ -452,22 +305,9 @@ pub fn search(x: &[f32], dim: usize, k: usize, probes: usize, index: &IvfIndex, 
         .enumerate()
         .filter(|(_, qs)| !qs.is_empty())
         .map(|(a, qs)| {
-            // This list's queries, gathered into a block of their own.
             let ids: Vec<u32> = qs.iter().map(|&q| queries[q] as u32).collect();
-            let vectors: Vec<f32> = ids
-                .iter()
-                .flat_map(|&i| {
-                    let s = slot[i as usize];
-                    lists.vectors[s * dim..(s + 1) * dim].iter().copied()
-                })
-                .collect();
-            let norms: Vec<f32> = ids.iter().map(|&i| lists.norms[slot[i as usize]]).collect();
-            let block = Block {
-                vectors: &vectors,
-                ids: &ids,
-                norms: &norms,
-            };
-            let tops = search_lists(&lists, &probe_lists[a], block, dim, k);
+            let tiles = QueryTiles::new(x, dim, &ids, &lists.norms, kernel);
+            let tops = search_lists(&lists, &probe_lists[a], &tiles, k, kernel);
             (tops, ids, qs)
         })
         .collect();
@@ -486,39 +326,20 @@ pub fn search(x: &[f32], dim: usize, k: usize, probes: usize, index: &IvfIndex, 
 pub fn exact(x: &[f32], dim: usize, k: usize, queries: &[usize]) -> Neighbours {
     let n = x.len() / dim;
     let k = k.min(n.saturating_sub(1)).max(1);
+    let kernel = Kernel::detect();
     let norms = squared_norms(x, dim);
     let ids: Vec<u32> = (0..n as u32).collect();
+    // Candidates are packed a slice at a time, so measuring recall at 1M rows does not hold a
+    // second copy of the vectors.
+    const CANDIDATES_PER_PASS: usize = 8192;
     let tops: Vec<Tops> = queries
         .par_chunks(QUERY_BLOCK)
         .map(|block| {
-            let q: Vec<f32> = block
-                .iter()
-                .flat_map(|&i| x[i * dim..(i + 1) * dim].iter().copied())
-                .collect();
             let qids: Vec<u32> = block.iter().map(|&i| i as u32).collect();
-            let qn: Vec<f32> = block.iter().map(|&i| norms[i]).collect();
+            let tiles = QueryTiles::new(x, dim, &qids, &norms, kernel);
             let mut tops = Tops::new(block.len(), k);
-            let mut dots = Vec::new();
-            let queries = Block {
-                vectors: &q,
-                ids: &qids,
-                norms: &qn,
-            };
-            let all = Block {
-                vectors: x,
-                ids: &ids,
-                norms: &norms,
-            };
-            let step = 8192;
-            for c0 in (0..n).step_by(step) {
-                scan_block(
-                    queries,
-                    all.rows(c0, (c0 + step).min(n), dim),
-                    dim,
-                    &mut tops,
-                    0,
-                    &mut dots,
-                );
+            for candidates in ids.chunks(CANDIDATES_PER_PASS) {
+                kernel.scan(&tiles, &Panels::new(x, dim, candidates, &norms, kernel), &mut tops, 0);
             }
             tops
         })
@@ -590,21 +411,6 @@ mod tests {
             for (got, want) in found.of(i).1.iter().zip(&truth[..k]) {
                 assert!((got - want).abs() < 1e-3 * want.max(1.0), "point {i}: {got} vs {want}");
             }
-        }
-    }
-
-    #[test]
-    #[cfg(target_arch = "x86_64")]
-    fn vector_chunk_test_agrees_with_the_portable_one() {
-        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
-            return;
-        }
-        let v = points(64, 1);
-        for bound in [-30.0f32, -1.0, 0.0, 2.5, 40.0] {
-            let (dots, norms) = (&v[..32], &v[32..]);
-            // SAFETY: AVX2 and FMA checked above.
-            let fast = unsafe { below_mask_avx2(dots, norms, bound) };
-            assert_eq!(fast, below_mask(dots, norms, bound), "bound {bound}");
         }
     }
 

@@ -1,0 +1,414 @@
+//! The neighbour search's inner loop: squared distances from a tile of queries to a panel of
+//! candidates, kept in registers and tested against each query's current k-th distance before
+//! anything is written to memory.
+//!
+//! Why not a matrix product and then a scan of its output (what 0.2.1 did, with faer's GEMM): at
+//! the search's 32 dimensions every dot product is 32 multiply-adds, so writing the product out
+//! and reading it back cost as much as computing it (perf at 1M x 32: GEMM ~45% of the search,
+//! the scan of its output ~35%). Here the product never leaves the registers: almost every
+//! candidate is farther than the query's k-th neighbour, and that is decided by one packed
+//! compare per register.
+//!
+//! Layouts (both packed once, then reused across many tiles):
+//! - [`Panels`]: candidates in panels of `width`, each panel `dim` rows of `width` values
+//!   (candidate-minor), so one dimension of a whole panel is one or two vector loads. The last
+//!   panel is padded with candidates of infinite norm, which no bound ever admits.
+//! - [`QueryTiles`]: queries in tiles of `rows`, each tile `dim` rows of `rows` values, so a
+//!   dimension of the tile is `rows` broadcasts. Padding queries have a bound of -inf.
+
+use super::Tops;
+
+/// Candidates packed in panels (see the module doc).
+pub(super) struct Panels {
+    width: usize,
+    dim: usize,
+    values: Vec<f32>,
+    norms: Vec<f32>,
+    ids: Vec<u32>,
+}
+
+impl Panels {
+    /// The points `ids` of `x` (`dim` columns), with squared norms `norms` (by point), packed
+    /// for `kernel`.
+    pub(super) fn new(x: &[f32], dim: usize, ids: &[u32], norms: &[f32], kernel: Kernel) -> Panels {
+        let width = kernel.shape().1;
+        let padded = ids.len().div_ceil(width) * width;
+        Panels {
+            width,
+            dim,
+            values: interleave(x, dim, ids, width),
+            norms: pad(ids.iter().map(|&i| norms[i as usize]), padded, f32::INFINITY),
+            ids: pad(ids.iter().copied(), padded, u32::MAX),
+        }
+    }
+}
+
+/// Queries packed in tiles (see the module doc), with their ids and squared norms.
+pub(super) struct QueryTiles<'a> {
+    rows: usize,
+    dim: usize,
+    values: Vec<f32>,
+    norms: Vec<f32>,
+    ids: &'a [u32],
+}
+
+impl<'a> QueryTiles<'a> {
+    /// The points `ids` of `x` (`dim` columns), with squared norms `norms` (by point), packed
+    /// for `kernel`.
+    pub(super) fn new(x: &[f32], dim: usize, ids: &'a [u32], norms: &[f32], kernel: Kernel) -> QueryTiles<'a> {
+        let rows = kernel.shape().0;
+        QueryTiles {
+            rows,
+            dim,
+            values: interleave(x, dim, ids, rows),
+            norms: ids.iter().map(|&i| norms[i as usize]).collect(),
+            ids,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// Rows `ids` of `x` in groups of `group`, each group stored dimension-major (`dim` rows of
+/// `group` values); a short last group is padded with zeros.
+fn interleave(x: &[f32], dim: usize, ids: &[u32], group: usize) -> Vec<f32> {
+    let mut values = vec![0f32; ids.len().div_ceil(group) * group * dim];
+    for (block, members) in values.chunks_exact_mut(group * dim).zip(ids.chunks(group)) {
+        for (l, &i) in members.iter().enumerate() {
+            let row = &x[i as usize * dim..(i as usize + 1) * dim];
+            for (d, &v) in row.iter().enumerate() {
+                block[d * group + l] = v;
+            }
+        }
+    }
+    values
+}
+
+fn pad<T: Copy>(values: impl Iterator<Item = T>, len: usize, filler: T) -> Vec<T> {
+    let mut out: Vec<T> = values.collect();
+    out.resize(len, filler);
+    out
+}
+
+/// Tile shape (queries x candidates) for the widest vector unit the CPU has, chosen once per run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kernel {
+    /// 32 zmm registers: 8 queries x 32 candidates (16 accumulators).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// 16 ymm registers: 6 queries x 16 candidates (12 accumulators).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// Plain arrays of 8, whatever the compiler makes of them for the baseline target.
+    Portable,
+}
+
+impl Kernel {
+    pub(super) fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                return Kernel::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Portable
+    }
+
+    /// (queries per tile, candidates per panel).
+    pub(super) fn shape(self) -> (usize, usize) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => (8, 2 * x86::Avx512::LANES),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => (6, 2 * x86::Avx2::LANES),
+            Kernel::Portable => (4, 2 * Portable::LANES),
+        }
+    }
+
+    /// Offers every candidate of `panels` to the top-k of every query of `queries` (skipping a
+    /// query's own id); query `r` of `queries` is query `first + r` of `tops`. Both must have
+    /// been packed for this kernel.
+    pub(super) fn scan(self, queries: &QueryTiles<'_>, panels: &Panels, tops: &mut Tops, first: usize) {
+        assert_eq!((queries.rows, panels.width), self.shape(), "packed for another kernel");
+        assert_eq!(queries.dim, panels.dim);
+        match self {
+            // SAFETY: `detect` chose these kernels only where the CPU has their features.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { x86::scan_avx512(queries, panels, tops, first) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { x86::scan_avx2(queries, panels, tops, first) },
+            // SAFETY: the portable lanes need no CPU feature.
+            Kernel::Portable => unsafe { scan_tiles::<Portable, 4, 2>(queries, panels, tops, first) },
+        }
+    }
+}
+
+/// The few vector operations the kernel needs, for one instruction set.
+///
+/// # Safety
+/// The methods may only run on a CPU with the instruction set's features; they are inlined into
+/// a function compiled with those features (`x86::scan_*`), which is where the speed comes from.
+trait Lanes {
+    type V: Copy;
+    const LANES: usize;
+    unsafe fn zero() -> Self::V;
+    unsafe fn splat(value: f32) -> Self::V;
+    /// The first `LANES` values of `values`.
+    unsafe fn load(values: &[f32]) -> Self::V;
+    unsafe fn store(v: Self::V, out: &mut [f32]);
+    /// `a * b + c`.
+    unsafe fn multiply_add(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Bit `l` set where `norm[l] - 2 dot[l] < bound[l]`.
+    unsafe fn below(norm: Self::V, dot: Self::V, bound: Self::V) -> u32;
+}
+
+/// Baseline lanes: arrays of 8 (SSE2 pairs on x86-64, NEON on arm, if the compiler sees it).
+struct Portable;
+
+impl Lanes for Portable {
+    type V = [f32; 8];
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> [f32; 8] {
+        [0.0; 8]
+    }
+    #[inline(always)]
+    unsafe fn splat(value: f32) -> [f32; 8] {
+        [value; 8]
+    }
+    #[inline(always)]
+    unsafe fn load(values: &[f32]) -> [f32; 8] {
+        values[..8].try_into().expect("8 values")
+    }
+    #[inline(always)]
+    unsafe fn store(v: [f32; 8], out: &mut [f32]) {
+        out[..8].copy_from_slice(&v);
+    }
+    #[inline(always)]
+    unsafe fn multiply_add(a: [f32; 8], b: [f32; 8], c: [f32; 8]) -> [f32; 8] {
+        // Not `mul_add`: without FMA in the target that is a libm call per lane.
+        std::array::from_fn(|l| a[l] * b[l] + c[l])
+    }
+    #[inline(always)]
+    unsafe fn below(norm: [f32; 8], dot: [f32; 8], bound: [f32; 8]) -> u32 {
+        (0..8).fold(0, |mask, l| mask | (((norm[l] - 2.0 * dot[l] < bound[l]) as u32) << l))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Lanes, Panels, QueryTiles, Tops, scan_tiles};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) fn scan_avx512(queries: &QueryTiles<'_>, panels: &Panels, tops: &mut Tops, first: usize) {
+        // SAFETY: this function only runs where the CPU has AVX-512F (the caller's contract).
+        unsafe { scan_tiles::<Avx512, 8, 2>(queries, panels, tops, first) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn scan_avx2(queries: &QueryTiles<'_>, panels: &Panels, tops: &mut Tops, first: usize) {
+        // SAFETY: this function only runs where the CPU has AVX2 and FMA (the caller's contract).
+        unsafe { scan_tiles::<Avx2, 6, 2>(queries, panels, tops, first) }
+    }
+
+    pub(super) struct Avx512;
+
+    // SAFETY (every method): callers run only where AVX-512F is present; loads and stores go
+    // through slices of at least 16 values (checked).
+    impl Lanes for Avx512 {
+        type V = __m512;
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(value: f32) -> __m512 {
+            unsafe { _mm512_set1_ps(value) }
+        }
+        #[inline(always)]
+        unsafe fn load(values: &[f32]) -> __m512 {
+            unsafe { _mm512_loadu_ps(values[..16].as_ptr()) }
+        }
+        #[inline(always)]
+        unsafe fn store(v: __m512, out: &mut [f32]) {
+            unsafe { _mm512_storeu_ps(out[..16].as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        unsafe fn multiply_add(a: __m512, b: __m512, c: __m512) -> __m512 {
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn below(norm: __m512, dot: __m512, bound: __m512) -> u32 {
+            // norm - 2 dot: 2 dot is exact, so the fused form rounds as the scalar test does.
+            unsafe {
+                let partial = _mm512_fmadd_ps(dot, _mm512_set1_ps(-2.0), norm);
+                _mm512_cmp_ps_mask::<_CMP_LT_OQ>(partial, bound) as u32
+            }
+        }
+    }
+
+    pub(super) struct Avx2;
+
+    // SAFETY (every method): callers run only where AVX2 and FMA are present; loads and stores
+    // go through slices of at least 8 values (checked).
+    impl Lanes for Avx2 {
+        type V = __m256;
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(value: f32) -> __m256 {
+            unsafe { _mm256_set1_ps(value) }
+        }
+        #[inline(always)]
+        unsafe fn load(values: &[f32]) -> __m256 {
+            unsafe { _mm256_loadu_ps(values[..8].as_ptr()) }
+        }
+        #[inline(always)]
+        unsafe fn store(v: __m256, out: &mut [f32]) {
+            unsafe { _mm256_storeu_ps(out[..8].as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        unsafe fn multiply_add(a: __m256, b: __m256, c: __m256) -> __m256 {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn below(norm: __m256, dot: __m256, bound: __m256) -> u32 {
+            unsafe {
+                let partial = _mm256_fmadd_ps(dot, _mm256_set1_ps(-2.0), norm);
+                _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(partial, bound)) as u32
+            }
+        }
+    }
+}
+
+/// The kernel: `R` queries x `P` vectors of candidates, accumulated in registers.
+///
+/// # Safety
+/// Only where the CPU has `S`'s features (see [`Lanes`]).
+#[inline(always)]
+unsafe fn scan_tiles<S: Lanes, const R: usize, const P: usize>(
+    queries: &QueryTiles<'_>,
+    panels: &Panels,
+    tops: &mut Tops,
+    first: usize,
+) {
+    let (dim, lanes) = (queries.dim, S::LANES);
+    let width = P * lanes;
+    let m = queries.ids.len();
+    let mut lane_values = [0f32; 32];
+    for (t, tile) in queries.values.chunks_exact(R * dim).enumerate() {
+        let rows = R.min(m - t * R);
+        let mut norm = [0f32; R];
+        let mut bound = [f32::NEG_INFINITY; R];
+        for r in 0..rows {
+            norm[r] = queries.norms[t * R + r];
+            bound[r] = tops.worst(first + t * R + r) - norm[r];
+        }
+        for (p, panel) in panels.values.chunks_exact(width * dim).enumerate() {
+            // SAFETY (the intrinsics): the caller's contract.
+            let mut dots = [[unsafe { S::zero() }; P]; R];
+            for (c, q) in panel.chunks_exact(width).zip(tile.chunks_exact(R)) {
+                let c: [S::V; P] = std::array::from_fn(|j| unsafe { S::load(&c[j * lanes..]) });
+                for r in 0..R {
+                    let q = unsafe { S::splat(q[r]) };
+                    for j in 0..P {
+                        dots[r][j] = unsafe { S::multiply_add(q, c[j], dots[r][j]) };
+                    }
+                }
+            }
+            let norms = &panels.norms[p * width..(p + 1) * width];
+            let cn: [S::V; P] = std::array::from_fn(|j| unsafe { S::load(&norms[j * lanes..]) });
+            for r in 0..rows {
+                // Distance^2 less the query's norm, below the bound: one packed compare per
+                // register; only the set bits are visited (rare once the top-k has filled).
+                let limit = unsafe { S::splat(bound[r]) };
+                let mut mask = 0u32;
+                for j in 0..P {
+                    mask |= unsafe { S::below(cn[j], dots[r][j], limit) } << (j * lanes);
+                }
+                if mask == 0 {
+                    continue;
+                }
+                for j in 0..P {
+                    unsafe { S::store(dots[r][j], &mut lane_values[j * lanes..]) };
+                }
+                while mask != 0 {
+                    let l = mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    // The bound tightens as neighbours are offered: test again.
+                    let partial = norms[l] - 2.0 * lane_values[l];
+                    let id = panels.ids[p * width + l];
+                    if partial < bound[r] && id != queries.ids[t * R + r] {
+                        let query = first + t * R + r;
+                        tops.offer(query, (partial + norm[r]).max(0.0), id);
+                        bound[r] = tops.worst(query) - norm[r];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel the CPU can run finds the same neighbours as a scalar loop, on sizes that
+    /// leave partial tiles and panels.
+    #[test]
+    fn every_kernel_agrees_with_a_scalar_search() {
+        let (m, n, dim, k) = (23, 77, 5, 4);
+        let value = |i: usize| ((i * 7919 % 1000) as f32) / 100.0 - 5.0;
+        let x: Vec<f32> = (0..(m + n) * dim).map(value).collect();
+        let norms: Vec<f32> = x.chunks_exact(dim).map(|r| r.iter().map(|v| v * v).sum()).collect();
+        let ids: Vec<u32> = (0..(m + n) as u32).collect();
+        let mut kernels = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                kernels.push(Kernel::Avx2);
+            }
+            if std::is_x86_feature_detected!("avx512f") {
+                kernels.push(Kernel::Avx512);
+            }
+        }
+        for kernel in kernels {
+            let tiles = QueryTiles::new(&x, dim, &ids[..m], &norms, kernel);
+            let panels = Panels::new(&x, dim, &ids, &norms, kernel);
+            let mut tops = Tops::new(m, k);
+            kernel.scan(&tiles, &panels, &mut tops, 0);
+            for q in 0..m {
+                let mut truth: Vec<(f32, u32)> = (0..m + n)
+                    .filter(|&j| j != q)
+                    .map(|j| {
+                        let d2 = (0..dim).map(|d| (x[q * dim + d] - x[j * dim + d]).powi(2)).sum();
+                        (d2, j as u32)
+                    })
+                    .collect();
+                truth.sort_by(|a, b| a.0.total_cmp(&b.0));
+                for j in 0..k {
+                    let got = tops.d2[q * k + j];
+                    assert!(
+                        (got - truth[j].0).abs() < 1e-3 * truth[j].0.max(1.0),
+                        "{kernel:?} query {q}"
+                    );
+                    assert_ne!(
+                        tops.index[q * k + j],
+                        q as u32,
+                        "{kernel:?}: a query is not its own neighbour"
+                    );
+                }
+            }
+        }
+    }
+}
