@@ -43,31 +43,43 @@ impl Panels {
     }
 }
 
-/// Queries packed in tiles (see the module doc), with their ids and squared norms.
-pub(super) struct QueryTiles<'a> {
+/// Queries packed in tiles (see the module doc), with their squared norms, the id each must not
+/// be offered (itself) and the row of the top-k each one's neighbours go to.
+pub(super) struct QueryTiles {
     rows: usize,
     dim: usize,
     values: Vec<f32>,
     norms: Vec<f32>,
-    ids: &'a [u32],
+    own: Vec<u32>,
+    slots: Vec<usize>,
 }
 
-impl<'a> QueryTiles<'a> {
+impl QueryTiles {
     /// The points `ids` of `x` (`dim` columns), with squared norms `norms` (by point), packed
-    /// for `kernel`.
-    pub(super) fn new(x: &[f32], dim: usize, ids: &'a [u32], norms: &[f32], kernel: Kernel) -> QueryTiles<'a> {
+    /// for `kernel`; query `q` fills row `q` of the top-k.
+    pub(super) fn new(x: &[f32], dim: usize, ids: &[u32], norms: &[f32], kernel: Kernel) -> QueryTiles {
         let rows = kernel.shape().0;
         QueryTiles {
             rows,
             dim,
             values: interleave(x, dim, ids, rows),
             norms: ids.iter().map(|&i| norms[i as usize]).collect(),
-            ids,
+            own: ids.to_vec(),
+            slots: (0..ids.len()).collect(),
         }
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.ids.len()
+    /// Query `q` fills row `slots[q]` of the top-k instead.
+    pub(super) fn into_slots(self, slots: Vec<usize>) -> QueryTiles {
+        assert_eq!(slots.len(), self.own.len());
+        QueryTiles { slots, ..self }
+    }
+
+    /// Candidates are other things than the queries (list centres): none is skipped as "self".
+    /// (`u32::MAX` is the id of padding candidates only, which no bound admits.)
+    pub(super) fn skipping_none(self) -> QueryTiles {
+        let own = vec![u32::MAX; self.own.len()];
+        QueryTiles { own, ..self }
     }
 }
 
@@ -130,20 +142,19 @@ impl Kernel {
         }
     }
 
-    /// Offers every candidate of `panels` to the top-k of every query of `queries` (skipping a
-    /// query's own id); query `r` of `queries` is query `first + r` of `tops`. Both must have
-    /// been packed for this kernel.
-    pub(super) fn scan(self, queries: &QueryTiles<'_>, panels: &Panels, tops: &mut Tops, first: usize) {
+    /// Offers every candidate of `panels` to the top-k of every query of `queries` (in its slot,
+    /// skipping its own id). Both must have been packed for this kernel.
+    pub(super) fn scan(self, queries: &QueryTiles, panels: &Panels, tops: &mut Tops) {
         assert_eq!((queries.rows, panels.width), self.shape(), "packed for another kernel");
         assert_eq!(queries.dim, panels.dim);
         match self {
             // SAFETY: `detect` chose these kernels only where the CPU has their features.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => unsafe { x86::scan_avx512(queries, panels, tops, first) },
+            Kernel::Avx512 => unsafe { x86::scan_avx512(queries, panels, tops) },
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { x86::scan_avx2(queries, panels, tops, first) },
+            Kernel::Avx2 => unsafe { x86::scan_avx2(queries, panels, tops) },
             // SAFETY: the portable lanes need no CPU feature.
-            Kernel::Portable => unsafe { scan_tiles::<Portable, 4, 2>(queries, panels, tops, first) },
+            Kernel::Portable => unsafe { scan_tiles::<Portable, 4, 2>(queries, panels, tops) },
         }
     }
 }
@@ -206,15 +217,15 @@ mod x86 {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) fn scan_avx512(queries: &QueryTiles<'_>, panels: &Panels, tops: &mut Tops, first: usize) {
+    pub(super) fn scan_avx512(queries: &QueryTiles, panels: &Panels, tops: &mut Tops) {
         // SAFETY: this function only runs where the CPU has AVX-512F (the caller's contract).
-        unsafe { scan_tiles::<Avx512, 8, 2>(queries, panels, tops, first) }
+        unsafe { scan_tiles::<Avx512, 8, 2>(queries, panels, tops) }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn scan_avx2(queries: &QueryTiles<'_>, panels: &Panels, tops: &mut Tops, first: usize) {
+    pub(super) fn scan_avx2(queries: &QueryTiles, panels: &Panels, tops: &mut Tops) {
         // SAFETY: this function only runs where the CPU has AVX2 and FMA (the caller's contract).
-        unsafe { scan_tiles::<Avx2, 6, 2>(queries, panels, tops, first) }
+        unsafe { scan_tiles::<Avx2, 6, 2>(queries, panels, tops) }
     }
 
     pub(super) struct Avx512;
@@ -296,15 +307,10 @@ mod x86 {
 /// # Safety
 /// Only where the CPU has `S`'s features (see [`Lanes`]).
 #[inline(always)]
-unsafe fn scan_tiles<S: Lanes, const R: usize, const P: usize>(
-    queries: &QueryTiles<'_>,
-    panels: &Panels,
-    tops: &mut Tops,
-    first: usize,
-) {
+unsafe fn scan_tiles<S: Lanes, const R: usize, const P: usize>(queries: &QueryTiles, panels: &Panels, tops: &mut Tops) {
     let (dim, lanes) = (queries.dim, S::LANES);
     let width = P * lanes;
-    let m = queries.ids.len();
+    let m = queries.own.len();
     let mut lane_values = [0f32; 32];
     for (t, tile) in queries.values.chunks_exact(R * dim).enumerate() {
         let rows = R.min(m - t * R);
@@ -312,7 +318,7 @@ unsafe fn scan_tiles<S: Lanes, const R: usize, const P: usize>(
         let mut bound = [f32::NEG_INFINITY; R];
         for r in 0..rows {
             norm[r] = queries.norms[t * R + r];
-            bound[r] = tops.worst(first + t * R + r) - norm[r];
+            bound[r] = tops.worst(queries.slots[t * R + r]) - norm[r];
         }
         for (p, panel) in panels.values.chunks_exact(width * dim).enumerate() {
             // SAFETY (the intrinsics): the caller's contract.
@@ -348,8 +354,8 @@ unsafe fn scan_tiles<S: Lanes, const R: usize, const P: usize>(
                     // The bound tightens as neighbours are offered: test again.
                     let partial = norms[l] - 2.0 * lane_values[l];
                     let id = panels.ids[p * width + l];
-                    if partial < bound[r] && id != queries.ids[t * R + r] {
-                        let query = first + t * R + r;
+                    if partial < bound[r] && id != queries.own[t * R + r] {
+                        let query = queries.slots[t * R + r];
                         tops.offer(query, (partial + norm[r]).max(0.0), id);
                         bound[r] = tops.worst(query) - norm[r];
                     }
@@ -386,7 +392,7 @@ mod tests {
             let tiles = QueryTiles::new(&x, dim, &ids[..m], &norms, kernel);
             let panels = Panels::new(&x, dim, &ids, &norms, kernel);
             let mut tops = Tops::new(m, k);
-            kernel.scan(&tiles, &panels, &mut tops, 0);
+            kernel.scan(&tiles, &panels, &mut tops);
             for q in 0..m {
                 let mut truth: Vec<(f32, u32)> = (0..m + n)
                     .filter(|&j| j != q)
