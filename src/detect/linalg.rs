@@ -150,7 +150,7 @@ pub fn project(x: &[f32], dim: usize, mean: &[f64], components: &[f32], k: usize
 }
 
 /// `out = a * b^T` for row-major `a` (`m * inner`) and `b` (`n * inner`); `out` is `m * n`
-/// row-major. The workhorse of the surrogate model and the neighbour search.
+/// row-major. The workhorse of the surrogate model.
 pub fn mul_abt(a: &[f32], b: &[f32], inner: usize, out: &mut [f32]) {
     let (m, n) = (a.len() / inner, b.len() / inner);
     let a = MatRef::from_row_major_slice(a, m, inner);

@@ -5,7 +5,7 @@
 //!
 //! Probes are chosen per point, not per list (0.2.1 searched the same lists for every member of
 //! a list): measured on 1M x 32 search coordinates, 8 probes per point found 94% of the true
-//! neighbours, 16 per list 84% with twice the candidates, since a point near its cell's edge
+//! neighbours, 16 per list 84-85% with twice the candidates, since a point near its cell's edge
 //! needs the lists on its own side. The points' nearest centres come from the same kernel.
 //!
 //! Why not HNSW (hnsw_rs, instant-distance): building a graph over 1M points is pointer-chasing
@@ -22,8 +22,10 @@ use rayon::prelude::*;
 
 use tiles::{Kernel, Panels, QueryTiles};
 
-/// Points per parallel task when finding nearest centres; queries per task in exact search.
+/// Points per parallel task when finding nearest centres.
 const QUERY_BLOCK: usize = 4096;
+/// Queries per parallel task in exact search (a few hundred sampled records).
+const EXACT_QUERY_BLOCK: usize = 256;
 /// Below this many points the search is exact (one list holding everything).
 const EXACT_BELOW: usize = 4096;
 
@@ -121,6 +123,12 @@ fn nearest_centres(x: &[f32], dim: usize, ids: &[u32], centroids: &[f32], count:
             let tiles = QueryTiles::new(x, dim, ids, &norms, kernel).skipping_none();
             let mut tops = Tops::new(ids.len(), count);
             kernel.scan(&tiles, &panels, &mut tops);
+            // A row whose squared norm overflows (an extreme outlier) has a NaN bound and admits
+            // no centre: give it list 0 rather than an id that indexes nothing.
+            for row in tops.index.chunks_exact_mut(count) {
+                let first = row.iter().copied().find(|&l| l != u32::MAX).unwrap_or(0);
+                row.iter_mut().filter(|l| **l == u32::MAX).for_each(|l| *l = first);
+            }
             tops.index
         })
         .collect()
@@ -198,7 +206,8 @@ impl Lists {
     /// members of its own probe lists (`probe_lists`, `probes` per point). Each list is scanned
     /// once, by the points that probe it, lists nearest to `own` first; so a point's neighbours
     /// depend only on its own list and probes, not on which other points are searched with it
-    /// (a full and an incremental scan agree).
+    /// (a full and an incremental scan agree, on the same kernel: FMA and the portable kernel
+    /// round differently).
     #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
@@ -246,8 +255,8 @@ fn store(out: &mut Neighbours, tops: &Tops, ids: &[u32], rows: impl Iterator<Ite
     let k = out.k;
     for ((r, &i), row) in ids.iter().enumerate().zip(rows) {
         for j in 0..k {
-            // A list too small to fill k slots (rare) leaves a slot empty: point it at itself
-            // at infinite distance, so callers can skip it by distance.
+            // Probed lists holding fewer than k other points (rare) leave a slot empty: point
+            // it at itself at infinite distance, so callers can skip it by distance.
             let (idx, d2) = if tops.index[r * k + j] == u32::MAX {
                 (i, f32::INFINITY)
             } else {
@@ -260,13 +269,14 @@ fn store(out: &mut Neighbours, tops: &Tops, ids: &[u32], rows: impl Iterator<Ite
 }
 
 /// The neighbours of the points `queries` (row `q` of the result for `queries[q]`), whose
-/// `probes` nearest lists are `nearest[q * probes..]` (their own list first), searched a list
-/// at a time: points of one list share most of their probe lists, so their tiles fill.
+/// `probes` nearest lists are `nearest[q * probes..]`, searched by their list in `index`:
+/// points of one list share most of their probe lists, so their tiles fill.
 #[allow(clippy::too_many_arguments)]
 fn search_by_list(
     x: &[f32],
     dim: usize,
     lists: &Lists,
+    index: &IvfIndex,
     queries: &[u32],
     nearest: &[u32],
     probes: usize,
@@ -274,8 +284,8 @@ fn search_by_list(
     kernel: Kernel,
 ) -> Neighbours {
     let mut by_list: Vec<Vec<usize>> = vec![Vec::new(); lists.panels.len()];
-    for (q, own) in nearest.chunks_exact(probes).enumerate() {
-        by_list[own[0] as usize].push(q);
+    for (q, &i) in queries.iter().enumerate() {
+        by_list[index.assignment[i as usize] as usize].push(q);
     }
     let per_list: Vec<(Tops, Vec<u32>, Vec<usize>)> = by_list
         .into_par_iter()
@@ -323,7 +333,7 @@ pub fn approximate(x: &[f32], dim: usize, k: usize, probes: usize, seed: u64) ->
         centroids,
     };
     let lists = Lists::new(x, dim, &index.centroids, &index.assignment, kernel);
-    let neighbours = search_by_list(x, dim, &lists, &all, &nearest, probes, k, kernel);
+    let neighbours = search_by_list(x, dim, &lists, &index, &all, &nearest, probes, k, kernel);
     (neighbours, index)
 }
 
@@ -339,7 +349,7 @@ pub fn search(x: &[f32], dim: usize, k: usize, probes: usize, index: &IvfIndex, 
     let lists = Lists::new(x, dim, &index.centroids, &index.assignment, kernel);
     let queries: Vec<u32> = queries.iter().map(|&q| q as u32).collect();
     let nearest = nearest_centres(x, dim, &queries, &index.centroids, probes, kernel);
-    search_by_list(x, dim, &lists, &queries, &nearest, probes, k, kernel)
+    search_by_list(x, dim, &lists, index, &queries, &nearest, probes, k, kernel)
 }
 
 /// Exact `k` nearest neighbours of the rows `queries` of `x` (brute force), for measuring recall.
@@ -353,7 +363,7 @@ pub fn exact(x: &[f32], dim: usize, k: usize, queries: &[usize]) -> Neighbours {
     // second copy of the vectors.
     const CANDIDATES_PER_PASS: usize = 8192;
     let tops: Vec<Tops> = queries
-        .par_chunks(256)
+        .par_chunks(EXACT_QUERY_BLOCK)
         .map(|block| {
             let qids: Vec<u32> = block.iter().map(|&i| i as u32).collect();
             let tiles = QueryTiles::new(x, dim, &qids, &norms, kernel);
@@ -432,6 +442,24 @@ mod tests {
                 assert!((got - want).abs() < 1e-3 * want.max(1.0), "point {i}: {got} vs {want}");
             }
         }
+    }
+
+    #[test]
+    fn a_point_whose_squared_norm_overflows_does_not_break_the_index() {
+        // 1e20^2 overflows f32: that point's bound is NaN and it admits no list centre.
+        let (n, dim) = (5000, 4);
+        let mut x = points(n, dim);
+        x[17 * dim..18 * dim].fill(1e20);
+        let (found, index) = approximate(&x, dim, 5, 4, 1);
+        assert!(
+            index
+                .assignment
+                .iter()
+                .all(|&l| (l as usize) < index.centroids.len() / dim)
+        );
+        let queries: Vec<usize> = (0..n).step_by(50).filter(|&q| q != 17).collect();
+        let truth = exact(&x, dim, 5, &queries);
+        assert!(recall(&found, &truth, &queries) > 0.8);
     }
 
     #[test]

@@ -104,7 +104,9 @@ fn pad<T: Copy>(values: impl Iterator<Item = T>, len: usize, filler: T) -> Vec<T
     out
 }
 
-/// Tile shape (queries x candidates) for the widest vector unit the CPU has, chosen once per run.
+/// Which kernel runs: the widest vector unit the CPU has, detected at run time. [`Kernel::scan`]
+/// checks that the CPU supports the kernel it is asked to run (a cached feature lookup), so no
+/// safe caller can reach an instruction the CPU lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kernel {
     /// 32 zmm registers: 8 queries x 32 candidates (16 accumulators).
@@ -118,17 +120,38 @@ pub(super) enum Kernel {
 }
 
 impl Kernel {
+    /// The fastest kernel this CPU runs.
     pub(super) fn detect() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                return Kernel::Avx512;
+        Kernel::available()[0]
+    }
+
+    /// Every kernel this CPU runs, fastest first.
+    pub(super) fn available() -> Vec<Kernel> {
+        let all = [
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2,
+            Kernel::Portable,
+        ];
+        all.into_iter().filter(|k| k.supported()).collect()
+    }
+
+    /// Whether the CPU has every feature the kernel is compiled with (`avx512f` implies `avx2`,
+    /// `fma` and `f16c` to the compiler, but the CPU is asked about each).
+    fn supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => {
+                std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma")
+                    && std::is_x86_feature_detected!("f16c")
             }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return Kernel::Avx2;
-            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+            Kernel::Portable => true,
         }
-        Kernel::Portable
     }
 
     /// (queries per tile, candidates per panel).
@@ -147,8 +170,9 @@ impl Kernel {
     pub(super) fn scan(self, queries: &QueryTiles, panels: &Panels, tops: &mut Tops) {
         assert_eq!((queries.rows, panels.width), self.shape(), "packed for another kernel");
         assert_eq!(queries.dim, panels.dim);
+        assert!(self.supported(), "{self:?} kernel on a CPU without its features");
         match self {
-            // SAFETY: `detect` chose these kernels only where the CPU has their features.
+            // SAFETY: the CPU has these kernels' features (asserted just above).
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => unsafe { x86::scan_avx512(queries, panels, tops) },
             #[cfg(target_arch = "x86_64")]
@@ -216,9 +240,10 @@ mod x86 {
     use super::{Lanes, Panels, QueryTiles, Tops, scan_tiles};
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     pub(super) fn scan_avx512(queries: &QueryTiles, panels: &Panels, tops: &mut Tops) {
-        // SAFETY: this function only runs where the CPU has AVX-512F (the caller's contract).
+        // SAFETY: this function only runs where the CPU has AVX-512F, AVX2, FMA and F16C (the
+        // caller's contract).
         unsafe { scan_tiles::<Avx512, 8, 2>(queries, panels, tops) }
     }
 
@@ -230,8 +255,8 @@ mod x86 {
 
     pub(super) struct Avx512;
 
-    // SAFETY (every method): callers run only where AVX-512F is present; loads and stores go
-    // through slices of at least 16 values (checked).
+    // SAFETY (every method): callers run only where AVX-512F (and what it implies: AVX2, FMA,
+    // F16C) is present; loads and stores go through slices of at least 16 values (checked).
     impl Lanes for Avx512 {
         type V = __m512;
         const LANES: usize = 16;
@@ -308,8 +333,10 @@ mod x86 {
 /// Only where the CPU has `S`'s features (see [`Lanes`]).
 #[inline(always)]
 unsafe fn scan_tiles<S: Lanes, const R: usize, const P: usize>(queries: &QueryTiles, panels: &Panels, tops: &mut Tops) {
+    const { assert!(P * S::LANES <= 32, "a panel's mask is a u32") };
     let (dim, lanes) = (queries.dim, S::LANES);
     let width = P * lanes;
+    debug_assert_eq!((queries.rows, panels.width), (R, width));
     let m = queries.own.len();
     let mut lane_values = [0f32; 32];
     for (t, tile) in queries.values.chunks_exact(R * dim).enumerate() {
@@ -378,17 +405,7 @@ mod tests {
         let x: Vec<f32> = (0..(m + n) * dim).map(value).collect();
         let norms: Vec<f32> = x.chunks_exact(dim).map(|r| r.iter().map(|v| v * v).sum()).collect();
         let ids: Vec<u32> = (0..(m + n) as u32).collect();
-        let mut kernels = vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                kernels.push(Kernel::Avx2);
-            }
-            if std::is_x86_feature_detected!("avx512f") {
-                kernels.push(Kernel::Avx512);
-            }
-        }
-        for kernel in kernels {
+        for kernel in Kernel::available() {
             let tiles = QueryTiles::new(&x, dim, &ids[..m], &norms, kernel);
             let panels = Panels::new(&x, dim, &ids, &norms, kernel);
             let mut tops = Tops::new(m, k);
