@@ -106,21 +106,37 @@ impl IvfIndex {
     /// Nearest list of every row of `x` (`dim` columns).
     pub fn assign(&self, x: &[f32], dim: usize) -> Vec<u32> {
         let ids: Vec<u32> = (0..(x.len() / dim) as u32).collect();
-        nearest_centres(x, dim, &ids, &self.centroids, 1, Kernel::detect())
+        nearest_centres(
+            x,
+            dim,
+            &ids,
+            &squared_norms(x, dim),
+            &self.centroids,
+            1,
+            Kernel::detect(),
+        )
     }
 }
 
 /// The `count` (at most the number of centres) nearest of `centroids` to each of the rows `ids`
-/// of `x`, nearest first (`ids.len() * count`). The first is the row's list.
-fn nearest_centres(x: &[f32], dim: usize, ids: &[u32], centroids: &[f32], count: usize, kernel: Kernel) -> Vec<u32> {
+/// of `x` (squared norms `norms`, by row), nearest first (`ids.len() * count`). The first is the
+/// row's list.
+fn nearest_centres(
+    x: &[f32],
+    dim: usize,
+    ids: &[u32],
+    norms: &[f32],
+    centroids: &[f32],
+    count: usize,
+    kernel: Kernel,
+) -> Vec<u32> {
     let lists = centroids.len() / dim;
     assert!((1..=lists).contains(&count));
     let centre_ids: Vec<u32> = (0..lists as u32).collect();
     let panels = Panels::new(centroids, dim, &centre_ids, &squared_norms(centroids, dim), kernel);
-    let norms = squared_norms(x, dim);
     ids.par_chunks(QUERY_BLOCK)
         .flat_map_iter(|ids| {
-            let tiles = QueryTiles::new(x, dim, ids, &norms, kernel).skipping_none();
+            let tiles = QueryTiles::new(x, dim, ids, norms, kernel).skipping_none();
             let mut tops = Tops::new(ids.len(), count);
             kernel.scan(&tiles, &panels, &mut tops);
             // A row whose squared norm overflows (an extreme outlier) has a NaN bound and admits
@@ -145,9 +161,10 @@ fn train_centroids(x: &[f32], dim: usize, lists: usize, seed: u64, kernel: Kerne
         .flat_map(|&r| x[r * dim..(r + 1) * dim].iter().copied())
         .collect();
     let sample_ids: Vec<u32> = (0..(sample.len() / dim) as u32).collect();
+    let sample_norms = squared_norms(&sample, dim);
     let mut centroids: Vec<f32> = sample[..lists * dim].to_vec();
     for _ in 0..6 {
-        let labels = nearest_centres(&sample, dim, &sample_ids, &centroids, 1, kernel);
+        let labels = nearest_centres(&sample, dim, &sample_ids, &sample_norms, &centroids, 1, kernel);
         let mut sums = vec![0f64; lists * dim];
         let mut counts = vec![0usize; lists];
         for (row, &l) in sample.chunks_exact(dim).zip(&labels) {
@@ -175,8 +192,8 @@ struct Lists {
 }
 
 impl Lists {
-    /// Groups the points by their list (`labels[i]` for point `i`).
-    fn new(x: &[f32], dim: usize, centroids: &[f32], labels: &[u32], kernel: Kernel) -> Lists {
+    /// Groups the points by their list (`labels[i]` for point `i`); `norms` are their squared norms.
+    fn new(x: &[f32], dim: usize, norms: Vec<f32>, centroids: &[f32], labels: &[u32], kernel: Kernel) -> Lists {
         let n = x.len() / dim;
         let list_count = centroids.len() / dim;
         let mut start = vec![0usize; list_count + 1];
@@ -190,7 +207,6 @@ impl Lists {
             order[next[l as usize]] = i as u32;
             next[l as usize] += 1;
         }
-        let norms = squared_norms(x, dim);
         let panels = (0..list_count)
             .into_par_iter()
             .map(|l| Panels::new(x, dim, &order[start[l]..start[l + 1]], &norms, kernel))
@@ -327,12 +343,13 @@ pub fn approximate(x: &[f32], dim: usize, k: usize, probes: usize, seed: u64) ->
     let kernel = Kernel::detect();
     let centroids = train_centroids(x, dim, list_count, seed, kernel);
     let all: Vec<u32> = (0..n as u32).collect();
-    let nearest = nearest_centres(x, dim, &all, &centroids, probes, kernel);
+    let norms = squared_norms(x, dim);
+    let nearest = nearest_centres(x, dim, &all, &norms, &centroids, probes, kernel);
     let index = IvfIndex {
         assignment: nearest.iter().step_by(probes).copied().collect(),
         centroids,
     };
-    let lists = Lists::new(x, dim, &index.centroids, &index.assignment, kernel);
+    let lists = Lists::new(x, dim, norms, &index.centroids, &index.assignment, kernel);
     let neighbours = search_by_list(x, dim, &lists, &index, &all, &nearest, probes, k, kernel);
     (neighbours, index)
 }
@@ -346,9 +363,10 @@ pub fn search(x: &[f32], dim: usize, k: usize, probes: usize, index: &IvfIndex, 
     let k = k.min(n.saturating_sub(1)).max(1);
     let probes = probes.clamp(1, index.centroids.len() / dim);
     let kernel = Kernel::detect();
-    let lists = Lists::new(x, dim, &index.centroids, &index.assignment, kernel);
     let queries: Vec<u32> = queries.iter().map(|&q| q as u32).collect();
-    let nearest = nearest_centres(x, dim, &queries, &index.centroids, probes, kernel);
+    let norms = squared_norms(x, dim);
+    let nearest = nearest_centres(x, dim, &queries, &norms, &index.centroids, probes, kernel);
+    let lists = Lists::new(x, dim, norms, &index.centroids, &index.assignment, kernel);
     search_by_list(x, dim, &lists, index, &queries, &nearest, probes, k, kernel)
 }
 
