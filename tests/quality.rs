@@ -241,10 +241,12 @@ fn a_tight_cluster_is_found_where_the_spectrum_misses_it() {
     // 15% triggered records, tight and modestly offset, in 64 dims: SPECTRE's robust fit can
     // centre on such a group, and a 2-means split halves the class instead; the density
     // detector finds the class and its dense records. Measured on seeds 1000-1004 before it:
-    // the class found in 2 of 5 runs, recall 0.48; with it: 5 of 5, recall 0.76.
+    // the class found in 2 of 5 runs, recall 0.48; with it: 5 of 5, recall 0.76; with the dense
+    // core regrown to the whole cluster (detect::untangle): recall 0.84. On these seeds the
+    // dense records alone reach 0.83-0.93, regrown 0.99-1.0.
     for seed in [1061, 1062, 1063] {
         let m = backdoor_found(64, 500, 0.15, 3.0, seed);
-        assert!(m.recall >= 0.5, "recall {:.3}", m.recall);
+        assert!(m.recall >= 0.95, "recall {:.3}", m.recall);
         assert!(m.false_quarantine <= 0.01, "false quarantine {:.3}", m.false_quarantine);
     }
 }

@@ -73,6 +73,13 @@ fn measures(view: &ClassView<'_>) -> Result<(Vec<f64>, Vec<f64>), DetectError> {
     Ok((norms, log_distance))
 }
 
+/// The dense records are a cluster's core, not all of it (its edge members are only 1-3 MADs
+/// denser than the class): the group is regrown from them along what separates them.
+fn cluster_of_dense(view: &ClassView<'_>, dense: &[u8]) -> Vec<u8> {
+    let (coordinates, width) = view.coordinates();
+    super::untangle::grow_group(&coordinates, width, dense)
+}
+
 /// Scores, dense group and class signal in the units of `scale`.
 fn score_with(view: &ClassView<'_>, norms: &[f64], log_distance: &[f64], scale: Scale) -> ClassScores {
     let n = view.n();
@@ -116,8 +123,8 @@ fn score_with(view: &ClassView<'_>, norms: &[f64], log_distance: &[f64], scale: 
             clean_bound,
             min_spread: 0.004,
         }),
-        grouping: judges.then_some(Grouping {
-            cluster: dense,
+        grouping: judges.then(|| Grouping {
+            cluster: cluster_of_dense(view, &dense),
             suspect: Some(1),
             closer_to_class: None,
         }),

@@ -17,6 +17,7 @@ pub mod self_influence;
 pub mod spectral;
 pub mod spectre;
 pub mod trusted_influence;
+pub mod untangle;
 
 use serde::{Deserialize, Serialize};
 
@@ -179,6 +180,22 @@ impl<'a> ClassView<'a> {
     /// Positions (class-grouped order) of this class's records.
     pub fn positions(&self) -> std::ops::Range<usize> {
         self.offset..self.offset + self.n()
+    }
+
+    /// The class's top-k basis coordinates plus the residual norm outside them: a poison cluster
+    /// too small to own a principal direction moves the residual instead. (`n * k` values, k.)
+    pub fn coordinates(&self) -> (Vec<f64>, usize) {
+        let k0 = self.basis.k;
+        let with_residual = self.dim > k0;
+        let k = k0 + with_residual as usize;
+        let mut z: Vec<f64> = Vec::with_capacity(self.n() * k);
+        for (row, r) in self.basis.projected.chunks_exact(k0).zip(&self.basis.residual) {
+            z.extend(row.iter().map(|&v| v as f64));
+            if with_residual {
+                z.push(*r as f64);
+            }
+        }
+        (z, k)
     }
 }
 

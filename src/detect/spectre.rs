@@ -117,7 +117,7 @@ impl Detector for Spectre {
     }
 
     fn score_class(&self, view: &ClassView<'_>) -> Result<ClassScores, DetectError> {
-        let (z, k) = coordinates(view);
+        let (z, k) = view.coordinates();
         let n = view.n();
         // The robust fit runs on an even sample of at most ROBUST_FIT_ROWS rows (FAST-MCD does the
         // same for large n): the estimate is as good, and every record is still scored.
@@ -147,7 +147,7 @@ impl Detector for Spectre {
 
     fn rescore(&self, view: &ClassView<'_>, fit: Option<&serde_json::Value>) -> Result<ClassScores, DetectError> {
         let fit: SpectreFit = super::parse_fit(self.name(), fit)?;
-        let (z, k) = coordinates(view);
+        let (z, k) = view.coordinates();
         let split_k = fit.split.as_ref().map_or(k, |s| s.direction.len());
         if fit.mean.len() != k || fit.cov.len() != k * k || split_k != k {
             return Err(DetectError::Failed {
@@ -158,22 +158,6 @@ impl Detector for Spectre {
         let whitened = whiten(&z, k, &fit.mean, &fit.cov);
         Ok(self.score_with(whitened, k, fit))
     }
-}
-
-/// The class's top-k basis coordinates plus the residual norm outside them: a poison cluster too
-/// small to own a principal direction moves the residual instead. (`n * k` values, k.)
-fn coordinates(view: &ClassView<'_>) -> (Vec<f64>, usize) {
-    let k0 = view.basis.k;
-    let with_residual = view.dim > k0;
-    let k = k0 + with_residual as usize;
-    let mut z: Vec<f64> = Vec::with_capacity(view.n() * k);
-    for (row, r) in view.basis.projected.chunks_exact(k0).zip(&view.basis.residual) {
-        z.extend(row.iter().map(|&v| v as f64));
-        if with_residual {
-            z.push(*r as f64);
-        }
-    }
-    (z, k)
 }
 
 /// Whitens every record by (mean, cov) and decomposes the second moment about that mean: a
