@@ -28,6 +28,10 @@ pub struct ClassResult {
     /// The class basis (mean, spectrum, top directions); `None` when the class was skipped. Its
     /// mean and radius let a later scan measure how far the class drifted (`datavet diff`).
     pub basis: Option<BasisFit>,
+    /// Seconds each detector took on this class, in the order of `ClassAnalysis::names`; empty
+    /// when the class was skipped (and in stage results written before 0.2.3).
+    #[serde(default)]
+    pub detector_seconds: Vec<f64>,
 }
 
 impl ClassResult {
@@ -190,6 +194,7 @@ pub fn cluster_stage(
                     result: Err(err.to_string()),
                     projection: Vec::new(),
                     basis: None,
+                    detector_seconds: Vec::new(),
                 };
             };
             let (_, x) = dataset.class_slice(c);
@@ -209,11 +214,17 @@ pub fn cluster_stage(
                 probs: dataset.probs.as_ref().map(|p| &p[a * k..b * k]),
                 losses: dataset.losses.as_ref().map(|(l, e)| (&l[a * e..b * e], *e)),
             };
+            let mut detector_seconds = Vec::with_capacity(detectors.len());
             let result = detectors
                 .iter()
-                .map(|d| match fit {
-                    Some(fit) => d.rescore(&view, fit.detectors.get(d.name())),
-                    None => d.score_class(&view),
+                .map(|d| {
+                    let started = std::time::Instant::now();
+                    let scores = match fit {
+                        Some(fit) => d.rescore(&view, fit.detectors.get(d.name())),
+                        None => d.score_class(&view),
+                    };
+                    detector_seconds.push(started.elapsed().as_secs_f64());
+                    scores
                 })
                 .collect::<Result<Vec<_>, DetectError>>()
                 .map_err(|e| e.to_string());
@@ -228,6 +239,7 @@ pub fn cluster_stage(
                 result,
                 projection,
                 basis: Some(basis.fitted()),
+                detector_seconds,
             }
         })
         .collect();
@@ -250,6 +262,24 @@ pub struct Analysis {
     pub class_geometry: Vec<Option<(Vec<f64>, f64)>>,
     /// How an incremental scan matched its reference.
     pub incremental: Option<IncrementalSummary>,
+    /// Per detector: seconds summed over the classes it ran on.
+    pub detector_seconds: Vec<(String, f64)>,
+}
+
+impl ClassAnalysis {
+    /// Per detector: seconds summed over classes. Classes run in parallel, so the sum can exceed
+    /// the detect stage's wall-clock time; it is what the detector costs, for choosing what to
+    /// turn off.
+    pub fn detector_seconds(&self) -> Vec<(String, f64)> {
+        self.names
+            .iter()
+            .enumerate()
+            .map(|(d, name)| {
+                let total = self.results.iter().filter_map(|r| r.detector_seconds.get(d)).sum();
+                (name.clone(), total)
+            })
+            .collect()
+    }
 }
 
 /// Influence, cluster and score stages on a dataset already in memory (no output is written).
@@ -353,5 +383,6 @@ pub fn score_stage(
         influence,
         class_geometry,
         incremental: None,
+        detector_seconds: classes.detector_seconds(),
     }
 }

@@ -385,6 +385,7 @@ pub fn publish(
         conservation,
         influence: analysis.influence.clone(),
         timings_ms: timings,
+        detector_seconds: analysis.detector_seconds,
         warnings: analysis.warnings,
         incremental: analysis.incremental,
     };

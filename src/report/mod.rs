@@ -47,6 +47,10 @@ pub struct Report {
     pub influence: Option<crate::influence::InfluenceReport>,
     /// Wall-clock milliseconds per stage, in order.
     pub timings_ms: Vec<(String, f64)>,
+    /// Per detector: seconds of work summed over classes (classes run in parallel, so the sum
+    /// can exceed the detect stage's wall time). The influence stage's own cost is in
+    /// `timings_ms` and `influence`.
+    pub detector_seconds: Vec<(String, f64)>,
     /// Non-fatal problems (skipped classes, caps reached), also printed by the CLI.
     pub warnings: Vec<String>,
     /// An incremental scan: how its records matched the reference, drift, and whether it re-fit.

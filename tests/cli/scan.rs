@@ -288,6 +288,18 @@ fn too_small_class_is_skipped_and_kept_in_clean() {
     assert_eq!(class["analysed"], false);
     assert!(class["skipped"].as_str().unwrap().contains("5 rows"));
     assert_eq!(report["totals"]["classes_analysed"], 5);
+    // What each detector cost, summed over the analysed classes, one entry per detector.
+    let detectors = report["detectors"].as_array().unwrap();
+    let seconds = report["detector_seconds"].as_array().unwrap();
+    assert_eq!(seconds.len(), detectors.len());
+    for (entry, name) in seconds.iter().zip(detectors) {
+        assert_eq!(&entry[0], name);
+        assert!(entry[1].as_f64().is_some_and(|s| s.is_finite() && s >= 0.0), "{entry}");
+    }
+    assert!(
+        seconds.iter().any(|e| e[1].as_f64().unwrap() > 0.0),
+        "some detector took time"
+    );
     let scores = read_all(&fx.out().join("scores.parquet"));
     let q = scores.column_by_name("quarantined").unwrap().as_boolean();
     assert!((0..5).all(|i| !q.value(i)), "a skipped class's rows stay in clean");
