@@ -76,8 +76,7 @@ fn measures(view: &ClassView<'_>) -> Result<(Vec<f64>, Vec<f64>), DetectError> {
 /// The dense records are a cluster's core, not all of it (its edge members are only 1-3 MADs
 /// denser than the class): the group is regrown from them along what separates them.
 fn cluster_of_dense(view: &ClassView<'_>, dense: &[u8]) -> Vec<u8> {
-    let (coordinates, width) = view.coordinates();
-    super::untangle::grow_group(&coordinates, width, dense)
+    super::untangle::grow_group(dense, || view.coordinates())
 }
 
 /// Scores, dense group and class signal in the units of `scale`.

@@ -24,14 +24,20 @@ const MAX_SHARE: f64 = 0.5;
 const MIN_MEMBERS: usize = 5;
 
 /// The records that sit with `group` (1 = member) rather than with the rest of the class, or
-/// `group` itself when they do not form a separated minority. `features` are the class's records,
-/// `width` values each (its basis coordinates, [`super::ClassView::coordinates`], or any affine
-/// map of them: the discriminant does not depend on it).
-pub fn grow_group(features: &[f64], width: usize, group: &[u8]) -> Vec<u8> {
+/// `group` itself when they do not form a separated minority. `features` gives the class's
+/// records, `width` values each (its basis coordinates, [`super::ClassView::coordinates`], or any
+/// affine map of them: the discriminant does not depend on it); it is called only when the group
+/// is large enough to fit a discriminant on, which most classes' groups are not.
+pub fn grow_group(group: &[u8], features: impl FnOnce() -> (Vec<f64>, usize)) -> Vec<u8> {
     let n = group.len();
+    let members = group.iter().filter(|&&g| g == 1).count();
+    if members < MIN_MEMBERS || n - members < MIN_MEMBERS {
+        return group.to_vec();
+    }
+    let (features, width) = features();
     let mut current = group.to_vec();
     for _ in 0..ROUNDS {
-        let Some(next) = reassign(features, width, &current) else {
+        let Some(next) = reassign(&features, width, &current) else {
             return group.to_vec();
         };
         if next == current {
@@ -141,7 +147,7 @@ mod tests {
     #[test]
     fn a_separated_cluster_is_regrown_from_its_core() {
         let (x, truth, group) = class_with_cluster(8.0);
-        let grown = grow_group(&x, 8, &group);
+        let grown = grow_group(&group, || (x, 8));
         let hits = (0..truth.len()).filter(|&i| grown[i] == 1 && truth[i]).count();
         let false_hits = (0..truth.len()).filter(|&i| grown[i] == 1 && !truth[i]).count();
         assert!(hits >= 58, "found {hits} of 60");
@@ -152,6 +158,6 @@ mod tests {
     fn a_group_that_is_no_population_of_its_own_stays_as_given() {
         // No shift: the "cluster" is 60 ordinary records, its core just the top of a tail.
         let (x, _, group) = class_with_cluster(0.0);
-        assert_eq!(grow_group(&x, 8, &group), group);
+        assert_eq!(grow_group(&group, || (x, 8)), group);
     }
 }

@@ -101,6 +101,22 @@ pub struct ClassAnalysis {
     pub results: Vec<ClassResult>,
 }
 
+impl ClassAnalysis {
+    /// Per detector: seconds summed over classes. Classes run in parallel, so the sum can exceed
+    /// the detect stage's wall-clock time; it is what the detector costs, for choosing what to
+    /// turn off.
+    pub fn detector_seconds(&self) -> Vec<(String, f64)> {
+        self.names
+            .iter()
+            .enumerate()
+            .map(|(d, name)| {
+                let total = self.results.iter().filter_map(|r| r.detector_seconds.get(d)).sum();
+                (name.clone(), total)
+            })
+            .collect()
+    }
+}
+
 /// The influence stage, when enabled and meaningful (two classes or more); the warning says why
 /// it did not run otherwise.
 pub fn influence_stage(
@@ -264,22 +280,6 @@ pub struct Analysis {
     pub incremental: Option<IncrementalSummary>,
     /// Per detector: seconds summed over the classes it ran on.
     pub detector_seconds: Vec<(String, f64)>,
-}
-
-impl ClassAnalysis {
-    /// Per detector: seconds summed over classes. Classes run in parallel, so the sum can exceed
-    /// the detect stage's wall-clock time; it is what the detector costs, for choosing what to
-    /// turn off.
-    pub fn detector_seconds(&self) -> Vec<(String, f64)> {
-        self.names
-            .iter()
-            .enumerate()
-            .map(|(d, name)| {
-                let total = self.results.iter().filter_map(|r| r.detector_seconds.get(d)).sum();
-                (name.clone(), total)
-            })
-            .collect()
-    }
 }
 
 /// Influence, cluster and score stages on a dataset already in memory (no output is written).
