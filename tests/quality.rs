@@ -128,6 +128,30 @@ fn injected_near_copies_are_found() {
 }
 
 #[test]
+fn near_copies_are_found_when_the_dataset_is_denser_than_their_jitter() {
+    // Three groups of ten copies in ReLU classes of 3000 (64 dims): the dataset's typical
+    // nearest-neighbour distance is now below the copies' jitter, so the distance rule alone
+    // found no group on these seeds (recall 0 and 0, 83 and 62 clean records quarantined). The
+    // cliff in each copy's neighbour distances finds the groups that are not near-zero vectors:
+    // measured recall 0.67 and 0.33 (67 and 28 clean records quarantined); on seeds
+    // 1000-1004 recall 0.07 -> 0.47.
+    let attack = Attack::NearCopies {
+        target: 3,
+        groups: 3,
+        copies: 10,
+    };
+    for seed in [1091, 1092] {
+        let m = run(Kind::Relu, 64, 3000, attack, seed);
+        assert!(
+            m.recall >= 0.3,
+            "a whole group found, seed {seed}: recall {:.3}",
+            m.recall
+        );
+        assert!(m.false_quarantine <= 0.01, "false quarantine {:.3}", m.false_quarantine);
+    }
+}
+
+#[test]
 fn retrain_check_measures_the_backdoor() {
     // The end-to-end question: retrained on clean.parquet, does the backdoor still work?
     let m = run(

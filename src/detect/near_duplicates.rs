@@ -1,6 +1,7 @@
 //! Injected near-copies: groups of records whose activations lie far closer together than records
 //! normally do (nearest-neighbour distance below `near-duplicate-ratio` of the dataset's median,
-//! linked transitively). An attacker who repeats one poisoned input many times, with small
+//! or a few records far closer to each other than to anything else; linked transitively, see
+//! `influence::neighbourhood`). An attacker who repeats one poisoned input many times, with small
 //! perturbations, makes such a group; groups of `near-duplicate-min-group` or more are flagged.
 //! Score: how much closer than typical the nearest neighbour is, -ln(distance / median).
 

@@ -92,12 +92,19 @@ pub fn extend(
         let root = reference.duplicate_group[r as usize];
         if reference.duplicate_group_size[r as usize] > 1 {
             let first = *member_of.entry(root).or_insert(p as u32);
-            groups.union(first, p as u32);
+            groups.seed(first, p as u32);
         }
     }
     let threshold = params.near_duplicate_ratio * model.median_nearest;
     groups.link_close(&nb, &fresh, &live, threshold);
-    let copies = groups.finish(&coords, knn_dims, &labels, threshold, params.near_duplicate_min_group);
+    let copies = groups.finish(
+        &coords,
+        knn_dims,
+        &labels,
+        threshold,
+        params.near_duplicate_min_group,
+        (&nb, &fresh),
+    );
     drop(coords);
 
     let mut out = InfluenceState {

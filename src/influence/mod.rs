@@ -61,7 +61,8 @@ pub struct InfluenceParams {
     /// recall, slower; 8 finds ~94% of the true neighbours at 1M rows).
     pub knn_probes: usize,
     /// Two records are near-copies when their distance is below this share of the median
-    /// nearest-neighbour distance.
+    /// nearest-neighbour distance (or when they sit before a cliff in a record's neighbour
+    /// distances: see `neighbourhood`).
     pub near_duplicate_ratio: f64,
     /// Near-copy groups of at least this many records are flagged. Natural activations hold
     /// small tight groups (3-4 records, measured on trained ReLU layers); an attacker who wants

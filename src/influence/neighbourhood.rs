@@ -1,6 +1,15 @@
 //! What the neighbour search says about each record: deep k-NN label disagreement (Peri et al.
-//! 2020), the mean distance to its neighbours, and near-copy groups (records linked by distances
-//! far below the typical nearest-neighbour distance, joined transitively, kept only when compact).
+//! 2020), the mean distance to its neighbours, and near-copy groups.
+//!
+//! A record is linked to a neighbour when either (a) their distance is far below the dataset's
+//! typical nearest-neighbour distance, or (b) its nearest few neighbours sit together and the next
+//! one is [`CLIFF`] times further away (a "cliff" in its sorted neighbour distances). (a) alone
+//! shrinks with the dataset: the typical distance falls as records pile up, while an attacker's
+//! jitter does not, so at 3000 records per class it missed most injected copies on sparse layers.
+//! (b) is scale-free. Links are joined transitively; a group is kept when it is [`SEPARATION`]
+//! times tighter than its nearest outsider (natural clumps in a continuum are not) and either
+//! compact on the typical scale or held together by a cliff (a saturated unit spreading a class
+//! along a ray links a long chain, which is neither).
 //!
 //! The groups are built by a union-find that an incremental scan seeds with the reference's groups
 //! and then links only its new records into ([`Groups::link_close`]), so a group that gains
@@ -60,16 +69,36 @@ pub fn is_live(norm: f64, typical: f64) -> bool {
 /// Records under this share of their class's median norm are near-zero vectors.
 const LIVE_NORM: f64 = 0.25;
 
+/// A record's next neighbour this many times further than the previous one is a cliff.
+const CLIFF: f32 = 4.0;
+
+/// Fewest neighbours before a cliff that make a group (with the record itself: four).
+const CLIFF_MIN_NEIGHBOURS: usize = 3;
+
+/// A group is kept only if its radius is at most this fraction of its nearest outsider's distance.
+const SEPARATION: f64 = 0.5;
+
 /// Union-find over record positions, for near-copy groups.
 pub struct Groups {
     parent: Vec<u32>,
+    /// Records whose links do not rest on the typical-distance threshold alone: a cliff in their
+    /// own neighbour distances, or membership of a group the reference kept.
+    vouched: Vec<bool>,
 }
 
 impl Groups {
     pub fn new(n: usize) -> Groups {
         Groups {
             parent: (0..n as u32).collect(),
+            vouched: vec![false; n],
         }
+    }
+
+    /// Puts `a` and `b` in one group kept by an earlier scan.
+    pub fn seed(&mut self, a: u32, b: u32) {
+        self.union(a, b);
+        self.vouched[a as usize] = true;
+        self.vouched[b as usize] = true;
     }
 
     fn root(&mut self, mut i: u32) -> u32 {
@@ -87,27 +116,37 @@ impl Groups {
         }
     }
 
-    /// Links each record `of[q]` to the neighbours (row `q` of `nb`) closer than `threshold`,
-    /// where both are live.
+    /// Links each record `of[q]` to the neighbours (row `q` of `nb`, nearest first) closer than
+    /// `threshold` or before a cliff, where both are live.
     pub fn link_close(&mut self, nb: &Neighbours, of: &[usize], live: &[bool], threshold: f64) {
         for (q, &i) in of.iter().enumerate() {
             if !live[i] {
                 continue;
             }
             let (idx, dist) = nb.of(q);
+            let before_cliff = before_cliff(dist);
+            self.vouched[i] |= before_cliff > 0;
             for j in 0..nb.k {
-                if (dist[j] as f64) <= threshold && idx[j] as usize != i && live[idx[j] as usize] {
+                let close = j < before_cliff || (dist[j] as f64) <= threshold;
+                if close && idx[j] as usize != i && live[idx[j] as usize] {
                     self.union(i as u32, idx[j]);
                 }
             }
         }
     }
 
-    /// The final groups: copies sit together, every member within `threshold` of the group's
-    /// centre (in `x`, `dim` columns). Links also chain along dense one-dimensional runs (a
-    /// saturated ReLU unit spreads a class along a ray); such a chain is long, not compact, and
-    /// is dissolved into single records.
-    pub fn finish(mut self, x: &[f32], dim: usize, labels: &[u32], threshold: f64, min_group: usize) -> CopyGroups {
+    /// The final groups (see the module's doc for which are kept; the others are dissolved into
+    /// single records). `x` (`dim` columns) holds every record; `nb` holds the neighbours of the
+    /// records `of`, the only ones whose outsiders are known.
+    pub fn finish(
+        mut self,
+        x: &[f32],
+        dim: usize,
+        labels: &[u32],
+        threshold: f64,
+        min_group: usize,
+        (nb, of): (&Neighbours, &[usize]),
+    ) -> CopyGroups {
         let n = self.parent.len();
         let roots: Vec<u32> = (0..n as u32).map(|i| self.root(i)).collect();
         let mut size = vec![0u32; n];
@@ -132,9 +171,25 @@ impl Groups {
             let r = radius.entry(roots[i]).or_insert(0.0);
             *r = r.max(d);
         }
+        let mut outsider: HashMap<u32, f64> = HashMap::new();
+        let mut vouched: HashMap<u32, bool> = HashMap::new();
+        for (q, &i) in of.iter().enumerate().filter(|&(_, &i)| size[roots[i] as usize] > 1) {
+            let (idx, dist) = nb.of(q);
+            if let Some(j) = (0..nb.k).find(|&j| dist[j].is_finite() && roots[idx[j] as usize] != roots[i]) {
+                let nearest = outsider.entry(roots[i]).or_insert(f64::INFINITY);
+                *nearest = nearest.min(dist[j] as f64);
+            }
+        }
+        for i in (0..n).filter(|&i| size[roots[i] as usize] > 1) {
+            *vouched.entry(roots[i]).or_default() |= self.vouched[i];
+        }
+        let kept = |group: u32, radius: f64| {
+            let separated = radius <= SEPARATION * outsider.get(&group).copied().unwrap_or(f64::INFINITY);
+            separated && (radius <= threshold || vouched[&group])
+        };
         let root: Vec<u32> = (0..n)
             .map(|i| match radius.get(&roots[i]) {
-                Some(&r) if r > threshold => i as u32, // a chain: every member on its own
+                Some(&r) if !kept(roots[i], r) => i as u32,
                 _ => roots[i],
             })
             .collect();
@@ -160,6 +215,15 @@ impl Groups {
             count,
         }
     }
+}
+
+/// How many of a record's nearest neighbours (`dist`, ascending) come before a cliff: the
+/// largest `m >= CLIFF_MIN_NEIGHBOURS` with `dist[m] > CLIFF * dist[m - 1]`, or 0.
+fn before_cliff(dist: &[f32]) -> usize {
+    (CLIFF_MIN_NEIGHBOURS..dist.len())
+        .rev()
+        .find(|&m| dist[m].is_finite() && dist[m] > CLIFF * dist[m - 1])
+        .unwrap_or(0)
 }
 
 /// Near-copy groups, per record.
@@ -200,12 +264,13 @@ pub fn neighbourhood(
     let threshold = params.near_duplicate_ratio * median_nearest;
     let nearest_ratio = nearest_ratios(nb, median_nearest);
     let mut groups = Groups::new(n);
-    groups.link_close(nb, &(0..n).collect::<Vec<_>>(), live, threshold);
+    let all: Vec<usize> = (0..n).collect();
+    groups.link_close(nb, &all, live, threshold);
     Neighbourhood {
         disagreement,
         mean_distance,
         nearest_ratio,
-        groups: groups.finish(x, dim, labels, threshold, params.near_duplicate_min_group),
+        groups: groups.finish(x, dim, labels, threshold, params.near_duplicate_min_group, (nb, &all)),
         median_nearest,
         threshold,
     }
@@ -251,5 +316,43 @@ mod tests {
         assert!((zeros..n).all(|i| size[i] == 1), "zero vectors are not copies");
         assert!((0..copies).all(|i| size[i] == 1));
         assert_eq!(hood.groups.count, 1);
+    }
+
+    #[test]
+    fn copies_jittered_beyond_the_typical_scale_are_found_by_their_cliff() {
+        // A grid of spacing 1 (typical nearest distance 1, so the distance rule links only under
+        // 0.05), a run of 30 points 0.2 apart (a ray: dense, but no cliff), and 6 copies jittered
+        // by about 0.2, far from everything.
+        let mut x: Vec<f32> = Vec::new();
+        for i in 0..20 {
+            for j in 0..20 {
+                x.extend([i as f32, j as f32]);
+            }
+        }
+        let ray = x.len() / 2;
+        (0..30).for_each(|i| x.extend([-30.0 + 0.2 * i as f32, -30.0]));
+        let copies = x.len() / 2;
+        let jitter = [
+            (0.0, 0.0),
+            (0.2, 0.0),
+            (0.0, 0.2),
+            (-0.2, 0.0),
+            (0.0, -0.2),
+            (0.15, 0.15),
+        ];
+        jitter.iter().for_each(|(a, b)| x.extend([60.0 + a, 60.0 + b]));
+        let n = x.len() / 2;
+        let labels = vec![0u32; n];
+        let live = vec![true; n];
+        let (nb, _) = knn::approximate(&x, 2, 8, 4, 1);
+        let hood = neighbourhood(&nb, &x, 2, &labels, &live, &InfluenceParams::default());
+        assert!(
+            hood.threshold < 0.1,
+            "the distance rule alone would not link the copies"
+        );
+        let size = &hood.groups.size;
+        assert!((copies..n).all(|i| size[i] == 6), "{:?}", &size[copies..n]);
+        assert!((ray..copies).all(|i| size[i] == 1), "a ray is not a copy group");
+        assert!((0..ray).all(|i| size[i] == 1));
     }
 }
