@@ -152,7 +152,9 @@ impl Groups {
         let mut size = vec![0u32; n];
         roots.iter().for_each(|&r| size[r as usize] += 1);
         let mut centre: HashMap<u32, (Vec<f64>, u32)> = HashMap::new();
+        let mut vouched: HashMap<u32, bool> = HashMap::new();
         for i in (0..n).filter(|&i| size[roots[i] as usize] > 1) {
+            *vouched.entry(roots[i]).or_default() |= self.vouched[i];
             let e = centre.entry(roots[i]).or_insert_with(|| (vec![0.0; dim], 0));
             e.0.iter_mut()
                 .zip(&x[i * dim..(i + 1) * dim])
@@ -172,16 +174,12 @@ impl Groups {
             *r = r.max(d);
         }
         let mut outsider: HashMap<u32, f64> = HashMap::new();
-        let mut vouched: HashMap<u32, bool> = HashMap::new();
         for (q, &i) in of.iter().enumerate().filter(|&(_, &i)| size[roots[i] as usize] > 1) {
             let (idx, dist) = nb.of(q);
             if let Some(j) = (0..nb.k).find(|&j| dist[j].is_finite() && roots[idx[j] as usize] != roots[i]) {
                 let nearest = outsider.entry(roots[i]).or_insert(f64::INFINITY);
                 *nearest = nearest.min(dist[j] as f64);
             }
-        }
-        for i in (0..n).filter(|&i| size[roots[i] as usize] > 1) {
-            *vouched.entry(roots[i]).or_default() |= self.vouched[i];
         }
         let kept = |group: u32, radius: f64| {
             let separated = radius <= SEPARATION * outsider.get(&group).copied().unwrap_or(f64::INFINITY);
@@ -354,5 +352,44 @@ mod tests {
         assert!((copies..n).all(|i| size[i] == 6), "{:?}", &size[copies..n]);
         assert!((ray..copies).all(|i| size[i] == 1), "a ray is not a copy group");
         assert!((0..ray).all(|i| size[i] == 1));
+    }
+
+    #[test]
+    fn a_tight_clump_inside_a_continuum_is_not_a_copy_group() {
+        // Five records within 0.03 of each other (under the distance rule's 0.05, so it links
+        // them) sit in the middle of a cell of a patch of spacing 0.1: their nearest outsiders are
+        // 0.054 away, less than twice their radius. A natural clump, dissolved. The same five far
+        // from everything are a group.
+        let mut x: Vec<f32> = Vec::new();
+        for i in 0..20 {
+            for j in 0..20 {
+                x.extend([i as f32, j as f32]);
+            }
+        }
+        for i in 0..6 {
+            for j in 0..6 {
+                x.extend([100.0 + 0.1 * i as f32, 100.0 + 0.1 * j as f32]);
+            }
+        }
+        let clump = |x: &mut Vec<f32>, (cx, cy): (f32, f32)| {
+            for (a, b) in [(0.0, 0.0), (0.03, 0.0), (-0.03, 0.0), (0.0, 0.03), (0.0, -0.03)] {
+                x.extend([cx + a, cy + b]);
+            }
+        };
+        let inside = x.len() / 2;
+        clump(&mut x, (100.25, 100.25));
+        let isolated = x.len() / 2;
+        clump(&mut x, (-50.0, 60.0));
+        let n = x.len() / 2;
+        let (nb, _) = knn::approximate(&x, 2, 8, 4, 1);
+        let hood = neighbourhood(&nb, &x, 2, &vec![0; n], &vec![true; n], &InfluenceParams::default());
+        assert!(hood.threshold > 0.03, "the distance rule links the clump");
+        let size = &hood.groups.size;
+        assert!(
+            (inside..isolated).all(|i| size[i] == 1),
+            "{:?}",
+            &size[inside..isolated]
+        );
+        assert!((isolated..n).all(|i| size[i] == 5), "{:?}", &size[isolated..n]);
     }
 }
