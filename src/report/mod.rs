@@ -26,8 +26,9 @@ pub const MARKDOWN_FILE: &str = "report.md";
 /// and `scores.parquet` (atomically, each).
 pub fn write_human_reports(dir: &Path) -> Result<(), crate::Error> {
     let view = view::RunView::load(dir)?;
-    AtomicFile::write_all(&dir.join(HTML_FILE), html::render(&view).as_bytes())?;
-    AtomicFile::write_all(&dir.join(MARKDOWN_FILE), markdown::render(&view).as_bytes())?;
+    let (html, markdown) = rayon::join(|| html::render(&view), || markdown::render(&view));
+    AtomicFile::write_all(&dir.join(HTML_FILE), html.as_bytes())?;
+    AtomicFile::write_all(&dir.join(MARKDOWN_FILE), markdown.as_bytes())?;
     Ok(())
 }
 
