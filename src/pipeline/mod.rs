@@ -198,7 +198,15 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
     // The human reports read what was just published; the reference and the diff need only the
     // scan's state. Both are mostly one thread's work (2 s at 1M rows together), so side by side.
     let (reports, finished) = rayon::join(
-        || crate::report::write_human_reports(&config.out_dir),
+        || {
+            let clock = Instant::now();
+            crate::report::write_human_reports(&config.out_dir)?;
+            log::info!(
+                "wrote report.html and report.md in {:.2}s",
+                clock.elapsed().as_secs_f64()
+            );
+            Ok::<(), crate::Error>(())
+        },
         || {
             finish(
                 config,
