@@ -21,7 +21,7 @@
 //! multiply-adds per instruction (measured on the 2-core EPYC: 111 against 56 GMAC/s per core
 //! for this tile). Its distances are approximate, so it only serves the list search, which
 //! centres queries and candidates on the list's centre (small norms, little cancellation in
-//! |q|^2 + |c|^2 - 2 q.c), keeps twice the neighbours it needs and re-ranks them exactly.
+//! |q|^2 + |c|^2 - 2 q.c) and re-ranks the neighbours it finds by exact distance.
 
 use super::Tops;
 
