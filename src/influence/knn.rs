@@ -111,6 +111,7 @@ impl IvfIndex {
 fn nearest_centres(x: &[f32], dim: usize, ids: &[u32], centroids: &[f32], count: usize, kernel: Kernel) -> Vec<u32> {
     let lists = centroids.len() / dim;
     assert!((1..=lists).contains(&count));
+    debug_assert!(kernel.exact(), "lists are assigned by exact distances");
     let centre_ids: Vec<u32> = (0..lists as u32).collect();
     let origin = vec![0f32; dim];
     let panels = Panels::new(centroids, dim, &centre_ids, &origin, kernel);
@@ -251,15 +252,15 @@ impl Lists {
         if kernel.exact() {
             tops
         } else {
-            rerank(x, dim, ids, &tops, k)
+            rerank(x, dim, ids, &tops)
         }
     }
 }
 
 /// Each query's candidates in `approx` by exact distance (f32 differences), nearest first (the
 /// approximate order may swap near ties); query `q` is `ids[q]`.
-fn rerank(x: &[f32], dim: usize, ids: &[u32], approx: &Tops, k: usize) -> Tops {
-    let mut out = Tops::new(ids.len(), k);
+fn rerank(x: &[f32], dim: usize, ids: &[u32], approx: &Tops) -> Tops {
+    let mut out = Tops::new(ids.len(), approx.k);
     for (q, &i) in ids.iter().enumerate() {
         let point = &x[i as usize * dim..(i as usize + 1) * dim];
         for &c in approx.index[q * approx.k..(q + 1) * approx.k]
