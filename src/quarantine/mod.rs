@@ -24,7 +24,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::io::{
-    Dataset, InputError, OutputError, ParquetSink, RecordKeys, VectorSource, check_unchanged, for_each_batch,
+    Dataset, InputError, OutputError, ParquetSink, RecordKeys, Retired, VectorSource, check_unchanged, for_each_batch,
     integer_values,
 };
 use crate::progress::Progress;
@@ -66,10 +66,12 @@ pub struct StagedOutputs {
 
 impl StagedOutputs {
     /// Renames every file into place (scores first, so a reader that sees the new clean file also
-    /// finds its scores).
+    /// finds its scores). The files they replace are released in the background (`Retired`):
+    /// dropping last night's 1 GB `clean.parquet` is not the scan's wait.
     pub fn commit(self) -> Result<(), OutputError> {
+        let mut replaced = Retired::default();
         for f in self.files {
-            f.commit()?;
+            replaced.extend(f.commit_retiring()?);
         }
         Ok(())
     }
@@ -94,10 +96,12 @@ pub fn stage_outputs(
 ) -> Result<StagedOutputs, crate::Error> {
     let scores = write_scores(dataset, decision, detectors, &out_dir.join(SCORES_FILE))?;
     let schema = dataset.schema.clone();
-    let plain: Vec<&str> = match &dataset.vectors {
+    // The vectors and the ids (one value per record) are written plain; see `per_record_columns`.
+    let mut plain: Vec<&str> = match &dataset.vectors {
         VectorSource::Column(c) => vec![c.as_str()],
         VectorSource::Features(_) => vec![],
     };
+    plain.extend(dataset.id_column.as_deref());
     let mut q_fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
     q_fields.push(Arc::new(Field::new(
         added_name(&schema, "suspicion"),
@@ -308,7 +312,20 @@ fn write_scores(
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let mut sink = ParquetSink::create(path, schema, &[])?;
+    let mut sink = ParquetSink::create(path, schema.clone(), &per_record_columns(&schema))?;
     sink.write(&batch)?;
     Ok(sink.close()?)
+}
+
+/// The columns of scores.parquet that hold a value of its own per record (the key and every
+/// score), written without a dictionary: at 1M rows the writer spent most of the file's time
+/// hashing them into dictionaries larger than the plain values.
+pub(crate) fn per_record_columns(schema: &Schema) -> Vec<&str> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| *i == 0 || matches!(f.data_type(), DataType::Float32 | DataType::Float64))
+        .map(|(_, f)| f.name().as_str())
+        .collect()
 }

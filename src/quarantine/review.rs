@@ -353,7 +353,10 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
         let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| other(&scores_path, e))?;
         let sink = match &mut scores_sink {
             Some(s) => s,
-            None => scores_sink.insert(ParquetSink::create(&scores_path, schema, &[])?),
+            None => {
+                let plain = super::per_record_columns(&schema);
+                scores_sink.insert(ParquetSink::create(&scores_path, schema.clone(), &plain)?)
+            }
         };
         sink.write(&batch)?;
     }
