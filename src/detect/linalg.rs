@@ -5,6 +5,7 @@
 //! different machines. Storage is f32, accumulation f64.
 
 use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 
 /// Rows per chunk: large enough for an efficient matmul, small enough to stay in cache-sized buffers.
@@ -48,7 +49,18 @@ impl Moments {
                 }
             }
             let c = MatRef::from_row_major_slice(&centred[..rows * dim], rows, dim);
-            matmul(gram.as_mut(), Accum::Replace, c.transpose(), c, 1.0f32, Par::Seq);
+            // The product is symmetric: its lower triangle is half the multiply-adds.
+            triangular::matmul(
+                gram.as_mut(),
+                BlockStructure::TriangularLower,
+                Accum::Replace,
+                c.transpose(),
+                BlockStructure::Rectangular,
+                c,
+                BlockStructure::Rectangular,
+                1.0f32,
+                Par::Seq,
+            );
             let mut part = Moments {
                 n: rows,
                 dim,
@@ -56,8 +68,10 @@ impl Moments {
                 comoment: vec![0.0; dim * dim],
             };
             for i in 0..dim {
-                for j in 0..dim {
-                    part.comoment[i * dim + j] = gram[(i, j)] as f64;
+                for j in 0..=i {
+                    let v = gram[(i, j)] as f64;
+                    part.comoment[i * dim + j] = v;
+                    part.comoment[j * dim + i] = v;
                 }
             }
             total.merge(&part);
@@ -191,7 +205,13 @@ mod tests {
 
     #[test]
     fn chunked_moments_match_direct_formula() {
-        let dim = 3;
+        // 40 dims: the product's lower triangle is computed in several blocks, then mirrored.
+        for dim in [3, 40] {
+            chunked_moments_match_direct_formula_in(dim);
+        }
+    }
+
+    fn chunked_moments_match_direct_formula_in(dim: usize) {
         let n = CHUNK_ROWS * 2 + 17; // several chunks, the last one partial
         let x: Vec<f32> = (0..n * dim)
             .map(|i| ((i * 7919) % 101) as f32 / 10.0 + 1000.0)

@@ -275,21 +275,18 @@ fn rerank(x: &[f32], dim: usize, ids: &[u32], approx: &Tops) -> Tops {
     out
 }
 
-/// Writes the neighbours of the queries `ids` (in `tops` order) into rows `rows` of `out`.
-fn store(out: &mut Neighbours, tops: &Tops, ids: &[u32], rows: impl Iterator<Item = usize>) {
-    let k = out.k;
-    for ((r, &i), row) in ids.iter().enumerate().zip(rows) {
-        for j in 0..k {
-            // Probed lists holding fewer than k other points (rare) leave a slot empty: point
-            // it at itself at infinite distance, so callers can skip it by distance.
-            let (idx, d2) = if tops.index[r * k + j] == u32::MAX {
-                (i, f32::INFINITY)
-            } else {
-                (tops.index[r * k + j], tops.d2[r * k + j])
-            };
-            out.index[row * k + j] = idx;
-            out.distance[row * k + j] = d2.sqrt();
-        }
+/// The neighbours of query `r` of `tops` (point `i`) as a result row: ids and distances.
+/// Probed lists holding fewer than k other points (rare) leave a slot empty: it points at the
+/// query itself at infinite distance, so callers can skip it by distance.
+fn store_row(tops: &Tops, r: usize, i: u32, index: &mut [u32], distance: &mut [f32]) {
+    let k = tops.k;
+    for j in 0..k {
+        let (idx, d2) = match tops.index[r * k + j] {
+            u32::MAX => (i, f32::INFINITY),
+            found => (found, tops.d2[r * k + j]),
+        };
+        index[j] = idx;
+        distance[j] = d2.sqrt();
     }
 }
 
@@ -326,14 +323,26 @@ fn search_by_list(
             (tops, ids, qs)
         })
         .collect();
+    // Where each query's row is: (which list's result, row in it).
+    let mut found_at = vec![(0u32, 0u32); queries.len()];
+    for (l, (_, _, qs)) in per_list.iter().enumerate() {
+        qs.iter()
+            .enumerate()
+            .for_each(|(r, &q)| found_at[q] = (l as u32, r as u32));
+    }
     let mut out = Neighbours {
         k,
         index: vec![0; queries.len() * k],
         distance: vec![0.0; queries.len() * k],
     };
-    for (tops, ids, qs) in &per_list {
-        store(&mut out, tops, ids, qs.iter().copied());
-    }
+    out.index
+        .par_chunks_mut(k)
+        .zip(out.distance.par_chunks_mut(k))
+        .zip(found_at.par_iter())
+        .for_each(|((index, distance), &(l, r))| {
+            let (tops, ids, _) = &per_list[l as usize];
+            store_row(tops, r as usize, ids[r as usize], index, distance);
+        });
     out
 }
 

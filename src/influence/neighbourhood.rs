@@ -17,6 +17,8 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
+
 use super::InfluenceParams;
 use super::knn::Neighbours;
 use crate::stats::median;
@@ -24,22 +26,25 @@ use crate::stats::median;
 /// Per-record label disagreement and mean distance over the found neighbours (rows of `nb`,
 /// whose records have labels `own`).
 pub fn disagreement_and_distance(nb: &Neighbours, own: &[u32], labels: &[u32]) -> (Vec<f32>, Vec<f32>) {
-    let n = own.len();
-    let mut disagreement = vec![0f32; n];
-    let mut mean_distance = vec![0f32; n];
-    for i in 0..n {
-        let (idx, dist) = nb.of(i);
-        let valid: Vec<usize> = (0..nb.k).filter(|&j| dist[j].is_finite()).collect();
-        let m = valid.len().max(1) as f32;
-        disagreement[i] = valid.iter().filter(|&&j| labels[idx[j] as usize] != own[i]).count() as f32 / m;
-        mean_distance[i] = valid.iter().map(|&j| dist[j]).sum::<f32>() / m;
-    }
-    (disagreement, mean_distance)
+    (0..own.len())
+        .into_par_iter()
+        .map(|i| {
+            let (idx, dist) = nb.of(i);
+            let (mut valid, mut other, mut sum) = (0usize, 0usize, 0f32);
+            for (&j, &d) in idx.iter().zip(dist).filter(|(_, d)| d.is_finite()) {
+                valid += 1;
+                other += (labels[j as usize] != own[i]) as usize;
+                sum += d;
+            }
+            let m = valid.max(1) as f32;
+            (other as f32 / m, sum / m)
+        })
+        .unzip()
 }
 
 /// Vector norms of row-major `x`.
 pub fn norms(x: &[f32], dim: usize) -> Vec<f64> {
-    x.chunks_exact(dim)
+    x.par_chunks_exact(dim)
         .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt())
         .collect()
 }
