@@ -282,16 +282,13 @@ fn histograms(html: &mut String, view: &RunView) {
     let suspicion: Vec<(f64, bool)> = view.records.iter().map(|r| (r.suspicion, r.quarantined)).collect();
     histogram(html, "suspicion", &suspicion, Some((0.5, "quarantine at")));
     for (d, name) in view.detectors.iter().enumerate() {
-        let values: Vec<(f64, bool)> = view
-            .records
-            .iter()
-            .filter_map(|r| r.scores[d].map(|s| (s as f64, r.quarantined)))
+        let scored = || view.records.iter().zip(&view.scores[d]);
+        let values: Vec<(f64, bool)> = scored()
+            .filter_map(|(r, s)| s.map(|s| (s as f64, r.quarantined)))
             .collect();
-        let lowest = view
-            .records
-            .iter()
-            .filter(|r| r.quarantined && r.reasons.contains(name.as_str()))
-            .filter_map(|r| r.scores[d])
+        let lowest = scored()
+            .filter(|(r, _)| r.quarantined && r.reasons.contains(name.as_str()))
+            .filter_map(|(_, s)| *s)
             .fold(f32::INFINITY, f32::min);
         let threshold = lowest.is_finite().then_some((lowest as f64, "lowest quarantined"));
         histogram(html, name, &values, threshold);

@@ -30,8 +30,6 @@ pub struct RecordRow {
     pub reasons: String,
     pub projection: Option<[f32; 2]>,
     pub cluster: Option<u8>,
-    /// One per detector, in `RunView::detectors` order.
-    pub scores: Vec<Option<f32>>,
 }
 
 /// Records per source (contributor, batch), for "who supplies the suspicious records".
@@ -49,6 +47,9 @@ pub struct RunView {
     pub report: serde_json::Value,
     pub detectors: Vec<String>,
     pub records: Vec<RecordRow>,
+    /// `scores[d][i]`: detector `d`'s score of record `i` (by column: a vector per record was
+    /// a million small allocations of the report's time at 1M rows). Empty for verdicts only.
+    pub scores: Vec<Vec<Option<f32>>>,
 }
 
 fn corrupt(path: &Path, message: impl ToString) -> InputError {
@@ -100,13 +101,16 @@ impl RunView {
         let (_, batches) = read_parquet_columns(&path, |c| scores || verdict(c))?;
         let mut records = Vec::new();
         let read = if scores { &detectors[..] } else { &[] };
+        let mut score_columns = vec![Vec::new(); read.len()];
         for batch in &batches {
-            read_batch(batch, read, source_column.as_deref(), &mut records).map_err(|m| corrupt(&path, m))?;
+            read_batch(batch, read, source_column.as_deref(), &mut records, &mut score_columns)
+                .map_err(|m| corrupt(&path, m))?;
         }
         Ok(RunView {
             report,
             detectors,
             records,
+            scores: score_columns,
         })
     }
 
@@ -162,6 +166,7 @@ fn read_batch(
     detectors: &[String],
     source_column: Option<&str>,
     out: &mut Vec<RecordRow>,
+    score_columns: &mut [Vec<Option<f32>>],
 ) -> Result<(), String> {
     let column = |name: &str| {
         batch
@@ -178,10 +183,9 @@ fn read_batch(
     let pc2 = batch.column_by_name("pc2").map(|c| c.as_primitive::<Float32Type>());
     let cluster = batch.column_by_name("cluster").map(|c| c.as_primitive::<UInt8Type>());
     let source = source_column.map(column).transpose()?;
-    let scores: Vec<_> = detectors
-        .iter()
-        .map(|d| column(d).map(|c| c.as_primitive::<Float32Type>()))
-        .collect::<Result<_, _>>()?;
+    for (d, values) in detectors.iter().zip(score_columns.iter_mut()) {
+        values.extend(column(d)?.as_primitive::<Float32Type>().iter());
+    }
     for i in 0..batch.num_rows() {
         out.push(RecordRow {
             key: text_at(key, i),
@@ -195,7 +199,6 @@ fn read_batch(
                 .filter(|(a, _)| !a.is_null(i))
                 .map(|(a, b)| [a.value(i), b.value(i)]),
             cluster: cluster.filter(|c| !c.is_null(i)).map(|c| c.value(i)),
-            scores: scores.iter().map(|s| (!s.is_null(i)).then(|| s.value(i))).collect(),
         });
     }
     Ok(())
@@ -237,7 +240,6 @@ mod tests {
             reasons: String::new(),
             projection: None,
             cluster: None,
-            scores: Vec::new(),
         };
         let suspicions = [0.0, 0.9, 0.0, 0.3, 0.9, 0.0, 0.7, 0.0];
         let view = RunView {
@@ -248,6 +250,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, &s)| row(&format!("k{}", 7 - i), s))
                 .collect(),
+            scores: Vec::new(),
         };
         let keys = |n: usize| view.top(n).iter().map(|r| r.key.clone()).collect::<Vec<_>>();
         assert_eq!(keys(3), ["k3", "k6", "k1"]);
