@@ -76,7 +76,9 @@ fn sample(rows: usize, dim: usize, input: &Path, split: Option<(&Path, f64)>) {
     // The generator's gigabyte is still being written back when it exits: flush it here, so the
     // scan measured next does not wait on the disk for the bench's own input.
     for path in [Some(input), split.map(|(p, _)| p)].into_iter().flatten() {
-        std::fs::File::open(path).and_then(|f| f.sync_all()).expect("sync the generated input");
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .expect("sync the generated input");
     }
 }
 

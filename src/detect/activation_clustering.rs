@@ -4,13 +4,9 @@
 //! Unlike ART 1.20 we never call the smaller cluster of every class poison: the class signal is the
 //! split's silhouette when the smaller cluster is small, and `score` compares it across classes.
 
-use linfa::DatasetBase;
-use linfa::traits::Fit;
-use linfa_clustering::KMeans;
-use ndarray::ArrayView2;
-use rand::SeedableRng;
-use rand_xoshiro::Xoshiro256Plus;
 use serde::{Deserialize, Serialize};
+
+use super::kmeans::KMeans;
 
 use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, Grouping, ParamError, SAMPLE_ROWS, Stat};
 use super::{coordinate_median, sample_rows};
@@ -92,17 +88,15 @@ impl Detector for ActivationClustering {
             .into_iter()
             .flat_map(|i| view.basis.projected[i * k..(i + 1) * k].iter().copied())
             .collect();
-        let data = ArrayView2::from_shape((sample.len() / k, k), sample.as_slice()).expect("sample is m * k");
-        let model = KMeans::params_with_rng(2, Xoshiro256Plus::seed_from_u64(view.seed))
-            .n_runs(self.params.n_runs)
-            .max_n_iterations(100)
-            .tolerance(1e-4)
-            .fit(&DatasetBase::from(data))
-            .map_err(|e| DetectError::Failed {
+        if sample.len() < 2 * k {
+            return Err(DetectError::Failed {
                 detector: self.name(),
-                message: e.to_string(),
-            })?;
-        let centroids = model.centroids().iter().copied().collect();
+                message: format!("{} record(s) cannot be split in two clusters", sample.len() / k),
+            });
+        }
+        let centroids = KMeans::new(2, self.params.n_runs, 100, 1e-4)
+            .fit(&sample, k, view.seed)
+            .centroids;
         Ok(self.score_with(view, Centroids { centroids, small: None }))
     }
 

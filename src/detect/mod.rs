@@ -8,6 +8,7 @@ pub mod activation_clustering;
 pub mod confident_learning;
 pub mod deep_knn;
 pub mod density;
+pub mod kmeans;
 pub mod linalg;
 pub mod loss_trajectory;
 pub mod mixture;
