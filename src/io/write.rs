@@ -103,7 +103,10 @@ impl Drop for Retired {
     fn drop(&mut self) {
         let files = std::mem::take(&mut self.0);
         if !files.is_empty() {
-            std::thread::spawn(move || drop(files));
+            // Should no thread be had, the closure and the files with it are dropped here.
+            let _ = std::thread::Builder::new()
+                .name("datavet-retire".into())
+                .spawn(move || drop(files));
         }
     }
 }
@@ -162,8 +165,9 @@ impl AtomicFile {
                 .map_err(io)?;
         }
         self.temp.as_file().sync_all().map_err(io)?;
-        // Held open across the rename, the old file is not freed by it (see `Retired`).
-        let replaced = File::open(&self.path).ok();
+        // Held open across the rename, the old file is not freed by it (see `Retired`). Unix
+        // only: elsewhere an open file may block the rename.
+        let replaced = if cfg!(unix) { File::open(&self.path).ok() } else { None };
         self.temp.persist(&self.path).map_err(|e| OutputError::Io {
             path: self.path.clone(),
             source: e.error,
