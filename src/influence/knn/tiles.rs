@@ -86,6 +86,13 @@ impl QueryTiles {
         QueryTiles { slots, ..self }
     }
 
+    /// The queries are the points `ids` (each skips itself as a candidate), though packed from
+    /// other rows (a gathered copy).
+    pub(super) fn identified_as(self, ids: Vec<u32>) -> QueryTiles {
+        assert_eq!(ids.len(), self.own.len());
+        QueryTiles { own: ids, ..self }
+    }
+
     /// Candidates are other things than the queries (list centres): none is skipped as "self".
     /// (`u32::MAX` is the id of padding candidates only, which no bound admits.)
     pub(super) fn skipping_none(self) -> QueryTiles {
