@@ -33,7 +33,7 @@ const WRITEBACK_CHUNK: u64 = 8 << 20;
 /// written (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`, which returns without waiting, as
 /// RocksDB's `bytes_per_sync` does), so the sync at commit finds little left to write: the disk
 /// works while the scan encodes the next row groups. Elsewhere it is a plain file.
-pub struct WritebackFile {
+pub(crate) struct WritebackFile {
     temp: NamedTempFile,
     written: u64,
     requested: u64,

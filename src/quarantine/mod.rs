@@ -24,8 +24,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::io::{
-    Dataset, InputError, OutputError, ParquetSink, RecordKeys, Retired, VectorSource, check_unchanged, for_each_batch,
-    integer_values,
+    Dataset, InputError, OutputError, ParquetSink, RecordKeys, Retired, check_unchanged, for_each_batch, integer_values,
 };
 use crate::progress::Progress;
 use crate::score::Decision;
@@ -96,12 +95,7 @@ pub fn stage_outputs(
 ) -> Result<StagedOutputs, crate::Error> {
     let scores = write_scores(dataset, decision, detectors, &out_dir.join(SCORES_FILE))?;
     let schema = dataset.schema.clone();
-    // The vectors and the ids (one value per record) are written plain; see `per_record_columns`.
-    let mut plain: Vec<&str> = match &dataset.vectors {
-        VectorSource::Column(c) => vec![c.as_str()],
-        VectorSource::Features(_) => vec![],
-    };
-    plain.extend(dataset.id_column.as_deref());
+    let plain = plain_input_columns(&schema, dataset.id_column.as_deref());
     let mut q_fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
     q_fields.push(Arc::new(Field::new(
         added_name(&schema, "suspicion"),
@@ -317,6 +311,25 @@ fn write_scores(
     Ok(sink.close()?)
 }
 
+/// The input columns clean.parquet and quarantine.parquet write without a dictionary (by a scan
+/// and by `datavet release` alike): every list column (activation vectors, `probs`, per-epoch
+/// losses: floats that rarely repeat) and the id (one value per record). The writer would hash
+/// every value into a dictionary only to fall back to plain pages.
+pub(crate) fn plain_input_columns<'a>(schema: &'a Schema, id_column: Option<&'a str>) -> Vec<&'a str> {
+    schema
+        .fields()
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.data_type(),
+                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _)
+            )
+        })
+        .map(|f| f.name().as_str())
+        .chain(id_column)
+        .collect()
+}
+
 /// The columns of scores.parquet that hold a value of its own per record (the key and every
 /// score), written without a dictionary: the writer hashed every value into a dictionary whose
 /// pages came out larger than the plain values (scores.parquet at 1M rows 58.8 -> 41.7 MB).
@@ -328,4 +341,23 @@ pub(crate) fn per_record_columns(schema: &Schema) -> Vec<&str> {
         .filter(|(i, f)| *i == 0 || matches!(f.data_type(), DataType::Float32 | DataType::Float64))
         .map(|(_, f)| f.name().as_str())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_columns_and_the_id_are_the_plain_input_columns() {
+        let item = || Arc::new(Field::new("item", DataType::Float32, true));
+        let schema = Schema::new(vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("label", DataType::Int64, false),
+            Field::new("embedding", DataType::FixedSizeList(item(), 4), false),
+            Field::new("probs", DataType::List(item()), false),
+            Field::new("source", DataType::Utf8, false),
+        ]);
+        assert_eq!(plain_input_columns(&schema, Some("key")), ["embedding", "probs", "key"]);
+        assert_eq!(plain_input_columns(&schema, None), ["embedding", "probs"]);
+    }
 }

@@ -268,19 +268,9 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
     let clean = open_parquet_file(&clean_path)?;
     let clean_schema = clean.schema();
     let input_columns: Vec<usize> = (0..clean_schema.fields().len()).collect();
-    let vector_leaf: Vec<&str> = clean_schema
-        .fields()
-        .iter()
-        .filter(|f| {
-            matches!(
-                f.data_type(),
-                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _)
-            )
-        })
-        .map(|f| f.name().as_str())
-        .collect();
-    let mut clean_sink = ParquetSink::create(&clean_path, clean_schema.clone(), &vector_leaf)?;
-    let mut quarantine_sink = ParquetSink::create(&quarantine_path, quarantine_schema, &vector_leaf)?;
+    let plain = super::plain_input_columns(&clean_schema, Some(&id_column));
+    let mut clean_sink = ParquetSink::create(&clean_path, clean_schema.clone(), &plain)?;
+    let mut quarantine_sink = ParquetSink::create(&quarantine_path, quarantine_schema, &plain)?;
     let old_quarantine: usize = quarantine.iter().map(|b| b.num_rows()).sum();
     let mut old_clean = 0usize;
     for b in clean {

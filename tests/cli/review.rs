@@ -176,6 +176,19 @@ fn csv_records(bytes: &[u8]) -> usize {
     records
 }
 
+/// The columns of `path`'s first row group that carry a dictionary page.
+fn dictionary_columns(path: &Path) -> Vec<String> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
+    reader
+        .metadata()
+        .row_group(0)
+        .columns()
+        .iter()
+        .filter(|c| c.dictionary_page_offset().is_some())
+        .map(|c| c.column_path().string())
+        .collect()
+}
+
 #[test]
 fn release_moves_reviewed_rows_back_and_logs_who_when_why() {
     let fx = Fixture::new();
@@ -210,6 +223,15 @@ fn release_moves_reviewed_rows_back_and_logs_who_when_why() {
         .stdout(contains("released 2 rows"));
     assert_eq!(rows(&fx.out().join("clean.parquet")), clean0 + 2);
     assert_eq!(rows(&fx.out().join("quarantine.parquet")), q0 - 2);
+    // Rewritten as a scan writes them: ids and vectors without a dictionary, labels with one.
+    for file in ["clean.parquet", "quarantine.parquet"] {
+        let dictionary = dictionary_columns(&fx.out().join(file));
+        assert!(dictionary.iter().any(|c| c == "label"), "{file}: {dictionary:?}");
+        assert!(
+            !dictionary.iter().any(|c| c == "id" || c.starts_with("embedding")),
+            "{file}: {dictionary:?}"
+        );
+    }
     let audit = std::fs::read_to_string(fx.out().join("audit.jsonl")).unwrap();
     let entry: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
     assert_eq!(entry["by"], "alice");
