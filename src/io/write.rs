@@ -283,6 +283,11 @@ impl ParquetSink {
         Ok(self)
     }
 
+    /// Where the file will be once committed.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Where the closed file is until it is committed.
     pub fn temp_path(&self) -> &Path {
         self.closed.as_ref().expect("temp_path after close").path()

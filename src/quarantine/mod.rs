@@ -125,10 +125,7 @@ pub fn stage_outputs(
         }
         progress.advance(n as u64);
         let flags = &decision.quarantined[g0..g0 + n];
-        write_kept(&mut clean, batch, flags, MAX_KEPT_SLICES).map_err(|e| match e {
-            KeptError::Output(e) => crate::Error::from(e),
-            KeptError::Arrow(e) => out_err(&out_dir.join(CLEAN_FILE), e).into(),
-        })?;
+        write_kept(&mut clean, batch, flags, MAX_KEPT_SLICES)?;
         let rows: Vec<usize> = (g0..g0 + n).filter(|&g| decision.quarantined[g]).collect();
         if !rows.is_empty() {
             let q_mask = BooleanArray::from(flags.to_vec());
@@ -168,11 +165,6 @@ pub fn stage_outputs(
 /// itself (views, no copy); beyond it, filtered into one copy, as many tiny writes cost more.
 const MAX_KEPT_SLICES: usize = 64;
 
-enum KeptError {
-    Output(OutputError),
-    Arrow(arrow_schema::ArrowError),
-}
-
 /// Writes the rows of `batch` not flagged in `quarantined` to `sink`: as slices of the batch
 /// when they form at most `max_slices` runs (views: the 8 MB of vectors per batch are encoded
 /// straight from the decoded pages, not copied first; 0.2-0.4 s of a 1M write with the
@@ -182,17 +174,21 @@ fn write_kept(
     batch: &RecordBatch,
     quarantined: &[bool],
     max_slices: usize,
-) -> Result<(), KeptError> {
+) -> Result<(), OutputError> {
     let runs = kept_runs(quarantined);
     if runs.len() <= max_slices {
         for (start, len) in runs {
-            sink.write(&batch.slice(start, len)).map_err(KeptError::Output)?;
+            sink.write(&batch.slice(start, len))?;
         }
         return Ok(());
     }
     let keep = BooleanArray::from(quarantined.iter().map(|q| !q).collect::<Vec<_>>());
-    let kept = filter_record_batch(batch, &keep).map_err(KeptError::Arrow)?;
-    sink.write(&kept).map_err(KeptError::Output)
+    // Filtering fails only on a malformed batch, which the reader would have refused.
+    let kept = filter_record_batch(batch, &keep).map_err(|e| OutputError::Other {
+        path: sink.path().to_path_buf(),
+        message: e.to_string(),
+    })?;
+    sink.write(&kept)
 }
 
 /// The runs of `false` (kept rows) in `quarantined`, as (start, length).
