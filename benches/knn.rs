@@ -36,10 +36,10 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 100_000 } else { 1_000_000 };
     let x = points(n, 7);
-    let start = Instant::now();
     let probes = std::env::args()
         .find_map(|a| a.strip_prefix("--probes=").and_then(|v| v.parse().ok()))
         .unwrap_or(8);
+    let start = Instant::now();
     let (found, _) = knn::approximate(&x, DIM, K, probes, 1);
     let seconds = start.elapsed().as_secs_f64();
     let queries: Vec<usize> = (0..n).step_by(n / 200).collect();

@@ -103,12 +103,16 @@ impl Drop for Retired {
     fn drop(&mut self) {
         let files = std::mem::take(&mut self.0);
         if !files.is_empty() {
-            // Should no thread be had, the closure and the files with it are dropped here.
-            let _ = std::thread::Builder::new()
-                .name("datavet-retire".into())
-                .spawn(move || drop(files));
+            drop_in_background("datavet-retire", files);
         }
     }
+}
+
+/// Drops `value` on a thread of its own named `name`, for what takes the kernel a while to free
+/// (a replaced gigabyte file, a gigabyte of memory) while the caller goes on. Should no thread be
+/// had, the closure and `value` with it are dropped here instead.
+pub fn drop_in_background<T: Send + 'static>(name: &str, value: T) {
+    let _ = std::thread::Builder::new().name(name.into()).spawn(move || drop(value));
 }
 
 /// A file that appears at `path` only when [`AtomicFile::commit`] is called.

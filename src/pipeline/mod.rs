@@ -193,11 +193,8 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
     }
     // The matrix is the largest allocation and the write stage streams the files again: free it
     // so peak memory is the larger of the two stages, not their sum. Unmapping 1 GB takes the
-    // kernel 0.1-0.2 s, so on a thread beside the write (or here, should no thread be had).
-    let matrix = std::mem::take(&mut dataset.x);
-    let _ = std::thread::Builder::new()
-        .name("datavet-free".into())
-        .spawn(move || drop(matrix));
+    // kernel 0.1-0.2 s, so on a thread beside the write.
+    crate::io::drop_in_background("datavet-free", std::mem::take(&mut dataset.x));
     let mut outcome = publish(&dataset, analysis, config, timings, progress)?;
     // The human reports read what was just published; the reference and the diff need only the
     // scan's state. Both are mostly one thread's work (2 s at 1M rows together), so side by side.

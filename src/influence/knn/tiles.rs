@@ -63,8 +63,6 @@ pub(super) struct QueryTiles {
 }
 
 impl QueryTiles {
-    /// The points `ids` of `x` (`dim` columns), with squared norms `norms` (by point), packed
-    /// for `kernel`; query `q` fills row `q` of the top-k.
     /// The points `ids` of `x` (`dim` columns) less `centre` (zeros: as they are), packed for
     /// `kernel`; query `q` fills row `q` of the top-k.
     pub(super) fn new(x: &[f32], dim: usize, ids: &[u32], centre: &[f32], kernel: Kernel) -> QueryTiles {
