@@ -8,6 +8,9 @@
 
 use crate::stats::{mad_sigma, median, quantile};
 
+/// Ashman's D above which two components are clearly separated modes (Ashman et al. 1994).
+pub const CLEAN_SEPARATION: f64 = 2.0;
+
 /// The fitted mixture; component 1 is the minor one (weight <= 0.5).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Split {

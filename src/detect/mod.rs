@@ -129,6 +129,23 @@ impl ClassBasis {
         }
     }
 
+    /// Every record's top-k basis coordinates plus its residual norm outside them (when the
+    /// vectors, `dim` long, have more dimensions than k): a poison cluster too small to own a
+    /// principal direction moves the residual instead. (`n * width` values, width.)
+    pub fn coordinates(&self, dim: usize) -> (Vec<f64>, usize) {
+        let k0 = self.k;
+        let with_residual = dim > k0;
+        let k = k0 + with_residual as usize;
+        let mut z: Vec<f64> = Vec::with_capacity(self.residual.len() * k);
+        for (row, r) in self.projected.chunks_exact(k0).zip(&self.residual) {
+            z.extend(row.iter().map(|&v| v as f64));
+            if with_residual {
+                z.push(*r as f64);
+            }
+        }
+        (z, k)
+    }
+
     /// The fitted part, for the reference an incremental scan starts from.
     pub fn fitted(&self) -> BasisFit {
         BasisFit {
@@ -183,20 +200,9 @@ impl<'a> ClassView<'a> {
         self.offset..self.offset + self.n()
     }
 
-    /// The class's top-k basis coordinates plus the residual norm outside them: a poison cluster
-    /// too small to own a principal direction moves the residual instead. (`n * k` values, k.)
+    /// The class's basis coordinates and residuals ([`ClassBasis::coordinates`]).
     pub fn coordinates(&self) -> (Vec<f64>, usize) {
-        let k0 = self.basis.k;
-        let with_residual = self.dim > k0;
-        let k = k0 + with_residual as usize;
-        let mut z: Vec<f64> = Vec::with_capacity(self.n() * k);
-        for (row, r) in self.basis.projected.chunks_exact(k0).zip(&self.basis.residual) {
-            z.extend(row.iter().map(|&v| v as f64));
-            if with_residual {
-                z.push(*r as f64);
-            }
-        }
-        (z, k)
+        self.basis.coordinates(self.dim)
     }
 }
 

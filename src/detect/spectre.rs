@@ -18,11 +18,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::linalg::eigh_desc;
-use super::mixture::{Split, fit_two_gaussians};
+use super::mixture::{CLEAN_SEPARATION, Split, fit_two_gaussians};
 use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, Grouping, ParamError, Stat};
 
-/// Ashman's D above which two groups are clearly separated modes (Ashman et al. 1994).
-const CLEAN_SEPARATION: f64 = 2.0;
 /// Top whitened directions searched for a two-group split.
 const SPLIT_DIRECTIONS: usize = 3;
 /// Rows per class the mixture is fitted on (every record then gets its posterior).

@@ -25,21 +25,45 @@ const MIN_MEMBERS: usize = 5;
 
 /// The records that sit with `group` (1 = member) rather than with the rest of the class, or
 /// `group` itself when they do not form a separated minority. `features` gives the class's
-/// records, `width` values each (its basis coordinates, [`super::ClassView::coordinates`], or any
-/// affine map of them: the discriminant does not depend on it); it is called only when the group
-/// is large enough to fit a discriminant on, which most classes' groups are not.
+/// records, `width` values each (its basis coordinates, [`super::ClassBasis::coordinates`], or
+/// any affine map of them: the discriminant does not depend on it); it is called only when the
+/// group is large enough to fit a discriminant on, which most classes' groups are not.
 pub fn grow_group(group: &[u8], features: impl FnOnce() -> (Vec<f64>, usize)) -> Vec<u8> {
+    match separated_population(group, features) {
+        // The detector's own members stay: its criterion marked them, the discriminant only adds.
+        Some(population) => population.members.iter().zip(group).map(|(&c, &g)| c | g).collect(),
+        None => group.to_vec(),
+    }
+}
+
+/// A minority of a class that is a population of its own: far from the rest on their
+/// discriminant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Population {
+    /// 1 for each record of the population, in class order.
+    pub members: Vec<u8>,
+    /// Difference of the two sides' means on Fisher's discriminant, in pooled sds (at least 3).
+    pub separation: f64,
+    /// Every record of the class on that discriminant.
+    pub discriminant: Vec<f64>,
+}
+
+/// The separated minority that `group` (1 = member) belongs to, regrown from it by alternating
+/// Fisher's discriminant and reassignment; `None` when the group and the rest are not separated
+/// by [`MIN_SEPARATION`] pooled sds, or the population is not a minority. Arguments as in
+/// [`grow_group`].
+pub fn separated_population(group: &[u8], features: impl FnOnce() -> (Vec<f64>, usize)) -> Option<Population> {
     let n = group.len();
     let members = group.iter().filter(|&&g| g == 1).count();
     if members < MIN_MEMBERS || n - members < MIN_MEMBERS {
-        return group.to_vec();
+        return None;
     }
     let (features, width) = features();
     let mut current = group.to_vec();
+    let (mut separation, mut discriminant) = (0.0, Vec::new());
     for _ in 0..ROUNDS {
-        let Some(next) = reassign(&features, width, &current) else {
-            return group.to_vec();
-        };
+        let (next, apart, along) = reassign(&features, width, &current)?;
+        (separation, discriminant) = (apart, along);
         if next == current {
             break;
         }
@@ -47,16 +71,20 @@ pub fn grow_group(group: &[u8], features: impl FnOnce() -> (Vec<f64>, usize)) ->
     }
     let members = current.iter().filter(|&&g| g == 1).count();
     if members < MIN_MEMBERS || members as f64 > MAX_SHARE * n as f64 {
-        return group.to_vec();
+        return None;
     }
-    // The detector's own members stay: its criterion marked them, the discriminant only adds.
-    current.iter().zip(group).map(|(&c, &g)| c | g).collect()
+    Some(Population {
+        members: current,
+        separation,
+        discriminant,
+    })
 }
 
 /// One round: Fisher's discriminant between the members and the rest, then each record to the
-/// side with the higher posterior (shared variance on the discriminant, priors = current sizes).
-/// `None` when a side is too small or the sides are not separated.
-fn reassign(features: &[f64], width: usize, group: &[u8]) -> Option<Vec<u8>> {
+/// side with the higher posterior (shared variance on the discriminant, priors = current sizes);
+/// also the sides' separation before it and every record on the discriminant. `None` when a side
+/// is too small or the sides are not separated.
+fn reassign(features: &[f64], width: usize, group: &[u8]) -> Option<(Vec<u8>, f64, Vec<f64>)> {
     let n = group.len();
     let members = group.iter().filter(|&&g| g == 1).count();
     if members < MIN_MEMBERS || n - members < MIN_MEMBERS {
@@ -92,17 +120,21 @@ fn reassign(features: &[f64], width: usize, group: &[u8]) -> Option<Vec<u8>> {
     let (rest_mean, group_mean) = (along(&means[0]), along(&means[1]));
     // On Fisher's direction the pooled variance is the direction's Mahalanobis length.
     let variance = difference.iter().zip(&direction).map(|(a, b)| a * b).sum::<f64>();
-    if !(variance.is_finite() && variance > 0.0) || (group_mean - rest_mean) / variance.sqrt() < MIN_SEPARATION {
+    if !(variance.is_finite() && variance > 0.0) {
+        return None;
+    }
+    let separation = (group_mean - rest_mean) / variance.sqrt();
+    if separation < MIN_SEPARATION {
         return None;
     }
     let prior = (counts[1] / counts[0]).ln();
     let midpoint = 0.5 * (group_mean + rest_mean);
-    Some(
-        features
-            .chunks_exact(width)
-            .map(|row| (((along(row) - midpoint) * (group_mean - rest_mean) / variance + prior) > 0.0) as u8)
-            .collect(),
-    )
+    let projected: Vec<f64> = features.chunks_exact(width).map(along).collect();
+    let next = projected
+        .iter()
+        .map(|&t| (((t - midpoint) * (group_mean - rest_mean) / variance + prior) > 0.0) as u8)
+        .collect();
+    Some((next, separation, projected))
 }
 
 /// `a^-1 b` for a symmetric positive semi-definite `a`, with eigenvalues floored at a small share

@@ -14,7 +14,7 @@ use crate::io::{self, Dataset, InputError, ReadOptions};
 use crate::progress::Progress;
 use crate::quarantine::DetectorColumns;
 use crate::reference::delta::IncrementalSummary;
-use crate::score::{self, ClassEvidence};
+use crate::score::{self, ClassEvidence, ClassGeometry};
 
 /// Detector results for one class, or why it was skipped.
 #[derive(Serialize, Deserialize)]
@@ -320,7 +320,7 @@ pub fn score_stage(
         }
         match &r.result {
             Ok(scores) => {
-                let (rows, _) = dataset.class_slice(r.class);
+                let (rows, x) = dataset.class_slice(r.class);
                 for (i, &g) in rows.iter().enumerate() {
                     columns.projection[g as usize] = r.projection.get(i).copied();
                 }
@@ -341,6 +341,11 @@ pub fn score_stage(
                     class: r.class,
                     rows,
                     scores: scores.as_slice().into(),
+                    geometry: r.basis.as_ref().map(|basis| ClassGeometry {
+                        basis,
+                        x,
+                        dim: dataset.dim,
+                    }),
                 });
             }
             Err(e) => {

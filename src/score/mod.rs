@@ -9,6 +9,10 @@
 //!    their median. Classes that look like the rest get nothing quarantined; there is no "flag a
 //!    fixed share of every class". A signal that marks more than a quarter of the classes marks
 //!    none: outliers are a minority, and many high classes are the data's own structure.
+//!    With fewer than 3 classes there is no comparison: a signal over its clean bound may be
+//!    the data's own shape (heavy-tailed features, a class made of natural sub-populations), so
+//!    the class is attacked only when the records it would quarantine hold a minority separated
+//!    from the rest of the class (`detect::untangle`), and only that minority is quarantined.
 //! 2. In an attacked class, recall matters more than a few clean records: a record is quarantined
 //!    when its SPECTRE score is in the tail (more than `record-threshold` sigmas, sigma estimated
 //!    from the class's median, which the poison minority cannot move much), or when it sits in
@@ -17,11 +21,13 @@
 //! `suspicion` = min(evidence that the class is attacked, evidence that the record stands out), each
 //! a logistic of its margin over its threshold; it is >= 0.5 exactly for quarantined records.
 //!
-//! Imports: `detect` (score types), `stats`.
+//! Imports: `detect` (score types, `untangle`), `stats`.
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{ClassScores, ParamError};
+use crate::detect::mixture::{CLEAN_SEPARATION, fit_two_gaussians};
+use crate::detect::untangle::separated_population;
+use crate::detect::{BasisFit, ClassBasis, ClassScores, ParamError};
 use crate::stats::{mad_sigma, median};
 
 /// `[decision]` in a pipeline file.
@@ -90,6 +96,23 @@ pub struct ClassEvidence<'a> {
     pub rows: &'a [u32],
     /// Borrowed from the cluster stage's result (owned in tests).
     pub scores: std::borrow::Cow<'a, [ClassScores]>,
+    /// The class's vectors and basis, for testing whether a suspect group is a population of its
+    /// own where classes cannot be compared; `None` leaves such a class unjudged.
+    pub geometry: Option<ClassGeometry<'a>>,
+}
+
+/// One class's vectors (`x`, `dim` values per record, in the order of its scores) and basis.
+#[derive(Clone, Copy)]
+pub struct ClassGeometry<'a> {
+    pub basis: &'a BasisFit,
+    pub x: &'a [f32],
+    pub dim: usize,
+}
+
+impl ClassGeometry<'_> {
+    fn coordinates(&self) -> (Vec<f64>, usize) {
+        ClassBasis::project(self.basis.clone(), self.x, self.dim).coordinates(self.dim)
+    }
 }
 
 /// The verdict on one class, for the report.
@@ -161,13 +184,15 @@ pub fn decide(
     };
     // Step 1: class signals compared across classes.
     let anomaly = class_anomaly_indices(evidence, names.len());
+    let compared = compared_signals(evidence, names.len());
     let margins = signal_margins(evidence, &anomaly, params);
-    let common = common_signals(&margins);
+    let common = common_signals(&margins, &compared);
     let mut candidates: Vec<(usize, f64)> = Vec::new(); // (global row, suspicion) of flagged records
     for ((e, anomaly), margins) in evidence.iter().zip(&anomaly).zip(&margins) {
         let mut signals = Vec::new();
         let mut class_margin = f64::NEG_INFINITY;
         let mut attacked_by: Vec<String> = Vec::new();
+        let mut attacked_by_comparison = false;
         let mut set_aside: Vec<String> = Vec::new();
         for (d, a) in anomaly.iter().enumerate() {
             let (Some(sig), Some(a), Some(margin)) = (e.scores[d].signal, a, margins[d]) else {
@@ -188,17 +213,37 @@ pub fn decide(
                 continue;
             }
             class_margin = class_margin.max(margin);
-            if margin > 0.0 {
+            if margin > 0.0 && compared[d] {
+                attacked_by_comparison = true;
                 attacked_by.push(format!(
                     "{} {:.3} is {:.1} MADs above the classes' median (clean bound {:.3})",
                     names[d], sig.value, a, sig.clean_bound
                 ));
+            } else if margin > 0.0 {
+                attacked_by.push(format!(
+                    "{} {:.3} is over its clean bound {:.3} (fewer than 3 classes to compare with)",
+                    names[d], sig.value, sig.clean_bound
+                ));
+            }
+        }
+        // Step 2: record evidence within the class.
+        let mut record = record_evidence(e, names, params);
+        let mut unproven = None;
+        if class_margin > 0.0 && !attacked_by_comparison {
+            match separated_minority(e, &mut record) {
+                Some(why) => attacked_by.push(why),
+                None => {
+                    unproven = Some(format!(
+                        "{}, but the records it would quarantine are no population of their own (not separated from the rest of the class)",
+                        attacked_by.join("; ")
+                    ));
+                    attacked_by.clear();
+                    class_margin = -params.anomaly_threshold.max(1.0);
+                }
             }
         }
         let attacked = class_margin > 0.0;
         let class_evidence = logistic(class_margin.max(-20.0) * 1.5);
-        // Step 2: record evidence within the class.
-        let record = record_evidence(e, names, params);
         let n = e.rows.len();
         let standalone: Vec<f64> = (0..n)
             .map(|i| {
@@ -226,6 +271,8 @@ pub fn decide(
         }
         let why = if attacked {
             attacked_by.join("; ")
+        } else if let Some(unproven) = unproven {
+            unproven
         } else if !set_aside.is_empty() {
             set_aside.join("; ")
         } else if signals.iter().any(|s| s.value > s.clean_bound) {
@@ -321,12 +368,54 @@ fn signal_margins(
 /// share a high value, the median/MAD comparison has broken down (measured: sparse ReLU classes
 /// of 10k records where 4 of 10 split off a natural 20-35% lobe at silhouette 0.5-0.9), and
 /// judging them attacked would quarantine a third of each. Backdoors target one class or a few.
-fn common_signals(margins: &[Vec<Option<f64>>]) -> Vec<bool> {
-    let n_detectors = margins.first().map_or(0, Vec::len);
+/// A signal with no comparison (`compared`) is judged class by class instead.
+fn common_signals(margins: &[Vec<Option<f64>>], compared: &[bool]) -> Vec<bool> {
     let most = (margins.len() / 4).max(1);
-    (0..n_detectors)
-        .map(|d| margins.iter().filter(|m| m[d].is_some_and(|m| m > 0.0)).count() > most)
+    compared
+        .iter()
+        .enumerate()
+        .map(|(d, &compared)| compared && margins.iter().filter(|m| m[d].is_some_and(|m| m > 0.0)).count() > most)
         .collect()
+}
+
+/// Per detector: whether at least 3 classes carry its class signal, so that a class can be
+/// compared with the rest (with fewer, the median/MAD comparison has no "rest").
+fn compared_signals(evidence: &[ClassEvidence<'_>], n_detectors: usize) -> Vec<bool> {
+    (0..n_detectors)
+        .map(|d| evidence.iter().filter(|e| e.scores[d].signal.is_some()).count() >= 3)
+        .collect()
+}
+
+/// Where a class signal could not be compared across classes: whether the records `record` would
+/// flag hold a separated minority (measured on a binary tabular set: a clean minority class of
+/// heavy-tailed features split at silhouette 0.53-0.75 and passed its clean bounds, and judging
+/// it attacked quarantined 20-40% of it). If so, only that minority stays flagged, and the
+/// reason for it is returned.
+fn separated_minority(e: &ClassEvidence<'_>, record: &mut RecordEvidence) -> Option<String> {
+    let geometry = e.geometry?;
+    let flagged: Vec<u8> = record.flag.iter().map(|&f| f as u8).collect();
+    let population = separated_population(&flagged, || geometry.coordinates())?;
+    // The reassignment cuts any distribution cleanly in two (a heavy tail from its core too);
+    // a population is a second mode: a two-Gaussian fit on the discriminant, which does not
+    // follow the cut, must find two components clearly apart.
+    let modes = fit_two_gaussians(&population.discriminant)?;
+    if modes.separation() <= CLEAN_SEPARATION {
+        return None;
+    }
+    let size = population.members.iter().filter(|&&m| m == 1).count();
+    for (i, &member) in population.members.iter().enumerate() {
+        record.flag[i] = member == 1;
+        if member == 1 {
+            record.evidence[i] = record.evidence[i].max(0.75);
+            if record.why[i].is_empty() {
+                record.why[i] = "in the separated group".into();
+            }
+        }
+    }
+    Some(format!(
+        "its suspect records form a separated group of {size} (a mode of its own on their discriminant: Ashman's D {:.1})",
+        modes.separation()
+    ))
 }
 
 /// Anomaly index of each class signal among the analysed classes: `[class][detector]`.
@@ -473,6 +562,7 @@ mod tests {
                     class: c,
                     rows: r,
                     scores: vec![scores(v, s)].into(),
+                    geometry: None,
                 }
             })
             .collect();
@@ -483,6 +573,92 @@ mod tests {
         (0..n_classes as u32)
             .map(|c| (c * per..(c + 1) * per).collect())
             .collect()
+    }
+
+    /// Two classes of `n` records in 6 dimensions: class 0 Gaussian with its last `cluster`
+    /// records shifted far along one axis, class 1 heavy-tailed (Student t, 3 dof) and nothing
+    /// planted. Both carry a SPECTRE-like signal over its clean bound; scores are squared norms.
+    fn two_classes(n: usize, cluster: usize) -> (Vec<f32>, Vec<Vec<u32>>) {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+        let mut normal = || -> f32 { StandardNormal.sample(&mut rng) };
+        let mut x = Vec::new();
+        for c in 0..2 {
+            for i in 0..n {
+                let chi2: f32 = (0..3).map(|_| normal().powi(2)).sum();
+                let tail = if c == 1 { (chi2 / 3.0).sqrt().max(0.05) } else { 1.0 };
+                for j in 0..6 {
+                    let shift = if c == 0 && i >= n - cluster && j == 2 {
+                        10.0
+                    } else {
+                        0.0
+                    };
+                    x.push(normal() / tail + shift);
+                }
+            }
+        }
+        (x, rows(2, n as u32))
+    }
+
+    #[test]
+    fn with_two_classes_only_a_separated_group_makes_a_class_attacked() {
+        let (n, dim) = (600, 6);
+        let (x, rows) = two_classes(n, 30);
+        let fits: Vec<BasisFit> = (0..2)
+            .map(|c| BasisFit::fit(&x[c * n * dim..(c + 1) * n * dim], dim, 4))
+            .collect();
+        let evidence: Vec<ClassEvidence<'_>> = (0..2)
+            .map(|c| {
+                let xc = &x[c * n * dim..(c + 1) * n * dim];
+                let centred_norms = xc
+                    .chunks_exact(dim)
+                    .map(|r| {
+                        r.iter()
+                            .zip(&fits[c].mean)
+                            .map(|(&v, m)| (v as f64 - m).powi(2))
+                            .sum::<f64>() as f32
+                    })
+                    .collect();
+                ClassEvidence {
+                    class: c,
+                    rows: &rows[c],
+                    scores: vec![scores(centred_norms, 3.0)].into(),
+                    geometry: Some(ClassGeometry {
+                        basis: &fits[c],
+                        x: xc,
+                        dim,
+                    }),
+                }
+            })
+            .collect();
+        let names = vec!["a".to_string(), "b".to_string()];
+        let d = decide(&evidence, &["spectre"], &names, 2 * n, &DecisionParams::default());
+        let verdict = |c: usize| d.verdicts[c].as_ref().unwrap();
+        // Class 0: exactly its separated cluster, not the Gaussian's own tail.
+        let flagged: Vec<usize> = (0..n).filter(|&g| d.quarantined[g]).collect();
+        assert_eq!(flagged, (n - 30..n).collect::<Vec<_>>(), "{}", verdict(0).why);
+        assert!(verdict(0).why.contains("separated group of 30"), "{}", verdict(0).why);
+        // Class 1: a heavy tail over the same signal is no population: nothing quarantined.
+        assert!(!verdict(1).attacked, "{}", verdict(1).why);
+        assert!(
+            verdict(1).why.contains("no population of their own"),
+            "{}",
+            verdict(1).why
+        );
+        assert!((n..2 * n).all(|g| !d.quarantined[g]));
+        // Without the vectors the class cannot be judged.
+        let blind: Vec<ClassEvidence<'_>> = evidence
+            .iter()
+            .map(|e| ClassEvidence {
+                class: e.class,
+                rows: e.rows,
+                scores: e.scores.clone(),
+                geometry: None,
+            })
+            .collect();
+        let d = decide(&blind, &["spectre"], &names, 2 * n, &DecisionParams::default());
+        assert!(d.quarantined.iter().all(|&q| !q));
     }
 
     #[test]
@@ -607,6 +783,7 @@ mod tests {
                             flagged: Vec::new(),
                             fit: None,
                         }]),
+                        geometry: None,
                     }
                 })
                 .collect()
