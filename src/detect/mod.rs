@@ -216,7 +216,8 @@ pub struct Stat {
 /// How strongly a whole class looks attacked to one detector.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct ClassSignal {
-    /// Higher = more attacked-looking; comparable across classes of one scan.
+    /// Higher = more attacked-looking. Classes are compared by their excess over `clean_bound`,
+    /// which takes out what class size alone does to the value.
     pub value: f64,
     /// What a clean class of this size would reach at most (the decision also requires `value` to
     /// exceed it, so one class, or classes that are all alike, are not judged on ranks alone).
