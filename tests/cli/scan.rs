@@ -496,7 +496,7 @@ fn long_tailed(path: &Path, seed: u64) {
 
 #[test]
 fn small_classes_of_a_long_tailed_clean_dataset_are_not_judged_attacked() {
-    // A few dozen records give a noisy robust covariance in 11 coordinates: 0.2.8 judged the
+    // A few dozen records give a noisy robust covariance in 11 coordinates: 0.2.7 judged the
     // smallest classes of such sets attacked (SPECTRE's value over its bound, and an outlier
     // among classes whose clean level falls with their size).
     for seed in [4, 5] {
