@@ -170,6 +170,7 @@ pub fn extend(
 
     out.report.label_issues = out.label_issue.iter().filter(|&&i| i).count();
     out.report.knn.near_duplicate_groups = copies.count;
+    out.report.knn.near_duplicate_records = copies.records;
     out.report.seconds = started.elapsed().as_secs_f64();
     out.report.incremental = Some(IncrementalReport {
         records_scored: fresh.len(),

@@ -338,6 +338,9 @@ pub struct KnnReport {
     pub median_nearest_distance: f64,
     pub near_duplicate_threshold: f64,
     pub near_duplicate_groups: usize,
+    /// Records in those groups (0 in reports written before 0.2.8).
+    #[serde(default)]
+    pub near_duplicate_records: usize,
     pub seconds: f64,
 }
 
@@ -544,6 +547,7 @@ pub fn compute(
                 median_nearest_distance: hood.median_nearest,
                 near_duplicate_threshold: hood.threshold,
                 near_duplicate_groups: hood.groups.count,
+                near_duplicate_records: hood.groups.records,
                 seconds: started.elapsed().as_secs_f64(),
             },
             which_probabilities: "out-of-fold surrogate probabilities for confident learning; the full \

@@ -208,6 +208,7 @@ impl Groups {
         let count = (0..n)
             .filter(|&i| root[i] as usize == i && size[i] as usize >= min_group)
             .count();
+        let records = root.iter().filter(|&&r| size[r as usize] as usize >= min_group).count();
         CopyGroups {
             size: root.iter().map(|&r| size[r as usize]).collect(),
             labels: root
@@ -216,6 +217,7 @@ impl Groups {
                 .collect(),
             root,
             count,
+            records,
         }
     }
 }
@@ -239,6 +241,8 @@ pub struct CopyGroups {
     pub labels: Vec<u32>,
     /// Groups of at least the flagging size.
     pub count: usize,
+    /// Records in those groups.
+    pub records: usize,
 }
 
 /// Everything the full neighbour search gives the influence state.

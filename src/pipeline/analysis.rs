@@ -357,6 +357,17 @@ pub fn score_stage(
             }
         }
     }
+    if let Some(share) = influence
+        .as_ref()
+        .and_then(|r| crate::detect::near_duplicates::copies_are_common(&r.knn, dataset.rows()))
+    {
+        warnings.push(format!(
+            "near-copies not flagged: {:.1}% of the rows sit in groups of {} or more (near-)identical records, more than {}% is the data's own duplication (discrete features?), not an attack; `near_duplicates` still ranks them",
+            share * 100.0,
+            config.detectors.influence.near_duplicate_min_group,
+            crate::detect::near_duplicates::MAX_COPIED_SHARE * 100.0
+        ));
+    }
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let decision = decision.unwrap_or_else(|| {
         score::decide(

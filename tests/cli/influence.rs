@@ -106,6 +106,52 @@ fn near_copies_are_quarantined_as_a_group() {
 }
 
 #[test]
+fn repeated_rows_of_discrete_features_are_not_flagged_as_near_copies() {
+    // Five features of three levels each: 243 distinct rows among 3000, so nearly every row has
+    // a dozen identical twins; the label is a function of two features (no label noise).
+    let fx = Fixture::new();
+    let input = fx.path("discrete.parquet");
+    let mut state = 17u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % 3
+    };
+    let rows: Vec<Vec<f64>> = (0..3000).map(|_| (0..5).map(|_| next() as f64).collect()).collect();
+    let mut fields = vec![
+        arrow_schema::Field::new("id", arrow_schema::DataType::Int64, false),
+        arrow_schema::Field::new("label", arrow_schema::DataType::Int64, false),
+    ];
+    let mut columns: Vec<arrow_array::ArrayRef> = vec![
+        std::sync::Arc::new(arrow_array::Int64Array::from((0..3000).collect::<Vec<i64>>())),
+        std::sync::Arc::new(arrow_array::Int64Array::from(
+            rows.iter().map(|r| (r[0] + r[1]) as i64 % 3).collect::<Vec<_>>(),
+        )),
+    ];
+    for j in 0..5 {
+        fields.push(arrow_schema::Field::new(
+            format!("c{j}"),
+            arrow_schema::DataType::Float64,
+            false,
+        ));
+        columns.push(std::sync::Arc::new(arrow_array::Float64Array::from(
+            rows.iter().map(|r| r[j]).collect::<Vec<_>>(),
+        )));
+    }
+    let schema = std::sync::Arc::new(arrow_schema::Schema::new(fields));
+    super::write_batch(&input, &arrow_array::RecordBatch::try_new(schema, columns).unwrap());
+    fx.scan(&input, &["--feature-cols", "c0,c1,c2,c3,c4"]).success();
+    let warnings = report(&fx)["warnings"].to_string();
+    assert!(warnings.contains("near-copies not flagged"), "{warnings}");
+    let copies: Vec<_> = quarantined(&fx)
+        .into_iter()
+        .filter(|(_, why)| why.contains("near_duplicates"))
+        .collect();
+    assert!(copies.is_empty(), "{} rows quarantined as near-copies", copies.len());
+}
+
+#[test]
 fn no_influence_runs_only_the_clustering_detectors() {
     let fx = Fixture::new();
     let input = fx.path("in.parquet");
