@@ -13,7 +13,7 @@ use super::{ClassScores, ClassView, DetectError, Detector, Flag, Stat};
 use crate::influence::{InfluenceParams, KnnReport};
 
 /// Share of the dataset in flaggable copy groups above which copies describe the data, not an
-/// attack. Measured: a clean set of six discrete features (20 000 rows) had 67% of its rows in
+/// attack. Measured: a clean set of six discrete features (20 000 rows) had 80% of its rows in
 /// groups of 5+ identical rows, and flagging them quarantined the 20% cap; planted copies in the
 /// evaluation grids are 0.1-0.6% of their datasets.
 pub const MAX_COPIED_SHARE: f64 = 0.05;
