@@ -386,6 +386,21 @@ fn an_input_replaced_mid_run_is_an_error_not_a_mixed_output() {
     assert!(!fx.out().join("clean.parquet").exists());
 }
 
+/// Asserts that the scan in `fx` judged no class attacked (`what` names the case); its report.
+fn assert_no_class_attacked(fx: &Fixture, what: &str) -> serde_json::Value {
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.out().join("report.json")).unwrap()).unwrap();
+    for class in report["classes"].as_array().unwrap() {
+        let verdict = &class["verdict"];
+        assert_eq!(
+            verdict["attacked"], false,
+            "{what}, class {} of {} rows: {}",
+            class["label"], class["rows"], verdict["why"]
+        );
+    }
+    report
+}
+
 /// A binary, imbalanced tabular set shaped like card transactions: heavy-tailed features
 /// (Student t, 3 dof, and a log-normal amount), 2% of rows in class 1 ("fraud", shifted on
 /// five features, larger amounts, mostly at night), nothing planted.
@@ -441,16 +456,7 @@ fn two_clean_heavy_tailed_classes_are_not_judged_attacked() {
     let input = fx.path("transactions.parquet");
     let columns = transactions(&input, 20_000, 3);
     fx.scan(&input, &["--feature-cols", &columns]).success();
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fx.out().join("report.json")).unwrap()).unwrap();
-    for class in report["classes"].as_array().unwrap() {
-        let verdict = &class["verdict"];
-        assert_eq!(
-            verdict["attacked"], false,
-            "class {}: {}",
-            class["label"], verdict["why"]
-        );
-    }
+    let report = assert_no_class_attacked(&fx, "transactions");
     // What is left is confident learning's label issues of the two overlapping classes.
     let quarantined = report["totals"]["quarantined"].as_u64().unwrap();
     assert!(quarantined <= 200, "{quarantined} of 20000 quarantined");
@@ -504,15 +510,6 @@ fn small_classes_of_a_long_tailed_clean_dataset_are_not_judged_attacked() {
         let input = fx.path("long_tail.parquet");
         long_tailed(&input, seed);
         fx.scan(&input, &[]).success();
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(fx.out().join("report.json")).unwrap()).unwrap();
-        for class in report["classes"].as_array().unwrap() {
-            let verdict = &class["verdict"];
-            assert_eq!(
-                verdict["attacked"], false,
-                "seed {seed}, class {} of {} rows: {}",
-                class["label"], class["rows"], verdict["why"]
-            );
-        }
+        assert_no_class_attacked(&fx, &format!("seed {seed}"));
     }
 }
