@@ -36,14 +36,12 @@ pub fn grow_group(group: &[u8], features: impl FnOnce() -> (Vec<f64>, usize)) ->
     }
 }
 
-/// A minority of a class that is a population of its own: far from the rest on their
-/// discriminant.
-#[derive(Clone, Debug, PartialEq)]
+/// A minority of a class that is a population of its own: at least [`MIN_SEPARATION`] pooled
+/// sds from the rest on their discriminant.
+#[derive(Debug)]
 pub struct Population {
     /// 1 for each record of the population, in class order.
     pub members: Vec<u8>,
-    /// Difference of the two sides' means on Fisher's discriminant, in pooled sds (at least 3).
-    pub separation: f64,
     /// Every record of the class on that discriminant.
     pub discriminant: Vec<f64>,
 }
@@ -60,10 +58,10 @@ pub fn separated_population(group: &[u8], features: impl FnOnce() -> (Vec<f64>, 
     }
     let (features, width) = features();
     let mut current = group.to_vec();
-    let (mut separation, mut discriminant) = (0.0, Vec::new());
+    let mut discriminant = Vec::new();
     for _ in 0..ROUNDS {
-        let (next, apart, along) = reassign(&features, width, &current)?;
-        (separation, discriminant) = (apart, along);
+        let (next, along) = reassign(&features, width, &current)?;
+        discriminant = along;
         if next == current {
             break;
         }
@@ -75,16 +73,15 @@ pub fn separated_population(group: &[u8], features: impl FnOnce() -> (Vec<f64>, 
     }
     Some(Population {
         members: current,
-        separation,
         discriminant,
     })
 }
 
 /// One round: Fisher's discriminant between the members and the rest, then each record to the
 /// side with the higher posterior (shared variance on the discriminant, priors = current sizes);
-/// also the sides' separation before it and every record on the discriminant. `None` when a side
-/// is too small or the sides are not separated.
-fn reassign(features: &[f64], width: usize, group: &[u8]) -> Option<(Vec<u8>, f64, Vec<f64>)> {
+/// also every record on the discriminant. `None` when a side is too small or the sides are not
+/// separated.
+fn reassign(features: &[f64], width: usize, group: &[u8]) -> Option<(Vec<u8>, Vec<f64>)> {
     let n = group.len();
     let members = group.iter().filter(|&&g| g == 1).count();
     if members < MIN_MEMBERS || n - members < MIN_MEMBERS {
@@ -120,11 +117,7 @@ fn reassign(features: &[f64], width: usize, group: &[u8]) -> Option<(Vec<u8>, f6
     let (rest_mean, group_mean) = (along(&means[0]), along(&means[1]));
     // On Fisher's direction the pooled variance is the direction's Mahalanobis length.
     let variance = difference.iter().zip(&direction).map(|(a, b)| a * b).sum::<f64>();
-    if !(variance.is_finite() && variance > 0.0) {
-        return None;
-    }
-    let separation = (group_mean - rest_mean) / variance.sqrt();
-    if separation < MIN_SEPARATION {
+    if !(variance.is_finite() && variance > 0.0) || (group_mean - rest_mean) / variance.sqrt() < MIN_SEPARATION {
         return None;
     }
     let prior = (counts[1] / counts[0]).ln();
@@ -134,7 +127,7 @@ fn reassign(features: &[f64], width: usize, group: &[u8]) -> Option<(Vec<u8>, f6
         .iter()
         .map(|&t| (((t - midpoint) * (group_mean - rest_mean) / variance + prior) > 0.0) as u8)
         .collect();
-    Some((next, separation, projected))
+    Some((next, projected))
 }
 
 /// `a^-1 b` for a symmetric positive semi-definite `a`, with eigenvalues floored at a small share
