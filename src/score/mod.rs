@@ -16,7 +16,8 @@
 //! 2. In an attacked class, recall matters more than a few clean records: a record is quarantined
 //!    when its SPECTRE score is in the tail (more than `record-threshold` sigmas, sigma estimated
 //!    from the class's median, which the poison minority cannot move much), or when it sits in
-//!    the small cluster of a split that is itself a real one.
+//!    the small cluster of a split that is itself a real one; those flags are then regrown to the
+//!    separated population they belong to, if any (`detect::untangle`).
 //!
 //! `suspicion` = min(evidence that the class is attacked, evidence that the record stands out), each
 //! a logistic of its margin over its threshold; it is >= 0.5 exactly for quarantined records.
@@ -243,6 +244,9 @@ pub fn decide(
             }
         }
         let attacked = class_margin > 0.0;
+        if attacked && attacked_by_comparison {
+            grow_flagged(e, &mut record);
+        }
         let class_evidence = logistic(class_margin.max(-20.0) * 1.5);
         let n = e.rows.len();
         let standalone: Vec<f64> = (0..n)
@@ -403,19 +407,41 @@ fn separated_minority(e: &ClassEvidence<'_>, record: &mut RecordEvidence) -> Opt
         return None;
     }
     let size = population.members.iter().filter(|&&m| m == 1).count();
-    for (i, &member) in population.members.iter().enumerate() {
-        record.flag[i] = member == 1;
-        if member == 1 {
-            record.evidence[i] = record.evidence[i].max(0.75);
-            if record.why[i].is_empty() {
-                record.why[i] = "in the separated group".into();
-            }
-        }
-    }
+    mark_population(record, &population.members, true);
     Some(format!(
         "its suspect records form a separated group of {size} (a mode of its own on their discriminant: Ashman's D {:.1})",
         modes.separation()
     ))
+}
+
+/// In a class judged attacked by comparison, the flagged records are often only the poison
+/// cluster's core: SPECTRE's tail and a split's small side miss its edge members. As the density
+/// detector does for its dense core (`detect::untangle`), the flags are regrown to the separated
+/// population they belong to, when there is one; flagged records stay flagged. Measured on the
+/// Gaussian grid's unseen seeds (1000-1004): 15% cluster recall 0.835 -> 0.973 at 64 dims and
+/// 0.947 -> 0.964 at 256, precision and false quarantine unchanged or better.
+fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
+    let Some(geometry) = e.geometry else { return };
+    let flagged: Vec<u8> = record.flag.iter().map(|&f| f as u8).collect();
+    if let Some(population) = separated_population(&flagged, || geometry.coordinates()) {
+        mark_population(record, &population.members, false);
+    }
+}
+
+/// Flags the records of `members` (1 = member) as the class's separated group; with `only`, every
+/// other record's flag is cleared.
+fn mark_population(record: &mut RecordEvidence, members: &[u8], only: bool) {
+    for (i, &member) in members.iter().enumerate() {
+        if member == 1 {
+            record.flag[i] = true;
+            record.evidence[i] = record.evidence[i].max(0.75);
+            if record.why[i].is_empty() {
+                record.why[i] = "in the separated group".into();
+            }
+        } else if only {
+            record.flag[i] = false;
+        }
+    }
 }
 
 /// Anomaly index of each class signal among the analysed classes: `[class][detector]`.
@@ -705,6 +731,71 @@ mod tests {
         let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
         assert_eq!(d.quarantined.iter().filter(|&&q| q).count(), 0);
         assert!(d.suspicion.iter().all(|&s| s < 0.5));
+    }
+
+    #[test]
+    fn in_a_class_attacked_by_comparison_the_flags_grow_to_their_whole_cluster() {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        // Five Gaussian classes of 400 in 6 dims; class 0 holds a cluster of 40 shifted by 9
+        // along axis 2, but its SPECTRE-like score (squared distance from the class mean) ranks
+        // only every other member (the cluster's edge looks ordinary to it). The class signal makes class 0 the outlier.
+        let (n, dim, cluster) = (400usize, 6usize, 40usize);
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(11);
+        let x: Vec<f32> = (0..5 * n)
+            .flat_map(|g| {
+                let shifted = g < n && g >= n - cluster;
+                (0..dim)
+                    .map(|j| {
+                        let v: f32 = StandardNormal.sample(&mut rng);
+                        v + if shifted && j == 2 { 9.0 } else { 0.0 }
+                    })
+                    .collect::<Vec<f32>>()
+            })
+            .collect();
+        let rows = rows(5, n as u32);
+        let fits: Vec<BasisFit> = (0..5)
+            .map(|c| BasisFit::fit(&x[c * n * dim..(c + 1) * n * dim], dim, 4))
+            .collect();
+        let evidence: Vec<ClassEvidence<'_>> = (0..5)
+            .map(|c| {
+                let xc = &x[c * n * dim..(c + 1) * n * dim];
+                let along: Vec<f32> = xc
+                    .chunks_exact(dim)
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let seen = !(c == 0 && i >= n - cluster && i % 2 == 0);
+                        if seen {
+                            r.iter().zip(&fits[c].mean).map(|(&v, &m)| (v - m as f32).powi(2)).sum()
+                        } else {
+                            dim as f32
+                        }
+                    })
+                    .collect();
+                let signal = if c == 0 { 5.0 } else { 1.0 + 0.05 * c as f64 };
+                ClassEvidence {
+                    class: c,
+                    rows: &rows[c],
+                    scores: vec![scores(along, signal)].into(),
+                    geometry: Some(ClassGeometry {
+                        basis: &fits[c],
+                        x: xc,
+                        dim,
+                    }),
+                }
+            })
+            .collect();
+        let names: Vec<String> = (0..5).map(|c| c.to_string()).collect();
+        let d = decide(&evidence, &["spectre"], &names, 5 * n, &DecisionParams::default());
+        assert!(d.verdicts[0].as_ref().unwrap().attacked);
+        let found = (n - cluster..n).filter(|&g| d.quarantined[g]).count();
+        assert_eq!(found, cluster, "{found} of the cluster's {cluster} quarantined");
+        assert!(
+            d.reasons[n - cluster].contains("in the separated group"),
+            "{}",
+            d.reasons[n - cluster]
+        );
+        assert!((n..5 * n).all(|g| !d.quarantined[g]), "a clean class lost records");
     }
 
     #[test]
