@@ -631,13 +631,18 @@ mod tests {
         (x, rows(2, n as u32))
     }
 
+    /// Each of `classes` consecutive classes of `n` records fitted a 4-dimensional basis.
+    fn class_fits(x: &[f32], classes: usize, n: usize, dim: usize) -> Vec<BasisFit> {
+        (0..classes)
+            .map(|c| BasisFit::fit(&x[c * n * dim..(c + 1) * n * dim], dim, 4))
+            .collect()
+    }
+
     #[test]
     fn with_two_classes_only_a_separated_group_makes_a_class_attacked() {
         let (n, dim) = (600, 6);
         let (x, rows) = two_classes(n, 30);
-        let fits: Vec<BasisFit> = (0..2)
-            .map(|c| BasisFit::fit(&x[c * n * dim..(c + 1) * n * dim], dim, 4))
-            .collect();
+        let fits = class_fits(&x, 2, n, dim);
         let evidence: Vec<ClassEvidence<'_>> = (0..2)
             .map(|c| {
                 let xc = &x[c * n * dim..(c + 1) * n * dim];
@@ -754,9 +759,7 @@ mod tests {
             })
             .collect();
         let rows = rows(5, n as u32);
-        let fits: Vec<BasisFit> = (0..5)
-            .map(|c| BasisFit::fit(&x[c * n * dim..(c + 1) * n * dim], dim, 4))
-            .collect();
+        let fits = class_fits(&x, 5, n, dim);
         let evidence: Vec<ClassEvidence<'_>> = (0..5)
             .map(|c| {
                 let xc = &x[c * n * dim..(c + 1) * n * dim];
