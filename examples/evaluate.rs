@@ -44,6 +44,7 @@ fn main() {
     for (kind, dim, rows) in [
         (Kind::Gaussian, 64, 500),
         (Kind::Gaussian, 256, 300),
+        (Kind::Gaussian, 512, 300),
         (Kind::Relu, 64, 500),
         (Kind::Relu, 128, 300),
     ] {

@@ -73,8 +73,15 @@ fn clean_relu_activations_stay_mostly_quiet() {
 
 #[test]
 fn backdoor_cluster_is_found_in_high_dimensions() {
-    for (seed, rate) in [(1011, 0.05), (1012, 0.15), (1013, 0.05)] {
-        let m = backdoor_found(256, 300, rate, 3.0, seed);
+    // The range is 64-512 dims; 64 is covered by the tests below.
+    for (dim, seed, rate) in [
+        (256, 1011, 0.05),
+        (256, 1012, 0.15),
+        (256, 1013, 0.05),
+        (512, 1014, 0.05),
+        (512, 1015, 0.15),
+    ] {
+        let m = backdoor_found(dim, 300, rate, 3.0, seed);
         assert!(m.auroc.unwrap() >= 0.95, "AUROC {:?}", m.auroc);
         assert!(m.false_quarantine <= 0.02, "false quarantine {:.3}", m.false_quarantine);
         // The goal is recall >= 0.9; the current rule reaches about 0.8-0.95 here.
