@@ -26,7 +26,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::mixture::{CLEAN_SEPARATION, fit_two_gaussians, fit_two_students};
+use crate::detect::mixture::{CLEAN_SEPARATION, Tail, fit_two_gaussians, fit_two_students};
 use crate::detect::untangle::separated_population;
 use crate::detect::{BasisFit, ClassBasis, ClassScores, ParamError};
 use crate::stats::{mad_sigma, median};
@@ -431,20 +431,23 @@ fn separated_minority(e: &ClassEvidence<'_>, record: &mut RecordEvidence) -> Opt
 /// Principal directions searched for a group beyond a class's tails.
 const GROUP_DIRECTIONS: usize = 3;
 
-/// The most separated small group along one of the class's top principal directions (columns of
-/// `features`, `width` per record, principal coordinates first), by a two-component Student-t
-/// fit, when one passes [`crate::detect::mixture::Split::minor_is_a_group`]: the members (1) and Ashman's D.
+/// The most separated small group beyond either tail of one of the class's top principal
+/// directions (columns of `features`, `width` per record, principal coordinates first), by a
+/// two-component Student-t fit, when one passes [`crate::detect::mixture::Split::minor_is_a_group`]: the members (1) and Ashman's D.
 fn group_beyond_the_tails(features: &[f64], width: usize) -> Option<(Vec<u8>, f64)> {
     let n = features.len() / width.max(1);
     (0..GROUP_DIRECTIONS.min(width))
-        .filter_map(|column| {
+        .flat_map(|column| {
             let t: Vec<f64> = features.chunks_exact(width).map(|row| row[column]).collect();
-            let split = fit_two_students(&t)?;
-            split.minor_is_a_group(n).then(|| {
-                let members = t.iter().map(|&v| (split.minor_posterior(v) > 0.5) as u8).collect();
-                (members, split.separation())
+            [Tail::Upper, Tail::Lower].map(|side| {
+                let split = fit_two_students(&t, side)?;
+                split.minor_is_a_group(n).then(|| {
+                    let members = t.iter().map(|&v| (split.minor_posterior(v) > 0.5) as u8).collect();
+                    (members, split.separation())
+                })
             })
         })
+        .flatten()
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
