@@ -386,10 +386,14 @@ fn an_input_replaced_mid_run_is_an_error_not_a_mixed_output() {
     assert!(!fx.out().join("clean.parquet").exists());
 }
 
+/// The report.json of the scan in `fx`.
+fn report_of(fx: &Fixture) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(fx.out().join("report.json")).unwrap()).unwrap()
+}
+
 /// Asserts that the scan in `fx` judged no class attacked (`what` names the case); its report.
 fn assert_no_class_attacked(fx: &Fixture, what: &str) -> serde_json::Value {
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fx.out().join("report.json")).unwrap()).unwrap();
+    let report = report_of(fx);
     for class in report["classes"].as_array().unwrap() {
         let verdict = &class["verdict"];
         assert_eq!(
@@ -455,15 +459,22 @@ fn transactions(path: &Path, rows: usize, seed: u64, backdoor: bool) -> (String,
     (names.join(","), planted)
 }
 
+/// Writes a 20 000-row transactions set into `fx` and scans it by its feature columns; the
+/// planted ids.
+fn scan_transactions(fx: &Fixture, seed: u64, backdoor: bool) -> Vec<i64> {
+    let input = fx.path("transactions.parquet");
+    let (columns, planted) = transactions(&input, 20_000, seed, backdoor);
+    fx.scan(&input, &["--feature-cols", &columns]).success();
+    planted
+}
+
 #[test]
 fn two_clean_heavy_tailed_classes_are_not_judged_attacked() {
     // With two classes there is no "rest" to compare a class with; heavy tails pass every clean
     // bound, and 0.2.7 judged the fraud class attacked on its split-off tail (20-40% of it
     // quarantined on 50 000-row sets of this shape).
     let fx = Fixture::new();
-    let input = fx.path("transactions.parquet");
-    let (columns, _) = transactions(&input, 20_000, 3, false);
-    fx.scan(&input, &["--feature-cols", &columns]).success();
+    scan_transactions(&fx, 3, false);
     let report = assert_no_class_attacked(&fx, "transactions");
     // What is left is confident learning's label issues of the two overlapping classes.
     let quarantined = report["totals"]["quarantined"].as_u64().unwrap();
@@ -476,11 +487,8 @@ fn a_planted_cluster_in_a_binary_tabular_set_is_quarantined() {
     // SPECTRE's tail, which the heavy tails fill too, the regrowth took in the tails and found no
     // mode. Along the class's top principal direction it is a mode of its own (Student-t fit).
     let fx = Fixture::new();
-    let input = fx.path("transactions.parquet");
-    let (columns, planted) = transactions(&input, 20_000, 4, true);
-    fx.scan(&input, &["--feature-cols", &columns]).success();
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fx.out().join("report.json")).unwrap()).unwrap();
+    let planted = scan_transactions(&fx, 4, true);
+    let report = report_of(&fx);
     let verdicts: Vec<(String, bool)> = report["classes"]
         .as_array()
         .unwrap()
