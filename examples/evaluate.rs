@@ -1,10 +1,11 @@
 //! Detection quality over a grid of generated scenarios and seeds.
 //!
 //! `cargo run --release --example evaluate -- [first_seed] [seeds] [record_thr] [anomaly_thr] [trim]
-//! [--losses] [--trusted=N] [--only=SUBSTRING] [--rows=N]`. Tune on seeds 1..=5; the tests in
+//! [--losses] [--trusted=N] [--only=SUBSTRING] [--rows=N] [--label-overlap=R]`. Tune on seeds 1..=5; the tests in
 //! tests/quality.rs and the README's table use seeds from 1000 up, never tuned on.
 //! `--losses` passes the ReLU network's per-epoch losses, `--trusted=N` gives N clean records per
-//! class as a trusted set, `--only` keeps the scenarios whose name contains the substring.
+//! class as a trusted set, `--only` keeps the scenarios whose name contains the substring,
+//! `--label-overlap` sets `[detect.influence] label-overlap` (`inf`: cleanlab's rule).
 
 use datavet::pipeline::ScanConfig;
 use datavet::testkit::{Attack, EvalInputs, Kind, Spec, evaluate_with};
@@ -36,6 +37,9 @@ fn main() {
     }
     if let Some(t) = positional.get(4).and_then(|a| a.parse().ok()) {
         config.detectors.spectre.trim = t;
+    }
+    if let Some(t) = flag("--label-overlap").and_then(|v| v.parse().ok()) {
+        config.detectors.influence.label_overlap = t;
     }
     println!(
         "{:<44} {:>6} {:>6} {:>6} {:>6} {:>7}  attacked(min/max)",

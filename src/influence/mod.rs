@@ -53,6 +53,10 @@ pub struct InfluenceParams {
     /// Which records confident learning flags: `prune-by-noise-rate` (cleanlab's default) or
     /// `confident-joint` (stricter: only records confidently in another class).
     pub label_issues: LabelIssueRule,
+    /// Two classes overlap when each one's label, where the model is confident of the other, is
+    /// more common than this share of its rate in the whole set (both ways); records of one
+    /// that look like the other are then not label issues. `inf` turns it off (cleanlab's rule).
+    pub label_overlap: f64,
     /// Neighbours per record for the neighbourhood scores.
     pub knn_k: usize,
     /// Leading PCA dimensions the neighbour search uses.
@@ -81,6 +85,7 @@ impl Default for InfluenceParams {
             max_iterations: 300,
             max_fit_rows: 100_000,
             label_issues: LabelIssueRule::PruneByNoiseRate,
+            label_overlap: 0.2,
             knn_k: 10,
             knn_dims: 32,
             knn_probes: 8,
@@ -128,6 +133,12 @@ impl InfluenceParams {
             "max-fit-rows",
             "must be at least 100",
             self.max_fit_rows.to_string(),
+        )?;
+        rule(
+            self.label_overlap > 0.0,
+            "label-overlap",
+            "must be positive (inf turns it off)",
+            self.label_overlap.to_string(),
         )?;
         rule(
             (1..=1000).contains(&self.knn_k),
@@ -278,6 +289,12 @@ pub struct InfluenceReport {
     pub class_thresholds: Vec<f64>,
     pub confident_joint: Vec<Vec<u64>>,
     pub label_issues: usize,
+    /// Pairs of classes that overlap (see `label-overlap`), whose records were not called label
+    /// issues of each other, and how many records that set aside.
+    #[serde(default)]
+    pub overlapping_classes: Vec<ClassOverlap>,
+    #[serde(default)]
+    pub label_issues_set_aside: usize,
     /// Koh & Liang on the trusted set: CG iterations and the relative residual reached.
     pub trusted: Option<TrustedSolve>,
     pub knn: KnnReport,
@@ -285,6 +302,17 @@ pub struct InfluenceReport {
     /// Set when an incremental scan extended a reference's state instead of fitting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<IncrementalReport>,
+}
+
+/// Two classes the surrogate cannot tell apart well enough for label issues between them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClassOverlap {
+    pub classes: [String; 2],
+    /// Each class's label rate where the model is confident of the other, over its rate in the
+    /// whole set (first class's, then second's).
+    pub likelihood_ratios: [f64; 2],
+    /// Records labelled one and confidently the other, both ways (the confident joint).
+    pub confident_disagreements: u64,
 }
 
 /// How an incremental scan extended the reference's influence state.
@@ -483,7 +511,7 @@ pub fn compute(
     let correct = (0..n)
         .filter(|&p| argmax(&out_of_fold[p * k..(p + 1) * k]) == labels[p] as usize)
         .count();
-    let mut cl = confident_learning(&out_of_fold, &labels, k);
+    let mut cl = confident_learning(&out_of_fold, &labels, k, params.label_overlap);
     if params.label_issues == LabelIssueRule::PruneByNoiseRate {
         prune_by_noise_rate(&mut cl, &out_of_fold, &labels, k);
     }
@@ -535,6 +563,18 @@ pub fn compute(
             fold_fits,
             out_of_fold_accuracy: correct as f64 / n.max(1) as f64,
             class_thresholds: cl.thresholds.clone(),
+            overlapping_classes: (0..k * k)
+                .filter(|&ij| ij / k < ij % k && cl.overlapping[ij])
+                .map(|ij| {
+                    let (i, j) = (ij / k, ij % k);
+                    ClassOverlap {
+                        classes: [dataset.classes[i].clone(), dataset.classes[j].clone()],
+                        likelihood_ratios: [cl.likelihood_ratio[ij], cl.likelihood_ratio[j * k + i]],
+                        confident_disagreements: cl.joint[i][j] + cl.joint[j][i],
+                    }
+                })
+                .collect(),
+            label_issues_set_aside: cl.set_aside,
             confident_joint: cl.joint,
             label_issues: cl.count,
             trusted: trusted_report,
@@ -563,6 +603,7 @@ pub fn compute(
                 rule: params.label_issues,
                 thresholds: cl.thresholds,
                 prune_margins: cl.prune_margins,
+                overlapping: cl.overlapping,
             },
             trusted_direction,
             knn_dims,
