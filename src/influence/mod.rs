@@ -290,7 +290,8 @@ pub struct InfluenceReport {
     pub confident_joint: Vec<Vec<u64>>,
     pub label_issues: usize,
     /// Pairs of classes that overlap (see `label-overlap`), whose records were not called label
-    /// issues of each other, and how many records that set aside.
+    /// issues of each other, and how many records that set aside (an incremental scan keeps
+    /// its reference fit's pairs and count: new records are judged by that fit's rule).
     #[serde(default)]
     pub overlapping_classes: Vec<ClassOverlap>,
     #[serde(default)]
@@ -708,6 +709,11 @@ mod tests {
             ..Default::default()
         };
         assert!(p.check().unwrap_err().to_string().contains("folds"));
+        let p = InfluenceParams {
+            label_overlap: 0.0,
+            ..Default::default()
+        };
+        assert!(p.check().unwrap_err().to_string().contains("label-overlap"));
         assert!(InfluenceParams::default().check().is_ok());
     }
 }
