@@ -8,16 +8,22 @@
 //! replaced file is released on a background thread ([`Retired`]).
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::Compression;
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
+use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::{ColumnPath, SchemaDescPtr, SchemaDescriptor};
 use tempfile::NamedTempFile;
 
 use super::read::DEFAULT_BATCH_ROWS;
@@ -35,17 +41,46 @@ const WRITEBACK_CHUNK: u64 = 8 << 20;
 /// works while the scan encodes the next row groups. Elsewhere it is a plain file.
 pub(crate) struct WritebackFile {
     temp: NamedTempFile,
+    /// Small writes gathered into one system call (the writer hands over 8 KiB at a time).
+    buffer: Vec<u8>,
     written: u64,
     requested: u64,
 }
+
+/// Bytes a [`WritebackFile`] gathers before writing them.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
 
 impl WritebackFile {
     fn new(temp: NamedTempFile) -> WritebackFile {
         WritebackFile {
             temp,
+            buffer: Vec::with_capacity(WRITE_BUFFER_BYTES),
             written: 0,
             requested: 0,
         }
+    }
+
+    /// The temp file, everything written to it.
+    fn into_temp(mut self) -> std::io::Result<NamedTempFile> {
+        self.flush()?;
+        Ok(self.temp)
+    }
+
+    fn write_out(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.temp.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        if self.written - self.requested >= WRITEBACK_CHUNK {
+            self.start_writeback();
+        }
+        Ok(())
+    }
+
+    fn write_buffer(&mut self) -> std::io::Result<()> {
+        let buffer = std::mem::take(&mut self.buffer);
+        let result = self.write_out(&buffer);
+        self.buffer = buffer;
+        self.buffer.clear();
+        result
     }
 
     #[cfg(target_os = "linux")]
@@ -73,16 +108,47 @@ impl WritebackFile {
 
 impl Write for WritebackFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.temp.write(buf)?;
-        self.written += n as u64;
-        if self.written - self.requested >= WRITEBACK_CHUNK {
-            self.start_writeback();
+        if self.buffer.len() + buf.len() > WRITE_BUFFER_BYTES {
+            self.write_buffer()?;
         }
-        Ok(n)
+        if buf.len() >= WRITE_BUFFER_BYTES {
+            self.write_out(buf)?;
+        } else {
+            self.buffer.extend_from_slice(buf);
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        self.write_buffer()?;
         self.temp.flush()
+    }
+}
+
+/// Bytes per read when copying row groups: the copy goes through 8 KiB steps, which should
+/// not each be a system call.
+const COPY_READ_BYTES: usize = 1 << 20;
+
+/// An input file read for copying its column chunks ([`ParquetSink::append_row_group`]).
+struct CopySource<'a>(&'a File);
+
+impl Length for CopySource<'_> {
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+}
+
+impl ChunkReader for CopySource<'_> {
+    type T = std::io::BufReader<File>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let mut file = self.0.try_clone()?;
+        file.seek(std::io::SeekFrom::Start(start))?;
+        Ok(std::io::BufReader::with_capacity(COPY_READ_BYTES, file))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        self.0.get_bytes(start, length)
     }
 }
 
@@ -207,9 +273,17 @@ impl AtomicFile {
 
 /// A Parquet file written batch by batch to a temp file: [`ParquetSink::close`] finishes the
 /// footer (the file can then be read back and checked), [`ParquetSink::commit`] renames it into place.
+///
+/// Batches are encoded into row groups of [`OUTPUT_ROW_GROUP_ROWS`] (the buffering `ArrowWriter`
+/// does, by hand: the low-level writer underneath also takes whole row groups of another file as
+/// they are, see [`ParquetSink::append_row_group`]).
 pub struct ParquetSink {
     path: PathBuf,
-    writer: Option<ArrowWriter<WritebackFile>>,
+    writer: Option<SerializedFileWriter<WritebackFile>>,
+    factory: Option<ArrowRowGroupWriterFactory>,
+    schema: SchemaRef,
+    /// The row group being encoded and its row count.
+    in_progress: Option<(Vec<ArrowColumnWriter>, usize)>,
     closed: Option<NamedTempFile>,
 }
 
@@ -218,11 +292,7 @@ impl ParquetSink {
     /// per-record values gain nothing from it, and the writer hashes every value trying.
     pub fn create(path: &Path, schema: SchemaRef, plain_columns: &[&str]) -> Result<ParquetSink, OutputError> {
         let tmp = AtomicFile::create(path)?;
-        // Row groups are buffered in memory until flushed: cap them so writing a 1M-row file does
-        // not hold the whole file (the default is 1M rows).
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(OUTPUT_ROW_GROUP_ROWS));
+        let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
         for c in plain_columns {
             // The column itself, or its leaf if it is a list; leaf paths differ by writer
             // convention, and disabling a path that does not exist is harmless. (A path is its
@@ -241,48 +311,126 @@ impl ParquetSink {
                 props = props.set_column_dictionary_enabled(ColumnPath::new(parts), false);
             }
         }
-        let writer =
-            ArrowWriter::try_new(WritebackFile::new(tmp.temp), schema, Some(props.build())).map_err(|source| {
-                OutputError::Parquet {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
+        let parquet_error = |source| OutputError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        };
+        // ArrowWriter converts the schema and stores it in the footer; then it steps aside.
+        let (writer, factory) = ArrowWriter::try_new(WritebackFile::new(tmp.temp), schema.clone(), Some(props.build()))
+            .and_then(ArrowWriter::into_serialized_writer)
+            .map_err(parquet_error)?;
         Ok(ParquetSink {
             path: path.to_path_buf(),
             writer: Some(writer),
+            factory: Some(factory),
+            schema,
+            in_progress: None,
             closed: None,
         })
     }
 
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), OutputError> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let writer = self.writer.as_mut().expect("write before close");
-        writer.write(batch).map_err(|source| OutputError::Parquet {
+    fn error(&self, source: parquet::errors::ParquetError) -> OutputError {
+        OutputError::Parquet {
             path: self.path.clone(),
             source,
-        })
+        }
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), OutputError> {
+        let mut rest = batch.clone();
+        while rest.num_rows() > 0 {
+            let buffered = self.in_progress.as_ref().map_or(0, |(_, rows)| *rows);
+            let take = rest.num_rows().min(OUTPUT_ROW_GROUP_ROWS - buffered);
+            let part = rest.slice(0, take);
+            rest = rest.slice(take, rest.num_rows() - take);
+            self.encode(&part).map_err(|e| self.error(e))?;
+            if buffered + take >= OUTPUT_ROW_GROUP_ROWS {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn encode(&mut self, batch: &RecordBatch) -> parquet::errors::Result<()> {
+        let (writer, factory) = (self.writer.as_ref(), self.factory.as_ref());
+        let (writer, factory) = writer.zip(factory).expect("write before close");
+        let (columns, rows) = match &mut self.in_progress {
+            Some(group) => group,
+            none => none.insert((factory.create_column_writers(writer.flushed_row_groups().len())?, 0)),
+        };
+        let mut columns = columns.iter_mut();
+        for (field, array) in self.schema.fields().iter().zip(batch.columns()) {
+            for leaf in compute_leaves(field, array)? {
+                columns.next().expect("a writer per leaf").write(&leaf)?;
+            }
+        }
+        *rows += batch.num_rows();
+        Ok(())
     }
 
     /// Ends the current row group.
     pub fn flush(&mut self) -> Result<(), OutputError> {
+        let Some((columns, _)) = self.in_progress.take() else {
+            return Ok(());
+        };
         let writer = self.writer.as_mut().expect("flush before close");
-        writer.flush().map_err(|source| OutputError::Parquet {
-            path: self.path.clone(),
-            source,
-        })
+        let result = (|| {
+            let mut group = writer.next_row_group()?;
+            for column in columns {
+                column.close()?.append_to_row_group(&mut group)?;
+            }
+            group.close().map(|_| ())
+        })();
+        result.map_err(|e| self.error(e))
+    }
+
+    /// The Parquet schema the sink writes: a file whose row groups are to be appended as they
+    /// are must have the same leaf columns (see [`same_leaf_columns`]).
+    pub fn parquet_schema(&self) -> SchemaDescPtr {
+        Arc::new(self.writer.as_ref().expect("open sink").schema_descr().clone())
+    }
+
+    /// Appends row group `group` of the Parquet file `file` (whose footer is `metadata`) as its
+    /// bytes are, without decoding it: a row group that lost no record is copied, not
+    /// re-encoded. Its values are the input's by construction (pages, encodings, compression).
+    /// The file's leaf columns must be ours ([`same_leaf_columns`]).
+    pub fn append_row_group(
+        &mut self,
+        file: &File,
+        metadata: &ParquetMetaData,
+        group: usize,
+    ) -> Result<(), OutputError> {
+        self.flush()?;
+        let writer = self.writer.as_mut().expect("append before close");
+        let source = metadata.row_group(group);
+        let result = (|| {
+            let mut out = writer.next_row_group()?;
+            for column in source.columns() {
+                let close = ColumnCloseResult {
+                    bytes_written: column.compressed_size() as u64,
+                    rows_written: source.num_rows() as u64,
+                    metadata: column.clone(),
+                    bloom_filter: None,
+                    column_index: None,
+                    offset_index: None,
+                };
+                out.append_column(&CopySource(file), close)?;
+            }
+            out.close().map(|_| ())
+        })();
+        result.map_err(|e| self.error(e))
     }
 
     /// Writes the footer; the file stays at its temp path.
     pub fn close(mut self) -> Result<ParquetSink, OutputError> {
+        self.flush()?;
         if let Some(writer) = self.writer.take() {
-            let temp = writer.into_inner().map_err(|source| OutputError::Parquet {
+            let file = writer.into_inner().map_err(|e| self.error(e))?;
+            let temp = file.into_temp().map_err(|source| OutputError::Io {
                 path: self.path.clone(),
                 source,
             })?;
-            self.closed = Some(temp.temp);
+            self.closed = Some(temp);
         }
         Ok(self)
     }
@@ -312,60 +460,143 @@ impl ParquetSink {
     }
 }
 
-/// Streams every column of every input file, batch by batch, in input order. `visit` gets the
-/// batch and the global row of its first record. Pass-through columns are decoded as they are,
-/// never converted, so they are written back with the same values.
-pub fn for_each_batch(
+/// Whether two Parquet schemas have the same leaf columns (path, physical and logical type,
+/// repetition and levels): what appending a row group of one to a file of the other needs.
+pub fn same_leaf_columns(a: &SchemaDescriptor, b: &SchemaDescriptor) -> bool {
+    a.num_columns() == b.num_columns() && a.columns().iter().zip(b.columns()).all(|(x, y)| x == y)
+}
+
+/// A piece of the input, in input order: decoded rows, or a whole row group left encoded for
+/// the caller to copy ([`ParquetSink::append_row_group`]).
+pub enum Piece {
+    Rows(RecordBatch),
+    RowGroup {
+        file: Arc<File>,
+        metadata: Arc<ParquetMetaData>,
+        group: usize,
+        rows: usize,
+    },
+}
+
+impl Piece {
+    pub fn rows(&self) -> usize {
+        match self {
+            Piece::Rows(batch) => batch.num_rows(),
+            Piece::RowGroup { rows, .. } => *rows,
+        }
+    }
+}
+
+/// Streams every column of every input file in input order. `visit` gets each piece and the
+/// global row of its first record; a row group for which `copy(footer, first row, rows)` holds
+/// comes whole and undecoded, every other one as batches. Pass-through columns are decoded as
+/// they are, never converted, so they are written back with the same values.
+pub fn for_each_piece(
     files: &[FileInfo],
-    mut visit: impl FnMut(&RecordBatch, usize) -> Result<(), crate::Error>,
+    copy: impl Fn(&ParquetMetaData, usize, usize) -> bool + Send,
+    mut visit: impl FnMut(Piece, usize) -> Result<(), crate::Error>,
 ) -> Result<(), crate::Error> {
     // Decoding runs on its own thread, a few batches ahead, so it overlaps with the caller's
     // filtering and encoding: the two halves of the write stage take about as long each.
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<RecordBatch, InputError>>(4);
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<Piece, InputError>>(4);
     std::thread::scope(|scope| {
         scope.spawn(move || {
+            let mut first = 0usize;
             for info in files {
-                let batches = match open_batches(info) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let _ = sender.send(Err(e));
-                        return;
-                    }
-                };
-                for batch in batches {
-                    let batch = batch.map_err(|e| InputError::Corrupt {
-                        path: info.path.clone(),
-                        message: e.to_string(),
-                    });
-                    let failed = batch.is_err();
-                    // A closed channel means the consumer failed and stopped: stop too.
-                    if sender.send(batch).is_err() || failed {
-                        return;
-                    }
+                // A closed channel means the consumer failed and stopped: stop too.
+                if let Err(e) = send_file(info, &mut first, &copy, &sender) {
+                    let _ = sender.send(Err(e));
+                    return;
                 }
             }
         });
         let mut global = 0usize;
-        for batch in receiver {
-            let batch = batch?;
-            visit(&batch, global)?;
-            global += batch.num_rows();
+        for piece in receiver {
+            let piece = piece?;
+            let rows = piece.rows();
+            visit(piece, global)?;
+            global += rows;
         }
         Ok(())
     })
 }
 
-fn open_batches(info: &FileInfo) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, InputError> {
+/// Sends the pieces of one file (see [`for_each_piece`]); `first` is the global row of its
+/// first record, advanced past it. A closed channel ends the file quietly.
+fn send_file(
+    info: &FileInfo,
+    first: &mut usize,
+    copy: &impl Fn(&ParquetMetaData, usize, usize) -> bool,
+    sender: &std::sync::mpsc::SyncSender<Result<Piece, InputError>>,
+) -> Result<(), InputError> {
+    let corrupt = |e: parquet::errors::ParquetError| InputError::Corrupt {
+        path: info.path.clone(),
+        message: e.to_string(),
+    };
     let file = File::open(&info.path).map_err(|source| InputError::Io {
         path: info.path.clone(),
         source,
     })?;
-    ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_batch_size(DEFAULT_BATCH_ROWS).build())
-        .map_err(|cause| InputError::NotParquet {
+    let footer = ArrowReaderMetadata::load(&file, Default::default()).map_err(|cause| InputError::NotParquet {
+        path: info.path.clone(),
+        cause,
+    })?;
+    let metadata = footer.metadata().clone();
+    let open = || {
+        File::open(&info.path).map_err(|source| InputError::Io {
             path: info.path.clone(),
-            cause,
+            source,
         })
+    };
+    // Handles of one open file share its read position: the reader here and the consumer's
+    // copies each get their own open file, never a clone of one.
+    let copied = Arc::new(open()?);
+    let mut decode: Vec<usize> = Vec::new();
+    // Row groups to decode go in runs, one reader each; a copied group ends a run.
+    let flush = |decode: &mut Vec<usize>| -> Result<bool, InputError> {
+        if decode.is_empty() {
+            return Ok(true);
+        }
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(open()?, footer.clone())
+            .with_row_groups(std::mem::take(decode))
+            .with_batch_size(DEFAULT_BATCH_ROWS)
+            .build()
+            .map_err(corrupt)?;
+        for batch in reader {
+            let batch = batch.map_err(|e| InputError::Corrupt {
+                path: info.path.clone(),
+                message: e.to_string(),
+            })?;
+            if sender.send(Ok(Piece::Rows(batch))).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    for group in 0..metadata.num_row_groups() {
+        let rows = metadata.row_group(group).num_rows() as usize;
+        let whole = copy(&metadata, *first, rows)
+            && metadata
+                .row_group(group)
+                .columns()
+                .iter()
+                .all(|c| c.file_path().is_none());
+        *first += rows;
+        if !whole {
+            decode.push(group);
+            continue;
+        }
+        let piece = Piece::RowGroup {
+            file: copied.clone(),
+            metadata: metadata.clone(),
+            group,
+            rows,
+        };
+        if !flush(&mut decode)? || sender.send(Ok(piece)).is_err() {
+            return Ok(());
+        }
+    }
+    flush(&mut decode).map(|_| ())
 }
 
 #[cfg(test)]
@@ -426,6 +657,72 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["clean.parquet"]);
+    }
+
+    /// Encoded batches and a row group copied from another file, in the order they came: the
+    /// copy keeps that file's compression and bytes, the batches around it are encoded anew.
+    #[test]
+    fn sink_appends_row_groups_of_another_file_between_batches() {
+        use arrow_array::{ArrayRef, Int64Array};
+        let batch = |from: i64| {
+            RecordBatch::try_from_iter([(
+                "id",
+                Arc::new(Int64Array::from_iter_values(from..from + 10)) as ArrayRef,
+            )])
+            .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source.parquet");
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(Default::default()))
+            .set_max_row_group_row_count(Some(10))
+            .build();
+        let mut writer = ArrowWriter::try_new(File::create(&source).unwrap(), batch(0).schema(), Some(props)).unwrap();
+        writer.write(&batch(100)).unwrap();
+        writer.write(&batch(200)).unwrap();
+        writer.close().unwrap();
+        let file = File::open(&source).unwrap();
+        let footer = ArrowReaderMetadata::load(&file, Default::default()).unwrap();
+        let path = dir.path().join("out.parquet");
+        let mut sink = ParquetSink::create(&path, batch(0).schema(), &[]).unwrap();
+        assert!(same_leaf_columns(
+            &sink.parquet_schema(),
+            footer.metadata().file_metadata().schema_descr()
+        ));
+        sink.write(&batch(0)).unwrap();
+        sink.append_row_group(&file, footer.metadata(), 1).unwrap();
+        sink.write(&batch(10)).unwrap();
+        sink.commit().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+        let codecs: Vec<Compression> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.column(0).compression())
+            .collect();
+        assert_eq!(
+            codecs,
+            [
+                Compression::SNAPPY,
+                Compression::ZSTD(Default::default()),
+                Compression::SNAPPY
+            ]
+        );
+        let ids: Vec<i64> = reader
+            .build()
+            .unwrap()
+            .flat_map(|b| {
+                let b = b.unwrap();
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        let expected: Vec<i64> = (0..10).chain(200..210).chain(10..20).collect();
+        assert_eq!(ids, expected);
     }
 
     /// `plain_columns` turn off dictionary encoding for flat columns and for list leaves (it

@@ -21,10 +21,12 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use arrow_select::filter::filter_record_batch;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::metadata::ParquetMetaData;
 use serde::{Deserialize, Serialize};
 
 use crate::io::{
-    Dataset, InputError, OutputError, ParquetSink, RecordKeys, Retired, check_unchanged, for_each_batch, integer_values,
+    Dataset, InputError, OutputError, ParquetSink, Piece, RecordKeys, Retired, check_unchanged, for_each_piece,
+    integer_values, same_leaf_columns,
 };
 use crate::progress::Progress;
 use crate::score::Decision;
@@ -117,19 +119,33 @@ pub fn stage_outputs(
 
     check_unchanged(&dataset.files)?;
     progress.start("write", dataset.rows() as u64);
-    let split = for_each_batch(&dataset.files, |batch, g0| {
-        let n = batch.num_rows();
+    // A row group of which no record is quarantined goes to clean.parquet as it is, undecoded
+    // (a clean night's scan copies its input); the others are decoded and split.
+    let clean_schema = clean.parquet_schema();
+    let copy = |footer: &ParquetMetaData, g0: usize, rows: usize| {
+        g0 + rows <= decision.quarantined.len()
+            && !decision.quarantined[g0..g0 + rows].contains(&true)
+            && same_leaf_columns(&clean_schema, footer.file_metadata().schema_descr())
+    };
+    let split = for_each_piece(&dataset.files, copy, |piece, g0| {
+        let n = piece.rows();
         if g0 + n > decision.quarantined.len() {
             let path = dataset.files.last().map(|f| f.path.clone()).unwrap_or_default();
             return Err(InputError::Changed { path }.into());
         }
         progress.advance(n as u64);
+        let batch = match piece {
+            Piece::Rows(batch) => batch,
+            Piece::RowGroup {
+                file, metadata, group, ..
+            } => return Ok(clean.append_row_group(&file, &metadata, group)?),
+        };
         let flags = &decision.quarantined[g0..g0 + n];
-        write_kept(&mut clean, batch, flags, MAX_KEPT_SLICES)?;
+        write_kept(&mut clean, &batch, flags, MAX_KEPT_SLICES)?;
         let rows: Vec<usize> = (g0..g0 + n).filter(|&g| decision.quarantined[g]).collect();
         if !rows.is_empty() {
             let q_mask = BooleanArray::from(flags.to_vec());
-            let taken = filter_record_batch(batch, &q_mask).map_err(|e| out_err(&out_dir.join(QUARANTINE_FILE), e))?;
+            let taken = filter_record_batch(&batch, &q_mask).map_err(|e| out_err(&out_dir.join(QUARANTINE_FILE), e))?;
             let mut columns: Vec<ArrayRef> = taken.columns().to_vec();
             columns.push(Arc::new(Float64Array::from(
                 rows.iter().map(|&g| decision.suspicion[g]).collect::<Vec<_>>(),

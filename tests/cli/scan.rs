@@ -195,6 +195,73 @@ fn outputs_hold_scores_and_reasons() {
     assert_rows_conserved(&input, &fx.out());
 }
 
+/// The bytes of every column chunk of every row group of a Parquet file.
+fn column_chunk_bytes(path: &Path) -> Vec<Vec<Vec<u8>>> {
+    let bytes = std::fs::read(path).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
+    reader
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|group| {
+            group
+                .columns()
+                .iter()
+                .map(|c| {
+                    let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset()) as usize;
+                    bytes[start..start + c.compressed_size() as usize].to_vec()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn row_groups_without_quarantined_records_are_copied_as_they_are() {
+    // Written with zstd in groups of 300 rows (one class each): the attacked class's group is
+    // decoded and re-encoded (snappy), every other group goes to clean.parquet byte for byte.
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    let data = planted(&fx.path("unused.parquet"), 12);
+    let batch = data.to_batch();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .set_max_row_group_row_count(Some(300))
+        .build();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&input).unwrap(), batch.schema(), Some(props))
+            .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    fx.scan(&input, &[]).success().stdout(contains("attacked classes: 3"));
+    assert_rows_conserved(&input, &fx.out());
+    let clean = column_chunk_bytes(&fx.out().join("clean.parquet"));
+    let copied: Vec<usize> = column_chunk_bytes(&input)
+        .iter()
+        .enumerate()
+        .filter(|(_, group)| clean.contains(group))
+        .map(|(g, _)| g)
+        .collect();
+    assert_eq!(
+        copied,
+        [0, 1, 2, 4, 5],
+        "input groups found byte for byte in clean.parquet"
+    );
+    let compression: Vec<String> =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(fx.out().join("clean.parquet")).unwrap())
+            .unwrap()
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| format!("{:?}", g.column(0).compression()))
+            .collect();
+    assert_eq!(
+        compression.iter().filter(|c| c.as_str() == "SNAPPY").count(),
+        1,
+        "{compression:?}"
+    );
+}
+
 #[test]
 fn fail_if_quarantined_exits_3_but_writes_outputs() {
     let fx = Fixture::new();
