@@ -434,9 +434,21 @@ pub fn exact(x: &[f32], dim: usize, k: usize, queries: &[usize]) -> Neighbours {
         .map(|block| {
             let qids: Vec<u32> = block.iter().map(|&i| i as u32).collect();
             let tiles = QueryTiles::new(x, dim, &qids, &origin, kernel);
+            // Slices of candidates in parallel too (the few hundred sampled queries are one
+            // block), merged in candidate order: the top-k of one pass over them all.
+            let parts: Vec<Tops> = ids
+                .par_chunks(CANDIDATES_PER_PASS)
+                .map(|candidates| {
+                    let mut tops = Tops::new(block.len(), k);
+                    kernel.scan(&tiles, &Panels::new(x, dim, candidates, &origin, kernel), &mut tops);
+                    tops
+                })
+                .collect();
             let mut tops = Tops::new(block.len(), k);
-            for candidates in ids.chunks(CANDIDATES_PER_PASS) {
-                kernel.scan(&tiles, &Panels::new(x, dim, candidates, &origin, kernel), &mut tops);
+            for part in &parts {
+                for j in (0..block.len() * k).filter(|&j| part.index[j] != u32::MAX) {
+                    tops.offer(j / k, part.d2[j], part.index[j]);
+                }
             }
             tops
         })
