@@ -280,7 +280,7 @@ impl AtomicFile {
 pub struct ParquetSink {
     path: PathBuf,
     writer: Option<SerializedFileWriter<WritebackFile>>,
-    factory: Option<ArrowRowGroupWriterFactory>,
+    factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
     /// The row group being encoded and its row count.
     in_progress: Option<(Vec<ArrowColumnWriter>, usize)>,
@@ -322,7 +322,7 @@ impl ParquetSink {
         Ok(ParquetSink {
             path: path.to_path_buf(),
             writer: Some(writer),
-            factory: Some(factory),
+            factory,
             schema,
             in_progress: None,
             closed: None,
@@ -352,11 +352,13 @@ impl ParquetSink {
     }
 
     fn encode(&mut self, batch: &RecordBatch) -> parquet::errors::Result<()> {
-        let (writer, factory) = (self.writer.as_ref(), self.factory.as_ref());
-        let (writer, factory) = writer.zip(factory).expect("write before close");
+        let writer = self.writer.as_ref().expect("write before close");
         let (columns, rows) = match &mut self.in_progress {
             Some(group) => group,
-            none => none.insert((factory.create_column_writers(writer.flushed_row_groups().len())?, 0)),
+            none => none.insert((
+                self.factory.create_column_writers(writer.flushed_row_groups().len())?,
+                0,
+            )),
         };
         let mut columns = columns.iter_mut();
         for (field, array) in self.schema.fields().iter().zip(batch.columns()) {
