@@ -123,7 +123,9 @@ pub fn stage_outputs(
     // (a clean night's scan copies its input); the others are decoded and split.
     let clean_schema = clean.parquet_schema();
     let copy = |footer: &ParquetMetaData, g0: usize, rows: usize| {
-        g0 + rows <= decision.quarantined.len()
+        // (An empty group is left out, as the encoder would leave it.)
+        rows > 0
+            && g0 + rows <= decision.quarantined.len()
             && !decision.quarantined[g0..g0 + rows].contains(&true)
             && same_leaf_columns(&clean_schema, footer.file_metadata().schema_descr())
     };
