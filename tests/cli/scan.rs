@@ -216,6 +216,29 @@ fn column_chunk_bytes(path: &Path) -> Vec<Vec<Vec<u8>>> {
         .collect()
 }
 
+/// Writes `batch` with zstd in row groups of 300 rows.
+fn write_zstd(path: &Path, batch: &RecordBatch) {
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .set_max_row_group_row_count(Some(300))
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// Which row groups of `input` are in clean.parquet byte for byte.
+fn copied_groups(input: &Path, out: &Path) -> Vec<usize> {
+    let clean = column_chunk_bytes(&out.join("clean.parquet"));
+    column_chunk_bytes(input)
+        .iter()
+        .enumerate()
+        .filter(|(_, group)| clean.contains(group))
+        .map(|(g, _)| g)
+        .collect()
+}
+
 #[test]
 fn row_groups_without_quarantined_records_are_copied_as_they_are() {
     // Written with zstd in groups of 300 rows (one class each): the attacked class's group is
@@ -223,30 +246,10 @@ fn row_groups_without_quarantined_records_are_copied_as_they_are() {
     let fx = Fixture::new();
     let input = fx.path("in.parquet");
     let data = planted(&fx.path("unused.parquet"), 12);
-    let batch = data.to_batch();
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-        .set_max_row_group_row_count(Some(300))
-        .build();
-    let mut writer =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&input).unwrap(), batch.schema(), Some(props))
-            .unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    write_zstd(&input, &data.to_batch());
     fx.scan(&input, &[]).success().stdout(contains("attacked classes: 3"));
     assert_rows_conserved(&input, &fx.out());
-    let clean = column_chunk_bytes(&fx.out().join("clean.parquet"));
-    let copied: Vec<usize> = column_chunk_bytes(&input)
-        .iter()
-        .enumerate()
-        .filter(|(_, group)| clean.contains(group))
-        .map(|(g, _)| g)
-        .collect();
-    assert_eq!(
-        copied,
-        [0, 1, 2, 4, 5],
-        "input groups found byte for byte in clean.parquet"
-    );
+    assert_eq!(copied_groups(&input, &fx.out()), [0, 1, 2, 4, 5]);
     let compression: Vec<String> =
         ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(fx.out().join("clean.parquet")).unwrap())
             .unwrap()
@@ -260,6 +263,30 @@ fn row_groups_without_quarantined_records_are_copied_as_they_are() {
         1,
         "{compression:?}"
     );
+}
+
+#[test]
+fn row_groups_are_copied_by_their_place_across_input_files() {
+    // Two files of three classes each; the attacked class opens the second. A group's records
+    // are found by its global rows: counted per file, the second file's first group would pass
+    // for the first file's (clean) one and be copied with its poison.
+    let fx = Fixture::new();
+    let dir = fx.path("in");
+    std::fs::create_dir(&dir).unwrap();
+    let batch = planted(&fx.path("unused.parquet"), 12).to_batch();
+    let half = batch.num_rows() / 2;
+    let (a, b) = (dir.join("a.parquet"), dir.join("b.parquet"));
+    write_zstd(&a, &batch.slice(0, half));
+    write_zstd(&b, &batch.slice(half, batch.num_rows() - half));
+    fx.scan(&dir, &[]).success().stdout(contains("attacked classes: 3"));
+    let report = report_of(&fx);
+    assert_eq!(report["conservation"]["ok"], true, "{:#}", report["conservation"]);
+    assert_eq!(copied_groups(&a, &fx.out()), [0, 1, 2]);
+    assert_eq!(copied_groups(&b, &fx.out()), [1, 2]);
+    let quarantined = read_all(&fx.out().join("quarantine.parquet")).num_rows();
+    let clean = read_all(&fx.out().join("clean.parquet")).num_rows();
+    assert!(quarantined > 0);
+    assert_eq!(clean + quarantined, batch.num_rows());
 }
 
 #[test]
