@@ -510,6 +510,21 @@ pub fn read_parquet_columns(
     path: &Path,
     keep: impl Fn((usize, &str)) -> bool,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), InputError> {
+    let mut batches = Vec::new();
+    let schema = for_each_parquet_batch(path, keep, |batch| {
+        batches.push(batch);
+        Ok(())
+    })?;
+    Ok((schema, batches))
+}
+
+/// [`read_parquet_columns`] a batch at a time: `visit` gets each batch in file order (and may
+/// stop the read with an error); returns the projected schema.
+pub fn for_each_parquet_batch(
+    path: &Path,
+    keep: impl Fn((usize, &str)) -> bool,
+    mut visit: impl FnMut(RecordBatch) -> Result<(), InputError>,
+) -> Result<SchemaRef, InputError> {
     let file = File::open(path).map_err(|source| InputError::Io {
         path: path.to_path_buf(),
         source,
@@ -523,16 +538,19 @@ pub fn read_parquet_columns(
         .map(|(i, _)| i)
         .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = builder.with_projection(mask).build().map_err(|e| InputError::Corrupt {
+    let corrupt = |message: String| InputError::Corrupt {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| corrupt(e.to_string()))?;
     let schema = reader.schema();
-    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| InputError::Corrupt {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    Ok((schema, batches))
+    for batch in reader {
+        visit(batch.map_err(|e| corrupt(e.to_string()))?)?;
+    }
+    Ok(schema)
 }
 
 /// Reads, validates and class-groups the whole input. See the module doc for the passes.

@@ -14,7 +14,7 @@ use arrow_array::types::{Float32Type, Float64Type, Int64Type, UInt8Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 
-use crate::io::{InputError, read_parquet_columns};
+use crate::io::{InputError, for_each_parquet_batch};
 use crate::quarantine::SCORES_FILE;
 
 use super::REPORT_FILE;
@@ -98,14 +98,18 @@ impl RunView {
         let verdict = |(i, name): (usize, &str)| {
             i < 2 || ["suspicion", "quarantined", "reasons"].contains(&name) || Some(name) == source_column.as_deref()
         };
-        let (_, batches) = read_parquet_columns(&path, |c| scores || verdict(c))?;
         let mut records = Vec::new();
         let read = if scores { &detectors[..] } else { &[] };
         let mut score_columns = vec![Vec::new(); read.len()];
-        for batch in &batches {
-            read_batch(batch, read, source_column.as_deref(), &mut records, &mut score_columns)
-                .map_err(|m| corrupt(&path, m))?;
-        }
+        // Batch by batch: each is dropped once its rows are converted.
+        for_each_parquet_batch(
+            &path,
+            |c| scores || verdict(c),
+            |batch| {
+                read_batch(&batch, read, source_column.as_deref(), &mut records, &mut score_columns)
+                    .map_err(|m| corrupt(&path, m))
+            },
+        )?;
         Ok(RunView {
             report,
             detectors,
