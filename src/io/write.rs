@@ -505,10 +505,14 @@ pub fn for_each_piece(
         scope.spawn(move || {
             let mut first = 0usize;
             for info in files {
-                // A closed channel means the consumer failed and stopped: stop too.
-                if let Err(e) = send_file(info, &mut first, &copy, &sender) {
-                    let _ = sender.send(Err(e));
-                    return;
+                match send_file(info, &mut first, &copy, &sender) {
+                    Ok(true) => {}
+                    // The consumer failed and stopped (a closed channel): stop too.
+                    Ok(false) => return,
+                    Err(e) => {
+                        let _ = sender.send(Err(e));
+                        return;
+                    }
                 }
             }
         });
@@ -524,35 +528,32 @@ pub fn for_each_piece(
 }
 
 /// Sends the pieces of one file (see [`for_each_piece`]); `first` is the global row of its
-/// first record, advanced past it. A closed channel ends the file quietly.
+/// first record, advanced past it. `false` when the channel closed (the consumer stopped).
 fn send_file(
     info: &FileInfo,
     first: &mut usize,
     copy: &impl Fn(&ParquetMetaData, usize, usize) -> bool,
     sender: &std::sync::mpsc::SyncSender<Result<Piece, InputError>>,
-) -> Result<(), InputError> {
-    let corrupt = |e: parquet::errors::ParquetError| InputError::Corrupt {
+) -> Result<bool, InputError> {
+    let corrupt = |e: &dyn std::fmt::Display| InputError::Corrupt {
         path: info.path.clone(),
         message: e.to_string(),
     };
-    let file = File::open(&info.path).map_err(|source| InputError::Io {
-        path: info.path.clone(),
-        source,
-    })?;
-    let footer = ArrowReaderMetadata::load(&file, Default::default()).map_err(|cause| InputError::NotParquet {
-        path: info.path.clone(),
-        cause,
-    })?;
-    let metadata = footer.metadata().clone();
     let open = || {
         File::open(&info.path).map_err(|source| InputError::Io {
             path: info.path.clone(),
             source,
         })
     };
-    // Handles of one open file share its read position: the reader here and the consumer's
-    // copies each get their own open file, never a clone of one.
-    let copied = Arc::new(open()?);
+    let file = open()?;
+    let footer = ArrowReaderMetadata::load(&file, Default::default()).map_err(|cause| InputError::NotParquet {
+        path: info.path.clone(),
+        cause,
+    })?;
+    let metadata = footer.metadata().clone();
+    // Handles of one open file share its read position: the consumer copies through this one
+    // (not touched here again), the decoding below reads through files of its own.
+    let copied = Arc::new(file);
     let mut decode: Vec<usize> = Vec::new();
     // Row groups to decode go in runs, one reader each; a copied group ends a run.
     let flush = |decode: &mut Vec<usize>| -> Result<bool, InputError> {
@@ -563,12 +564,9 @@ fn send_file(
             .with_row_groups(std::mem::take(decode))
             .with_batch_size(DEFAULT_BATCH_ROWS)
             .build()
-            .map_err(corrupt)?;
+            .map_err(|e| corrupt(&e))?;
         for batch in reader {
-            let batch = batch.map_err(|e| InputError::Corrupt {
-                path: info.path.clone(),
-                message: e.to_string(),
-            })?;
+            let batch = batch.map_err(|e| corrupt(&e))?;
             if sender.send(Ok(Piece::Rows(batch))).is_err() {
                 return Ok(false);
             }
@@ -576,13 +574,9 @@ fn send_file(
         Ok(true)
     };
     for group in 0..metadata.num_row_groups() {
-        let rows = metadata.row_group(group).num_rows() as usize;
-        let whole = copy(&metadata, *first, rows)
-            && metadata
-                .row_group(group)
-                .columns()
-                .iter()
-                .all(|c| c.file_path().is_none());
+        let source = metadata.row_group(group);
+        let rows = source.num_rows() as usize;
+        let whole = copy(&metadata, *first, rows) && source.columns().iter().all(|c| c.file_path().is_none());
         *first += rows;
         if !whole {
             decode.push(group);
@@ -595,10 +589,10 @@ fn send_file(
             rows,
         };
         if !flush(&mut decode)? || sender.send(Ok(piece)).is_err() {
-            return Ok(());
+            return Ok(false);
         }
     }
-    flush(&mut decode).map(|_| ())
+    flush(&mut decode)
 }
 
 #[cfg(test)]
