@@ -214,6 +214,13 @@ pub struct ScanArgs {
     /// Folds for the surrogate model's out-of-fold probabilities.
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
+    /// Two classes overlap when each one's records, where the surrogate is confident of the
+    /// other class, are more common than RATIO times that class's share of the data (both
+    /// ways); records of one that look like the other are then not called label issues, since
+    /// the features cannot tell them apart. `inf` calls every such record a label issue
+    /// (cleanlab's rule); smaller values set fewer pairs aside.
+    #[arg(long, default_value_t = 0.2, value_name = "RATIO")]
+    pub label_overlap: f64,
     /// PCA dimensions per class before clustering and robust scoring.
     #[arg(long, default_value_t = 10)]
     pub nb_dims: usize,
@@ -328,6 +335,7 @@ impl ScanArgs {
         c.trusted = self.trusted.clone();
         c.detectors.influence.enabled = !self.no_influence;
         c.detectors.influence.folds = self.folds;
+        c.detectors.influence.label_overlap = self.label_overlap;
         c.detectors.activation_clustering.nb_dims = self.nb_dims;
         c.detectors.spectre.enabled = !self.no_spectre;
         c.decision.max_quarantine_fraction = self.max_quarantine_fraction;

@@ -97,6 +97,36 @@ pub mod pairs {
     }
 }
 
+/// A setting where infinity means "off" (e.g. `label-overlap = inf`): JSON has no infinity, so
+/// it is written as the string "inf" (serde_json would write null, and a report would no longer
+/// say what ran); TOML floats and "inf" are both read.
+pub mod maybe_infinite {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_infinite() && *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_f64(*v)
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Value {
+            Number(f64),
+            Text(String),
+        }
+        match Value::deserialize(d)? {
+            Value::Number(v) => Ok(v),
+            Value::Text(t) if t == "inf" => Ok(f64::INFINITY),
+            Value::Text(t) => Err(serde::de::Error::custom(format!(
+                "expected a number or \"inf\", got {t:?}"
+            ))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
@@ -127,5 +157,21 @@ mod tests {
         };
         let text = serde_json::to_string(&x).unwrap();
         assert_eq!(serde_json::from_str::<Arrays>(&text).unwrap(), x);
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Setting {
+        #[serde(with = "super::maybe_infinite")]
+        ratio: f64,
+    }
+
+    #[test]
+    fn infinity_is_written_as_inf_and_read_back() {
+        let text = serde_json::to_string(&Setting { ratio: f64::INFINITY }).unwrap();
+        assert_eq!(text, r#"{"ratio":"inf"}"#);
+        assert_eq!(serde_json::from_str::<Setting>(&text).unwrap().ratio, f64::INFINITY);
+        assert_eq!(serde_json::from_str::<Setting>(r#"{"ratio":0.2}"#).unwrap().ratio, 0.2);
+        assert_eq!(toml::from_str::<Setting>("ratio = inf").unwrap().ratio, f64::INFINITY);
+        assert!(serde_json::from_str::<Setting>(r#"{"ratio":"lots"}"#).is_err());
     }
 }

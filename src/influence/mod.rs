@@ -56,6 +56,7 @@ pub struct InfluenceParams {
     /// Two classes overlap when each one's label, where the model is confident of the other, is
     /// more common than this share of its rate in the whole set (both ways); records of one
     /// that look like the other are then not label issues. `inf` turns it off (cleanlab's rule).
+    #[serde(with = "crate::codec::maybe_infinite")]
     pub label_overlap: f64,
     /// Neighbours per record for the neighbourhood scores.
     pub knn_k: usize,

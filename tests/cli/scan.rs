@@ -638,6 +638,22 @@ fn records_of_overlapping_classes_are_not_label_issues() {
     );
     let quarantined = report["totals"]["quarantined"].as_u64().unwrap();
     assert!(quarantined <= 1000, "{quarantined} of 20000 quarantined");
+    let issues = influence["label_issues"].as_u64().unwrap();
+
+    // `--label-overlap inf` is cleanlab's rule: no pair is set aside, and the records that were
+    // are label issues again.
+    fx.scan(&input, &["--feature-cols", &columns, "--label-overlap", "inf"])
+        .success();
+    let report = report_of(&fx);
+    let influence = &report["influence"];
+    assert_eq!(report["config"]["detectors"]["influence"]["label-overlap"], "inf");
+    assert_eq!(influence["overlapping_classes"], serde_json::json!([]), "{influence:#}");
+    assert_eq!(influence["label_issues_set_aside"], 0, "{influence:#}");
+    assert!(
+        influence["label_issues"].as_u64().unwrap() >= issues + 200,
+        "{issues} label issues with the gate, {} without",
+        influence["label_issues"]
+    );
 }
 
 #[test]
