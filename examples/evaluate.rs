@@ -49,6 +49,7 @@ fn main() {
         (Kind::Gaussian, 64, 500),
         (Kind::Gaussian, 256, 300),
         (Kind::Gaussian, 512, 300),
+        (Kind::Gaussian, 2048, 300),
         (Kind::Relu, 64, 500),
         (Kind::Relu, 128, 300),
     ] {

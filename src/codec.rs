@@ -58,6 +58,28 @@ pub mod opt_f32s {
     }
 }
 
+/// One optional f64, exact: serde_json's float parsing may round the last bit, and a resumed
+/// run must reproduce an uninterrupted one to the bit.
+pub mod opt_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&super::bytes(&[*v], f64::to_le_bytes)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(t) => match super::values::<f64, 8, D::Error>(&t, f64::from_le_bytes)?[..] {
+                [v] => Ok(Some(v)),
+                _ => Err(serde::de::Error::custom("expected one value")),
+            },
+        }
+    }
+}
+
 pub mod u32s {
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -143,6 +165,10 @@ mod tests {
         e: Vec<u32>,
         #[serde(with = "super::u128s")]
         f: Vec<u128>,
+        #[serde(with = "super::opt_f64")]
+        g: Option<f64>,
+        #[serde(with = "super::opt_f64")]
+        h: Option<f64>,
     }
 
     #[test]
@@ -154,6 +180,8 @@ mod tests {
             d: None,
             e: vec![0, 7, u32::MAX],
             f: vec![u128::MAX, 1 << 100],
+            g: Some(0.17184050718692365),
+            h: None,
         };
         let text = serde_json::to_string(&x).unwrap();
         assert_eq!(serde_json::from_str::<Arrays>(&text).unwrap(), x);

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::influence::{InfluenceParams, InfluenceState};
 use crate::io::Dataset;
-use linalg::{Moments, eigh_desc, project};
+use linalg::{Moments, project};
 
 pub use activation_clustering::{ActivationClustering, ActivationClusteringParams};
 pub use spectral::{Spectral, SpectralParams};
@@ -36,9 +36,14 @@ pub use spectre::{Spectre, SpectreParams};
 pub struct BasisFit {
     #[serde(with = "crate::codec::f64s")]
     pub mean: Vec<f64>,
-    /// All eigenvalues of the class covariance, descending.
+    /// The leading eigenvalues of the class covariance, descending (at least two, when the
+    /// vectors have two dimensions; references from before 0.2.12 hold all of them).
     #[serde(with = "crate::codec::f64s")]
     pub eigenvalues: Vec<f64>,
+    /// The covariance's trace (the sum of all its eigenvalues); absent in references from before
+    /// 0.2.12, whose `eigenvalues` are complete and sum to it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::codec::opt_f64")]
+    pub trace: Option<f64>,
     /// Top `k` principal directions, `k * dim` row-major.
     #[serde(with = "crate::codec::f32s")]
     pub components: Vec<f32>,
@@ -47,25 +52,35 @@ pub struct BasisFit {
 
 impl BasisFit {
     /// PCA of one class to `k` dimensions (fewer when the class or the vectors are smaller):
-    /// co-moments, then the eigendecomposition of the covariance.
+    /// co-moments, then the leading eigenpairs of the covariance (all of them are never needed:
+    /// the spread beyond the top two is the trace less theirs).
     pub fn fit(x: &[f32], dim: usize, k: usize) -> BasisFit {
         let n = x.len() / dim;
         let moments = Moments::from_rows(x, dim);
-        let (eigenvalues, vectors) = eigh_desc(&moments.covariance(), dim);
         let k = k.min(dim).min(n.saturating_sub(1)).max(1);
+        let covariance = moments.covariance();
+        let trace = (0..dim).map(|j| covariance[j * dim + j]).sum();
+        let (eigenvalues, vectors) = linalg::top_eigh_desc(&covariance, dim, k.max(2));
         let components: Vec<f32> = vectors[..k * dim].iter().map(|&v| v as f32).collect();
         BasisFit {
             mean: moments.mean,
             eigenvalues,
+            trace: Some(trace),
             components,
             k,
         }
     }
 
+    /// The class's total variance: the covariance trace.
+    pub fn total_variance(&self) -> f64 {
+        self.trace
+            .unwrap_or_else(|| self.eigenvalues.iter().map(|v| v.max(0.0)).sum::<f64>())
+    }
+
     /// Root-mean-square distance of the class's records from its mean (sqrt of the covariance
     /// trace): the unit drift is measured in.
     pub fn radius(&self) -> f64 {
-        self.eigenvalues.iter().map(|v| v.max(0.0)).sum::<f64>().sqrt()
+        self.total_variance().max(0.0).sqrt()
     }
 }
 
@@ -83,8 +98,10 @@ pub struct ClassFit {
 /// groups; `projected` and `residual` are the only per-record parts.
 pub struct ClassBasis {
     pub mean: Vec<f64>,
-    /// All eigenvalues of the class covariance, descending.
+    /// The leading eigenvalues of the class covariance, descending (see [`BasisFit`]).
     pub eigenvalues: Vec<f64>,
+    /// The covariance's trace.
+    pub total_variance: f64,
     /// Top `k` principal directions, `k * dim` row-major.
     pub components: Vec<f32>,
     pub k: usize,
@@ -103,11 +120,13 @@ impl ClassBasis {
 
     /// The records `x` on an already fitted basis (an incremental scan's, or the one just fitted).
     pub fn project(fit: BasisFit, x: &[f32], dim: usize) -> ClassBasis {
+        let total_variance = fit.total_variance();
         let BasisFit {
             mean,
             eigenvalues,
             components,
             k,
+            ..
         } = fit;
         let projected = project(x, dim, &mean, &components, k);
         let residual = x
@@ -122,6 +141,7 @@ impl ClassBasis {
         ClassBasis {
             mean,
             eigenvalues,
+            total_variance,
             components,
             k,
             projected,
@@ -151,6 +171,7 @@ impl ClassBasis {
         BasisFit {
             mean: self.mean.clone(),
             eigenvalues: self.eigenvalues.clone(),
+            trace: Some(self.total_variance),
             components: self.components.clone(),
             k: self.k,
         }

@@ -58,7 +58,7 @@ impl Detector for Spectral {
         } else {
             0.0
         };
-        let total: f64 = ev.iter().filter(|v| **v > 0.0).sum();
+        let total = basis.total_variance;
         Ok(ClassScores {
             scores,
             stats: vec![

@@ -195,6 +195,62 @@ fn outputs_hold_scores_and_reasons() {
     assert_rows_conserved(&input, &fx.out());
 }
 
+#[test]
+fn wide_embeddings_are_scanned_with_the_leading_directions_only() {
+    // 768 dimensions (BERT-sized): above 512 the class PCA is a subspace iteration for the
+    // leading directions, and the class radius comes from the covariance trace.
+    let fx = Fixture::new();
+    let input = fx.path("wide.parquet");
+    let spec = Spec {
+        kind: Kind::Gaussian,
+        classes: 6,
+        rows_per_class: 300,
+        dim: 768,
+        attack: Attack::Backdoor {
+            target: 3,
+            rate: 0.1,
+            strength: 4.0,
+        },
+        seed: 12,
+    };
+    let data = testkit::generate(&spec);
+    data.write_parquet(&input, 500).unwrap();
+    fx.scan(&input, &[]).success().stdout(contains("attacked classes: 3"));
+    let report = report_of(&fx);
+    let quarantined = report["totals"]["quarantined"].as_u64().unwrap();
+    let poisoned = testkit::answer_key(&spec);
+    let scores = read_all(&fx.out().join("scores.parquet"));
+    let flags = scores.column_by_name("quarantined").unwrap().as_boolean();
+    let caught = (0..poisoned.len()).filter(|&i| poisoned[i] && flags.value(i)).count();
+    assert!(caught * 10 >= 9 * 30, "{caught} of 30 planted records quarantined");
+    // Radius: root-mean-square distance from the class mean (covariance with n - 1).
+    let dim = spec.dim;
+    for (c, class) in report["classes"].as_array().unwrap().iter().enumerate() {
+        let rows: Vec<&[f32]> = (0..data.ids.len())
+            .filter(|&i| data.labels[i] == c as i64)
+            .map(|i| &data.x[i * dim..(i + 1) * dim])
+            .collect();
+        let mean: Vec<f64> = (0..dim)
+            .map(|j| rows.iter().map(|r| r[j] as f64).sum::<f64>() / rows.len() as f64)
+            .collect();
+        let squares: f64 = rows
+            .iter()
+            .map(|r| r.iter().zip(&mean).map(|(&v, m)| (v as f64 - m).powi(2)).sum::<f64>())
+            .sum();
+        let radius = (squares / (rows.len() - 1) as f64).sqrt();
+        let reported = class["radius"].as_f64().unwrap();
+        assert!(
+            (reported - radius).abs() < 1e-6 * radius,
+            "class {c}: {reported} vs {radius}"
+        );
+    }
+    // The reference keeps the fit (leading eigenvalues and the trace): tonight's scan of the same
+    // records against it decides alike.
+    fx.scan(&input, &["--incremental"]).success();
+    assert_eq!(report_of(&fx)["totals"]["quarantined"].as_u64().unwrap(), quarantined);
+    assert_rows_conserved(&input, &fx.out());
+}
+
 /// The bytes of every column chunk of every row group of a Parquet file.
 fn column_chunk_bytes(path: &Path) -> Vec<Vec<Vec<u8>>> {
     let bytes = std::fs::read(path).unwrap();
