@@ -73,6 +73,12 @@ pub struct InfluenceParams {
     /// small tight groups (3-4 records, measured on trained ReLU layers); an attacker who wants
     /// copies to move a model needs more.
     pub near_duplicate_min_group: usize,
+    /// The stage is skipped (with a warning) when rows x classes exceeds this: the surrogate's
+    /// class probabilities are dense, 4 bytes each, held in-sample and out-of-fold and kept in
+    /// the reference, and every fit costs rows x classes exponentials per step. Measured: 100k
+    /// rows x 1000 classes (1e8) took 40-50 s and 1.9 GB; 1.28M x 1000 (ImageNet) would need
+    /// 15 GB or more.
+    pub max_probability_values: usize,
 }
 
 impl Default for InfluenceParams {
@@ -92,6 +98,7 @@ impl Default for InfluenceParams {
             knn_probes: 8,
             near_duplicate_ratio: 0.05,
             near_duplicate_min_group: 5,
+            max_probability_values: 200_000_000,
         }
     }
 }
@@ -152,6 +159,12 @@ impl InfluenceParams {
             "knn-dims",
             "must be at least 1",
             self.knn_dims.to_string(),
+        )?;
+        rule(
+            self.max_probability_values >= 1,
+            "max-probability-values",
+            "must be at least 1",
+            self.max_probability_values.to_string(),
         )?;
         rule(
             self.knn_probes >= 1,

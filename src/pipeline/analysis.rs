@@ -132,6 +132,19 @@ pub fn influence_stage(
         let why = "influence stage skipped: it needs at least two classes and two rows per fold";
         return Ok((None, Some(why.into())));
     }
+    let values = dataset.rows().saturating_mul(dataset.classes.len());
+    if values > params.max_probability_values {
+        let why = format!(
+            "influence stage skipped: {} rows x {} classes make {values} class probabilities, over \
+             `[detect.influence] max-probability-values` ({}); the clustering detectors ran. Raise \
+             the limit if memory allows (4 bytes each, about three copies), or pass --no-influence",
+            dataset.rows(),
+            dataset.classes.len(),
+            params.max_probability_values
+        );
+        log::warn!("{why}");
+        return Ok((None, Some(why)));
+    }
     let trusted = read_trusted(dataset, config)?;
     let extras = influence::Extras {
         trusted: trusted.as_ref().map(|t| (t.x.as_slice(), t.labels.as_slice())),

@@ -164,6 +164,43 @@ fn no_influence_runs_only_the_clustering_detectors() {
 }
 
 #[test]
+fn too_many_class_probabilities_skip_the_stage_with_a_warning() {
+    // 1000 rows x 5 classes = 5000 probabilities, over a limit of 4000: the stage is skipped
+    // (as it would be for ImageNet-sized sets at the default), the scan still runs and says why.
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    write(&input, Kind::Gaussian, Attack::LabelFlip { rate: 0.05 }, 3);
+    let file = fx.path("limit.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[input]\npaths = [\"in.parquet\"]\n[output]\ndir = \"{}\"\n\
+             [detect.influence]\nmax-probability-values = 4000\n",
+            fx.out().display()
+        ),
+    )
+    .unwrap();
+    datavet().arg("run").arg(&file).assert().success();
+    let r = report(&fx);
+    assert!(r["influence"].is_null(), "{:#}", r["influence"]);
+    let warnings = r["warnings"].to_string();
+    assert!(
+        warnings.contains("1000 rows x 5 classes make 5000 class probabilities")
+            && warnings.contains("max-probability-values"),
+        "{warnings}"
+    );
+    assert!(fx.out().join("clean.parquet").exists());
+    // At 5000 the stage runs.
+    datavet()
+        .arg("run")
+        .arg(&file)
+        .args(["--set", "detect.influence.max-probability-values=5000"])
+        .assert()
+        .success();
+    assert!(!report(&fx)["influence"].is_null());
+}
+
+#[test]
 fn a_trusted_set_adds_influence_on_it_and_reports_the_solve() {
     let fx = Fixture::new();
     let input = fx.path("flips.parquet");
