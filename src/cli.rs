@@ -214,11 +214,11 @@ pub struct ScanArgs {
     /// Folds for the surrogate model's out-of-fold probabilities.
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
-    /// Two classes overlap when each one's records, where the surrogate is confident of the
-    /// other class, are more common than RATIO times that class's share of the data (both
-    /// ways); records of one that look like the other are then not called label issues, since
-    /// the features cannot tell them apart. `inf` calls every such record a label issue
-    /// (cleanlab's rule); smaller values set fewer pairs aside.
+    /// Two classes overlap when each one's label, where the surrogate is confident of the other
+    /// class, is more common than RATIO times its share of the data (both ways), and the
+    /// surrogate confidently mistakes each for the other at least once; records of one that look
+    /// like the other are then not called label issues, since the features cannot tell them
+    /// apart. Larger values set fewer pairs aside; `inf` none (cleanlab's rule).
     #[arg(long, default_value_t = 0.2, value_name = "RATIO")]
     pub label_overlap: f64,
     /// PCA dimensions per class before clustering and robust scoring.

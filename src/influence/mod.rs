@@ -54,8 +54,9 @@ pub struct InfluenceParams {
     /// `confident-joint` (stricter: only records confidently in another class).
     pub label_issues: LabelIssueRule,
     /// Two classes overlap when each one's label, where the model is confident of the other, is
-    /// more common than this share of its rate in the whole set (both ways); records of one
-    /// that look like the other are then not label issues. `inf` turns it off (cleanlab's rule).
+    /// more common than this share of its rate in the whole set (both ways), and the model
+    /// confidently mistakes each for the other at least once; records of one that look like the
+    /// other are then not label issues. `inf` turns it off (cleanlab's rule).
     #[serde(with = "crate::codec::maybe_infinite")]
     pub label_overlap: f64,
     /// Neighbours per record for the neighbourhood scores.
