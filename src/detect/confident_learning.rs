@@ -20,7 +20,7 @@ impl Detector for ConfidentLearning {
         let mut scores = Vec::with_capacity(view.n());
         let mut flagged = Vec::new();
         for (i, p) in view.positions().enumerate() {
-            let confidence = state.self_confidence(p, view.class);
+            let (confidence, suggested_confidence) = state.probabilities_of(p, view.class);
             scores.push(1.0 - confidence);
             if state.label_issue[p] {
                 let other = state.suggested[p] as usize;
@@ -31,7 +31,7 @@ impl Detector for ConfidentLearning {
                         "confident_learning: label issue, out-of-fold p(`{}`) = {confidence:.2}, confidently `{}` (p = {:.2})",
                         view.class_names[view.class],
                         view.class_names[other],
-                        state.self_confidence(p, other)
+                        suggested_confidence
                     ),
                 });
             }

@@ -109,7 +109,9 @@ pub fn extend(
 
     let mut out = InfluenceState {
         classes: k,
-        out_of_fold: vec![0.0; n * k],
+        label_probability: vec![0.0; n],
+        suggested_probability: vec![0.0; n],
+        legacy_out_of_fold: Vec::new(),
         label_issue: vec![false; n],
         suggested: labels.clone(),
         self_influence: vec![0.0; n],
@@ -125,7 +127,7 @@ pub fn extend(
     };
     let mut correct = 0usize;
     for p in 0..n {
-        let (row, issue, suggested, values) = match known[p] {
+        let ((label_probability, suggested_probability), issue, suggested, values) = match known[p] {
             Some(r) => {
                 let r = r as usize;
                 let values = (
@@ -135,14 +137,16 @@ pub fn extend(
                     reference.knn_distance[r],
                     reference.nearest_ratio[r],
                 );
-                let row = &reference.out_of_fold[r * k..(r + 1) * k];
-                (row, reference.label_issue[r], reference.suggested[r], values)
+                let pair = reference.probabilities_of(r, labels[p] as usize);
+                (pair, reference.label_issue[r], reference.suggested[r], values)
             }
             None => {
                 let q = slot[p];
                 let row = &probs[q * k..(q + 1) * k];
                 correct += (argmax(row) == labels[p] as usize) as usize;
                 let judged = model.label_rule.judge(row, labels[p] as usize);
+                let suggested = judged.unwrap_or(labels[p]);
+                let pair = (row[labels[p] as usize], row[suggested as usize]);
                 let values = (
                     fresh_self_influence[q],
                     fresh_trusted.as_ref().map_or(0.0, |t| t[q]),
@@ -150,10 +154,11 @@ pub fn extend(
                     fresh_distance[q],
                     fresh_ratio[q],
                 );
-                (row, judged.is_some(), judged.unwrap_or(labels[p]), values)
+                (pair, judged.is_some(), suggested, values)
             }
         };
-        out.out_of_fold[p * k..(p + 1) * k].copy_from_slice(row);
+        out.label_probability[p] = label_probability;
+        out.suggested_probability[p] = suggested_probability;
         out.label_issue[p] = issue;
         out.suggested[p] = suggested;
         let (si, ti, dis, dist, ratio) = values;

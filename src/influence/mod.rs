@@ -392,9 +392,18 @@ pub struct KnnReport {
 #[derive(Serialize, Deserialize)]
 pub struct InfluenceState {
     pub classes: usize,
-    /// Out-of-fold class probabilities, `n * classes`.
-    #[serde(with = "crate::codec::f32s")]
-    pub out_of_fold: Vec<f32>,
+    /// Out-of-fold probability of each record's own label. Only it and the suggested class's are
+    /// kept, not all `n * classes` (0.2.11 kept them all: 570 MB of reference at 100k rows in
+    /// 1000 classes).
+    #[serde(default, with = "crate::codec::f32s")]
+    pub label_probability: Vec<f32>,
+    /// Out-of-fold probability of `suggested` (of the label itself where that is the same).
+    #[serde(default, with = "crate::codec::f32s")]
+    pub suggested_probability: Vec<f32>,
+    /// All out-of-fold probabilities, `n * classes`, as states written before 0.2.12 hold them
+    /// (read, never written); [`InfluenceState::probabilities_of`] reads either form.
+    #[serde(default, rename = "out_of_fold", with = "crate::codec::f32s", skip_serializing)]
+    pub legacy_out_of_fold: Vec<f32>,
     /// Confident learning: the record's label looks wrong; `suggested` is the confident class.
     pub label_issue: Vec<bool>,
     pub suggested: Vec<u32>,
@@ -427,8 +436,14 @@ pub struct InfluenceState {
 }
 
 impl InfluenceState {
-    pub fn self_confidence(&self, position: usize, class: usize) -> f32 {
-        self.out_of_fold[position * self.classes + class]
+    /// Out-of-fold (p(label), p(suggested)) of the record at `position`, labelled `label`.
+    pub fn probabilities_of(&self, position: usize, label: usize) -> (f32, f32) {
+        if self.label_probability.is_empty() && !self.legacy_out_of_fold.is_empty() {
+            let row = &self.legacy_out_of_fold[position * self.classes..(position + 1) * self.classes];
+            (row[label], row[self.suggested[position] as usize])
+        } else {
+            (self.label_probability[position], self.suggested_probability[position])
+        }
     }
 }
 
@@ -532,6 +547,9 @@ pub fn compute(
         prune_by_noise_rate(&mut cl, &out_of_fold, &labels, k);
     }
 
+    let label_probability: Vec<f32> = (0..n).map(|p| out_of_fold[p * k + labels[p] as usize]).collect();
+    let suggested_probability: Vec<f32> = (0..n).map(|p| out_of_fold[p * k + cl.suggested[p] as usize]).collect();
+    drop(out_of_fold);
     let self_influence = self_influence(&in_sample, &design, cols, &labels);
 
     let (trusted_influence, trusted_report, trusted_direction) = match extras.trusted {
@@ -611,7 +629,9 @@ pub fn compute(
                 .into(),
             incremental: None,
         },
-        out_of_fold,
+        label_probability,
+        suggested_probability,
+        legacy_out_of_fold: Vec::new(),
         model: Some(InfluenceModel {
             map,
             surrogate: full,
