@@ -75,10 +75,9 @@ pub struct InfluenceParams {
     /// copies to move a model needs more.
     pub near_duplicate_min_group: usize,
     /// The stage is skipped (with a warning) when rows x classes exceeds this: the surrogate's
-    /// class probabilities are dense, 4 bytes each, held in-sample and out-of-fold and kept in
-    /// the reference, and every fit costs rows x classes exponentials per step. Measured: 100k
-    /// rows x 1000 classes (1e8) took 40-50 s and 1.9 GB; 1.28M x 1000 (ImageNet) would need
-    /// 15 GB or more.
+    /// class probabilities are dense while it runs, 4 bytes each, in-sample and out-of-fold,
+    /// and every fit costs rows x classes exponentials per step. Measured: 100k rows x 1000
+    /// classes (1e8) took 40-50 s and 1.1 GB; 1.28M x 1000 (ImageNet) would need several GB.
     pub max_probability_values: usize,
 }
 
