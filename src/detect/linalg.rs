@@ -38,32 +38,36 @@ impl Moments {
     pub fn from_rows(x: &[f32], dim: usize) -> Moments {
         let mut total = Moments::empty(dim);
         let wave = rayon::current_num_threads().max(1);
+        // Scratch (centred rows, product) per place in the wave, reused by every wave: fresh
+        // pages for each chunk cost page faults on every chunk.
+        let mut scratch: Vec<(Vec<f32>, Mat<f32>)> = (0..wave).map(|_| (Vec::new(), Mat::new())).collect();
         for rows in x.chunks(CHUNK_ROWS * dim * wave) {
             let parts: Vec<Moments> = rows
                 .par_chunks(CHUNK_ROWS * dim)
-                .map(|chunk| Moments::of_chunk(chunk, dim))
+                .zip(scratch.par_iter_mut())
+                .map(|(chunk, (centred, gram))| Moments::of_chunk(chunk, dim, centred, gram))
                 .collect();
             parts.iter().for_each(|part| total.merge(part));
         }
         total
     }
 
-    /// Moments of one chunk of rows, centred on its own mean.
-    fn of_chunk(chunk: &[f32], dim: usize) -> Moments {
+    /// Moments of one chunk of rows, centred on its own mean (`centred`, `gram`: scratch space).
+    fn of_chunk(chunk: &[f32], dim: usize, centred: &mut Vec<f32>, gram: &mut Mat<f32>) -> Moments {
         let rows = chunk.len() / dim;
         let mut mean = vec![0f64; dim];
         for row in chunk.chunks_exact(dim) {
             mean.iter_mut().zip(row).for_each(|(m, &v)| *m += v as f64);
         }
         mean.iter_mut().for_each(|m| *m /= rows as f64);
-        let mut centred = vec![0f32; rows * dim];
+        centred.resize(rows * dim, 0.0);
         for (out, row) in centred.chunks_exact_mut(dim).zip(chunk.chunks_exact(dim)) {
             for j in 0..dim {
                 out[j] = (row[j] as f64 - mean[j]) as f32;
             }
         }
-        let c = MatRef::from_row_major_slice(&centred, rows, dim);
-        let mut gram = Mat::<f32>::zeros(dim, dim);
+        let c = MatRef::from_row_major_slice(&centred[..rows * dim], rows, dim);
+        gram.resize_with(dim, dim, |_, _| 0.0);
         // The product is symmetric: its lower triangle is half the multiply-adds.
         triangular::matmul(
             gram.as_mut(),
