@@ -12,16 +12,17 @@
 //! group stays a minority; otherwise the detector's own group stands.
 
 use super::linalg::eigh_desc;
+use crate::stats::{mad_sigma, median};
 
 /// Rounds of discriminant + reassignment (the assignment settles in 2-3 on separated groups).
 const ROUNDS: usize = 5;
 /// Separation (difference of the sides' means on the discriminant, in pooled sds) below which the
 /// group is not a population of its own and is left as the detector found it.
-const MIN_SEPARATION: f64 = 3.0;
+pub const MIN_SEPARATION: f64 = 3.0;
 /// The grown group may not pass this share of the class (poison is the minority).
 const MAX_SHARE: f64 = 0.5;
 /// Fewest members a group needs before a discriminant is fitted on it.
-const MIN_MEMBERS: usize = 5;
+pub const MIN_MEMBERS: usize = 5;
 
 /// The records that sit with `group` (1 = member) rather than with the rest of the class, or
 /// `group` itself when they do not form a separated minority. `features` gives the class's
@@ -77,11 +78,30 @@ pub fn separated_population(group: &[u8], features: impl FnOnce() -> (Vec<f64>, 
     })
 }
 
-/// One round: Fisher's discriminant between the members and the rest, then each record to the
-/// side with the higher posterior (shared variance on the discriminant, priors = current sizes);
-/// also every record on the discriminant. `None` when a side is too small or the sides are not
-/// separated.
-fn reassign(features: &[f64], width: usize, group: &[u8]) -> Option<(Vec<u8>, Vec<f64>)> {
+/// Fisher's linear discriminant between the members of `group` (1) and the rest of the class.
+pub struct Discriminant {
+    /// Every record on the discriminant.
+    pub projected: Vec<f64>,
+    pub rest_mean: f64,
+    pub group_mean: f64,
+    /// The pooled within-side variance on the discriminant.
+    pub variance: f64,
+}
+
+impl Discriminant {
+    /// The difference of the sides' means in pooled sds (0 when the fit degenerated).
+    pub fn separation(&self) -> f64 {
+        if self.variance.is_finite() && self.variance > 0.0 {
+            (self.group_mean - self.rest_mean) / self.variance.sqrt()
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Fisher's discriminant between the members of `group` and the rest of the class, on `features`
+/// (`width` per record); `None` when a side has fewer than [`MIN_MEMBERS`].
+pub fn discriminant(features: &[f64], width: usize, group: &[u8]) -> Option<Discriminant> {
     let n = group.len();
     let members = group.iter().filter(|&&g| g == 1).count();
     if members < MIN_MEMBERS || n - members < MIN_MEMBERS {
@@ -114,20 +134,73 @@ fn reassign(features: &[f64], width: usize, group: &[u8]) -> Option<(Vec<u8>, Ve
     let difference: Vec<f64> = means[1].iter().zip(&means[0]).map(|(a, b)| a - b).collect();
     let direction = solve_symmetric(&within, &difference, width);
     let along = |row: &[f64]| row.iter().zip(&direction).map(|(a, b)| a * b).sum::<f64>();
-    let (rest_mean, group_mean) = (along(&means[0]), along(&means[1]));
-    // On Fisher's direction the pooled variance is the direction's Mahalanobis length.
-    let variance = difference.iter().zip(&direction).map(|(a, b)| a * b).sum::<f64>();
-    if !(variance.is_finite() && variance > 0.0) || (group_mean - rest_mean) / variance.sqrt() < MIN_SEPARATION {
+    Some(Discriminant {
+        projected: features.chunks_exact(width).map(along).collect(),
+        rest_mean: along(&means[0]),
+        group_mean: along(&means[1]),
+        // On Fisher's direction the pooled variance is the direction's Mahalanobis length.
+        variance: difference.iter().zip(&direction).map(|(a, b)| a * b).sum::<f64>(),
+    })
+}
+
+/// One round: Fisher's discriminant between the members and the rest, then each record to the
+/// side with the higher posterior (shared variance on the discriminant, priors = current sizes);
+/// also every record on the discriminant. `None` when a side is too small or the sides are not
+/// separated.
+fn reassign(features: &[f64], width: usize, group: &[u8]) -> Option<(Vec<u8>, Vec<f64>)> {
+    let fit = discriminant(features, width, group)?;
+    if fit.separation() < MIN_SEPARATION {
         return None;
     }
-    let prior = (counts[1] / counts[0]).ln();
-    let midpoint = 0.5 * (group_mean + rest_mean);
-    let projected: Vec<f64> = features.chunks_exact(width).map(along).collect();
-    let next = projected
+    let members = group.iter().filter(|&&g| g == 1).count() as f64;
+    let prior = (members / (group.len() as f64 - members)).ln();
+    let midpoint = 0.5 * (fit.group_mean + fit.rest_mean);
+    let next = fit
+        .projected
         .iter()
-        .map(|&t| (((t - midpoint) * (group_mean - rest_mean) / variance + prior) > 0.0) as u8)
+        .map(|&t| (((t - midpoint) * (fit.group_mean - fit.rest_mean) / fit.variance + prior) > 0.0) as u8)
         .collect();
-    Some((next, projected))
+    Some((next, fit.projected))
+}
+
+/// Robust z-score beyond the rest of the class past which a record may join the group in
+/// [`beyond_the_rest`]: about 1 clean record in 700 of a Gaussian class passes it.
+const BEYOND_REST_SIGMAS: f64 = 3.0;
+
+/// The records (1) that stand more than [`BEYOND_REST_SIGMAS`] beyond the rest of the class on a
+/// discriminant `along` which `group` (1 = member) lies high, and that the group's spread explains
+/// at least as well as the rest's (each side a Gaussian of its median and MAD). The first test
+/// alone would take in the rest's own tail where the group is a few tight clumps (near-copies):
+/// the second keeps a record that is merely less ordinary than the rest out of such a group,
+/// while a group spread as widely as poison drawn from several classes takes in its stragglers.
+/// No priors: in a class judged attacked, recall comes first.
+pub fn beyond_the_rest(along: &[f64], group: &[u8]) -> Vec<u8> {
+    let side = |member: u8| -> Vec<f64> {
+        along
+            .iter()
+            .zip(group)
+            .filter(|(_, g)| **g == member)
+            .map(|(t, _)| *t)
+            .collect()
+    };
+    let (rest, members) = (side(0), side(1));
+    if rest.is_empty() || members.is_empty() {
+        return vec![0; along.len()];
+    }
+    let gaussian = |values: &[f64]| {
+        let centre = median(values);
+        (centre, mad_sigma(values, centre).max(1e-12))
+    };
+    let ((rest_centre, rest_spread), (group_centre, group_spread)) = (gaussian(&rest), gaussian(&members));
+    along
+        .iter()
+        .map(|&t| {
+            let (from_rest, from_group) = ((t - rest_centre) / rest_spread, (t - group_centre) / group_spread);
+            let group_explains =
+                -0.5 * from_group * from_group - group_spread.ln() >= -0.5 * from_rest * from_rest - rest_spread.ln();
+            (from_rest > BEYOND_REST_SIGMAS && group_explains) as u8
+        })
+        .collect()
 }
 
 /// `a^-1 b` for a symmetric positive semi-definite `a`, with eigenvalues floored at a small share
@@ -177,6 +250,43 @@ mod tests {
         let false_hits = (0..truth.len()).filter(|&i| grown[i] == 1 && !truth[i]).count();
         assert!(hits >= 58, "found {hits} of 60");
         assert!(false_hits <= 2, "{false_hits} clean records joined");
+    }
+
+    #[test]
+    fn stragglers_of_a_spread_group_join_it_but_the_rests_tail_does_not_join_a_tight_one() {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
+        let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
+        // The rest: 2000 standard normal values, a tail reaching past 3 sigmas.
+        let mut along: Vec<f64> = (0..2000).map(|_| normal()).collect();
+        let tail = along.iter().filter(|&&t| t > 3.0).count();
+        assert!(tail >= 2, "the test needs a tail past the threshold ({tail})");
+        // A spread group at 7 +- 2: its members above 6 were flagged, the stragglers were not.
+        let spread: Vec<f64> = (0..60).map(|_| 7.0 + 2.0 * normal()).collect();
+        let mut group = vec![0u8; along.len()];
+        group.extend(spread.iter().map(|&t| (t > 6.0) as u8));
+        along.extend(&spread);
+        let joined = beyond_the_rest(&along, &group);
+        let stragglers = (2000..along.len()).filter(|&i| group[i] == 0 && along[i] > 4.0);
+        assert!(stragglers.clone().count() >= 5, "the test needs stragglers");
+        assert!(
+            stragglers.clone().all(|i| joined[i] == 1),
+            "a straggler beyond 4 sigmas stayed out"
+        );
+        assert!(
+            (0..2000).filter(|&i| joined[i] == 1).count() <= tail,
+            "more than the rest's own tail joined"
+        );
+        // Tight clumps far out (near-copies): the rest's tail is no part of them.
+        let mut tight = along[..2000].to_vec();
+        tight.extend((0..30).map(|i| 20.0 + (i % 3) as f64 + 0.01 * normal()));
+        let mut clumps = vec![0u8; 2000];
+        clumps.extend([1u8; 30]);
+        let joined = beyond_the_rest(&tight, &clumps);
+        assert_eq!(
+            (0..2000).filter(|&i| joined[i] == 1).count(),
+            0,
+            "the rest's tail joined tight clumps"
+        );
     }
 
     #[test]
