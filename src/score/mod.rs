@@ -125,51 +125,68 @@ impl ClassGeometry<'_> {
     /// dimensions a member's own noise would otherwise lean the direction its way and make any
     /// group, even a class's ordinary tail, look separated.
     fn coordinates_toward(&self, group: &[u8]) -> (Vec<f64>, usize) {
-        let (coordinates, width) = self.coordinates();
+        let basis = ClassBasis::project(self.basis.clone(), self.x, self.dim);
+        let (coordinates, width) = basis.coordinates(self.dim);
         let (dim, mean) = (self.dim, &self.basis.mean);
         let members = group.iter().filter(|&&g| g == 1).count();
         if members < 2 || members == group.len() {
             return (coordinates, width);
         }
-        // Centred vectors with their part on the basis taken out.
-        let outside_basis = |mut v: Vec<f64>| {
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        let centred_dot = |row: &[f32], v: &[f64]| {
+            row.iter()
+                .zip(mean)
+                .zip(v)
+                .map(|((&x, m), a)| (x as f64 - m) * a)
+                .sum::<f64>()
+        };
+        // The sides' mean offsets from the class mean, with their part on the basis taken out.
+        let mut sums = [vec![0.0f64; dim], vec![0.0f64; dim]];
+        for (row, &g) in self.x.chunks_exact(dim).zip(group) {
+            sums[g as usize]
+                .iter_mut()
+                .zip(row)
+                .zip(mean)
+                .for_each(|((s, &v), m)| *s += v as f64 - m);
+        }
+        let outside_basis = |sum: &[f64], count: usize| {
+            let mut v: Vec<f64> = sum.iter().map(|s| s / count as f64).collect();
             for component in self.basis.components.chunks_exact(dim) {
                 let along: f64 = v.iter().zip(component).map(|(a, &c)| a * c as f64).sum();
                 v.iter_mut().zip(component).for_each(|(a, &c)| *a -= along * c as f64);
             }
             v
         };
-        let centred = |row: &[f32]| -> Vec<f64> { row.iter().zip(mean).map(|(&v, m)| v as f64 - m).collect() };
-        let mut sums = [vec![0.0f64; dim], vec![0.0f64; dim]];
-        for (row, &g) in self.x.chunks_exact(dim).zip(group) {
-            sums[g as usize].iter_mut().zip(centred(row)).for_each(|(s, v)| *s += v);
-        }
-        let group_mean = outside_basis(sums[1].iter().map(|s| s / members as f64).collect());
-        let rest_mean = outside_basis(sums[0].iter().map(|s| s / (group.len() - members) as f64).collect());
+        let group_mean = outside_basis(&sums[1], members);
+        let rest_mean = outside_basis(&sums[0], group.len() - members);
         let direction: Vec<f64> = group_mean.iter().zip(&rest_mean).map(|(g, r)| g - r).collect();
-        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-        let length = dot(&direction, &direction).sqrt();
+        let (length2, group_length2) = (dot(&direction, &direction), dot(&group_mean, &group_mean));
+        let direction_on_group = dot(&direction, &group_mean);
         // Where the basis spans (nearly) every dimension, what is left is rounding.
-        if !(length > 1e-9 * (dot(&sums[1], &sums[1]).sqrt() / members as f64) && length.is_finite()) {
+        let offset = dot(&sums[1], &sums[1]).sqrt() / members as f64;
+        if !(length2.sqrt() > 1e-9 * offset && length2.is_finite()) {
             return (coordinates, width);
         }
+        let leave_out = 1.0 / (members - 1) as f64;
         let projected: Vec<f64> = self
             .x
             .par_chunks_exact(dim)
             .zip(group)
-            .map(|(row, &g)| {
-                let residual = outside_basis(centred(row));
+            .zip(&basis.residual)
+            .map(|((row, &g), &residual)| {
+                // Both directions lie outside the basis, so the record's own offset stands in
+                // for its residual r there.
+                let (on_direction, on_group) = (centred_dot(row, &direction), centred_dot(row, &group_mean));
                 if g == 0 {
-                    return dot(&residual, &direction) / length;
+                    return on_direction / length2.sqrt();
                 }
-                // Without this member the group's mean moves by (group mean - member) / (m - 1).
-                let without: Vec<f64> = direction
-                    .iter()
-                    .zip(&group_mean)
-                    .zip(&residual)
-                    .map(|((d, g), r)| d + (g - r) / (members - 1) as f64)
-                    .collect();
-                dot(&residual, &without) / dot(&without, &without).sqrt().max(f64::MIN_POSITIVE)
+                // Without this member the direction is d + (group mean - r) / (m - 1).
+                let residual2 = (residual as f64).powi(2);
+                let on_without = on_direction + (on_group - residual2) * leave_out;
+                let without2 = length2
+                    + 2.0 * (direction_on_group - on_direction) * leave_out
+                    + (group_length2 - 2.0 * on_group + residual2) * leave_out * leave_out;
+                on_without / without2.max(f64::MIN_POSITIVE).sqrt()
             })
             .collect();
         let out = coordinates
