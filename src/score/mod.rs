@@ -116,21 +116,20 @@ impl ClassGeometry<'_> {
         ClassBasis::project(self.basis.clone(), self.x, self.dim).coordinates(self.dim)
     }
 
-    /// [`Self::coordinates`] plus one more: each record on the direction, outside the basis,
-    /// from the rest of the class to `group` (1 = member). A poison cluster smaller than the
-    /// class's sampling noise owns no principal direction (with 300 records in 512 dims the noise
-    /// eigenvalues swell 5-fold), so only its residual norm shows on the basis, where the
-    /// cluster's own spread hides it; its members' shared shift still stands out along the mean
-    /// difference. Each member is placed on the direction found without it: in hundreds of
+    /// The class's records on its basis, and on one direction more where the basis leaves one:
+    /// from the rest of the class to `group` (1 = member), outside the basis. A poison cluster
+    /// smaller than the class's sampling noise owns no principal direction (with 300 records in
+    /// 512 dims the noise eigenvalues swell 5-fold), so only its residual norm shows on the
+    /// basis, where the cluster's own spread hides it; its members' shared shift still stands
+    /// out along the mean difference. Each member is placed on the direction found without it: in hundreds of
     /// dimensions a member's own noise would otherwise lean the direction its way and make any
     /// group, even a class's ordinary tail, look separated.
-    fn coordinates_toward(&self, group: &[u8]) -> (Vec<f64>, usize) {
+    fn project_toward(&self, group: &[u8]) -> (ClassBasis, Option<Vec<f64>>) {
         let basis = ClassBasis::project(self.basis.clone(), self.x, self.dim);
-        let (coordinates, width) = basis.coordinates(self.dim);
         let (dim, mean) = (self.dim, &self.basis.mean);
         let members = group.iter().filter(|&&g| g == 1).count();
         if members < 2 || members == group.len() {
-            return (coordinates, width);
+            return (basis, None);
         }
         let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
         let centred_dot = |row: &[f32], v: &[f64]| {
@@ -165,7 +164,7 @@ impl ClassGeometry<'_> {
         // Where the basis spans (nearly) every dimension, what is left is rounding.
         let offset = dot(&sums[1], &sums[1]).sqrt() / members as f64;
         if !(length2.sqrt() > 1e-9 * offset && length2.is_finite()) {
-            return (coordinates, width);
+            return (basis, None);
         }
         let leave_out = 1.0 / (members - 1) as f64;
         let projected: Vec<f64> = self
@@ -189,12 +188,7 @@ impl ClassGeometry<'_> {
                 on_without / without2.max(f64::MIN_POSITIVE).sqrt()
             })
             .collect();
-        let out = coordinates
-            .chunks_exact(width)
-            .zip(&projected)
-            .flat_map(|(row, &p)| row.iter().copied().chain(std::iter::once(p)))
-            .collect();
-        (out, width + 1)
+        (basis, Some(projected))
     }
 }
 
@@ -544,21 +538,29 @@ fn group_beyond_the_tails(features: &[f64], width: usize) -> Option<(Vec<u8>, f6
 /// several source classes): then every record that stands beyond the rest of the class along the
 /// flagged group's own direction, and sits closer to the group than to the rest, joins it
 /// (`untangle::beyond_the_rest`). That direction includes the part of the group's shift outside
-/// the class basis ([`ClassGeometry::coordinates_toward`]), which a cluster too small to own a
+/// the class basis ([`ClassGeometry::project_toward`]), which a cluster too small to own a
 /// principal direction has nowhere else. Tuning seeds 1-5: 5% clusters at 2048 dims x 300 per
 /// class, recall 0.91 -> 0.97; at 512 dims x 3000 per class, seed 1, 124 -> 149 of 150 at 3 clean
 /// records.
 fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
     let Some(geometry) = e.geometry else { return };
     let flagged: Vec<u8> = record.flag.iter().map(|&f| f as u8).collect();
-    if let Some(population) = separated_population(&flagged, || geometry.coordinates()) {
-        mark_population(record, &population.members, false);
-    }
-    if flagged.iter().filter(|&&f| f == 1).count() < MIN_MEMBERS {
+    let members = flagged.iter().filter(|&&f| f == 1).count();
+    if members < MIN_MEMBERS || flagged.len() - members < MIN_MEMBERS {
         return;
     }
-    let (features, width) = geometry.coordinates_toward(&flagged);
-    let Some(fit) = discriminant(&features, width, &flagged).filter(|f| f.separation() >= MIN_SEPARATION) else {
+    let (basis, toward) = geometry.project_toward(&flagged);
+    let (coordinates, width) = basis.coordinates(geometry.dim);
+    if let Some(population) = separated_population(&flagged, || (coordinates.clone(), width)) {
+        mark_population(record, &population.members, false);
+    }
+    let Some(toward) = toward else { return };
+    let features: Vec<f64> = coordinates
+        .chunks_exact(width)
+        .zip(&toward)
+        .flat_map(|(row, &t)| row.iter().copied().chain(std::iter::once(t)))
+        .collect();
+    let Some(fit) = discriminant(&features, width + 1, &flagged).filter(|f| f.separation() >= MIN_SEPARATION) else {
         return;
     };
     let group: Vec<u8> = record.flag.iter().map(|&f| f as u8).collect();
