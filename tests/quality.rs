@@ -74,6 +74,7 @@ fn clean_relu_activations_stay_mostly_quiet() {
 #[test]
 fn backdoor_cluster_is_found_in_high_dimensions() {
     // The range is 64-512 dims; 64 is covered by the tests below.
+    let mut recalls = Vec::new();
     for (dim, seed, rate) in [
         (256, 1011, 0.05),
         (256, 1012, 0.15),
@@ -84,9 +85,14 @@ fn backdoor_cluster_is_found_in_high_dimensions() {
         let m = backdoor_found(dim, 300, rate, 3.0, seed);
         assert!(m.auroc.unwrap() >= 0.95, "AUROC {:?}", m.auroc);
         assert!(m.false_quarantine <= 0.02, "false quarantine {:.3}", m.false_quarantine);
-        // The goal is recall >= 0.9; the current rule reaches about 0.8-0.95 here.
-        assert!(m.recall >= 0.6, "recall {:.3}", m.recall);
+        // The goal is recall >= 0.9. Since 0.2.13 (flags regrown along the group's
+        // shift) these runs reach 0.8-1.0, mean 0.96 (0.2.12: 0.8-0.95); 15 poison records in a
+        // class of 300 leave little room, so one run may miss a few.
+        assert!(m.recall >= 0.75, "recall {:.3}", m.recall);
+        recalls.push(m.recall);
     }
+    let mean = recalls.iter().sum::<f64>() / recalls.len() as f64;
+    assert!(mean >= 0.9, "mean recall {mean:.3}");
 }
 
 fn detector_auroc(m: &Metrics, name: &str) -> f64 {
