@@ -300,3 +300,28 @@ fn a_one_percent_cluster_is_found_in_classes_large_enough_to_hold_one() {
         assert!(m.false_quarantine <= 0.01, "false quarantine {:.3}", m.false_quarantine);
     }
 }
+
+#[test]
+fn relu_poison_held_apart_from_its_class_is_found_in_large_classes() {
+    // A trained ReLU layer, 3000 records per class, 5% backdoor (64 dims): no class statistic
+    // tells the attacked class from clean classes with natural lobes (before 0.2.14 the class
+    // was picked in none of the 5 tuning runs nor of 5 runs on seeds 1000-1004). The poison,
+    // taken from other classes, is often a population of its own in the neighbour graph whose
+    // nearest outsiders are those classes (`influence::separated`). Where the graph links it to
+    // its class nothing is found: on tuning seeds the class is found in 3 of 5 runs, on these
+    // seeds (first run here) in 1 of 5, seed 1113, recall 0.90 there. Activation clustering
+    // judged a clean class attacked in two of these runs (4-5% false quarantine), as before.
+    let attack = Attack::Backdoor {
+        target: 3,
+        rate: 0.05,
+        strength: 3.0,
+    };
+    let runs: Vec<Metrics> = (1111..1116)
+        .map(|seed| run(Kind::Relu, 64, 3000, attack, seed))
+        .collect();
+    let found: Vec<&Metrics> = runs.iter().filter(|m| m.attacked.contains(&"3".to_string())).collect();
+    assert!(!found.is_empty(), "the target class found in none of 5 runs");
+    for m in found {
+        assert!(m.recall >= 0.6, "recall {:.3} where the class is found", m.recall);
+    }
+}

@@ -15,6 +15,7 @@ pub mod mixture;
 pub mod model_probs;
 pub mod near_duplicates;
 pub mod self_influence;
+pub mod separated_group;
 pub mod spectral;
 pub mod spectre;
 pub mod trusted_influence;
@@ -394,6 +395,7 @@ pub fn registry(params: &DetectorParams, available: Available) -> Result<Vec<Box
         detectors.push(Box::new(deep_knn::DeepKnn));
         detectors.push(Box::new(density::Density));
         detectors.push(Box::new(near_duplicates::NearDuplicates::new(&params.influence)));
+        detectors.push(Box::new(separated_group::SeparatedGroup));
         if available.trusted {
             detectors.push(Box::new(trusted_influence::TrustedInfluence));
         }
@@ -483,6 +485,7 @@ mod tests {
                 "deep_knn",
                 "density",
                 "near_duplicates",
+                "separated_group",
                 "trusted_influence",
                 "model_probs",
                 "loss_trajectory"

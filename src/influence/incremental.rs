@@ -6,6 +6,8 @@
 //! change about them is only their near-copy groups (a group that gains copies tonight is found
 //! whole). Their neighbour scores are not revisited: at a few percent of new data the shares of
 //! disagreeing neighbours move by a few percent at most, and the next re-fit recomputes them.
+//! Separated groups are carried over the same way (new records join none until the next full
+//! scan): the components need every record's neighbours, which only a full search has.
 
 use std::collections::HashMap;
 
@@ -122,6 +124,8 @@ pub fn extend(
         duplicate_group_size: copies.size,
         duplicate_group_labels: copies.labels,
         duplicate_group: copies.root,
+        separated_group_size: vec![0; n],
+        separated_outsider_disagreement: vec![0.0; n],
         report: reference.report.clone(),
         model: None,
     };
@@ -169,6 +173,13 @@ pub fn extend(
         out.knn_disagreement[p] = dis;
         out.knn_distance[p] = dist;
         out.nearest_ratio[p] = ratio;
+        if let Some(r) = known[p]
+            .map(|r| r as usize)
+            .filter(|&r| r < reference.separated_group_size.len())
+        {
+            out.separated_group_size[p] = reference.separated_group_size[r];
+            out.separated_outsider_disagreement[p] = reference.separated_outsider_disagreement[r];
+        }
     }
     progress.advance(fresh.len() as u64);
     progress.finish();

@@ -1,7 +1,8 @@
 //! The influence stage: one surrogate model and one neighbour search over the whole dataset,
 //! computed once, from which the per-record influence detectors read (`detect::confident_learning`,
 //! `detect::self_influence`, `detect::trusted_influence`, `detect::deep_knn`,
-//! `detect::near_duplicates`, `detect::loss_trajectory`, `detect::model_probs`).
+//! `detect::near_duplicates`, `detect::separated_group`, `detect::loss_trajectory`,
+//! `detect::model_probs`).
 //!
 //! Steps: standardize the vectors and reduce them by PCA (`dims`); fit a softmax regression on
 //! every fold's complement (K-fold, stratified) to get out-of-fold probabilities, and once on all
@@ -15,6 +16,7 @@ pub mod confident;
 mod incremental;
 pub mod knn;
 pub mod neighbourhood;
+pub mod separated;
 pub mod softmax;
 
 use rand::SeedableRng;
@@ -428,6 +430,13 @@ pub struct InfluenceState {
     /// The record's near-copy group, named by one member's position (itself when none).
     #[serde(default, with = "crate::codec::u32s")]
     pub duplicate_group: Vec<u32>,
+    /// Size of the record's separated group (0 = in none; see `separated`). Empty in states
+    /// written before 0.2.14, read as no groups.
+    #[serde(default, with = "crate::codec::u32s")]
+    pub separated_group_size: Vec<u32>,
+    /// Share of the record's separated group's nearest outsiders that carry another label.
+    #[serde(default, with = "crate::codec::f32s")]
+    pub separated_outsider_disagreement: Vec<f32>,
     pub report: InfluenceReport,
     /// The fit, for incremental scans; `None` in state written before they existed.
     #[serde(default)]
@@ -572,6 +581,7 @@ pub fn compute(
     let typical_norms = neighbourhood::typical_norms(&norms, &dataset.class_offsets);
     let live = neighbourhood::live(&norms, &labels, &typical_norms);
     let hood = neighbourhood::neighbourhood(&neighbours, &knn_x, knn_dims, &labels, &live, params);
+    let separated = separated::separated_groups(&neighbours, &knn_x, knn_dims, &labels, &live);
     progress.advance(n as u64 - 3 * quarter);
     progress.finish();
 
@@ -587,6 +597,8 @@ pub fn compute(
         duplicate_group_size: hood.groups.size,
         duplicate_group_labels: hood.groups.labels,
         duplicate_group: hood.groups.root,
+        separated_group_size: separated.size,
+        separated_outsider_disagreement: separated.outsider_disagreement,
         report: InfluenceReport {
             seconds: stage_started.elapsed().as_secs_f64(),
             feature_dims: map.dims,

@@ -106,7 +106,7 @@ impl Groups {
         self.vouched[b as usize] = true;
     }
 
-    fn root(&mut self, mut i: u32) -> u32 {
+    pub(super) fn root(&mut self, mut i: u32) -> u32 {
         while self.parent[i as usize] != i {
             self.parent[i as usize] = self.parent[self.parent[i as usize] as usize];
             i = self.parent[i as usize];

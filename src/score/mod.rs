@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::detect::mixture::{CLEAN_SEPARATION, Tail, fit_two_gaussians, fit_two_students};
+use crate::detect::separated_group::NAME as SEPARATED_GROUP;
 use crate::detect::untangle::{MIN_MEMBERS, MIN_SEPARATION, beyond_the_rest, discriminant, separated_population};
 use crate::detect::{BasisFit, ClassBasis, ClassScores, ParamError};
 use crate::stats::{mad_sigma, median};
@@ -270,6 +271,8 @@ pub fn decide(
         let mut class_margin = f64::NEG_INFINITY;
         let mut attacked_by: Vec<String> = Vec::new();
         let mut attacked_by_comparison = false;
+        // Detectors whose class signal judges the class attacked by comparison.
+        let mut attacking: Vec<usize> = Vec::new();
         let mut set_aside: Vec<String> = Vec::new();
         for (d, a) in anomaly.iter().enumerate() {
             let (Some(sig), Some(a), Some(margin)) = (e.scores[d].signal, a, margins[d]) else {
@@ -292,6 +295,7 @@ pub fn decide(
             class_margin = class_margin.max(margin);
             if margin > 0.0 && compared[d] {
                 attacked_by_comparison = true;
+                attacking.push(d);
                 attacked_by.push(format!(
                     "{} {:.3} is {:.1} MADs above the classes' median (clean bound {:.3})",
                     names[d], sig.value, a, sig.clean_bound
@@ -320,6 +324,14 @@ pub fn decide(
             }
         }
         let attacked = class_margin > 0.0;
+        let only_group = attacking.iter().all(|&d| names[d] == SEPARATED_GROUP);
+        if attacked && attacked_by_comparison && only_group {
+            // The group is the finding: on the sparse layers where only it marks the class, the
+            // class's other tails (SPECTRE's, a k-means split) are its natural shape.
+            if let Some(g) = attacking.first().and_then(|&d| e.scores[d].grouping.as_ref()) {
+                mark_population(&mut record, &g.cluster, true);
+            }
+        }
         if attacked && attacked_by_comparison {
             grow_flagged(e, &mut record);
         }
@@ -1149,6 +1161,59 @@ mod tests {
             &DecisionParams::default(),
         );
         assert!(weak.quarantined.iter().all(|&q| !q));
+    }
+
+    #[test]
+    fn a_class_marked_only_by_its_separated_group_quarantines_the_group_not_its_tails() {
+        // Four classes of 50; class 2 holds a separated group (records 0-14) and, elsewhere, a
+        // SPECTRE tail (records 20-29) that its own signal, under its bound, does not act on.
+        let rows: Vec<Vec<u32>> = rows(4, 50);
+        let names: Vec<String> = (0..4).map(|c| c.to_string()).collect();
+        let evidence: Vec<ClassEvidence<'_>> = rows
+            .iter()
+            .enumerate()
+            .map(|(c, r)| {
+                let attacked = c == 2;
+                let tails: Vec<f32> = (0..r.len())
+                    .map(|i| if attacked && (20..30).contains(&i) { 100.0 } else { 1.0 })
+                    .collect();
+                let mut spectre = scores(tails, 1.0);
+                spectre.signal.as_mut().unwrap().clean_bound = 1.5;
+                let group = ClassScores {
+                    scores: vec![0.0; r.len()],
+                    stats: vec![],
+                    signal: Some(ClassSignal {
+                        value: if attacked { 15.0 } else { 0.0 },
+                        clean_bound: 11.0,
+                        min_spread: 1.0,
+                    }),
+                    grouping: attacked.then(|| crate::detect::Grouping {
+                        cluster: (0..r.len()).map(|i| (i < 15) as u8).collect(),
+                        suspect: Some(1),
+                        closer_to_class: None,
+                    }),
+                    record_level: None,
+                    flagged: Vec::new(),
+                    fit: None,
+                };
+                ClassEvidence {
+                    class: c,
+                    rows: r,
+                    scores: vec![spectre, group].into(),
+                    geometry: None,
+                }
+            })
+            .collect();
+        let d = decide(
+            &evidence,
+            &["spectre", SEPARATED_GROUP],
+            &names,
+            200,
+            &DecisionParams::default(),
+        );
+        let flagged: Vec<usize> = (0..200).filter(|&g| d.quarantined[g]).collect();
+        assert_eq!(flagged, (100..115).collect::<Vec<_>>());
+        assert!(d.verdicts[2].as_ref().unwrap().why.contains("separated_group 15.000"));
     }
 
     #[test]
