@@ -98,6 +98,8 @@ mod tests {
             near_duplicate_threshold: 0.05,
             near_duplicate_groups: records / 10,
             near_duplicate_records: records,
+            separated_records: 0,
+            separated_seconds: 0.0,
             seconds: 0.0,
         }
     }

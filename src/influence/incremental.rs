@@ -187,6 +187,8 @@ pub fn extend(
     out.report.label_issues = out.label_issue.iter().filter(|&&i| i).count();
     out.report.knn.near_duplicate_groups = copies.count;
     out.report.knn.near_duplicate_records = copies.records;
+    out.report.knn.separated_records = out.separated_group_size.iter().filter(|&&s| s > 0).count();
+    out.report.knn.separated_seconds = 0.0;
     out.report.seconds = started.elapsed().as_secs_f64();
     out.report.incremental = Some(IncrementalReport {
         records_scored: fresh.len(),

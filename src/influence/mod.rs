@@ -386,6 +386,12 @@ pub struct KnnReport {
     /// Records in those groups (0 in reports written before 0.2.8).
     #[serde(default)]
     pub near_duplicate_records: usize,
+    /// Records in separated groups (`separated`; 0 in reports written before 0.2.14).
+    #[serde(default)]
+    pub separated_records: usize,
+    /// Seconds spent finding the separated groups (part of `seconds`).
+    #[serde(default)]
+    pub separated_seconds: f64,
     pub seconds: f64,
 }
 
@@ -581,7 +587,10 @@ pub fn compute(
     let typical_norms = neighbourhood::typical_norms(&norms, &dataset.class_offsets);
     let live = neighbourhood::live(&norms, &labels, &typical_norms);
     let hood = neighbourhood::neighbourhood(&neighbours, &knn_x, knn_dims, &labels, &live, params);
+    let separated_started = std::time::Instant::now();
     let separated = separated::separated_groups(&neighbours, &knn_x, knn_dims, &labels, &live);
+    let separated_seconds = separated_started.elapsed().as_secs_f64();
+    let separated_records = separated.size.iter().filter(|&&s| s > 0).count();
     progress.advance(n as u64 - 3 * quarter);
     progress.finish();
 
@@ -633,6 +642,8 @@ pub fn compute(
                 near_duplicate_threshold: hood.threshold,
                 near_duplicate_groups: hood.groups.count,
                 near_duplicate_records: hood.groups.records,
+                separated_records,
+                separated_seconds,
                 seconds: started.elapsed().as_secs_f64(),
             },
             which_probabilities: "out-of-fold surrogate probabilities for confident learning; the full \
