@@ -8,10 +8,10 @@
 //! layers the class statistics (spectral gap, split silhouette, robust eigenvalues) do not tell an
 //! attacked class from clean classes with natural lobes; this test does, where the poison is not
 //! linked to its class: measured on generated ReLU layers (64 and 128 units, 300-3000 records per
-//! class, tuning seeds), a poisoned class held a group of 15-408 records, all poison, whose
-//! outsiders were other classes' in 98-100% of cases, in 8 of 15 runs (in the rest the poison is
-//! linked to its class by a few neighbours and nothing is found); no clean class, ReLU or
-//! Gaussian, 500-10 000 records per class, held a group of more than 11.
+//! class, 1-15% poison, tuning seeds), a poisoned class held a group of 15-408 records, all
+//! poison, whose outsiders were other classes' in 98-100% of cases, in 7 of 19 runs (in the rest
+//! a few neighbour links tie the poison to its class and nothing is found); no clean class, ReLU
+//! or Gaussian, 300-10 000 records per class, held a group of more than 11.
 //!
 //! A group is a connected component of the graph that links each live record to those of its k
 //! nearest neighbours that carry its label; the class's largest component is its body. A group

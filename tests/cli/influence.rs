@@ -336,3 +336,58 @@ fn a_loss_or_probs_column_of_the_wrong_type_is_named() {
         .code(2)
         .stderr(contains("probs column `label` has type Int64"));
 }
+
+#[test]
+fn a_group_of_one_class_sitting_inside_another_is_quarantined_as_a_separated_group() {
+    // Five clean Gaussian classes, plus 30 records labelled 0 that sit together inside class 1,
+    // offset from its centre: their own class is far, their nearest outsiders are class 1's.
+    let fx = Fixture::new();
+    let input = fx.path("group.parquet");
+    let mut data = testkit::generate(&Spec {
+        kind: Kind::Gaussian,
+        classes: 5,
+        rows_per_class: 200,
+        dim: 16,
+        attack: Attack::None,
+        seed: 34,
+    });
+    let dim = data.dim;
+    let class_one: Vec<usize> = (0..data.ids.len()).filter(|&i| data.labels[i] == 1).collect();
+    let centre: Vec<f32> = (0..dim)
+        .map(|j| class_one.iter().map(|&i| data.x[i * dim + j]).sum::<f32>() / class_one.len() as f32)
+        .collect();
+    let spread = (class_one
+        .iter()
+        .map(|&i| (0..dim).map(|j| (data.x[i * dim + j] - centre[j]).powi(2)).sum::<f32>())
+        .sum::<f32>()
+        / class_one.len() as f32)
+        .sqrt();
+    let planted: Vec<i64> = (0..30).map(|k| 10_000 + k).collect();
+    for (k, &id) in planted.iter().enumerate() {
+        // A record of class 1, pulled halfway to an offset point: a clump inside class 1.
+        let source = class_one[k];
+        for (j, &c) in centre.iter().enumerate() {
+            let offset = if j == 0 { 0.6 * spread } else { 0.0 };
+            data.x.push(0.5 * data.x[source * dim + j] + 0.5 * (c + offset));
+        }
+        data.ids.push(id);
+        data.labels.push(0);
+        data.sources.push("planted".into());
+    }
+    data.write_parquet(&input, 300).unwrap();
+    fx.scan(&input, &[]).success();
+    let q = quarantined(&fx);
+    for id in &planted {
+        let reason = q.iter().find(|(q, _)| q == id).map(|(_, r)| r.as_str());
+        assert!(
+            reason.is_some_and(|r| r.contains("separated_group")),
+            "planted {id}: {reason:?}"
+        );
+    }
+    let report = report(&fx);
+    assert_eq!(report["influence"]["knn"]["separated_records"], 30);
+    let class_zero = &report["classes"][0];
+    assert_eq!(class_zero["label"], "0");
+    assert_eq!(class_zero["stats"]["separated_group"][0]["value"], 30.0);
+    assert!(class_zero["verdict"]["attacked"].as_bool().unwrap());
+}
