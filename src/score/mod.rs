@@ -324,15 +324,15 @@ pub fn decide(
             }
         }
         let attacked = class_margin > 0.0;
-        let only_group = attacking.iter().all(|&d| names[d] == SEPARATED_GROUP);
-        if attacked && attacked_by_comparison && only_group {
-            // The group is the finding: on the sparse layers where only it marks the class, the
-            // class's other tails (SPECTRE's, a k-means split) are its natural shape.
-            if let Some(g) = attacking.first().and_then(|&d| e.scores[d].grouping.as_ref()) {
+        if attacked && attacked_by_comparison {
+            // Where only a separated group marks the class, the group is the finding: on the
+            // sparse layers where that happens, the class's other tails (SPECTRE's, a k-means
+            // split) are its natural shape.
+            if attacking.iter().all(|&d| names[d] == SEPARATED_GROUP)
+                && let Some(g) = attacking.first().and_then(|&d| e.scores[d].grouping.as_ref())
+            {
                 mark_population(&mut record, &g.cluster, true);
             }
-        }
-        if attacked && attacked_by_comparison {
             grow_flagged(e, &mut record);
         }
         let class_evidence = logistic(class_margin.max(-20.0) * 1.5);
