@@ -372,8 +372,10 @@ pub struct DetectorParams {
 /// Which optional inputs a scan has; some detectors only run with them.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Available {
-    /// The influence stage ran (enabled, and at least two classes).
-    pub influence: bool,
+    /// The influence stage ran (enabled, and at least two classes): its neighbour search, ...
+    pub neighbours: bool,
+    /// ... and its surrogate (skipped above `max-probability-values`).
+    pub surrogate: bool,
     pub trusted: bool,
     pub probs: bool,
     pub losses: bool,
@@ -389,16 +391,18 @@ pub fn registry(params: &DetectorParams, available: Available) -> Result<Vec<Box
         detectors.push(Box::new(params.spectre.clone().check()?));
     }
     params.influence.check()?;
-    if available.influence {
+    if available.surrogate {
         detectors.push(Box::new(confident_learning::ConfidentLearning));
         detectors.push(Box::new(self_influence::SelfInfluence));
+    }
+    if available.neighbours {
         detectors.push(Box::new(deep_knn::DeepKnn));
         detectors.push(Box::new(density::Density));
         detectors.push(Box::new(near_duplicates::NearDuplicates::new(&params.influence)));
         detectors.push(Box::new(separated_group::SeparatedGroup));
-        if available.trusted {
-            detectors.push(Box::new(trusted_influence::TrustedInfluence));
-        }
+    }
+    if available.surrogate && available.trusted {
+        detectors.push(Box::new(trusted_influence::TrustedInfluence));
     }
     if available.probs {
         detectors.push(Box::new(model_probs::ModelProbs));
@@ -469,7 +473,8 @@ mod tests {
             .collect();
         assert_eq!(names, ["activation_clustering", "spectral"]);
         let all = Available {
-            influence: true,
+            neighbours: true,
+            surrogate: true,
             trusted: true,
             probs: true,
             losses: true,
@@ -487,6 +492,30 @@ mod tests {
                 "near_duplicates",
                 "separated_group",
                 "trusted_influence",
+                "model_probs",
+                "loss_trajectory"
+            ]
+        );
+        // Without the surrogate (too many class probabilities) its detectors go, the trusted
+        // set's with them; the neighbour search's stay.
+        let neighbours_only = Available {
+            surrogate: false,
+            ..all
+        };
+        let names: Vec<_> = registry(&p, neighbours_only)
+            .unwrap()
+            .iter()
+            .map(|d| d.name())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "activation_clustering",
+                "spectral",
+                "deep_knn",
+                "density",
+                "near_duplicates",
+                "separated_group",
                 "model_probs",
                 "loss_trajectory"
             ]

@@ -19,6 +19,8 @@ pub enum LabelIssueRule {
     PruneByNoiseRate,
 }
 
+/// What confident learning found (`Default`: nothing, for a scan without the surrogate).
+#[derive(Default)]
 pub struct ConfidentLearning {
     pub thresholds: Vec<f64>,
     pub joint: Vec<Vec<u64>>,

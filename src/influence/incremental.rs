@@ -11,9 +11,12 @@
 
 use std::collections::HashMap;
 
+use super::confident::LabelRule;
 use super::neighbourhood::{self, Groups};
+use super::softmax::Softmax;
 use super::{
-    IncrementalReport, InfluenceParams, InfluenceState, argmax, knn, position_labels, self_influence, trusted_influence,
+    IncrementalReport, InfluenceModel, InfluenceParams, InfluenceState, argmax, knn, position_labels, self_influence,
+    trusted_influence,
 };
 use crate::io::Dataset;
 use crate::progress::Progress;
@@ -34,30 +37,19 @@ pub fn extend(
         .as_ref()
         .ok_or("the reference's influence state holds no fitted model")?;
     let (n, k, dim) = (dataset.rows(), dataset.classes.len(), dataset.dim);
-    let reference_rows = reference.label_issue.len();
+    let reference_rows = reference.rows();
     if reference.classes != k || model.map.input_dim() != dim || reference.duplicate_group.len() != reference_rows {
         return Err("the reference's influence state does not match this dataset's classes or vectors".into());
     }
     let labels = position_labels(dataset);
     let fresh: Vec<usize> = (0..n).filter(|&p| known[p].is_none()).collect();
     progress.start("influence", fresh.len() as u64);
-
-    // The surrogate on the new records: out-of-sample for it, like out-of-fold probabilities.
-    let x_new: Vec<f32> = fresh
-        .iter()
-        .flat_map(|&p| dataset.x[p * dim..(p + 1) * dim].iter().copied())
-        .collect();
-    let (design, _) = model.map.features(&x_new, dim, 1);
-    drop(x_new);
-    let cols = model.map.dims + 1;
-    let probs = model.surrogate.predict(&design);
     let fresh_labels: Vec<u32> = fresh.iter().map(|&p| labels[p]).collect();
-    let fresh_self_influence = self_influence(&probs, &design, cols, &fresh_labels);
-    let fresh_trusted = model
-        .trusted_direction
+    let scored = model
+        .surrogate
         .as_ref()
-        .map(|d| trusted_influence(d, &design, cols, &fresh_labels, &probs, k));
-    drop(design);
+        .zip(model.label_rule.as_ref())
+        .map(|(surrogate, rule)| score_fresh(surrogate, rule, model, dataset, &fresh, &fresh_labels));
 
     // Neighbours of the new records among all records, with the reference's index lists.
     let knn_dims = model.knn_dims;
@@ -87,6 +79,7 @@ pub fn extend(
     // Copy groups: the reference's, with the new records linked in.
     let norms = neighbourhood::norms(&dataset.x, dim);
     let live = neighbourhood::live(&norms, &labels, &model.typical_norms);
+    let copyable = neighbourhood::copyable(&dataset.x, dim, &live);
     let mut groups = Groups::new(n);
     let mut member_of: HashMap<u32, u32> = HashMap::new();
     for (p, r) in known.iter().enumerate() {
@@ -98,7 +91,7 @@ pub fn extend(
         }
     }
     let threshold = params.near_duplicate_ratio * model.median_nearest;
-    groups.link_close(&nb, &fresh, &live, threshold);
+    groups.link_close(&nb, &fresh, &copyable, threshold);
     let copies = groups.finish(
         &coords,
         knn_dims,
@@ -111,13 +104,13 @@ pub fn extend(
 
     let mut out = InfluenceState {
         classes: k,
-        label_probability: vec![0.0; n],
-        suggested_probability: vec![0.0; n],
+        label_probability: Vec::new(),
+        suggested_probability: Vec::new(),
         legacy_out_of_fold: Vec::new(),
-        label_issue: vec![false; n],
-        suggested: labels.clone(),
-        self_influence: vec![0.0; n],
-        trusted_influence: fresh_trusted.as_ref().map(|_| vec![0.0; n]),
+        label_issue: Vec::new(),
+        suggested: Vec::new(),
+        self_influence: Vec::new(),
+        trusted_influence: None,
         knn_disagreement: vec![0.0; n],
         knn_distance: vec![0.0; n],
         nearest_ratio: vec![0.0; n],
@@ -129,47 +122,21 @@ pub fn extend(
         report: reference.report.clone(),
         model: None,
     };
-    let mut correct = 0usize;
     for p in 0..n {
-        let ((label_probability, suggested_probability), issue, suggested, values) = match known[p] {
+        let (dis, dist, ratio) = match known[p] {
             Some(r) => {
                 let r = r as usize;
-                let values = (
-                    reference.self_influence[r],
-                    reference.trusted_influence.as_ref().map_or(0.0, |t| t[r]),
+                (
                     reference.knn_disagreement[r],
                     reference.knn_distance[r],
                     reference.nearest_ratio[r],
-                );
-                let pair = reference.probabilities_of(r, labels[p] as usize);
-                (pair, reference.label_issue[r], reference.suggested[r], values)
+                )
             }
             None => {
                 let q = slot[p];
-                let row = &probs[q * k..(q + 1) * k];
-                correct += (argmax(row) == labels[p] as usize) as usize;
-                let judged = model.label_rule.judge(row, labels[p] as usize);
-                let suggested = judged.unwrap_or(labels[p]);
-                let pair = (row[labels[p] as usize], row[suggested as usize]);
-                let values = (
-                    fresh_self_influence[q],
-                    fresh_trusted.as_ref().map_or(0.0, |t| t[q]),
-                    fresh_disagreement[q],
-                    fresh_distance[q],
-                    fresh_ratio[q],
-                );
-                (pair, judged.is_some(), suggested, values)
+                (fresh_disagreement[q], fresh_distance[q], fresh_ratio[q])
             }
         };
-        out.label_probability[p] = label_probability;
-        out.suggested_probability[p] = suggested_probability;
-        out.label_issue[p] = issue;
-        out.suggested[p] = suggested;
-        let (si, ti, dis, dist, ratio) = values;
-        out.self_influence[p] = si;
-        if let Some(t) = out.trusted_influence.as_mut() {
-            t[p] = ti;
-        }
         out.knn_disagreement[p] = dis;
         out.knn_distance[p] = dist;
         out.nearest_ratio[p] = ratio;
@@ -181,6 +148,8 @@ pub fn extend(
             out.separated_outsider_disagreement[p] = reference.separated_outsider_disagreement[r];
         }
     }
+    let correct =
+        scored.map(|fresh_scores| carry_surrogate_scores(&mut out, reference, known, &slot, &labels, &fresh_scores));
     progress.advance(fresh.len() as u64);
     progress.finish();
 
@@ -194,10 +163,110 @@ pub fn extend(
         records_scored: fresh.len(),
         records_reused: n - fresh.len(),
         seconds: out.report.seconds,
-        new_record_accuracy: (!fresh.is_empty()).then(|| correct as f64 / fresh.len() as f64),
+        new_record_accuracy: correct
+            .filter(|_| !fresh.is_empty())
+            .map(|c| c as f64 / fresh.len() as f64),
     });
     let mut model = model.clone();
     model.index = index;
     out.model = Some(model);
     Ok(out)
+}
+
+/// The reference's surrogate on the new records (`fresh`, labelled `fresh_labels`): their
+/// probabilities (`fresh.len() * k`, out-of-sample for it, like out-of-fold ones), the label
+/// rule's verdicts, self- and trusted-set influence.
+struct FreshScores {
+    probs: Vec<f32>,
+    judged: Vec<Option<u32>>,
+    self_influence: Vec<f32>,
+    trusted: Option<Vec<f32>>,
+}
+
+fn score_fresh(
+    surrogate: &Softmax,
+    rule: &LabelRule,
+    model: &InfluenceModel,
+    dataset: &Dataset,
+    fresh: &[usize],
+    fresh_labels: &[u32],
+) -> FreshScores {
+    let (dim, k) = (dataset.dim, dataset.classes.len());
+    let x_new: Vec<f32> = fresh
+        .iter()
+        .flat_map(|&p| dataset.x[p * dim..(p + 1) * dim].iter().copied())
+        .collect();
+    let (design, _) = model.map.features(&x_new, dim, 1);
+    drop(x_new);
+    let cols = model.map.dims + 1;
+    let probs = surrogate.predict(&design);
+    let judged = probs
+        .chunks_exact(k)
+        .zip(fresh_labels)
+        .map(|(row, &label)| rule.judge(row, label as usize))
+        .collect();
+    FreshScores {
+        self_influence: self_influence(&probs, &design, cols, fresh_labels),
+        trusted: model
+            .trusted_direction
+            .as_ref()
+            .map(|d| trusted_influence(d, &design, cols, fresh_labels, &probs, k)),
+        judged,
+        probs,
+    }
+}
+
+/// Fills `out`'s surrogate scores: the reference's for records it knows (`known`), `fresh`'s for
+/// the others (`slot[p]`: their row there). Returns how many new records the surrogate labels
+/// as they are labelled.
+fn carry_surrogate_scores(
+    out: &mut InfluenceState,
+    reference: &InfluenceState,
+    known: &[Option<u32>],
+    slot: &[usize],
+    labels: &[u32],
+    fresh: &FreshScores,
+) -> usize {
+    let (n, k) = (labels.len(), out.classes);
+    out.label_probability = vec![0.0; n];
+    out.suggested_probability = vec![0.0; n];
+    out.label_issue = vec![false; n];
+    out.suggested = labels.to_vec();
+    out.self_influence = vec![0.0; n];
+    out.trusted_influence = fresh.trusted.as_ref().map(|_| vec![0.0; n]);
+    let mut correct = 0usize;
+    for p in 0..n {
+        let ((label_probability, suggested_probability), issue, suggested, si, ti) = match known[p] {
+            Some(r) => {
+                let r = r as usize;
+                let ti = reference.trusted_influence.as_ref().map_or(0.0, |t| t[r]);
+                let pair = reference.probabilities_of(r, labels[p] as usize);
+                (
+                    pair,
+                    reference.label_issue[r],
+                    reference.suggested[r],
+                    reference.self_influence[r],
+                    ti,
+                )
+            }
+            None => {
+                let q = slot[p];
+                let row = &fresh.probs[q * k..(q + 1) * k];
+                correct += (argmax(row) == labels[p] as usize) as usize;
+                let suggested = fresh.judged[q].unwrap_or(labels[p]);
+                let pair = (row[labels[p] as usize], row[suggested as usize]);
+                let ti = fresh.trusted.as_ref().map_or(0.0, |t| t[q]);
+                (pair, fresh.judged[q].is_some(), suggested, fresh.self_influence[q], ti)
+            }
+        };
+        out.label_probability[p] = label_probability;
+        out.suggested_probability[p] = suggested_probability;
+        out.label_issue[p] = issue;
+        out.suggested[p] = suggested;
+        out.self_influence[p] = si;
+        if let Some(t) = out.trusted_influence.as_mut() {
+            t[p] = ti;
+        }
+    }
+    correct
 }

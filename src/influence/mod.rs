@@ -295,10 +295,11 @@ pub struct InfluenceReport {
     pub feature_dims: usize,
     pub folds: usize,
     pub fit_rows_per_fold: usize,
-    pub full_fit: FitReport,
+    /// The surrogate's fits; `None` (and no folds) when it was skipped (`surrogate_skipped`).
+    pub full_fit: Option<FitReport>,
     pub fold_fits: Vec<FitReport>,
     /// Accuracy of the out-of-fold predictions against the given labels.
-    pub out_of_fold_accuracy: f64,
+    pub out_of_fold_accuracy: Option<f64>,
     /// Confident learning: per-class threshold (mean out-of-fold probability of the class among
     /// records labelled with it), the confident joint (`[given][suggested]` counts) and the
     /// estimated share of wrong labels per class.
@@ -316,6 +317,10 @@ pub struct InfluenceReport {
     pub trusted: Option<TrustedSolve>,
     pub knn: KnnReport,
     pub which_probabilities: String,
+    /// Why the surrogate was not fitted (too many class probabilities), when it was not: then
+    /// only the neighbour search ran, and the surrogate's detectors did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surrogate_skipped: Option<String>,
     /// Set when an incremental scan extended a reference's state instead of fitting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<IncrementalReport>,
@@ -349,9 +354,10 @@ pub struct IncrementalReport {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InfluenceModel {
     pub map: FeatureMap,
-    /// The surrogate fitted on all rows (out-of-sample for every record it was not fitted on).
-    pub surrogate: Softmax,
-    pub label_rule: LabelRule,
+    /// The surrogate fitted on all rows (out-of-sample for every record it was not fitted on)
+    /// and its label rule; `None` when it was skipped.
+    pub surrogate: Option<Softmax>,
+    pub label_rule: Option<LabelRule>,
     /// H^-1 g_trusted (`classes * cols`), when a trusted set was given.
     #[serde(with = "crate::codec::opt_f32s")]
     pub trusted_direction: Option<Vec<f32>>,
@@ -450,6 +456,16 @@ pub struct InfluenceState {
 }
 
 impl InfluenceState {
+    /// Whether the surrogate's scores are here (it is skipped above `max-probability-values`).
+    pub fn has_surrogate(&self) -> bool {
+        self.report.surrogate_skipped.is_none()
+    }
+
+    /// Records the state covers.
+    pub fn rows(&self) -> usize {
+        self.knn_disagreement.len()
+    }
+
     /// Out-of-fold (p(label), p(suggested)) of the record at `position`, labelled `label`.
     pub fn probabilities_of(&self, position: usize, label: usize) -> (f32, f32) {
         if self.label_probability.is_empty() && !self.legacy_out_of_fold.is_empty() {
@@ -488,7 +504,24 @@ fn gather(design: &[f32], cols: usize, rows: &[usize]) -> Vec<f32> {
     out
 }
 
-/// Runs the whole influence stage.
+/// Why the surrogate is not fitted on `n` rows of `k` classes, if it is not: its class
+/// probabilities (`n * k`, in-sample and out-of-fold) would exceed `max-probability-values`.
+pub fn surrogate_too_large(n: usize, k: usize, params: &InfluenceParams) -> Option<String> {
+    let values = n.saturating_mul(k);
+    (values > params.max_probability_values).then(|| {
+        format!(
+            "surrogate skipped: {n} rows x {k} classes make {values} class probabilities, over \
+             `[detect.influence] max-probability-values` ({}); the neighbour search and its detectors \
+             (deep kNN, density, near-copies, separated groups) ran, confident learning and \
+             self- and trusted-set influence did not. Raise the limit if memory allows (4 bytes \
+             each, about three copies)",
+            params.max_probability_values
+        )
+    })
+}
+
+/// Runs the whole influence stage: the surrogate and what comes of it (unless it is too large,
+/// see [`surrogate_too_large`]), then the neighbour search.
 pub fn compute(
     dataset: &Dataset,
     params: &InfluenceParams,
@@ -506,21 +539,165 @@ pub fn compute(
     let quarter = (n / 4) as u64;
     let map = FeatureMap::fit(&dataset.x, dataset.dim, params.dims);
     let knn_dims = params.knn_dims.min(map.dims);
-    let (design, knn_x) = map.features(&dataset.x, dataset.dim, knn_dims);
-    let cols = map.dims + 1;
+    let surrogate_skipped = surrogate_too_large(n, k, params);
+    let (surrogate, knn_x) = if surrogate_skipped.is_none() {
+        let (design, knn_x) = map.features(&dataset.x, dataset.dim, knn_dims);
+        let fitted = fit_surrogate(&design, &map, &labels, dataset, params, extras, seed, progress);
+        (Some(fitted), knn_x)
+    } else {
+        progress.advance(3 * quarter);
+        (None, map.coordinates(&dataset.x, dataset.dim, knn_dims))
+    };
+
+    let started = std::time::Instant::now();
+    let (neighbours, index) = knn::approximate(&knn_x, knn_dims, params.knn_k, params.knn_probes, seed);
+    let queries = sample_rows(n, 200);
+    let exact = knn::exact(&knn_x, knn_dims, params.knn_k, &queries);
+    let recall = knn::recall(&neighbours, &exact, &queries);
+    let norms = neighbourhood::norms(&dataset.x, dataset.dim);
+    let typical_norms = neighbourhood::typical_norms(&norms, &dataset.class_offsets);
+    let live = neighbourhood::live(&norms, &labels, &typical_norms);
+    let copyable = neighbourhood::copyable(&dataset.x, dataset.dim, &live);
+    let hood = neighbourhood::neighbourhood(&neighbours, &knn_x, knn_dims, &labels, &copyable, params);
+    let separated_started = std::time::Instant::now();
+    let separated = separated::separated_groups(&neighbours, &knn_x, knn_dims, &labels, &live);
+    let separated_seconds = separated_started.elapsed().as_secs_f64();
+    let separated_records = separated.size.iter().filter(|&&s| s > 0).count();
+    progress.advance(n as u64 - 3 * quarter);
+    progress.finish();
+    let knn = KnnReport {
+        k: neighbours.k,
+        dims: knn_dims,
+        probes: params.knn_probes,
+        recall,
+        recall_sample: queries.len(),
+        median_nearest_distance: hood.median_nearest,
+        near_duplicate_threshold: hood.threshold,
+        near_duplicate_groups: hood.groups.count,
+        near_duplicate_records: hood.groups.records,
+        separated_records,
+        separated_seconds,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+
+    let s = surrogate.unwrap_or_default();
+    let fitted = s.full.is_some();
+    InfluenceState {
+        classes: k,
+        label_issue: s.cl.issue,
+        suggested: s.cl.suggested,
+        self_influence: s.self_influence,
+        trusted_influence: s.trusted_influence,
+        knn_disagreement: hood.disagreement,
+        knn_distance: hood.mean_distance,
+        nearest_ratio: hood.nearest_ratio,
+        duplicate_group_size: hood.groups.size,
+        duplicate_group_labels: hood.groups.labels,
+        duplicate_group: hood.groups.root,
+        separated_group_size: separated.size,
+        separated_outsider_disagreement: separated.outsider_disagreement,
+        report: InfluenceReport {
+            seconds: stage_started.elapsed().as_secs_f64(),
+            feature_dims: map.dims,
+            folds: if fitted { params.folds } else { 0 },
+            fit_rows_per_fold: s.fit_rows_per_fold,
+            full_fit: s.full_fit,
+            fold_fits: s.fold_fits,
+            out_of_fold_accuracy: s.out_of_fold_accuracy,
+            class_thresholds: s.cl.thresholds.clone(),
+            overlapping_classes: (0..k * k)
+                .filter(|&ij| fitted && ij / k < ij % k && s.cl.overlapping[ij])
+                .map(|ij| {
+                    let (i, j) = (ij / k, ij % k);
+                    ClassOverlap {
+                        classes: [dataset.classes[i].clone(), dataset.classes[j].clone()],
+                        likelihood_ratios: [s.cl.likelihood_ratio[ij], s.cl.likelihood_ratio[j * k + i]],
+                        confident_disagreements: s.cl.joint[i][j] + s.cl.joint[j][i],
+                    }
+                })
+                .collect(),
+            label_issues_set_aside: s.cl.set_aside,
+            confident_joint: s.cl.joint,
+            label_issues: s.cl.count,
+            trusted: s.trusted_report,
+            knn,
+            which_probabilities: if fitted {
+                "out-of-fold surrogate probabilities for confident learning; the full fit (in-sample) \
+                 for self-influence and the trusted-set influence"
+                    .into()
+            } else {
+                "none: the surrogate was not fitted".into()
+            },
+            surrogate_skipped,
+            incremental: None,
+        },
+        label_probability: s.label_probability,
+        suggested_probability: s.suggested_probability,
+        legacy_out_of_fold: Vec::new(),
+        model: Some(InfluenceModel {
+            map,
+            label_rule: s.full.as_ref().map(|_| LabelRule {
+                rule: params.label_issues,
+                thresholds: s.cl.thresholds,
+                prune_margins: s.cl.prune_margins,
+                overlapping: s.cl.overlapping,
+            }),
+            surrogate: s.full,
+            trusted_direction: s.trusted_direction,
+            knn_dims,
+            index,
+            median_nearest: hood.median_nearest,
+            typical_norms,
+        }),
+    }
+}
+
+/// What the surrogate gives: its fits, confident learning on its out-of-fold probabilities, and
+/// the influence scores of its full fit (`Default`: skipped, every per-record vector empty).
+#[derive(Default)]
+struct SurrogateOutputs {
+    full: Option<Softmax>,
+    full_fit: Option<FitReport>,
+    fold_fits: Vec<FitReport>,
+    fit_rows_per_fold: usize,
+    out_of_fold_accuracy: Option<f64>,
+    cl: confident::ConfidentLearning,
+    label_probability: Vec<f32>,
+    suggested_probability: Vec<f32>,
+    self_influence: Vec<f32>,
+    trusted_influence: Option<Vec<f32>>,
+    trusted_report: Option<TrustedSolve>,
+    trusted_direction: Option<Vec<f32>>,
+}
+
+/// The surrogate on the design matrix (`map`'s, row-aligned with `labels`): a full fit,
+/// stratified out-of-fold fits, confident learning, self- and trusted-set influence. Advances
+/// `progress` by three quarters of the rows.
+#[allow(clippy::too_many_arguments)]
+fn fit_surrogate(
+    design: &[f32],
+    map: &FeatureMap,
+    labels: &[u32],
+    dataset: &Dataset,
+    params: &InfluenceParams,
+    extras: &Extras<'_>,
+    seed: u64,
+    progress: &dyn Progress,
+) -> SurrogateOutputs {
+    let (n, k, cols) = (labels.len(), dataset.classes.len(), map.dims + 1);
+    let quarter = (n / 4) as u64;
     let settings = FitSettings {
         l2: params.l2,
         tolerance: params.tolerance,
         max_iterations: params.max_iterations,
     };
-
     // Full fit: in-sample probabilities for self-influence and the trusted-set Hessian.
     let all: Vec<usize> = (0..n).collect();
     let full_rows = thin(&all, params.max_fit_rows);
-    let full_x = gather(&design, cols, &full_rows);
+    let full_x = gather(design, cols, &full_rows);
     let full_y: Vec<u32> = full_rows.iter().map(|&r| labels[r]).collect();
     let (full, full_fit) = Softmax::fit(&full_x, cols, &full_y, k, &settings, None);
-    let in_sample = full.predict(&design);
+    let in_sample = full.predict(design);
     progress.advance(quarter);
 
     // Stratified folds: shuffle each class, deal its records round-robin.
@@ -544,9 +721,9 @@ pub fn compute(
         let y: Vec<u32> = rows.iter().map(|&r| labels[r]).collect();
         // Warm start from the full fit: the objective is strictly convex, so the start changes
         // only the path, not the (tolerance-level) optimum.
-        let (model, report) = Softmax::fit(&gather(&design, cols, &rows), cols, &y, k, &settings, Some(&full));
+        let (model, report) = Softmax::fit(&gather(design, cols, &rows), cols, &y, k, &settings, Some(&full));
         fold_fits.push(report);
-        let p = model.predict(&gather(&design, cols, &held));
+        let p = model.predict(&gather(design, cols, &held));
         for (i, &r) in held.iter().enumerate() {
             out_of_fold[r * k..(r + 1) * k].copy_from_slice(&p[i * k..(i + 1) * k]);
         }
@@ -556,119 +733,40 @@ pub fn compute(
     let correct = (0..n)
         .filter(|&p| argmax(&out_of_fold[p * k..(p + 1) * k]) == labels[p] as usize)
         .count();
-    let mut cl = confident_learning(&out_of_fold, &labels, k, params.label_overlap);
+    let mut cl = confident_learning(&out_of_fold, labels, k, params.label_overlap);
     if params.label_issues == LabelIssueRule::PruneByNoiseRate {
-        prune_by_noise_rate(&mut cl, &out_of_fold, &labels, k);
+        prune_by_noise_rate(&mut cl, &out_of_fold, labels, k);
     }
 
     let label_probability: Vec<f32> = (0..n).map(|p| out_of_fold[p * k + labels[p] as usize]).collect();
     let suggested_probability: Vec<f32> = (0..n).map(|p| out_of_fold[p * k + cl.suggested[p] as usize]).collect();
     drop(out_of_fold);
-    let self_influence = self_influence(&in_sample, &design, cols, &labels);
+    let self_influence = self_influence(&in_sample, design, cols, labels);
 
     let (trusted_influence, trusted_report, trusted_direction) = match extras.trusted {
         Some((tx, ty)) if !ty.is_empty() => {
             let (t_design, _) = map.features(tx, dataset.dim, 1);
             let (direction, solve) = trusted_direction(&full, &full_x, &t_design, ty);
-            let scores = trusted_influence(&direction, &design, cols, &labels, &in_sample, k);
+            let scores = trusted_influence(&direction, design, cols, labels, &in_sample, k);
             (Some(scores), Some(solve), Some(direction))
         }
         _ => (None, None, None),
     };
     progress.advance(quarter);
 
-    drop(design);
-    let started = std::time::Instant::now();
-    let (neighbours, index) = knn::approximate(&knn_x, knn_dims, params.knn_k, params.knn_probes, seed);
-    let queries = sample_rows(n, 200);
-    let exact = knn::exact(&knn_x, knn_dims, params.knn_k, &queries);
-    let recall = knn::recall(&neighbours, &exact, &queries);
-    let norms = neighbourhood::norms(&dataset.x, dataset.dim);
-    let typical_norms = neighbourhood::typical_norms(&norms, &dataset.class_offsets);
-    let live = neighbourhood::live(&norms, &labels, &typical_norms);
-    let hood = neighbourhood::neighbourhood(&neighbours, &knn_x, knn_dims, &labels, &live, params);
-    let separated_started = std::time::Instant::now();
-    let separated = separated::separated_groups(&neighbours, &knn_x, knn_dims, &labels, &live);
-    let separated_seconds = separated_started.elapsed().as_secs_f64();
-    let separated_records = separated.size.iter().filter(|&&s| s > 0).count();
-    progress.advance(n as u64 - 3 * quarter);
-    progress.finish();
-
-    InfluenceState {
-        classes: k,
-        label_issue: cl.issue,
-        suggested: cl.suggested,
-        self_influence,
-        trusted_influence,
-        knn_disagreement: hood.disagreement,
-        knn_distance: hood.mean_distance,
-        nearest_ratio: hood.nearest_ratio,
-        duplicate_group_size: hood.groups.size,
-        duplicate_group_labels: hood.groups.labels,
-        duplicate_group: hood.groups.root,
-        separated_group_size: separated.size,
-        separated_outsider_disagreement: separated.outsider_disagreement,
-        report: InfluenceReport {
-            seconds: stage_started.elapsed().as_secs_f64(),
-            feature_dims: map.dims,
-            folds: params.folds,
-            fit_rows_per_fold,
-            full_fit,
-            fold_fits,
-            out_of_fold_accuracy: correct as f64 / n.max(1) as f64,
-            class_thresholds: cl.thresholds.clone(),
-            overlapping_classes: (0..k * k)
-                .filter(|&ij| ij / k < ij % k && cl.overlapping[ij])
-                .map(|ij| {
-                    let (i, j) = (ij / k, ij % k);
-                    ClassOverlap {
-                        classes: [dataset.classes[i].clone(), dataset.classes[j].clone()],
-                        likelihood_ratios: [cl.likelihood_ratio[ij], cl.likelihood_ratio[j * k + i]],
-                        confident_disagreements: cl.joint[i][j] + cl.joint[j][i],
-                    }
-                })
-                .collect(),
-            label_issues_set_aside: cl.set_aside,
-            confident_joint: cl.joint,
-            label_issues: cl.count,
-            trusted: trusted_report,
-            knn: KnnReport {
-                k: neighbours.k,
-                dims: knn_dims,
-                probes: params.knn_probes,
-                recall,
-                recall_sample: queries.len(),
-                median_nearest_distance: hood.median_nearest,
-                near_duplicate_threshold: hood.threshold,
-                near_duplicate_groups: hood.groups.count,
-                near_duplicate_records: hood.groups.records,
-                separated_records,
-                separated_seconds,
-                seconds: started.elapsed().as_secs_f64(),
-            },
-            which_probabilities: "out-of-fold surrogate probabilities for confident learning; the full \
-                                  fit (in-sample) for self-influence and the trusted-set influence"
-                .into(),
-            incremental: None,
-        },
+    SurrogateOutputs {
+        full: Some(full),
+        full_fit: Some(full_fit),
+        fold_fits,
+        fit_rows_per_fold,
+        out_of_fold_accuracy: Some(correct as f64 / n.max(1) as f64),
+        cl,
         label_probability,
         suggested_probability,
-        legacy_out_of_fold: Vec::new(),
-        model: Some(InfluenceModel {
-            map,
-            surrogate: full,
-            label_rule: LabelRule {
-                rule: params.label_issues,
-                thresholds: cl.thresholds,
-                prune_margins: cl.prune_margins,
-                overlapping: cl.overlapping,
-            },
-            trusted_direction,
-            knn_dims,
-            index,
-            median_nearest: hood.median_nearest,
-            typical_norms,
-        }),
+        self_influence,
+        trusted_influence,
+        trusted_report,
+        trusted_direction,
     }
 }
 

@@ -132,27 +132,16 @@ pub fn influence_stage(
         let why = "influence stage skipped: it needs at least two classes and two rows per fold";
         return Ok((None, Some(why.into())));
     }
-    let values = dataset.rows().saturating_mul(dataset.classes.len());
-    if values > params.max_probability_values {
-        let why = format!(
-            "influence stage skipped: {} rows x {} classes make {values} class probabilities, over \
-             `[detect.influence] max-probability-values` ({}); the clustering detectors ran. Raise \
-             the limit if memory allows (4 bytes each, about three copies), or pass --no-influence",
-            dataset.rows(),
-            dataset.classes.len(),
-            params.max_probability_values
-        );
-        log::warn!("{why}");
-        return Ok((None, Some(why)));
-    }
     let trusted = read_trusted(dataset, config)?;
     let extras = influence::Extras {
         trusted: trusted.as_ref().map(|t| (t.x.as_slice(), t.labels.as_slice())),
     };
-    Ok((
-        Some(influence::compute(dataset, params, &extras, config.seed, progress)),
-        None,
-    ))
+    let state = influence::compute(dataset, params, &extras, config.seed, progress);
+    let warning = state.report.surrogate_skipped.clone();
+    if let Some(why) = &warning {
+        log::warn!("{why}");
+    }
+    Ok((Some(state), warning))
 }
 
 /// The features stage: each class's basis (mean, covariance spectrum, top principal directions,
@@ -197,7 +186,8 @@ pub fn cluster_stage(
     progress: &dyn Progress,
 ) -> Result<ClassAnalysis, crate::Error> {
     let available = Available {
-        influence: influence.is_some(),
+        neighbours: influence.is_some(),
+        surrogate: influence.is_some_and(InfluenceState::has_surrogate),
         trusted: influence.as_ref().is_some_and(|s| s.trusted_influence.is_some()),
         probs: dataset.probs.is_some(),
         losses: dataset.losses.is_some(),

@@ -279,7 +279,7 @@ impl Reference {
     pub fn records(&self) -> Result<Records, ReferenceError> {
         let path = self.dir.join(RECORDS_FILE);
         let records: Records = serde_json::from_slice(&read(&path)?).map_err(|e| corrupt(&path, e))?;
-        let influence_rows = records.influence.as_ref().map(|s| s.label_issue.len());
+        let influence_rows = records.influence.as_ref().map(|s| s.rows());
         if records.keys.len() != self.header.rows
             || records.hashes.len() != self.header.rows
             || influence_rows.is_some_and(|r| r != self.header.rows)

@@ -323,7 +323,7 @@ pub fn decide(
                 }
             }
         }
-        let attacked = class_margin > 0.0;
+        let mut attacked = class_margin > 0.0;
         if attacked && attacked_by_comparison {
             // Where only a separated group marks the class, the group is the finding: on the
             // sparse layers where that happens, the class's other tails (SPECTRE's, a k-means
@@ -334,6 +334,18 @@ pub fn decide(
                 mark_population(&mut record, &g.cluster, true);
             }
             grow_flagged(e, &mut record);
+        }
+        let flagged_share = record.flag.iter().filter(|&&f| f).count() as f64 / e.rows.len().max(1) as f64;
+        if attacked && flagged_share > MAX_FLAGGED_SHARE {
+            unproven = Some(format!(
+                "{}, but the records it would quarantine are {:.0}% of the class: poison is a minority of \
+                 its class, so this is the class's own shape",
+                attacked_by.join("; "),
+                flagged_share * 100.0
+            ));
+            attacked_by.clear();
+            class_margin = -params.anomaly_threshold.max(1.0);
+            attacked = false;
         }
         let class_evidence = logistic(class_margin.max(-20.0) * 1.5);
         let n = e.rows.len();
@@ -427,6 +439,13 @@ pub fn decide(
     }
     out
 }
+
+/// Poison is a minority of its class: flags covering more than this share of an attacked class
+/// are its own shape, not a planted population. Seen on a sparse layer whose class was mostly
+/// near-zero vectors: SPECTRE's median-scaled tail held nearly every live record (47% of the
+/// class). Activation clustering's small-cluster bound (`max-relative-size`) has the same value;
+/// the most an attacked class had flagged in the tuning runs was 24% (15% poison).
+const MAX_FLAGGED_SHARE: f64 = 0.35;
 
 /// Each class signal's margin over the decision's threshold, in anomaly-index units:
 /// `[class][detector]`, negative when the value is below the clean bound, whatever its rank.
@@ -1070,6 +1089,28 @@ mod tests {
         assert!(d.suspicion[300] >= 0.5 && d.reasons[300].contains("spectre"));
         assert!(d.verdicts[3].as_ref().unwrap().attacked);
         assert!(!d.verdicts[0].as_ref().unwrap().attacked);
+    }
+
+    #[test]
+    fn a_class_whose_flags_would_cover_more_than_a_minority_of_it_is_not_attacked() {
+        let names: Vec<String> = (0..6).map(|c| c.to_string()).collect();
+        for (far, attacked) in [(20, true), (40, false)] {
+            let (mut ev, total) = classes(&[1.3, 1.32, 1.28, 6.0, 1.29, 1.3], &rows(6, 100));
+            let mut values = ev[3].scores[0].scores.clone();
+            values.iter_mut().take(far).for_each(|v| *v = 400.0);
+            ev[3].scores = vec![scores(values, 6.0)].into();
+            let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
+            let verdict = d.verdicts[3].as_ref().unwrap();
+            assert_eq!(verdict.attacked, attacked, "{}", verdict.why);
+            let quarantined = (300..400).filter(|&g| d.quarantined[g]).count();
+            if attacked {
+                assert_eq!(quarantined, far);
+            } else {
+                assert_eq!(quarantined, 0);
+                assert!(verdict.why.contains("40% of the class"), "{}", verdict.why);
+                assert!((300..400).all(|g| d.suspicion[g] < 0.5));
+            }
+        }
     }
 
     #[test]

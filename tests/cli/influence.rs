@@ -164,40 +164,108 @@ fn no_influence_runs_only_the_clustering_detectors() {
 }
 
 #[test]
-fn too_many_class_probabilities_skip_the_stage_with_a_warning() {
-    // 1000 rows x 5 classes = 5000 probabilities, over a limit of 4000: the stage is skipped
-    // (as it would be for ImageNet-sized sets at the default), the scan still runs and says why.
+fn too_many_class_probabilities_skip_the_surrogate_but_not_the_neighbour_search() {
+    // 900 rows x 5 classes = 4500 probabilities, over a limit of 4000 (as an ImageNet-sized set
+    // is at the default): no surrogate, so no confident learning or self-influence, but the
+    // neighbour search runs and its near-copy groups are quarantined, in a full scan and in the
+    // incremental scan that extends it once 100 more rows arrive.
     let fx = Fixture::new();
-    let input = fx.path("in.parquet");
-    write(&input, Kind::Gaussian, Attack::LabelFlip { rate: 0.05 }, 3);
+    let attack = Attack::NearCopies {
+        target: 2,
+        groups: 2,
+        copies: 8,
+    };
+    let data = testkit::generate(&Spec {
+        kind: Kind::Gaussian,
+        classes: 5,
+        rows_per_class: 200,
+        dim: 16,
+        attack,
+        seed: 32,
+    });
+    let dir = fx.path("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let new = data.new_rows(0.1);
+    data.write_split(&new, &dir.join("day1.parquet"), &fx.path("day2.parquet"), 300)
+        .unwrap();
     let file = fx.path("limit.toml");
     std::fs::write(
         &file,
         format!(
-            "[input]\npaths = [\"in.parquet\"]\n[output]\ndir = \"{}\"\n\
+            "[input]\npaths = [\"data\"]\n[output]\ndir = \"{}\"\n\
              [detect.influence]\nmax-probability-values = 4000\n",
             fx.out().display()
         ),
     )
     .unwrap();
-    datavet().arg("run").arg(&file).assert().success();
-    let r = report(&fx);
-    assert!(r["influence"].is_null(), "{:#}", r["influence"]);
-    let warnings = r["warnings"].to_string();
-    assert!(
-        warnings.contains("1000 rows x 5 classes make 5000 class probabilities")
-            && warnings.contains("max-probability-values"),
-        "{warnings}"
-    );
-    assert!(fx.out().join("clean.parquet").exists());
-    // At 5000 the stage runs.
+    let copies: Vec<i64> = (0..data.ids.len())
+        .filter(|&i| data.poisoned[i])
+        .map(|i| data.ids[i])
+        .collect();
+    for night in 1..=2 {
+        if night == 2 {
+            std::fs::rename(fx.path("day2.parquet"), dir.join("day2.parquet")).unwrap();
+        }
+        datavet()
+            .arg("run")
+            .arg(&file)
+            .args(["--set", &format!("incremental.enabled={}", night == 2)])
+            .assert()
+            .success();
+        let r = report(&fx);
+        // The incremental scan extends the first night's state, fitted (or not) on 900 rows.
+        let why = r["influence"]["surrogate_skipped"].to_string();
+        assert!(
+            why.contains("900 rows x 5 classes make 4500 class probabilities"),
+            "night {night}: {why}"
+        );
+        if night == 1 {
+            assert!(r["warnings"].to_string().contains("max-probability-values"));
+        }
+        assert!(r["influence"]["full_fit"].is_null() && r["influence"]["fold_fits"] == serde_json::json!([]));
+        assert_eq!(r["incremental"].is_null(), night == 1, "{:#}", r["incremental"]);
+        let scores = read_all(&fx.out().join("scores.parquet"));
+        for (column, present) in [
+            ("confident_learning", false),
+            ("self_influence", false),
+            ("deep_knn", true),
+            ("near_duplicates", true),
+        ] {
+            assert_eq!(
+                scores.column_by_name(column).is_some(),
+                present,
+                "night {night}: {column}"
+            );
+        }
+        let q = quarantined(&fx);
+        let arrived: Vec<i64> = (0..data.ids.len())
+            .filter(|&i| night == 2 || !new[i])
+            .map(|i| data.ids[i])
+            .collect();
+        for id in copies.iter().filter(|id| arrived.contains(id)) {
+            let reason = q.iter().find(|(q, _)| q == id).map(|(_, r)| r.as_str());
+            assert!(
+                reason.is_some_and(|r| r.contains("near_duplicates")),
+                "night {night}, copy {id}: {reason:?}"
+            );
+        }
+    }
+    // At the limit the surrogate is fitted.
     datavet()
         .arg("run")
         .arg(&file)
         .args(["--set", "detect.influence.max-probability-values=5000"])
         .assert()
         .success();
-    assert!(!report(&fx)["influence"].is_null());
+    let r = report(&fx);
+    assert!(
+        r["influence"]["surrogate_skipped"].is_null() && r["influence"]["full_fit"]["converged"].as_bool().unwrap()
+    );
+    assert!(
+        read_all(&fx.out().join("scores.parquet"))
+            .column_by_name("confident_learning")
+            .is_some()
+    );
 }
 
 #[test]
