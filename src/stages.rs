@@ -291,7 +291,7 @@ pub fn run_staged(
         |dir, _| Ok(Some(read_json(&dir.join("result.json"))?)),
         |dir| {
             let result = match reused {
-                Some(p) => (p.extend_influence(&dataset, config, progress)?, None),
+                Some(p) => p.extend_influence(&dataset, config, progress)?,
                 None => pipeline::influence_stage(&dataset, config, progress)?,
             };
             test_hang("influence");

@@ -8,7 +8,9 @@
 //! every fold's complement (K-fold, stratified) to get out-of-fold probabilities, and once on all
 //! rows for in-sample quantities; confident learning on the out-of-fold probabilities; self- and
 //! trusted-set influence from the full fit; k nearest neighbours in the first `knn-dims` PCA
-//! coordinates. Every array is in the dataset's class-grouped order (like `Dataset::x`).
+//! coordinates. Every array is in the dataset's class-grouped order (like `Dataset::x`). Above
+//! `max-probability-values` the surrogate is skipped (`surrogate_too_large`) and the vectors it
+//! fills are empty: count records with `InfluenceState::rows`.
 //!
 //! Imports: `io` (types), `detect::linalg`, `stats`.
 
@@ -402,7 +404,9 @@ pub struct KnnReport {
     pub seconds: f64,
 }
 
-/// Everything the influence detectors read, in class-grouped order.
+/// Everything the influence detectors read, in class-grouped order. The surrogate's vectors
+/// (`label_probability` to `trusted_influence`) are empty when it was skipped
+/// ([`InfluenceState::has_surrogate`]); the neighbour search's always cover every record.
 #[derive(Serialize, Deserialize)]
 pub struct InfluenceState {
     pub classes: usize,
@@ -465,6 +469,37 @@ impl InfluenceState {
     /// Records the state covers.
     pub fn rows(&self) -> usize {
         self.knn_disagreement.len()
+    }
+
+    /// Whether every per-record vector covers [`InfluenceState::rows`] records (the surrogate's
+    /// only where it was fitted; fields older states lack may be empty): a state read from disk
+    /// is checked before use.
+    pub fn is_consistent(&self) -> bool {
+        let n = self.rows();
+        let whole = |len: usize| len == n;
+        let whole_or_absent = |len: usize| len == n || len == 0;
+        let probabilities = (whole(self.label_probability.len()) && whole(self.suggested_probability.len()))
+            || self.legacy_out_of_fold.len() == n * self.classes;
+        let surrogate = !self.has_surrogate()
+            || (whole(self.label_issue.len())
+                && whole(self.suggested.len())
+                && whole(self.self_influence.len())
+                && probabilities
+                && self.trusted_influence.as_ref().is_none_or(|t| whole(t.len())));
+        surrogate
+            && [self.knn_distance.len(), self.nearest_ratio.len()]
+                .into_iter()
+                .all(whole)
+            && [self.duplicate_group_size.len(), self.duplicate_group_labels.len()]
+                .into_iter()
+                .all(whole)
+            && [
+                self.duplicate_group.len(),
+                self.separated_group_size.len(),
+                self.separated_outsider_disagreement.len(),
+            ]
+            .into_iter()
+            .all(whole_or_absent)
     }
 
     /// Out-of-fold (p(label), p(suggested)) of the record at `position`, labelled `label`.
@@ -606,8 +641,8 @@ pub fn compute(
             fold_fits: s.fold_fits,
             out_of_fold_accuracy: s.out_of_fold_accuracy,
             class_thresholds: s.cl.thresholds.clone(),
-            overlapping_classes: (0..k * k)
-                .filter(|&ij| fitted && ij / k < ij % k && s.cl.overlapping[ij])
+            overlapping_classes: (0..s.cl.overlapping.len())
+                .filter(|&ij| ij / k < ij % k && s.cl.overlapping[ij])
                 .map(|ij| {
                     let (i, j) = (ij / k, ij % k);
                     ClassOverlap {
@@ -871,5 +906,51 @@ mod tests {
         };
         assert!(p.check().unwrap_err().to_string().contains("label-overlap"));
         assert!(InfluenceParams::default().check().is_ok());
+    }
+
+    #[test]
+    fn over_the_probability_limit_only_the_surrogate_is_skipped() {
+        use crate::testkit::{Attack, Kind, Spec, generate};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.parquet");
+        let spec = Spec {
+            kind: Kind::Gaussian,
+            classes: 5,
+            rows_per_class: 60,
+            dim: 8,
+            attack: Attack::None,
+            seed: 3,
+        };
+        generate(&spec).write_parquet(&path, 100).unwrap();
+        let dataset = crate::io::read_dataset(&[path], &Default::default()).unwrap();
+        let run = |limit: usize| {
+            let params = InfluenceParams {
+                max_probability_values: limit,
+                ..Default::default()
+            };
+            compute(&dataset, &params, &Extras::default(), 1, &crate::progress::NoProgress)
+        };
+        let (fitted, skipped) = (run(1500), run(1499));
+        assert!(fitted.has_surrogate() && fitted.model.as_ref().unwrap().surrogate.is_some());
+        assert!(!skipped.has_surrogate() && skipped.model.as_ref().unwrap().surrogate.is_none());
+        let why = skipped.report.surrogate_skipped.as_deref().unwrap();
+        assert!(
+            why.contains("300 rows x 5 classes make 1500 class probabilities"),
+            "{why}"
+        );
+        assert!(skipped.self_influence.is_empty() && skipped.label_issue.is_empty());
+        assert!(skipped.report.full_fit.is_none() && skipped.report.overlapping_classes.is_empty());
+        // The neighbour search is the same either way.
+        assert_eq!(fitted.knn_distance, skipped.knn_distance);
+        assert_eq!(fitted.duplicate_group_size, skipped.duplicate_group_size);
+        assert_eq!(skipped.rows(), 300);
+        for mut state in [fitted, skipped] {
+            assert!(state.is_consistent());
+            state.nearest_ratio.pop();
+            assert!(!state.is_consistent());
+        }
+        let mut fitted = run(1500);
+        fitted.self_influence.pop();
+        assert!(!fitted.is_consistent());
     }
 }

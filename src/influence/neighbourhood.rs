@@ -80,6 +80,9 @@ const LIVE_NORM: f64 = 0.25;
 /// sign of copying. Seen on generated 3000-record classes with 87% of records on one unit: 5- to
 /// 10-record chance "copy groups" in every such class, 15-280 clean records quarantined a run.
 pub fn copyable(x: &[f32], dim: usize, live: &[bool]) -> Vec<bool> {
+    if dim < MIN_UNITS {
+        return live.to_vec();
+    }
     x.par_chunks_exact(dim)
         .zip(live)
         .map(|(row, &live)| {
@@ -95,6 +98,11 @@ pub fn copyable(x: &[f32], dim: usize, live: &[bool]) -> Vec<bool> {
 /// A vector whose largest coordinate holds this share of its squared norm (within 8 degrees of
 /// an axis) is carried by that coordinate.
 const SINGLE_COORDINATE_SHARE: f64 = 0.98;
+
+/// Below this many dimensions (a few tabular features, not a layer of units) a record carried by
+/// one coordinate is nothing unusual, and the rule would leave too few records to copy: with one
+/// feature, none.
+const MIN_UNITS: usize = 8;
 
 /// A record's next neighbour this many times further than the previous one is a cliff.
 const CLIFF: f32 = 4.0;
@@ -350,25 +358,29 @@ mod tests {
 
     #[test]
     fn vectors_carried_by_one_coordinate_never_form_copy_groups() {
-        // 3-D points: a dense cloud, 6 exact copies of a dense vector, and 6 coinciding points on
-        // the first axis (one active unit, a little leakage into the second).
+        // 8 units, 3 of them used: a dense cloud, 6 exact copies of a dense vector, and 6
+        // coinciding points on the first axis (one active unit, a little leakage into the second).
         let mut x: Vec<f32> = Vec::new();
+        let mut push = |v: [f32; 3]| x.extend(v.into_iter().chain([0.0; 5]));
         for i in 0..10 {
             for j in 0..10 {
                 for k in 0..4 {
-                    x.extend([5.0 + i as f32, 5.0 + j as f32, 5.0 + k as f32]);
+                    push([5.0 + i as f32, 5.0 + j as f32, 5.0 + k as f32]);
                 }
             }
         }
-        let copies = x.len() / 3;
-        (0..6).for_each(|i| x.extend([30.0 + 0.001 * i as f32, 30.0, 30.0]));
-        let on_axis = x.len() / 3;
-        (0..6).for_each(|i| x.extend([40.0 + 0.001 * i as f32, 0.5, 0.0]));
-        let n = x.len() / 3;
-        let copyable = copyable(&x, 3, &vec![true; n]);
+        (0..6).for_each(|i| push([30.0 + 0.001 * i as f32, 30.0, 30.0]));
+        (0..6).for_each(|i| push([40.0 + 0.001 * i as f32, 0.5, 0.0]));
+        let (n, copies, on_axis) = (412, 400, 406);
+        let copyable = copyable(&x, 8, &vec![true; n]);
         assert!((0..on_axis).all(|i| copyable[i]) && (on_axis..n).all(|i| !copyable[i]));
-        let (nb, _) = knn::approximate(&x, 3, 5, 4, 1);
-        let hood = neighbourhood(&nb, &x, 3, &vec![0u32; n], &copyable, &InfluenceParams::default());
+        assert_eq!(
+            super::copyable(&[3.0, 0.0], 2, &[true]),
+            [true],
+            "fewer than 8 units: no rule"
+        );
+        let (nb, _) = knn::approximate(&x, 8, 5, 4, 1);
+        let hood = neighbourhood(&nb, &x, 8, &vec![0u32; n], &copyable, &InfluenceParams::default());
         let size = &hood.groups.size;
         assert!((copies..on_axis).all(|i| size[i] == 6), "{:?}", &size[copies..on_axis]);
         assert!((on_axis..n).all(|i| size[i] == 1), "{:?}", &size[on_axis..n]);

@@ -132,12 +132,22 @@ pub fn influence_stage(
         let why = "influence stage skipped: it needs at least two classes and two rows per fold";
         return Ok((None, Some(why.into())));
     }
-    let trusted = read_trusted(dataset, config)?;
+    // The trusted set only serves the surrogate: without it, it is not read.
+    let skipped = influence::surrogate_too_large(dataset.rows(), dataset.classes.len(), params);
+    let trusted = match skipped {
+        Some(_) => None,
+        None => read_trusted(dataset, config)?,
+    };
     let extras = influence::Extras {
         trusted: trusted.as_ref().map(|t| (t.x.as_slice(), t.labels.as_slice())),
     };
     let state = influence::compute(dataset, params, &extras, config.seed, progress);
-    let warning = state.report.surrogate_skipped.clone();
+    let unread = (skipped.is_some() && !config.trusted.is_empty()).then_some("; the trusted set was not read");
+    let warning = state
+        .report
+        .surrogate_skipped
+        .clone()
+        .map(|why| why + unread.unwrap_or(""));
     if let Some(why) = &warning {
         log::warn!("{why}");
     }

@@ -143,15 +143,16 @@ impl Plan {
         }
     }
 
-    /// The influence stage: the reference's state extended to the new records.
+    /// The influence stage: the reference's state extended to the new records, and the warning
+    /// that state carries (a surrogate skipped when it was fitted).
     pub fn extend_influence(
         &self,
         dataset: &Dataset,
         config: &ScanConfig,
         progress: &dyn crate::progress::Progress,
-    ) -> Result<Option<InfluenceState>, crate::Error> {
+    ) -> Result<(Option<InfluenceState>, Option<String>), crate::Error> {
         let Some(state) = &self.records.influence else {
-            return Ok(None);
+            return Ok((None, None));
         };
         let extended = crate::influence::extend(
             state,
@@ -164,7 +165,8 @@ impl Plan {
             path: self.reference.dir.clone(),
             message,
         })?;
-        Ok(Some(extended))
+        let warning = extended.report.surrogate_skipped.clone();
+        Ok((Some(extended), warning))
     }
 }
 

@@ -176,7 +176,7 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
     let fits = plan.as_ref().and_then(Plan::class_fits);
     let bases = features_stage(&dataset, config, fits, progress);
     let (influence, warning) = match plan.as_ref().filter(|p| p.reuses_fit()) {
-        Some(p) => (p.extend_influence(&dataset, config, progress)?, None),
+        Some(p) => p.extend_influence(&dataset, config, progress)?,
         None => influence_stage(&dataset, config, progress)?,
     };
     let influence_ms = influence.as_ref().map(|s| s.report.seconds * 1e3);

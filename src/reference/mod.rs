@@ -283,6 +283,7 @@ impl Reference {
         if records.keys.len() != self.header.rows
             || records.hashes.len() != self.header.rows
             || influence_rows.is_some_and(|r| r != self.header.rows)
+            || records.influence.as_ref().is_some_and(|s| !s.is_consistent())
         {
             return Err(corrupt(&path, "its record count does not match reference.json"));
         }

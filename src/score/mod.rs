@@ -314,17 +314,13 @@ pub fn decide(
             match separated_minority(e, &mut record) {
                 Some(why) => attacked_by.push(why),
                 None => {
-                    unproven = Some(format!(
-                        "{}, but the records it would quarantine are no population of their own (not separated from the rest of the class)",
-                        attacked_by.join("; ")
-                    ));
-                    attacked_by.clear();
-                    class_margin = -params.anomaly_threshold.max(1.0);
+                    let why = "the records it would quarantine are no population of their own (not separated \
+                               from the rest of the class)";
+                    unproven = Some(overturn(&mut attacked_by, &mut class_margin, params, why));
                 }
             }
         }
-        let mut attacked = class_margin > 0.0;
-        if attacked && attacked_by_comparison {
+        if class_margin > 0.0 && attacked_by_comparison {
             // Where only a separated group marks the class, the group is the finding: on the
             // sparse layers where that happens, the class's other tails (SPECTRE's, a k-means
             // split) are its natural shape.
@@ -335,18 +331,17 @@ pub fn decide(
             }
             grow_flagged(e, &mut record);
         }
-        let flagged_share = record.flag.iter().filter(|&&f| f).count() as f64 / e.rows.len().max(1) as f64;
-        if attacked && flagged_share > MAX_FLAGGED_SHARE {
-            unproven = Some(format!(
-                "{}, but the records it would quarantine are {:.0}% of the class: poison is a minority of \
-                 its class, so this is the class's own shape",
-                attacked_by.join("; "),
-                flagged_share * 100.0
-            ));
-            attacked_by.clear();
-            class_margin = -params.anomaly_threshold.max(1.0);
-            attacked = false;
+        if class_margin > 0.0
+            && let Some(share) = flags_cover_the_signal(e, &record)
+        {
+            let why = format!(
+                "its record flags would cover {:.0}% of its non-zero vectors: they split the class's \
+                 all-zero vectors from the rest, which is its shape",
+                share * 100.0
+            );
+            unproven = Some(overturn(&mut attacked_by, &mut class_margin, params, &why));
         }
+        let attacked = class_margin > 0.0;
         let class_evidence = logistic(class_margin.max(-20.0) * 1.5);
         let n = e.rows.len();
         let standalone: Vec<f64> = (0..n)
@@ -440,12 +435,37 @@ pub fn decide(
     out
 }
 
-/// Poison is a minority of its class: flags covering more than this share of an attacked class
-/// are its own shape, not a planted population. Seen on a sparse layer whose class was mostly
-/// near-zero vectors: SPECTRE's median-scaled tail held nearly every live record (47% of the
-/// class). Activation clustering's small-cluster bound (`max-relative-size`) has the same value;
-/// the most an attacked class had flagged in the tuning runs was 24% (15% poison).
-const MAX_FLAGGED_SHARE: f64 = 0.35;
+/// The verdict "attacked" overturned: says which signals judged it so and `why` not, and moves the
+/// class's margin below the threshold.
+fn overturn(attacked_by: &mut Vec<String>, class_margin: &mut f64, params: &DecisionParams, why: &str) -> String {
+    let text = format!("{}, but {why}", attacked_by.join("; "));
+    attacked_by.clear();
+    *class_margin = -params.anomaly_threshold.max(1.0);
+    text
+}
+
+/// The share of the class's non-zero vectors that its record flags cover, when over
+/// [`MAX_NONZERO_FLAGGED`]. Poison is never (nearly) every record that carries a signal, while a
+/// class that a ReLU layer maps mostly to all-zero vectors has a median SPECTRE score of zero, so
+/// its scale puts every non-zero record in the tail (seen: 1 420 flags on the 1 421 non-zero
+/// vectors of a clean 3 000-record class). An all-to-one backdoor may be half of its class or
+/// more of it; this leaves such a class attacked while its clean records are a tenth of the
+/// non-zero ones.
+fn flags_cover_the_signal(e: &ClassEvidence<'_>, record: &RecordEvidence) -> Option<f64> {
+    let geometry = e.geometry?;
+    let nonzero: Vec<bool> = geometry
+        .x
+        .chunks_exact(geometry.dim)
+        .map(|row| row.iter().any(|&v| v != 0.0))
+        .collect();
+    let total = nonzero.iter().filter(|&&z| z).count();
+    let covered = nonzero.iter().zip(&record.flag).filter(|&(&z, &f)| z && f).count();
+    let share = covered as f64 / total.max(1) as f64;
+    (total > 0 && share > MAX_NONZERO_FLAGGED).then_some(share)
+}
+
+/// See [`flags_cover_the_signal`].
+const MAX_NONZERO_FLAGGED: f64 = 0.9;
 
 /// Each class signal's margin over the decision's threshold, in anomaly-index units:
 /// `[class][detector]`, negative when the value is below the clean bound, whatever its rank.
@@ -1092,22 +1112,56 @@ mod tests {
     }
 
     #[test]
-    fn a_class_whose_flags_would_cover_more_than_a_minority_of_it_is_not_attacked() {
+    fn flags_on_every_non_zero_vector_of_a_class_overturn_its_verdict() {
+        // Class 3 of 100 records in 4 dimensions: `zeros` all-zero vectors, then 40 far records
+        // (SPECTRE's tail) and the rest near the origin. With 20 zeros the 40 far records are half
+        // of the non-zero ones (an all-to-one backdoor can be): attacked, the 40 quarantined. With
+        // 60 zeros the tail is every non-zero vector: the class's shape, nothing quarantined.
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
         let names: Vec<String> = (0..6).map(|c| c.to_string()).collect();
-        for (far, attacked) in [(20, true), (40, false)] {
+        for (zeros, attacked) in [(20, true), (60, false)] {
+            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(9);
+            let x: &'static [f32] = Box::leak(
+                (0..100)
+                    .flat_map(|i| (0..4).map(move |j| (i, j)))
+                    .map(|(i, j)| {
+                        let noise: f32 = StandardNormal.sample(&mut rng);
+                        match i {
+                            _ if i < zeros => 0.0,
+                            _ if i < zeros + 40 => 10.0 + (j == 0) as u8 as f32 * 5.0 + noise * 0.3,
+                            _ => 1.0 + noise * 0.3,
+                        }
+                    })
+                    .collect::<Vec<f32>>()
+                    .into_boxed_slice(),
+            );
+            let basis: &'static BasisFit = Box::leak(Box::new(BasisFit::fit(x, 4, 2)));
             let (mut ev, total) = classes(&[1.3, 1.32, 1.28, 6.0, 1.29, 1.3], &rows(6, 100));
-            let mut values = ev[3].scores[0].scores.clone();
-            values.iter_mut().take(far).for_each(|v| *v = 400.0);
+            let values = (0..100)
+                .map(|i| {
+                    if (zeros..zeros + 40).contains(&i) {
+                        400.0
+                    } else {
+                        0.5 + (i % 10) as f32 * 0.1
+                    }
+                })
+                .collect();
             ev[3].scores = vec![scores(values, 6.0)].into();
+            ev[3].geometry = Some(ClassGeometry { basis, x, dim: 4 });
             let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
             let verdict = d.verdicts[3].as_ref().unwrap();
             assert_eq!(verdict.attacked, attacked, "{}", verdict.why);
-            let quarantined = (300..400).filter(|&g| d.quarantined[g]).count();
+            let quarantined: Vec<usize> = (300..400).filter(|&g| d.quarantined[g]).collect();
             if attacked {
-                assert_eq!(quarantined, far);
+                assert_eq!(quarantined, (300 + zeros..340 + zeros).collect::<Vec<_>>());
             } else {
-                assert_eq!(quarantined, 0);
-                assert!(verdict.why.contains("40% of the class"), "{}", verdict.why);
+                assert!(quarantined.is_empty(), "{quarantined:?}");
+                assert!(
+                    verdict.why.contains("cover 100% of its non-zero vectors"),
+                    "{}",
+                    verdict.why
+                );
                 assert!((300..400).all(|g| d.suspicion[g] < 0.5));
             }
         }
