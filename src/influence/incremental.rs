@@ -154,11 +154,6 @@ pub fn extend(
     progress.finish();
 
     out.report.label_issues = out.label_issue.iter().filter(|&&i| i).count();
-    out.report.surrogate_skipped = reference
-        .report
-        .surrogate_skipped
-        .as_ref()
-        .map(|why| format!("{why} (when the reference was fitted: this incremental scan extends its state)"));
     out.report.knn.near_duplicate_groups = copies.count;
     out.report.knn.near_duplicate_records = copies.records;
     out.report.knn.separated_records = out.separated_group_size.iter().filter(|&&s| s > 0).count();

@@ -165,7 +165,9 @@ impl Plan {
             path: self.reference.dir.clone(),
             message,
         })?;
-        let warning = extended.report.surrogate_skipped.clone();
+        // The reason is the fit's, kept as it was in the state that later nights extend again.
+        let warning = (extended.report.surrogate_skipped.as_ref())
+            .map(|why| format!("{why} (when the reference was fitted: this incremental scan extends its state)"));
         Ok((Some(extended), warning))
     }
 }
