@@ -204,7 +204,9 @@ pub struct ScanArgs {
     #[arg(long, value_name = "NAME")]
     pub loss_col: Option<String>,
     /// A small verified-clean Parquet set with the same columns: records whose up-weighting
-    /// would raise the loss on it are scored harmful (influence functions). Repeatable.
+    /// would raise the loss on it are scored harmful (influence functions). Repeatable. Read
+    /// only when the surrogate model runs (rows x classes under `[detect.influence]
+    /// max-probability-values`, 2e8).
     #[arg(long, value_name = "PATH")]
     pub trusted: Vec<PathBuf>,
     /// Skip the influence stage (surrogate model, confident learning, self-influence,
