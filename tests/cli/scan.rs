@@ -142,14 +142,20 @@ fn feature_columns_scan_with_the_flag() {
 
 /// A generated dataset with a planted backdoor in class 3, written to `path`.
 fn planted(path: &Path, seed: u64) -> testkit::Synthetic {
+    backdoored(path, 6, 128, 0.1, seed)
+}
+
+/// `classes` Gaussian classes of 300 records in `dim` dimensions, `rate` of class 3 a backdoor
+/// cluster (strength 4), written to `path`.
+fn backdoored(path: &Path, classes: usize, dim: usize, rate: f64, seed: u64) -> testkit::Synthetic {
     let spec = Spec {
         kind: Kind::Gaussian,
-        classes: 6,
+        classes,
         rows_per_class: 300,
-        dim: 128,
+        dim,
         attack: Attack::Backdoor {
             target: 3,
-            rate: 0.1,
+            rate,
             strength: 4.0,
         },
         seed,
@@ -202,20 +208,7 @@ fn a_backdoor_that_is_a_large_share_of_its_class_is_still_found() {
     // recall falls as poison nears half the class, where the robust statistics break down).
     let fx = Fixture::new();
     let input = fx.path("in.parquet");
-    let spec = Spec {
-        kind: Kind::Gaussian,
-        classes: 10,
-        rows_per_class: 300,
-        dim: 32,
-        attack: Attack::Backdoor {
-            target: 3,
-            rate: 0.4,
-            strength: 4.0,
-        },
-        seed: 7,
-    };
-    let data = testkit::generate(&spec);
-    data.write_parquet(&input, 500).unwrap();
+    let data = backdoored(&input, 10, 32, 0.4, 7);
     fx.scan(&input, &[]).success().stdout(contains("attacked classes: 3"));
     let q = read_all(&fx.out().join("quarantine.parquet"));
     let ids = q.column_by_name("id").unwrap().as_primitive::<Int64Type>();
