@@ -184,6 +184,7 @@ impl ActivationClustering {
                 cluster,
                 suspect: is_small.then_some(small),
                 closer_to_class,
+                suspect_is_whole: true,
             }),
             record_level: None,
             flagged: Vec::new(),

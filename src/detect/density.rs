@@ -126,6 +126,7 @@ fn score_with(view: &ClassView<'_>, norms: &[f64], log_distance: &[f64], scale: 
             cluster: cluster_of_dense(view, &dense),
             suspect: Some(1),
             closer_to_class: None,
+            suspect_is_whole: false,
         }),
         record_level: None,
         flagged: Vec::new(),

@@ -49,6 +49,7 @@ impl Detector for SeparatedGroup {
                 cluster: members,
                 suspect: Some(1),
                 closer_to_class: None,
+                suspect_is_whole: true,
             }),
             record_level: None,
             flagged: Vec::new(),

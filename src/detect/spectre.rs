@@ -223,6 +223,7 @@ impl Spectre {
                 cluster,
                 suspect: (split.separation() > CLEAN_SEPARATION).then_some(1),
                 closer_to_class: None,
+                suspect_is_whole: false,
             }
         });
         let (separation, minor_weight) = fit
