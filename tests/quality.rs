@@ -325,3 +325,25 @@ fn relu_poison_held_apart_from_its_class_is_found_in_large_classes() {
         assert!(m.recall >= 0.6, "recall {:.3} where the class is found", m.recall);
     }
 }
+
+#[test]
+fn a_one_percent_relu_backdoor_is_found_through_mutual_neighbours() {
+    // 30 poisoned records among 3000 per class on a trained ReLU layer (128 units): a loose group
+    // tied to its class only by its own records' neighbour lists, which the mutual-neighbour
+    // graph sets apart (`influence::separated`, 0.2.16). Measured on these seeds: the class found
+    // in 4 of 5 runs, recall 0.83-1.0 there; on the grid's seeds 1000-1004 (README) recall 0.993
+    // over all 5 runs (0.647 before).
+    let attack = Attack::Backdoor {
+        target: 3,
+        rate: 0.01,
+        strength: 4.0,
+    };
+    let runs: Vec<Metrics> = (1111..1116)
+        .map(|seed| run(Kind::Relu, 128, 3000, attack, seed))
+        .collect();
+    let found: Vec<&Metrics> = runs.iter().filter(|m| m.attacked.contains(&"3".to_string())).collect();
+    assert!(found.len() >= 3, "the target class found in {} of 5 runs", found.len());
+    for m in found {
+        assert!(m.recall >= 0.75, "recall {:.3} where the class is found", m.recall);
+    }
+}

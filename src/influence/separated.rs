@@ -102,6 +102,10 @@ pub fn separated_groups(nb: &Neighbours, x: &[f32], dim: usize, labels: &[u32], 
             }
         };
         candidates.truncate(MAX_CANDIDATES);
+        log::debug!(
+            "separated groups, {links:?} links: {} candidates to test",
+            candidates.len()
+        );
         for (s, root) in candidates {
             let members: Vec<usize> = (0..n).filter(|&i| live[i] && roots[i] == root).collect();
             if members.iter().all(|&i| out.size[i] > 0) {
@@ -124,19 +128,25 @@ pub fn separated_groups(nb: &Neighbours, x: &[f32], dim: usize, labels: &[u32], 
 /// Each record's component root in the graph of `links` between live same-label neighbours.
 fn components(nb: &Neighbours, labels: &[u32], live: &[bool], links: Links) -> Vec<u32> {
     let n = labels.len();
-    let linked = |i: usize, j: usize| match links {
-        Links::Either => true,
-        Links::Mutual => nb.of(j).0.contains(&(i as u32)),
-    };
+    // Which list entries are links (row i's k entries), decided in parallel; the union is serial.
+    let linked: Vec<bool> = (0..n)
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            let (idx, dist) = nb.of(i);
+            idx.iter().zip(dist).map(move |(&j, d)| {
+                let j = j as usize;
+                live[i]
+                    && d.is_finite()
+                    && j != i
+                    && live[j]
+                    && labels[j] == labels[i]
+                    && (links == Links::Either || nb.of(j).0.contains(&(i as u32)))
+            })
+        })
+        .collect();
     let mut groups = Groups::new(n);
-    for i in (0..n).filter(|&i| live[i]) {
-        let (idx, dist) = nb.of(i);
-        for (&j, _) in idx.iter().zip(dist).filter(|(_, d)| d.is_finite()) {
-            let j = j as usize;
-            if j != i && live[j] && labels[j] == labels[i] && linked(i, j) {
-                groups.union(i as u32, j as u32);
-            }
-        }
+    for (e, _) in linked.iter().enumerate().filter(|(_, l)| **l) {
+        groups.union((e / nb.k) as u32, nb.index[e]);
     }
     (0..n as u32).map(|i| groups.root(i)).collect()
 }
@@ -281,6 +291,41 @@ mod tests {
         // A group under MIN_GROUP records inside another class.
         let (x, labels) = world(MIN_GROUP - 1, (11.5, 1.5), 0, 3);
         assert!(groups_of(&x, &labels).size.iter().all(|&s| s == 0));
+    }
+
+    #[test]
+    fn a_group_tied_to_its_class_by_one_way_links_is_separated_by_mutual_ones() {
+        // Class 0: a dense body (a 0.02-spaced grid left of the origin) and a loose chain of 24
+        // records along y = 0 from x = 0.5, whose first member lists body records among its
+        // nearest (the body's own lists hold only the body). Class 1: a band of 12 rows of 25
+        // above the chain, the chain's other neighbours.
+        let mut x = Vec::new();
+        let mut labels = Vec::new();
+        for a in 0..14 {
+            for b in 0..14 {
+                x.extend([-0.3 + 0.02 * a as f32, -0.13 + 0.02 * b as f32]);
+                labels.push(0);
+            }
+        }
+        let chain: Vec<usize> = (labels.len()..labels.len() + 24).collect();
+        for a in 0..24 {
+            x.extend([0.5 + 0.25 * a as f32, 0.0]);
+            labels.push(0);
+        }
+        for row in 0..12 {
+            for a in 0..25 {
+                x.extend([0.5 + 0.25 * a as f32, 0.6 + 0.25 * row as f32]);
+                labels.push(1);
+            }
+        }
+        let (nb, _) = knn::approximate(&x, 2, 10, 4, 1);
+        let live = vec![true; labels.len()];
+        let either = components(&nb, &labels, &live, Links::Either);
+        assert_eq!(either[chain[0]], either[0], "one-way links tie the chain to the body");
+        let g = separated_groups(&nb, &x, 2, &labels, &live);
+        assert!(chain.iter().all(|&i| g.size[i] == 24), "{:?}", &g.size[chain[0]..]);
+        assert!(g.outsider_disagreement[chain[5]] >= MIN_MUTUAL_OUTSIDER_DISAGREEMENT as f32);
+        assert_eq!(g.size.iter().filter(|&&s| s > 0).count(), 24);
     }
 
     #[test]
