@@ -309,20 +309,35 @@ fn relu_poison_held_apart_from_its_class_is_found_in_large_classes() {
     // taken from other classes, is often a population of its own in the neighbour graph whose
     // nearest outsiders are those classes (`influence::separated`). Where the graph links it to
     // its class nothing is found: on tuning seeds the class is found in 3 of 5 runs, on these
-    // seeds (first run here) in 1 of 5, seed 1113, recall 0.90 there. Activation clustering
-    // judged a clean class attacked in two of these runs (4-5% false quarantine), as before.
+    // seeds (first run here) in 1 of 5, seed 1113, recall 0.90 there (the same with 0.2.16's
+    // mutual links). Activation clustering judged a clean class attacked in two of these runs
+    // (4-5% false quarantine), as before.
+    relu_target_found(64, 0.05, 3.0, 1, 0.6);
+}
+
+/// Five ReLU runs of 3000 records per class (seeds 1111-1115), a backdoor in class 3: the class
+/// is judged attacked in at least `min_found` of them, with at least `min_recall` in each.
+fn relu_target_found(dim: usize, rate: f64, strength: f64, min_found: usize, min_recall: f64) {
     let attack = Attack::Backdoor {
         target: 3,
-        rate: 0.05,
-        strength: 3.0,
+        rate,
+        strength,
     };
     let runs: Vec<Metrics> = (1111..1116)
-        .map(|seed| run(Kind::Relu, 64, 3000, attack, seed))
+        .map(|seed| run(Kind::Relu, dim, 3000, attack, seed))
         .collect();
     let found: Vec<&Metrics> = runs.iter().filter(|m| m.attacked.contains(&"3".to_string())).collect();
-    assert!(!found.is_empty(), "the target class found in none of 5 runs");
+    assert!(
+        found.len() >= min_found,
+        "the target class found in {} of 5 runs",
+        found.len()
+    );
     for m in found {
-        assert!(m.recall >= 0.6, "recall {:.3} where the class is found", m.recall);
+        assert!(
+            m.recall >= min_recall,
+            "recall {:.3} where the class is found",
+            m.recall
+        );
     }
 }
 
@@ -333,17 +348,5 @@ fn a_one_percent_relu_backdoor_is_found_through_mutual_neighbours() {
     // graph sets apart (`influence::separated`, 0.2.16). Measured on these seeds: the class found
     // in 4 of 5 runs, recall 0.83-1.0 there; on the grid's seeds 1000-1004 (README) recall 0.993
     // over all 5 runs (0.647 before).
-    let attack = Attack::Backdoor {
-        target: 3,
-        rate: 0.01,
-        strength: 4.0,
-    };
-    let runs: Vec<Metrics> = (1111..1116)
-        .map(|seed| run(Kind::Relu, 128, 3000, attack, seed))
-        .collect();
-    let found: Vec<&Metrics> = runs.iter().filter(|m| m.attacked.contains(&"3".to_string())).collect();
-    assert!(found.len() >= 3, "the target class found in {} of 5 runs", found.len());
-    for m in found {
-        assert!(m.recall >= 0.75, "recall {:.3} where the class is found", m.recall);
-    }
+    relu_target_found(128, 0.01, 4.0, 3, 0.75);
 }
