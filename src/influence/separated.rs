@@ -18,7 +18,9 @@
 //! counts when it holds at least [`MIN_GROUP`] records, at most [`MAX_SHARE`] of its class, and
 //! the nearest records outside it (exact search, on a sample of its members) carry another label
 //! in at least [`MIN_OUTSIDER_DISAGREEMENT`] of cases (an island of the class's own shape, such as
-//! a natural lobe split off by a gap, has its own class outside).
+//! a natural lobe split off by a gap, has its own class outside). Since 0.2.16 a second graph
+//! with mutual links only adds candidates, under a stricter outsider test (see
+//! [`separated_groups`]).
 
 use rayon::prelude::*;
 
