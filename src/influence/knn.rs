@@ -422,10 +422,17 @@ pub fn search(x: &[f32], dim: usize, k: usize, probes: usize, index: &IvfIndex, 
 /// Exact `k` nearest neighbours of the rows `queries` of `x` (brute force), for measuring recall.
 pub fn exact(x: &[f32], dim: usize, k: usize, queries: &[usize]) -> Neighbours {
     let n = x.len() / dim;
-    let k = k.min(n.saturating_sub(1)).max(1);
+    let ids: Vec<u32> = (0..n as u32).collect();
+    exact_among(x, dim, k.min(n.saturating_sub(1)), queries, &ids)
+}
+
+/// Exact `k` nearest neighbours of the rows `queries` of `x` among the rows `candidates` (brute
+/// force, at least one). A query with fewer than `k` candidates gets `u32::MAX` at infinite
+/// distance in the rest of its row.
+pub fn exact_among(x: &[f32], dim: usize, k: usize, queries: &[usize], candidates: &[u32]) -> Neighbours {
+    let k = k.min(candidates.len()).max(1);
     let kernel = Kernel::detect();
     let origin = vec![0f32; dim];
-    let ids: Vec<u32> = (0..n as u32).collect();
     // Candidates are packed a slice at a time, so measuring recall at 1M rows does not hold a
     // second copy of the vectors.
     const CANDIDATES_PER_PASS: usize = 8192;
@@ -436,11 +443,11 @@ pub fn exact(x: &[f32], dim: usize, k: usize, queries: &[usize]) -> Neighbours {
             let tiles = QueryTiles::new(x, dim, &qids, &origin, kernel);
             // Slices of candidates in parallel too (the few hundred sampled queries are one
             // block), merged in candidate order: the top-k of one pass over them all.
-            let parts: Vec<Tops> = ids
+            let parts: Vec<Tops> = candidates
                 .par_chunks(CANDIDATES_PER_PASS)
-                .map(|candidates| {
+                .map(|slice| {
                     let mut tops = Tops::new(block.len(), k);
-                    kernel.scan(&tiles, &Panels::new(x, dim, candidates, &origin, kernel), &mut tops);
+                    kernel.scan(&tiles, &Panels::new(x, dim, slice, &origin, kernel), &mut tops);
                     tops
                 })
                 .collect();

@@ -24,7 +24,7 @@
 
 use rayon::prelude::*;
 
-use super::knn::Neighbours;
+use super::knn::{self, Neighbours};
 use super::neighbourhood::Groups;
 
 /// Fewest records in a group (clean classes held groups of up to 11 at 3000 records per class).
@@ -42,9 +42,8 @@ const MIN_LIST_DISAGREEMENT: f64 = 0.4;
 const OUTSIDER_SAMPLE: usize = 32;
 /// Outsiders per sampled member.
 const OUTSIDERS: usize = 10;
-/// Candidate groups tested per dataset and graph, most promising first: each costs a pass over every record, and
-/// a dataset with more than a few is one whose classes are all fragmented, which the decision
-/// sets aside anyway (a signal marking many classes marks none).
+/// Candidate groups tested per graph, most promising first: each costs an exact search of its
+/// sampled members' nearest outsiders among every record.
 const MAX_CANDIDATES: usize = 16;
 
 /// Per record: its separated group's size (0 = in none) and the share of the group's nearest
@@ -91,14 +90,21 @@ pub fn separated_groups(nb: &Neighbours, x: &[f32], dim: usize, labels: &[u32], 
         size: vec![0; n],
         outsider_disagreement: vec![0.0; n],
     };
+    let either = either_way_links(nb, labels, live);
     for links in [Links::Either, Links::Mutual] {
-        let roots = components(nb, labels, live, links);
+        let roots = match links {
+            Links::Either => components(nb, &either),
+            Links::Mutual => components(nb, &mutual_links(nb, &either)),
+        };
         let mut candidates = candidates(&roots, labels, live, &class_live);
         let min_disagreement = match links {
             Links::Either => MIN_OUTSIDER_DISAGREEMENT,
             Links::Mutual => {
+                // A mutual-link component lies inside an either-way one, so a component whose
+                // root is in an accepted group is wholly in it: skip those before truncating.
                 let share = list_disagreement(nb, labels, live, &roots);
-                candidates.retain(|&(_, root)| share[root as usize] >= MIN_LIST_DISAGREEMENT);
+                candidates
+                    .retain(|&(_, root)| share[root as usize] >= MIN_LIST_DISAGREEMENT && out.size[root as usize] == 0);
                 candidates.sort_by(|a, b| share[b.1 as usize].total_cmp(&share[a.1 as usize]).then(b.cmp(a)));
                 MIN_MUTUAL_OUTSIDER_DISAGREEMENT
             }
@@ -108,18 +114,13 @@ pub fn separated_groups(nb: &Neighbours, x: &[f32], dim: usize, labels: &[u32], 
             "separated groups, {links:?} links: {} candidates to test",
             candidates.len()
         );
-        for (s, root) in candidates {
-            let members: Vec<usize> = (0..n).filter(|&i| live[i] && roots[i] == root).collect();
-            if members.iter().all(|&i| out.size[i] > 0) {
-                continue;
-            }
+        let members = members_of(&roots, live, &candidates);
+        for ((s, root), members) in candidates.into_iter().zip(members) {
             let disagreement = outsider_disagreement(x, dim, labels, live, &roots, root, &members);
             if disagreement >= min_disagreement {
                 for &i in &members {
-                    if out.size[i] == 0 {
-                        out.size[i] = s as u32;
-                        out.outsider_disagreement[i] = disagreement as f32;
-                    }
+                    out.size[i] = s as u32;
+                    out.outsider_disagreement[i] = disagreement as f32;
                 }
             }
         }
@@ -127,30 +128,56 @@ pub fn separated_groups(nb: &Neighbours, x: &[f32], dim: usize, labels: &[u32], 
     out
 }
 
-/// Each record's component root in the graph of `links` between live same-label neighbours.
-fn components(nb: &Neighbours, labels: &[u32], live: &[bool], links: Links) -> Vec<u32> {
-    let n = labels.len();
-    // Which list entries are links (row i's k entries), decided in parallel; the union is serial.
-    let linked: Vec<bool> = (0..n)
+/// Which entries of the neighbour lists (row i's k entries) link two live records of one class.
+fn either_way_links(nb: &Neighbours, labels: &[u32], live: &[bool]) -> Vec<bool> {
+    (0..labels.len())
         .into_par_iter()
         .flat_map_iter(|i| {
             let (idx, dist) = nb.of(i);
             idx.iter().zip(dist).map(move |(&j, d)| {
                 let j = j as usize;
-                live[i]
-                    && d.is_finite()
-                    && j != i
-                    && live[j]
-                    && labels[j] == labels[i]
-                    && (links == Links::Either || nb.of(j).0.contains(&(i as u32)))
+                live[i] && d.is_finite() && j != i && live[j] && labels[j] == labels[i]
             })
         })
-        .collect();
+        .collect()
+}
+
+/// The links of `either` whose records each list the other: a binary search of the other's
+/// sorted list, so a large `knn_k` costs k log k per record, not k^2.
+fn mutual_links(nb: &Neighbours, either: &[bool]) -> Vec<bool> {
+    let mut sorted = nb.index.clone();
+    sorted.par_chunks_mut(nb.k).for_each(|row| row.sort_unstable());
+    let listed = |j: usize, i: usize| sorted[j * nb.k..(j + 1) * nb.k].binary_search(&(i as u32)).is_ok();
+    either
+        .par_iter()
+        .enumerate()
+        .map(|(e, &linked)| linked && listed(nb.index[e] as usize, e / nb.k))
+        .collect()
+}
+
+/// Each record's component root in the graph of the list entries `linked`.
+fn components(nb: &Neighbours, linked: &[bool]) -> Vec<u32> {
+    let n = nb.index.len() / nb.k;
     let mut groups = Groups::new(n);
     for (e, _) in linked.iter().enumerate().filter(|(_, l)| **l) {
         groups.union((e / nb.k) as u32, nb.index[e]);
     }
     (0..n as u32).map(|i| groups.root(i)).collect()
+}
+
+/// The live members of each candidate `(size, root)`, in record order: one pass over the roots.
+fn members_of(roots: &[u32], live: &[bool], candidates: &[(usize, u32)]) -> Vec<Vec<usize>> {
+    let mut slot = vec![usize::MAX; roots.len()];
+    for (c, &(_, root)) in candidates.iter().enumerate() {
+        slot[root as usize] = c;
+    }
+    let mut members = vec![Vec::new(); candidates.len()];
+    for i in (0..roots.len()).filter(|&i| live[i]) {
+        if let Some(list) = members.get_mut(slot[roots[i] as usize]) {
+            list.push(i);
+        }
+    }
+    members
 }
 
 /// Components that may be separated groups, as (size, root), largest first: at least
@@ -215,35 +242,32 @@ fn outsider_disagreement(
     members: &[usize],
 ) -> f64 {
     let class = labels[members[0]];
-    let sample = crate::detect::sample_rows(members.len(), OUTSIDER_SAMPLE);
-    let shares: Vec<f64> = sample
-        .par_iter()
-        .map(|&m| {
-            let point = &x[members[m] * dim..(members[m] + 1) * dim];
-            // The OUTSIDERS nearest, as (distance^2, label), kept sorted.
-            let mut nearest: Vec<(f32, u32)> = Vec::with_capacity(OUTSIDERS + 1);
-            for (j, row) in x.chunks_exact(dim).enumerate() {
-                if !live[j] || roots[j] == root {
-                    continue;
-                }
-                let d2: f32 = point.iter().zip(row).map(|(a, b)| (a - b) * (a - b)).sum();
-                if nearest.len() == OUTSIDERS && d2 >= nearest[OUTSIDERS - 1].0 {
-                    continue;
-                }
-                let at = nearest.partition_point(|&(d, _)| d <= d2);
-                nearest.insert(at, (d2, labels[j]));
-                nearest.truncate(OUTSIDERS);
-            }
-            let other = nearest.iter().filter(|&&(_, l)| l != class).count();
-            other as f64 / nearest.len().max(1) as f64
-        })
+    let sample: Vec<usize> = crate::detect::sample_rows(members.len(), OUTSIDER_SAMPLE)
+        .into_iter()
+        .map(|m| members[m])
         .collect();
-    shares.iter().sum::<f64>() / shares.len().max(1) as f64
+    let outsiders: Vec<u32> = (0..labels.len() as u32)
+        .filter(|&j| live[j as usize] && roots[j as usize] != root)
+        .collect();
+    if outsiders.is_empty() {
+        return 0.0;
+    }
+    let nearest = knn::exact_among(x, dim, OUTSIDERS, &sample, &outsiders);
+    let share = |q: usize| {
+        let (idx, dist) = nearest.of(q);
+        let found: Vec<u32> = idx
+            .iter()
+            .zip(dist)
+            .filter(|(_, d)| d.is_finite())
+            .map(|(&j, _)| labels[j as usize])
+            .collect();
+        found.iter().filter(|&&l| l != class).count() as f64 / found.len().max(1) as f64
+    };
+    (0..sample.len()).map(share).sum::<f64>() / sample.len().max(1) as f64
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::knn;
     use super::*;
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
@@ -322,7 +346,7 @@ mod tests {
         }
         let (nb, _) = knn::approximate(&x, 2, 10, 4, 1);
         let live = vec![true; labels.len()];
-        let either = components(&nb, &labels, &live, Links::Either);
+        let either = components(&nb, &either_way_links(&nb, &labels, &live));
         assert_eq!(either[chain[0]], either[0], "one-way links tie the chain to the body");
         let g = separated_groups(&nb, &x, 2, &labels, &live);
         assert!(chain.iter().all(|&i| g.size[i] == 24), "{:?}", &g.size[chain[0]..]);

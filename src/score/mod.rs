@@ -1346,6 +1346,48 @@ mod tests {
     }
 
     #[test]
+    fn whole_groups_only_unites_every_attacking_group_and_needs_one_from_each() {
+        // Activation clustering's suspect is its cluster 0 (records 0-2); the separated group is
+        // cluster 1 (records 7-9); SPECTRE (detector 2) has no group.
+        let grouped = |cluster: Vec<u8>, suspect: u8, suspect_is_whole: bool| ClassScores {
+            grouping: Some(Grouping {
+                cluster,
+                suspect: Some(suspect),
+                closer_to_class: None,
+                suspect_is_whole,
+            }),
+            ..scores(vec![1.0; 10], 1.0)
+        };
+        let ac = grouped(vec![0, 0, 0, 1, 1, 1, 1, 1, 1, 1], 0, true);
+        let rows: Vec<u32> = (0..10).collect();
+        let evidence = |separated_is_whole: bool| ClassEvidence {
+            class: 0,
+            rows: &rows,
+            scores: vec![
+                ac.clone(),
+                grouped(vec![0, 0, 0, 0, 0, 0, 0, 1, 1, 1], 1, separated_is_whole),
+                scores(vec![1.0; 10], 1.0),
+            ]
+            .into(),
+            geometry: None,
+        };
+        let e = evidence(true);
+        assert_eq!(whole_groups_only(&e, &[0]), Some(vec![1, 1, 1, 0, 0, 0, 0, 0, 0, 0]));
+        assert_eq!(whole_groups_only(&e, &[0, 1]), Some(vec![1, 1, 1, 0, 0, 0, 0, 1, 1, 1]));
+        assert_eq!(
+            whole_groups_only(&e, &[0, 1, 2]),
+            None,
+            "SPECTRE attacks without a group"
+        );
+        assert_eq!(
+            whole_groups_only(&evidence(false), &[0, 1]),
+            None,
+            "a clump is not whole"
+        );
+        assert_eq!(whole_groups_only(&e, &[]), None);
+    }
+
+    #[test]
     fn expected_poison_rate_caps_the_quarantine() {
         // Class 3 flags its far record plus its band above 2 sigma; a tiny expected rate keeps
         // only what 2x the rate (+1% slack) of 600 rows allows: ceil(0.0102 * 600) = 7 rows.
