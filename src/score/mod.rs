@@ -599,6 +599,12 @@ fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
     if let Some(population) = separated_population(&flagged, || (coordinates.clone(), width)) {
         mark_population(record, &population.members, false);
     }
+    let flagged_count = |record: &RecordEvidence| record.flag.iter().filter(|&&f| f).count();
+    log::debug!(
+        "class {}: regrowth from {members} flagged, {} after the separated population",
+        e.class,
+        flagged_count(record)
+    );
     let Some(toward) = toward else { return };
     let features: Vec<f64> = coordinates
         .chunks_exact(width)
@@ -610,6 +616,7 @@ fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
     };
     let group: Vec<u8> = record.flag.iter().map(|&f| f as u8).collect();
     mark_population(record, &beyond_the_rest(&fit.projected, &group), false);
+    log::debug!("class {}: {} flagged beyond the rest", e.class, flagged_count(record));
 }
 
 /// Where every detector attacking the class found a whole population (its suspect group, see
