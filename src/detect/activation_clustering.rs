@@ -157,7 +157,7 @@ impl ActivationClustering {
             .map(|(c, _)| c);
 
         let is_small = relative_size < self.params.max_relative_size;
-        let signal_value = if is_small { silhouette.max(0.0) } else { 0.0 };
+        let signal_value = split_signal(is_small, silhouette);
         ClassScores {
             scores,
             stats: vec![
@@ -190,6 +190,20 @@ impl ActivationClustering {
             flagged: Vec::new(),
             fit: super::store_fit(&fit),
         }
+    }
+}
+
+/// The class signal of a k = 2 split: its silhouette. A split without a small side never judges
+/// its class attacked (capped at the clean bound), but its silhouette still tells what splits of
+/// this data reach, so the classes' median and spread come from every class. Scoring such splits
+/// 0, as before 0.2.17, left a spread of 0 whenever one class split off a small side: on a
+/// generated ReLU layer of 100 000 records per class a clean 29% lobe at 0.533, beside the other
+/// classes' splits at 0.44-0.59, stood 5.3 MADs out, and 42% of its class was flagged.
+fn split_signal(is_small: bool, silhouette: f64) -> f64 {
+    if is_small {
+        silhouette.max(0.0)
+    } else {
+        silhouette.clamp(0.0, CLEAN_SILHOUETTE)
     }
 }
 
@@ -249,6 +263,14 @@ mod tests {
         .check()
         .unwrap_err();
         assert_eq!(err.key, "max-relative-size");
+    }
+
+    #[test]
+    fn a_split_without_a_small_side_shows_its_silhouette_up_to_the_clean_bound() {
+        assert_eq!(split_signal(true, 0.533), 0.533);
+        assert_eq!(split_signal(false, 0.3), 0.3);
+        assert_eq!(split_signal(false, 0.584), CLEAN_SILHOUETTE);
+        assert_eq!(split_signal(true, -0.1), 0.0);
     }
 
     #[test]

@@ -1394,6 +1394,60 @@ mod tests {
         assert_eq!(whole_groups_only(&e, &[]), None);
     }
 
+    /// Whether class 3 is judged attacked when ten classes carry activation-clustering-like
+    /// signals `values` (clean bound 0.5, floor 0.1) and class 3's split has a small side.
+    fn split_judged_attacked(values: &[f64]) -> bool {
+        let rows = rows(values.len(), 40);
+        let names: Vec<String> = (0..values.len()).map(|c| c.to_string()).collect();
+        let evidence: Vec<ClassEvidence<'_>> = rows
+            .iter()
+            .zip(values)
+            .enumerate()
+            .map(|(c, (r, &value))| ClassEvidence {
+                class: c,
+                rows: r,
+                scores: vec![ClassScores {
+                    signal: Some(ClassSignal {
+                        value,
+                        clean_bound: 0.5,
+                        min_spread: 0.1,
+                    }),
+                    grouping: Some(Grouping {
+                        cluster: (0..r.len()).map(|i| (i < 12) as u8).collect(),
+                        suspect: (c == 3).then_some(1),
+                        closer_to_class: None,
+                        suspect_is_whole: true,
+                    }),
+                    ..scores(vec![0.0; r.len()], value)
+                }]
+                .into(),
+                geometry: None,
+            })
+            .collect();
+        let d = decide(
+            &evidence,
+            &["activation_clustering"],
+            &names,
+            400,
+            &DecisionParams::default(),
+        );
+        d.verdicts[3].as_ref().unwrap().attacked
+    }
+
+    #[test]
+    fn a_small_split_is_compared_with_every_class_s_split() {
+        // The 1M ReLU case: class 3's 29% lobe at 0.533, other classes' balanced splits at
+        // 0.44-0.59 (capped at the bound). Scored 0, those splits made 0.533 an outlier.
+        let ordinary = [0.5, 0.5, 0.487, 0.533, 0.5, 0.439, 0.0, 0.452, 0.461, 0.494];
+        assert!(!split_judged_attacked(&ordinary));
+        let mut zeroed = [0.0; 10];
+        zeroed[3] = 0.533;
+        assert!(split_judged_attacked(&zeroed));
+        // A backdoor's split still stands out among clean splits at 0.1-0.3.
+        let backdoor = [0.2, 0.25, 0.3, 0.8, 0.15, 0.22, 0.28, 0.1, 0.19, 0.24];
+        assert!(split_judged_attacked(&backdoor));
+    }
+
     #[test]
     fn expected_poison_rate_caps_the_quarantine() {
         // Class 3 flags its far record plus its band above 2 sigma; a tiny expected rate keeps
