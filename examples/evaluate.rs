@@ -5,7 +5,8 @@
 //! tests/quality.rs and the README's table use seeds from 1000 up, never tuned on.
 //! `--losses` passes the ReLU network's per-epoch losses, `--trusted=N` gives N clean records per
 //! class as a trusted set, `--only` keeps the scenarios whose name contains the substring,
-//! `--label-overlap` sets `[detect.influence] label-overlap` (`inf`: cleanlab's rule).
+//! `--label-overlap` sets `[detect.influence] label-overlap` (`inf`: cleanlab's rule),
+//! `--per-seed` prints each seed's numbers under the scenario's mean.
 
 use datavet::pipeline::ScanConfig;
 use datavet::testkit::{Attack, EvalInputs, Kind, Spec, evaluate_with};
@@ -22,6 +23,8 @@ fn main() {
         trusted_per_class: flag("--trusted").and_then(|v| v.parse().ok()).unwrap_or(0),
     };
     let only = flag("--only").unwrap_or_default();
+    let per_seed = flag("--per-seed").is_some();
+    let mut seed_lines: Vec<String> = Vec::new();
     // `--rows=N` replaces every scenario's rows per class (e.g. to see a 1% cluster of 30 records).
     let rows_per_class: Option<usize> = flag("--rows").and_then(|v| v.parse().ok());
     let positional: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -130,6 +133,21 @@ fn main() {
                     _ => !m.attacked.is_empty(),
                 };
                 wrong_class += wrong as usize;
+                if per_seed {
+                    let retrain = m.retrain.as_ref().map_or(String::new(), |r| {
+                        format!(
+                            ", attack success all {:.3} clean.parquet {:.3} removed {:.3}",
+                            r.all_data.attack_success, r.clean_output.attack_success, r.poison_removed.attack_success
+                        )
+                    });
+                    seed_lines.push(format!(
+                        "    seed {s}: recall {:.3} FQR {:.4} quarantined {:.3}% attacked {:?}{retrain}",
+                        m.recall,
+                        m.false_quarantine,
+                        100.0 * m.quarantined,
+                        m.attacked
+                    ));
+                }
             }
             let k = seeds as f64;
             println!(
@@ -147,6 +165,7 @@ fn main() {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            seed_lines.drain(..).for_each(|l| println!("{l}"));
             if asr_runs > 0 {
                 let k = asr_runs as f64;
                 println!(
