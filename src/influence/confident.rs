@@ -37,14 +37,35 @@ pub struct ConfidentLearning {
     pub overlapping: Vec<bool>,
     /// Records of overlapping pairs that the rule would otherwise have called label issues.
     pub set_aside: usize,
+    /// Records left out of the joint because their vector is all zero ([`carries_label_evidence`]).
+    pub zero_vectors: usize,
+}
+
+/// Whether a record's vector can speak for or against its label: not all zero. A ReLU layer
+/// maps the inputs it discards to the zero vector, whatever their class, so the surrogate gives
+/// every such record the same probabilities: the label mix of the pile. Confident learning then
+/// calls the pile's minority labels issues of its majority class, whose threshold the pile itself
+/// pulls down. Seen on a generated ReLU layer of 1M records (10 classes): one class all zero
+/// vectors (threshold 0.49), 12-18% of four other classes zero too, 52 469 "label issues", every
+/// one a zero vector of a correctly labelled record. cleanlab does the same.
+pub fn carries_label_evidence(vector: &[f32]) -> bool {
+    vector.iter().any(|&v| v != 0.0)
 }
 
 /// Class `j`'s threshold is the mean predicted probability of `j` among records labelled `j`; a
 /// record counts toward the confident joint at (given label, the most probable class among those
 /// whose probability reaches its threshold). Off-diagonal members are label issues (cleanlab's
 /// `filter_by="confident_learning"`), except between classes that overlap (both likelihood
-/// ratios above `max_overlap`: see [`likelihood_ratios`]).
-pub fn confident_learning(probs: &[f32], labels: &[u32], k: usize, max_overlap: f64) -> ConfidentLearning {
+/// ratios above `max_overlap`: see [`likelihood_ratios`]). Records where `evidence` is false
+/// (all-zero vectors) count toward the thresholds, as in cleanlab, but are never placed in the
+/// joint, so they are never label issues and do not inflate a pair's estimated noise.
+pub fn confident_learning(
+    probs: &[f32],
+    labels: &[u32],
+    k: usize,
+    max_overlap: f64,
+    evidence: &[bool],
+) -> ConfidentLearning {
     let n = labels.len();
     let mut sums = vec![0f64; k];
     let mut counts = vec![0usize; k];
@@ -56,7 +77,7 @@ pub fn confident_learning(probs: &[f32], labels: &[u32], k: usize, max_overlap: 
     let thresholds: Vec<f64> = (0..k).map(|j| sums[j] / counts[j].max(1) as f64).collect();
     let mut joint = vec![vec![0u64; k]; k];
     let confident: Vec<Option<usize>> = (0..n)
-        .map(|p| confident_class(&probs[p * k..(p + 1) * k], &thresholds))
+        .map(|p| confident_class(&probs[p * k..(p + 1) * k], &thresholds).filter(|_| evidence[p]))
         .collect();
     for (p, j) in confident.iter().enumerate() {
         if let Some(j) = *j {
@@ -103,6 +124,7 @@ pub fn confident_learning(probs: &[f32], labels: &[u32], k: usize, max_overlap: 
         likelihood_ratio,
         overlapping,
         set_aside,
+        zero_vectors: evidence.iter().filter(|&&e| !e).count(),
     }
 }
 
@@ -148,11 +170,14 @@ fn confident_class(row: &[f32], thresholds: &[f64]) -> Option<usize> {
         .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)))
 }
 
-/// Applies [`LabelIssueRule::PruneByNoiseRate`] on top of the confident joint in `cl`.
-pub fn prune_by_noise_rate(cl: &mut ConfidentLearning, probs: &[f32], labels: &[u32], k: usize) {
+/// Applies [`LabelIssueRule::PruneByNoiseRate`] on top of the confident joint in `cl`; records
+/// without `evidence` are neither counted nor ranked.
+pub fn prune_by_noise_rate(cl: &mut ConfidentLearning, probs: &[f32], labels: &[u32], k: usize, evidence: &[bool]) {
     let n = labels.len();
     let mut by_label: Vec<Vec<usize>> = vec![Vec::new(); k];
-    (0..n).for_each(|p| by_label[labels[p] as usize].push(p));
+    (0..n)
+        .filter(|&p| evidence[p])
+        .for_each(|p| by_label[labels[p] as usize].push(p));
     let mut issue = vec![false; n];
     let mut suggested: Vec<u32> = labels.to_vec();
     let mut best_margin = vec![0f32; n];
@@ -237,7 +262,7 @@ mod tests {
         // Two classes; record 2 is labelled 0 but the model is sure it is class 1.
         let probs: Vec<f32> = vec![0.9, 0.1, 0.8, 0.2, 0.05, 0.95, 0.85, 0.15, 0.1, 0.9, 0.2, 0.8];
         let labels = [0, 0, 0, 0, 1, 1];
-        let cl = confident_learning(&probs, &labels, 2, f64::INFINITY);
+        let cl = confident_learning(&probs, &labels, 2, f64::INFINITY, &vec![true; labels.len()]);
         assert!((cl.thresholds[0] - 0.65).abs() < 1e-6 && (cl.thresholds[1] - 0.85).abs() < 1e-6);
         assert_eq!(cl.issue, [false, false, true, false, false, false]);
         assert_eq!(cl.suggested[2], 1);
@@ -262,7 +287,7 @@ mod tests {
             probs.extend([0.015, 0.015, 0.97]);
             labels.push(if m < 3 { 0 } else { 2 });
         }
-        let cl = confident_learning(&probs, &labels, 3, 0.2);
+        let cl = confident_learning(&probs, &labels, 3, 0.2, &vec![true; labels.len()]);
         assert!(
             cl.likelihood_ratio[1] > 0.2 && cl.likelihood_ratio[3] > 0.2,
             "{:?}",
@@ -277,7 +302,10 @@ mod tests {
         assert_eq!(issues, [100, 101, 102], "only the flips into class 2");
         assert_eq!(cl.set_aside, 20);
         // cleanlab's rule (no overlap test) calls the 20 look-alikes label issues too.
-        assert_eq!(confident_learning(&probs, &labels, 3, f64::INFINITY).count, 23);
+        assert_eq!(
+            confident_learning(&probs, &labels, 3, f64::INFINITY, &vec![true; labels.len()]).count,
+            23
+        );
     }
 
     #[test]
@@ -299,7 +327,7 @@ mod tests {
                 labels.push(class as u32);
             }
         }
-        let cl = confident_learning(&probs, &labels, k, 0.2);
+        let cl = confident_learning(&probs, &labels, k, 0.2, &vec![true; labels.len()]);
         assert!(
             cl.likelihood_ratio[5] > 0.2 && cl.likelihood_ratio[5 * k] > 0.2,
             "ratios above 0.2"
@@ -311,14 +339,48 @@ mod tests {
     }
 
     #[test]
+    fn all_zero_vectors_are_never_label_issues_and_a_real_flip_still_is() {
+        // A layer zeroes all of class 2 and a third of class 0: those 30 records share one
+        // probability vector, the pile's label mix (2 of 3 labelled 2), so class 2's threshold is
+        // 0.6 and cleanlab's rule calls the pile's ten class-0 records issues of class 2. Record
+        // 60 is a live class-2 record labelled 0: a flip.
+        let pile = [0.35f32, 0.05, 0.6];
+        let (mut probs, mut labels, mut evidence) = (Vec::new(), Vec::new(), Vec::new());
+        for p in 0..61 {
+            let (label, row, live) = match p {
+                0..10 => (0u32, pile, false),
+                10..30 => (0, [0.9, 0.05, 0.05], true),
+                30..40 => (1, [0.05, 0.9, 0.05], true),
+                40..60 => (2, pile, false),
+                _ => (0, [0.05, 0.05, 0.9], true),
+            };
+            probs.extend(row);
+            labels.push(label);
+            evidence.push(live);
+        }
+        let everyone = vec![true; labels.len()];
+        assert_eq!(confident_learning(&probs, &labels, 3, 0.2, &everyone).count, 11);
+        for rule in [LabelIssueRule::ConfidentJoint, LabelIssueRule::PruneByNoiseRate] {
+            let mut cl = confident_learning(&probs, &labels, 3, 0.2, &evidence);
+            if rule == LabelIssueRule::PruneByNoiseRate {
+                prune_by_noise_rate(&mut cl, &probs, &labels, 3, &evidence);
+            }
+            let issues: Vec<usize> = (0..labels.len()).filter(|&p| cl.issue[p]).collect();
+            assert_eq!(issues, [60], "{rule:?}");
+            assert_eq!((cl.suggested[60], cl.zero_vectors), (2, 30));
+        }
+        assert!(carries_label_evidence(&[0.0, 0.1]) && !carries_label_evidence(&[0.0, -0.0]));
+    }
+
+    #[test]
     fn prune_by_noise_rate_takes_the_estimated_count_by_margin() {
         // Class 0 has 4 records; the joint puts 1 of its 3 confident records in class 1, so
         // 4 * 1/3 -> 1 record is pruned: the one with the largest p1 - p0 (record 3, not 2).
         let probs: Vec<f32> = vec![0.9, 0.1, 0.95, 0.05, 0.45, 0.55, 0.12, 0.88, 0.1, 0.9, 0.2, 0.8];
         let labels = [0, 0, 0, 0, 1, 1];
-        let mut cl = confident_learning(&probs, &labels, 2, f64::INFINITY);
+        let mut cl = confident_learning(&probs, &labels, 2, f64::INFINITY, &vec![true; labels.len()]);
         assert_eq!(cl.joint[0], [2, 1]);
-        prune_by_noise_rate(&mut cl, &probs, &labels, 2);
+        prune_by_noise_rate(&mut cl, &probs, &labels, 2, &[true; 6]);
         assert_eq!(cl.issue, [false, false, false, true, false, false]);
         assert_eq!(cl.count, 1);
         // The kept rule judges new records as the ranking would have: a new record labelled 0

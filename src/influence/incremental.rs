@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use super::confident::LabelRule;
+use super::confident::{LabelRule, carries_label_evidence};
 use super::neighbourhood::{self, Groups};
 use super::softmax::Softmax;
 use super::{
@@ -203,7 +203,12 @@ fn score_fresh(
     let judged = probs
         .chunks_exact(k)
         .zip(fresh_labels)
-        .map(|(row, &label)| rule.judge(row, label as usize))
+        .zip(fresh)
+        .map(|((row, &label), &p)| {
+            carries_label_evidence(&dataset.x[p * dim..(p + 1) * dim])
+                .then(|| rule.judge(row, label as usize))
+                .flatten()
+        })
         .collect();
     FreshScores {
         self_influence: self_influence(&probs, &design, cols, fresh_labels),

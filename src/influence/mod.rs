@@ -32,7 +32,7 @@ use crate::detect::{ParamError, sample_rows};
 use crate::io::Dataset;
 use crate::progress::Progress;
 pub use confident::LabelIssueRule;
-use confident::{LabelRule, confident_learning, prune_by_noise_rate};
+use confident::{LabelRule, carries_label_evidence, confident_learning, prune_by_noise_rate};
 pub use incremental::extend;
 use softmax::{FitReport, FitSettings, Softmax};
 
@@ -316,6 +316,10 @@ pub struct InfluenceReport {
     pub overlapping_classes: Vec<ClassOverlap>,
     #[serde(default)]
     pub label_issues_set_aside: usize,
+    /// Records whose vector is all zero: never label issues (their probabilities are the label
+    /// mix of every record the layer zeroes, not evidence about theirs).
+    #[serde(default)]
+    pub zero_vectors_not_label_checked: usize,
     /// Koh & Liang on the trusted set: CG iterations and the relative residual reached.
     pub trusted: Option<TrustedSolve>,
     pub knn: KnnReport,
@@ -653,6 +657,7 @@ pub fn compute(
                 })
                 .collect(),
             label_issues_set_aside: s.cl.set_aside,
+            zero_vectors_not_label_checked: s.cl.zero_vectors,
             confident_joint: s.cl.joint,
             label_issues: s.cl.count,
             trusted: s.trusted_report,
@@ -769,9 +774,13 @@ fn fit_surrogate(
     let correct = (0..n)
         .filter(|&p| argmax(&out_of_fold[p * k..(p + 1) * k]) == labels[p] as usize)
         .count();
-    let mut cl = confident_learning(&out_of_fold, labels, k, params.label_overlap);
+    let dim = dataset.dim;
+    let evidence: Vec<bool> = (0..n)
+        .map(|p| carries_label_evidence(&dataset.x[p * dim..(p + 1) * dim]))
+        .collect();
+    let mut cl = confident_learning(&out_of_fold, labels, k, params.label_overlap, &evidence);
     if params.label_issues == LabelIssueRule::PruneByNoiseRate {
-        prune_by_noise_rate(&mut cl, &out_of_fold, labels, k);
+        prune_by_noise_rate(&mut cl, &out_of_fold, labels, k, &evidence);
     }
 
     let label_probability: Vec<f32> = (0..n).map(|p| out_of_fold[p * k + labels[p] as usize]).collect();

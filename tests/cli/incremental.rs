@@ -479,6 +479,53 @@ fn copies_and_flipped_labels_arriving_tonight_are_caught() {
     );
 }
 
+/// Ids of the records in quarantine.parquet whose reasons call them label issues.
+fn label_issues(out: &Path) -> HashSet<i64> {
+    let q = read_all(&out.join("quarantine.parquet"));
+    let ids = q.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let reasons = q.column_by_name("reasons").unwrap().as_string::<i32>();
+    (0..q.num_rows())
+        .filter(|&i| reasons.value(i).contains("label issue"))
+        .map(|i| ids.value(i))
+        .collect()
+}
+
+#[test]
+fn all_zero_vectors_are_never_label_issues_full_or_incremental() {
+    // A layer that zeroes all of class 4 and a third of classes 0-3: the zero vectors share one
+    // set of probabilities, in which class 4 is the largest label (threshold about 0.43), so
+    // cleanlab's rule calls the 400 zero vectors of classes 0-3 label issues of class 4.
+    let fx = Fixture::new();
+    let mut data = gaussian(5, 300, 16, Attack::None, 81);
+    let (n, dim) = (data.ids.len(), data.dim);
+    let zero: Vec<bool> = (0..n).map(|i| data.labels[i] == 4 || i % 3 == 0).collect();
+    (0..n)
+        .filter(|&i| zero[i])
+        .for_each(|i| data.x[i * dim..(i + 1) * dim].fill(0.0));
+    let new = data.new_rows(0.05);
+    let zero_ids: HashSet<i64> = (0..n).filter(|&i| zero[i]).map(|i| data.ids[i]).collect();
+    assert!(
+        (0..n).any(|i| new[i] && zero[i] && data.labels[i] != 4),
+        "zero vectors arrive tonight"
+    );
+    let dir = split(&fx, &data, &new);
+    scan(&fx.out(), &dir, &[]).success();
+    let influence = &json(&fx.out().join("report.json"))["influence"];
+    let zeros_yesterday = (0..n).filter(|&i| zero[i] && !new[i]).count();
+    assert_eq!(
+        influence["zero_vectors_not_label_checked"], zeros_yesterday,
+        "{influence:#}"
+    );
+    let issues = label_issues(&fx.out());
+    assert!(issues.is_disjoint(&zero_ids), "{issues:?}");
+    assert!(issues.len() <= 15, "{} label issues in a clean set", issues.len());
+    arrive(&fx, &dir);
+    let tonight = scan(&fx.out(), &dir, &["--incremental"]).success();
+    assert!(stdout(&tonight).contains("scored (fit reused)"), "{}", stdout(&tonight));
+    let issues = label_issues(&fx.out());
+    assert!(issues.is_disjoint(&zero_ids), "{issues:?}");
+}
+
 #[test]
 fn a_nightly_pipeline_runs_incrementally() {
     let fx = Fixture::new();
