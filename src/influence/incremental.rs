@@ -154,6 +154,14 @@ pub fn extend(
     progress.finish();
 
     out.report.label_issues = out.label_issue.iter().filter(|&&i| i).count();
+    if correct.is_some() {
+        // Tonight's records too, as a full scan would count them (not the reference's count).
+        out.report.zero_vectors_not_label_checked = dataset
+            .x
+            .chunks_exact(dim)
+            .filter(|v| !carries_label_evidence(v))
+            .count();
+    }
     out.report.knn.near_duplicate_groups = copies.count;
     out.report.knn.near_duplicate_records = copies.records;
     out.report.knn.separated_records = out.separated_group_size.iter().filter(|&&s| s > 0).count();

@@ -522,6 +522,12 @@ fn all_zero_vectors_are_never_label_issues_full_or_incremental() {
     arrive(&fx, &dir);
     let tonight = scan(&fx.out(), &dir, &["--incremental"]).success();
     assert!(stdout(&tonight).contains("scored (fit reused)"), "{}", stdout(&tonight));
+    let influence = &json(&fx.out().join("report.json"))["influence"];
+    assert_eq!(
+        influence["zero_vectors_not_label_checked"],
+        zero_ids.len(),
+        "{influence:#}"
+    );
     let issues = label_issues(&fx.out());
     assert!(issues.is_disjoint(&zero_ids), "{issues:?}");
 }
