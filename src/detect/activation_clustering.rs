@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::kmeans::KMeans;
 
+use super::sample_rows;
 use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, Grouping, ParamError, SAMPLE_ROWS, Stat};
-use super::{coordinate_median, sample_rows};
 
 /// Silhouette a k = 2 split of a clean class can reach. Gaussian classes split in halves at
 /// 0.1-0.3; sparse ReLU activations split off a 30% lobe at up to 0.45. A backdoor cluster that
@@ -75,15 +75,105 @@ struct Centroids {
     small: Option<u8>,
 }
 
+/// A class's k = 2 split: each record's cluster (0 or 1) and which cluster is the smaller.
+pub struct Split {
+    pub(super) cluster: Vec<u8>,
+    pub(super) small: u8,
+    /// The two centres, `k` values each, in the class basis's coordinates.
+    centroids: Vec<f32>,
+    k: usize,
+    /// What [`ClassScores::fit`] stores, so a later scan splits the same way.
+    pub(super) fit: Option<serde_json::Value>,
+}
+
+impl Split {
+    fn centre(&self, c: u8) -> &[f32] {
+        &self.centroids[c as usize * self.k..(c as usize + 1) * self.k]
+    }
+
+    /// Records of the smaller cluster.
+    pub(super) fn small_rows(&self) -> Vec<usize> {
+        (0..self.cluster.len())
+            .filter(|&i| self.cluster[i] == self.small)
+            .collect()
+    }
+}
+
 impl Detector for ActivationClustering {
     fn name(&self) -> &'static str {
         "activation_clustering"
     }
 
     fn score_class(&self, view: &ClassView<'_>) -> Result<ClassScores, DetectError> {
+        Ok(self.score_split(view, self.split(view, None)?))
+    }
+
+    fn rescore(&self, view: &ClassView<'_>, fit: Option<&serde_json::Value>) -> Result<ClassScores, DetectError> {
+        Ok(self.score_split(view, self.split(view, Some(fit))?))
+    }
+}
+
+impl ActivationClustering {
+    /// The class's split, fitted afresh (`stored` = `None`) or under an earlier scan's centres
+    /// (`Some(fit)`), kept in the view: the distance analysis (`detect::distance_analysis`)
+    /// splits through this too, and both see the same clusters.
+    pub(super) fn split<'v>(
+        &self,
+        view: &'v ClassView<'_>,
+        stored: Option<Option<&serde_json::Value>>,
+    ) -> Result<&'v Split, DetectError> {
+        // The two detectors run one after the other on the class's own thread; k-means is most
+        // of their cost, so the first computes the split and the other reads it.
+        if let Some(split) = view.split.get() {
+            return Ok(split);
+        }
+        let split = self.compute_split(view, stored)?;
+        Ok(view.split.get_or_init(|| split))
+    }
+
+    fn compute_split(
+        &self,
+        view: &ClassView<'_>,
+        stored: Option<Option<&serde_json::Value>>,
+    ) -> Result<Split, DetectError> {
+        let k = view.basis.k;
+        let mut fit = match stored {
+            Some(fit) => {
+                let fit: Centroids = super::parse_fit(self.name(), fit)?;
+                if fit.centroids.len() != 2 * k || fit.small.is_some_and(|s| s > 1) {
+                    return Err(DetectError::Failed {
+                        detector: self.name(),
+                        message: "the reference's cluster centres do not match the class basis".into(),
+                    });
+                }
+                fit
+            }
+            None => self.fit_centroids(view)?,
+        };
+        let (c0, c1) = (&fit.centroids[..k], &fit.centroids[k..2 * k]);
+        let cluster: Vec<u8> = view
+            .basis
+            .projected
+            .chunks_exact(k)
+            .map(|row| (dist(row, c1) < dist(row, c0)) as u8)
+            .collect();
+        let ones = cluster.iter().filter(|&&c| c == 1).count();
+        let small = *fit
+            .small
+            .get_or_insert(if cluster.len() - ones <= ones { 0 } else { 1 });
+        Ok(Split {
+            cluster,
+            small,
+            fit: super::store_fit(&fit),
+            centroids: fit.centroids,
+            k,
+        })
+    }
+
+    /// k-means++ centres, fitted on an even sample of the class (two centres in 10 dimensions are
+    /// as well placed by 20 000 records as by 100 000).
+    fn fit_centroids(&self, view: &ClassView<'_>) -> Result<Centroids, DetectError> {
         let (n, k) = (view.n(), view.basis.k);
-        // The centres are fitted on an even sample (two centres in 10 dimensions are as well
-        // placed by 20 000 records as by 100 000); every record is then assigned to them.
         let sample: Vec<f32> = sample_rows(n, KMEANS_FIT_ROWS)
             .into_iter()
             .flat_map(|i| view.basis.projected[i * k..(i + 1) * k].iter().copied())
@@ -97,39 +187,15 @@ impl Detector for ActivationClustering {
         let centroids = KMeans::new(2, self.params.n_runs, 100, 1e-4)
             .fit(&sample, k, view.seed)
             .centroids;
-        Ok(self.score_with(view, Centroids { centroids, small: None }))
+        Ok(Centroids { centroids, small: None })
     }
 
-    fn rescore(&self, view: &ClassView<'_>, fit: Option<&serde_json::Value>) -> Result<ClassScores, DetectError> {
-        let fit: Centroids = super::parse_fit(self.name(), fit)?;
-        if fit.centroids.len() != 2 * view.basis.k || fit.small.is_some_and(|s| s > 1) {
-            return Err(DetectError::Failed {
-                detector: self.name(),
-                message: "the reference's cluster centres do not match the class basis".into(),
-            });
-        }
-        Ok(self.score_with(view, fit))
-    }
-}
-
-impl ActivationClustering {
-    /// Everything after k-means: assignment to the nearest centre, sizes, silhouette, distance
-    /// analysis. The same on a fresh fit and on a stored one, so both paths agree.
-    fn score_with(&self, view: &ClassView<'_>, mut fit: Centroids) -> ClassScores {
+    /// Everything after the split: sizes, silhouette, each record's side.
+    fn score_split(&self, view: &ClassView<'_>, split: &Split) -> ClassScores {
         let (n, k) = (view.n(), view.basis.k);
         let z = &view.basis.projected;
-        let centroid = |c: u8| &fit.centroids[c as usize * k..(c as usize + 1) * k];
-        let cluster: Vec<u8> = z
-            .chunks_exact(k)
-            .map(|row| (dist(row, centroid(1)) < dist(row, centroid(0))) as u8)
-            .collect();
-        let sizes = [
-            cluster.iter().filter(|&&c| c == 0).count(),
-            cluster.iter().filter(|&&c| c == 1).count(),
-        ];
-        let small = *fit.small.get_or_insert(if sizes[0] <= sizes[1] { 0u8 } else { 1u8 });
-        let relative_size = sizes[small as usize] as f64 / n as f64;
-        let (c_small, c_big) = (centroid(small), centroid(1 - small));
+        let relative_size = split.small_rows().len() as f64 / n as f64;
+        let (c_small, c_big) = (split.centre(split.small), split.centre(1 - split.small));
 
         // Score: how much closer a record is to the small cluster's centre than to the big one's, in
         // [-1, 1]; positive means it sits in the small cluster.
@@ -141,23 +207,8 @@ impl ActivationClustering {
             })
             .collect();
 
-        let silhouette = silhouette(z, k, &cluster, &sample_rows(n, SAMPLE_ROWS));
-        // Distance analysis: is the small cluster's median closer to another class's median?
-        let small_rows: Vec<usize> = (0..n).filter(|&i| cluster[i] == small).collect();
-        let small_median = coordinate_median(view.x, view.dim, &subsample(&small_rows, SAMPLE_ROWS));
-        let own = dist(&small_median, &view.class_medians[view.class]);
-        let closer_to_class = view
-            .class_medians
-            .iter()
-            .enumerate()
-            .filter(|&(c, _)| c != view.class)
-            .map(|(c, m)| (c, dist(&small_median, m)))
-            .filter(|&(_, d)| d < own)
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(c, _)| c);
-
+        let silhouette = silhouette(z, k, &split.cluster, &sample_rows(n, SAMPLE_ROWS));
         let is_small = relative_size < self.params.max_relative_size;
-        let signal_value = split_signal(is_small, silhouette);
         ClassScores {
             scores,
             stats: vec![
@@ -169,26 +220,22 @@ impl ActivationClustering {
                     name: "silhouette".into(),
                     value: silhouette,
                 },
-                Stat {
-                    name: "closer_to_other_class".into(),
-                    value: closer_to_class.map_or(-1.0, |c| c as f64),
-                },
             ],
             // A clean class split in two by k-means has a silhouette of about 0.1-0.3 at balanced sizes.
             signal: Some(ClassSignal {
-                value: signal_value,
+                value: split_signal(is_small, silhouette),
                 clean_bound: CLEAN_SILHOUETTE,
                 min_spread: 0.1,
             }),
             grouping: Some(Grouping {
-                cluster,
-                suspect: is_small.then_some(small),
-                closer_to_class,
+                suspect: is_small.then_some(split.small),
+                cluster: split.cluster.clone(),
+                closer_to_class: None,
                 suspect_is_whole: true,
             }),
             record_level: None,
             flagged: Vec::new(),
-            fit: super::store_fit(&fit),
+            fit: split.fit.clone(),
         }
     }
 }
@@ -207,12 +254,8 @@ fn split_signal(is_small: bool, silhouette: f64) -> f64 {
     }
 }
 
-fn dist(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dist(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
-}
-
-fn subsample(rows: &[usize], max: usize) -> Vec<usize> {
-    sample_rows(rows.len(), max).into_iter().map(|i| rows[i]).collect()
 }
 
 /// Mean silhouette (Rousseeuw 1987) of a 2-cluster assignment over the sampled rows.

@@ -8,6 +8,7 @@ pub mod activation_clustering;
 pub mod confident_learning;
 pub mod deep_knn;
 pub mod density;
+pub mod distance_analysis;
 pub mod kmeans;
 pub mod linalg;
 pub mod loss_trajectory;
@@ -202,6 +203,9 @@ pub struct ClassView<'a> {
     pub probs: Option<&'a [f32]>,
     /// The input's per-record losses for this class's records: (`n * epochs`, epochs).
     pub losses: Option<(&'a [f32], usize)>,
+    /// The class's k = 2 split, computed by the first of activation clustering and its distance
+    /// analysis to run (start it empty).
+    pub split: std::cell::OnceCell<activation_clustering::Split>,
 }
 
 impl<'a> ClassView<'a> {
@@ -391,8 +395,10 @@ pub struct Available {
 
 /// The checked detectors to run, in report order.
 pub fn registry(params: &DetectorParams, available: Available) -> Result<Vec<Box<dyn Detector>>, ParamError> {
+    let activation_clustering = params.activation_clustering.clone().check()?;
     let mut detectors: Vec<Box<dyn Detector>> = vec![
-        Box::new(params.activation_clustering.clone().check()?),
+        Box::new(activation_clustering.clone()),
+        Box::new(distance_analysis::DistanceAnalysis::new(activation_clustering)),
         Box::new(params.spectral.clone().check()?),
     ];
     if params.spectre.enabled {
@@ -472,14 +478,14 @@ mod tests {
     #[test]
     fn registry_respects_spectre_switch() {
         let mut p = DetectorParams::default();
-        assert_eq!(registry(&p, Available::default()).unwrap().len(), 3);
+        assert_eq!(registry(&p, Available::default()).unwrap().len(), 4);
         p.spectre.enabled = false;
         let names: Vec<_> = registry(&p, Available::default())
             .unwrap()
             .iter()
             .map(|d| d.name())
             .collect();
-        assert_eq!(names, ["activation_clustering", "spectral"]);
+        assert_eq!(names, ["activation_clustering", "distance_analysis", "spectral"]);
         let all = Available {
             neighbours: true,
             surrogate: true,
@@ -492,6 +498,7 @@ mod tests {
             names,
             [
                 "activation_clustering",
+                "distance_analysis",
                 "spectral",
                 "confident_learning",
                 "self_influence",
@@ -519,6 +526,7 @@ mod tests {
             names,
             [
                 "activation_clustering",
+                "distance_analysis",
                 "spectral",
                 "deep_knn",
                 "density",
