@@ -307,7 +307,7 @@ pub fn decide(
             }
         }
         // Step 2: record evidence within the class.
-        let mut record = record_evidence(e, names, params);
+        let mut record = record_evidence(e, names, class_names, params);
         let mut unproven = None;
         if class_margin > 0.0 && !attacked_by_comparison {
             match separated_minority(e, &mut record) {
@@ -702,7 +702,12 @@ struct RecordEvidence {
     why: Vec<String>,
 }
 
-fn record_evidence(e: &ClassEvidence<'_>, names: &[&str], params: &DecisionParams) -> RecordEvidence {
+fn record_evidence(
+    e: &ClassEvidence<'_>,
+    names: &[&str],
+    class_names: &[String],
+    params: &DecisionParams,
+) -> RecordEvidence {
     let n = e.rows.len();
     let mut ev = RecordEvidence {
         evidence: vec![0.0; n],
@@ -722,7 +727,7 @@ fn record_evidence(e: &ClassEvidence<'_>, names: &[&str], params: &DecisionParam
             let share = g.cluster.iter().filter(|&&c| c == suspect).count() as f64 / n as f64;
             let closer = g
                 .closer_to_class
-                .map(|c| format!(", closer to class #{c}"))
+                .map(|c| format!(", closer to class `{}`", class_names.get(c).map_or("?", String::as_str)))
                 .unwrap_or_default();
             for i in (0..n).filter(|&i| g.cluster[i] == suspect) {
                 ev.flag[i] = true;

@@ -839,3 +839,69 @@ fn small_classes_of_a_long_tailed_clean_dataset_are_not_judged_attacked() {
         assert_no_class_attacked(&fx, &format!("seed {seed}"));
     }
 }
+
+#[test]
+fn a_cluster_taken_from_another_class_is_named_by_the_distance_analysis() {
+    // 45 records of class 13 (15%) are class 11's inputs with a trigger on one coordinate:
+    // their k = 2 cluster sits closer to class 11's median than to class 13's. Labels start at
+    // 10, so a class's name is not its index.
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    let spec = Spec {
+        kind: Kind::Gaussian,
+        classes: 6,
+        rows_per_class: 300,
+        dim: 16,
+        attack: Attack::None,
+        seed: 31,
+    };
+    let mut data = testkit::generate(&spec);
+    let dim = data.dim;
+    let source: Vec<usize> = (0..data.ids.len()).filter(|&i| data.labels[i] == 1).collect();
+    let target: Vec<usize> = (0..data.ids.len()).filter(|&i| data.labels[i] == 3).collect();
+    let poison: Vec<usize> = target[..45].to_vec();
+    for (&p, &s) in poison.iter().zip(&source) {
+        let mut v = data.x[s * dim..(s + 1) * dim].to_vec();
+        v[0] += 3.0;
+        data.x[p * dim..(p + 1) * dim].copy_from_slice(&v);
+    }
+    data.labels.iter_mut().for_each(|l| *l += 10);
+    data.write_parquet(&input, 500).unwrap();
+    fx.scan(&input, &[]).success().stdout(contains("attacked classes: 13"));
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.out().join("report.json")).unwrap()).unwrap();
+    let class = report["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["label"] == "13")
+        .unwrap();
+    let distance = class["stats"]["distance_analysis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "own_to_other_class_distance")
+        .unwrap()["value"]
+        .as_f64()
+        .unwrap();
+    assert!(distance > 1.0, "{distance}");
+    let q = read_all(&fx.out().join("quarantine.parquet"));
+    let ids = q.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let reasons = q.column_by_name("reasons").unwrap().as_string::<i32>();
+    let poison_ids: Vec<i64> = poison.iter().map(|&i| data.ids[i]).collect();
+    let named: Vec<i64> = (0..q.num_rows())
+        .filter(|&r| reasons.value(r).contains("distance_analysis suspect group"))
+        .map(|r| ids.value(r))
+        .collect();
+    assert!(
+        poison_ids.iter().all(|id| named.contains(id)),
+        "every poisoned record is in the distance analysis's group"
+    );
+    assert!(
+        (0..q.num_rows())
+            .filter(|&r| reasons.value(r).contains("distance_analysis suspect group"))
+            .all(|r| reasons.value(r).contains("closer to class `11`")),
+        "the reasons name the class by its label"
+    );
+}
