@@ -27,6 +27,10 @@ const CLEAN_RATIO: f64 = 1.0;
 /// The ratio reported when another class's median coincides with the cluster's own.
 const MAX_RATIO: f64 = 10.0;
 
+/// Other classes each record of a suspect cluster is compared with: those nearest the cluster's
+/// median (all of them in datasets of up to 17 classes).
+const MAX_CANDIDATES: usize = 16;
+
 /// The checked detector: it splits each class as activation clustering does (same settings, same
 /// seed, so the same clusters).
 #[derive(Clone, Debug)]
@@ -65,15 +69,13 @@ fn score_split(view: &ClassView<'_>, small: Vec<usize>, fit: Option<serde_json::
         .filter(|&i| row(i).iter().any(|&v| v != 0.0))
         .collect();
     let own_median = &view.class_medians[view.class];
-    // Per record: its distance to its own class's median over that to the nearest other one.
-    let ratio_of = |x: &[f32]| -> (f64, Option<usize>) {
+    let others: Vec<usize> = (0..view.class_medians.len()).filter(|&c| c != view.class).collect();
+    // A record's distance to its own class's median over that to the nearest of `candidates`.
+    let ratio_of = |x: &[f32], candidates: &[usize]| -> (f64, Option<usize>) {
         let own = dist(x, own_median) as f64;
-        let nearest = view
-            .class_medians
+        let nearest = candidates
             .iter()
-            .enumerate()
-            .filter(|&(c, _)| c != view.class)
-            .map(|(c, m)| (c, dist(x, m) as f64))
+            .map(|&c| (c, dist(x, &view.class_medians[c]) as f64))
             .min_by(|a, b| a.1.total_cmp(&b.1));
         match nearest {
             Some((c, d)) if d > 0.0 => ((own / d).min(MAX_RATIO), Some(c)),
@@ -85,11 +87,8 @@ fn score_split(view: &ClassView<'_>, small: Vec<usize>, fit: Option<serde_json::
         .into_iter()
         .map(|i| live[i])
         .collect();
-    let (ratio, nearest_class) = if live.is_empty() {
-        (0.0, None)
-    } else {
-        ratio_of(&coordinate_median(view.x, dim, &subsample))
-    };
+    let cluster_median = (!live.is_empty()).then(|| coordinate_median(view.x, dim, &subsample));
+    let (ratio, nearest_class) = cluster_median.as_ref().map_or((0.0, None), |m| ratio_of(m, &others));
     let closer = ratio > CLEAN_RATIO;
     let mut scores = vec![0f32; n];
     let mut member = vec![0u8; n];
@@ -98,9 +97,17 @@ fn score_split(view: &ClassView<'_>, small: Vec<usize>, fit: Option<serde_json::
     // for every other record (the ranking sees only records closer to another class). Elsewhere
     // nothing is measured: at 100 000 records per class and 256 dimensions these distances cost
     // as much as the split's k-means.
-    if closer {
+    if let Some(median) = cluster_median.filter(|_| closer) {
+        // Each record is compared with the classes nearest the cluster's median only: with a
+        // thousand classes, every record against every class would cost more than the scan.
+        let mut nearest: Vec<(usize, f32)> = others
+            .iter()
+            .map(|&c| (c, dist(&median, &view.class_medians[c])))
+            .collect();
+        nearest.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let candidates: Vec<usize> = nearest.iter().take(MAX_CANDIDATES).map(|&(c, _)| c).collect();
         for &i in &live {
-            let r = ratio_of(row(i)).0;
+            let r = ratio_of(row(i), &candidates).0;
             scores[i] = (r - CLEAN_RATIO).max(0.0) as f32;
             member[i] = (r > CLEAN_RATIO) as u8;
         }
