@@ -20,8 +20,8 @@ use super::activation_clustering::{ActivationClustering, dist};
 use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, Grouping, SAMPLE_ROWS, Stat};
 use super::{coordinate_median, sample_rows};
 
-/// A cluster whose median is closer to another class's median than to its own is the paper's
-/// poison cluster.
+/// A cluster whose median is closer to another class's median than to its own is poison by
+/// ART's rule; here it must also stand out among the classes (`score`).
 const CLEAN_RATIO: f64 = 1.0;
 
 /// The ratio reported when another class's median coincides with the cluster's own.
