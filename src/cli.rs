@@ -229,6 +229,11 @@ pub struct ScanArgs {
     /// Turn off the SPECTRE-style robust detector (on by default; it drives most decisions).
     #[arg(long)]
     pub no_spectre: bool,
+    /// Turn off activation clustering's distance analysis (on by default): the class signal that
+    /// a class's cluster sits closer to another class, which assumes poison made of other
+    /// classes' inputs.
+    #[arg(long)]
+    pub no_distance_analysis: bool,
     /// Seed for every randomized step; same input and seed give the same outputs.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -340,6 +345,7 @@ impl ScanArgs {
         c.detectors.influence.label_overlap = self.label_overlap;
         c.detectors.activation_clustering.nb_dims = self.nb_dims;
         c.detectors.spectre.enabled = !self.no_spectre;
+        c.detectors.activation_clustering.distance_analysis = !self.no_distance_analysis;
         c.decision.max_quarantine_fraction = self.max_quarantine_fraction;
         c.decision.expected_poison_rate = self.expected_poison_rate;
         c.decision.anomaly_threshold = self.anomaly_threshold;

@@ -397,12 +397,14 @@ mod tests {
             &[
                 "scan.seed=7".into(),
                 "detect.spectre.enabled=false".into(),
+                "detect.activation-clustering.distance-analysis=false".into(),
                 "output.dir=elsewhere".into(),
             ],
         )
         .unwrap();
         assert_eq!(p.scan.seed, 7);
         assert!(!p.scan.detectors.spectre.enabled);
+        assert!(!p.scan.detectors.activation_clustering.distance_analysis);
         assert_eq!(p.scan.out_dir, dir.path().join("elsewhere"));
         let err = load(&path, &["scan.sed=7".into()]).unwrap_err().to_string();
         assert!(err.contains("--set") && err.contains("sed"), "{err}");

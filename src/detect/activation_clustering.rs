@@ -29,6 +29,9 @@ pub struct ActivationClusteringParams {
     pub n_runs: usize,
     /// A cluster holding less than this share of its class counts as "small" (the paper's 0.35).
     pub max_relative_size: f64,
+    /// Also run the distance analysis on the same split (`detect::distance_analysis`; default
+    /// true, `--no-distance-analysis` turns it off).
+    pub distance_analysis: bool,
 }
 
 impl Default for ActivationClusteringParams {
@@ -37,6 +40,7 @@ impl Default for ActivationClusteringParams {
             nb_dims: 10,
             n_runs: 4,
             max_relative_size: 0.35,
+            distance_analysis: true,
         }
     }
 }

@@ -396,11 +396,13 @@ pub struct Available {
 /// The checked detectors to run, in report order.
 pub fn registry(params: &DetectorParams, available: Available) -> Result<Vec<Box<dyn Detector>>, ParamError> {
     let activation_clustering = params.activation_clustering.clone().check()?;
-    let mut detectors: Vec<Box<dyn Detector>> = vec![
-        Box::new(activation_clustering.clone()),
-        Box::new(distance_analysis::DistanceAnalysis::new(activation_clustering)),
-        Box::new(params.spectral.clone().check()?),
-    ];
+    let mut detectors: Vec<Box<dyn Detector>> = vec![Box::new(activation_clustering.clone())];
+    if params.activation_clustering.distance_analysis {
+        detectors.push(Box::new(distance_analysis::DistanceAnalysis::new(
+            activation_clustering,
+        )));
+    }
+    detectors.push(Box::new(params.spectral.clone().check()?));
     if params.spectre.enabled {
         detectors.push(Box::new(params.spectre.clone().check()?));
     }
@@ -486,6 +488,14 @@ mod tests {
             .map(|d| d.name())
             .collect();
         assert_eq!(names, ["activation_clustering", "distance_analysis", "spectral"]);
+        p.activation_clustering.distance_analysis = false;
+        let names: Vec<_> = registry(&p, Available::default())
+            .unwrap()
+            .iter()
+            .map(|d| d.name())
+            .collect();
+        assert_eq!(names, ["activation_clustering", "spectral"]);
+        p.activation_clustering.distance_analysis = true;
         let all = Available {
             neighbours: true,
             surrogate: true,

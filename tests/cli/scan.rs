@@ -904,4 +904,9 @@ fn a_cluster_taken_from_another_class_is_named_by_the_distance_analysis() {
             .all(|r| reasons.value(r).contains("closer to class `11`")),
         "the reasons name the class by its label"
     );
+
+    fx.scan(&input, &["--no-distance-analysis"]).success();
+    let scores = read_all(&fx.out().join("scores.parquet"));
+    assert!(scores.column_by_name("distance_analysis").is_none());
+    assert!(scores.column_by_name("activation_clustering").is_some());
 }
