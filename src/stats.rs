@@ -1,6 +1,12 @@
 //! Small robust statistics shared by detectors, the decision and the evaluation.
 
 /// Median of `values` (NaN-free); 0 for an empty slice.
+/// Whether a vector has a non-zero value: a ReLU layer maps every input it discards to the
+/// all-zero vector, whatever its class, so such a vector says nothing about where its record sits.
+pub fn is_live(vector: &[f32]) -> bool {
+    vector.iter().any(|&v| v != 0.0)
+}
+
 pub fn median(values: &[f64]) -> f64 {
     quantile(values, 0.5)
 }

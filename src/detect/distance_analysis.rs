@@ -70,10 +70,7 @@ impl Detector for DistanceAnalysis {
 fn score_split(view: &ClassView<'_>, small: Vec<usize>, fit: Option<serde_json::Value>) -> ClassScores {
     let (n, dim) = (view.n(), view.dim);
     let row = |i: usize| &view.x[i * dim..(i + 1) * dim];
-    let live: Vec<usize> = small
-        .into_iter()
-        .filter(|&i| row(i).iter().any(|&v| v != 0.0))
-        .collect();
+    let live: Vec<usize> = small.into_iter().filter(|&i| crate::stats::is_live(row(i))).collect();
     let own_median = &view.class_medians[view.class];
     let others: Vec<usize> = (0..view.class_medians.len()).filter(|&c| c != view.class).collect();
     // A record's distance to its own class's median over that to the nearest of `candidates`.

@@ -49,7 +49,7 @@ pub struct ConfidentLearning {
 /// vectors (threshold 0.49), 12-18% of four other classes zero too, 52 469 "label issues", every
 /// one a zero vector of a correctly labelled record. cleanlab does the same.
 pub fn carries_label_evidence(vector: &[f32]) -> bool {
-    vector.iter().any(|&v| v != 0.0)
+    crate::stats::is_live(vector)
 }
 
 /// Class `j`'s threshold is the mean predicted probability of `j` among records labelled `j`; a

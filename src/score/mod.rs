@@ -450,7 +450,7 @@ fn flags_cover_the_signal(e: &ClassEvidence<'_>, record: &RecordEvidence) -> Opt
     let nonzero: Vec<bool> = geometry
         .x
         .chunks_exact(geometry.dim)
-        .map(|row| row.iter().any(|&v| v != 0.0))
+        .map(crate::stats::is_live)
         .collect();
     let total = nonzero.iter().filter(|&&z| z).count();
     let covered = nonzero.iter().zip(&record.flag).filter(|&(&z, &f)| z && f).count();
