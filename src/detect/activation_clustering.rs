@@ -29,8 +29,8 @@ pub struct ActivationClusteringParams {
     pub n_runs: usize,
     /// A cluster holding less than this share of its class counts as "small" (the paper's 0.35).
     pub max_relative_size: f64,
-    /// Also run the distance analysis on the same split (`detect::distance_analysis`; default
-    /// true, `--no-distance-analysis` turns it off).
+    /// Also run the distance analysis, on a split of the records' directions with these
+    /// settings (`detect::distance_analysis`; default true, `--no-distance-analysis` turns it off).
     pub distance_analysis: bool,
 }
 
@@ -109,55 +109,50 @@ impl Detector for ActivationClustering {
     }
 
     fn score_class(&self, view: &ClassView<'_>) -> Result<ClassScores, DetectError> {
-        Ok(self.score_split(view, self.split(view, None)?))
+        Ok(self.score_split(view, &self.class_split(view, None)?))
     }
 
     fn rescore(&self, view: &ClassView<'_>, fit: Option<&serde_json::Value>) -> Result<ClassScores, DetectError> {
-        Ok(self.score_split(view, self.split(view, Some(fit))?))
+        Ok(self.score_split(view, &self.class_split(view, Some(fit))?))
     }
 }
 
 impl ActivationClustering {
-    /// The class's split, fitted afresh (`stored` = `None`) or under an earlier scan's centres
-    /// (`Some(fit)`), kept in the view: the distance analysis (`detect::distance_analysis`)
-    /// splits through this too, and both see the same clusters.
-    pub(super) fn split<'v>(
-        &self,
-        view: &'v ClassView<'_>,
-        stored: Option<Option<&serde_json::Value>>,
-    ) -> Result<&'v Split, DetectError> {
-        // The two detectors run one after the other on the class's own thread; k-means is most
-        // of their cost, so the first computes the split and the other reads it.
-        if let Some(split) = view.split.get() {
-            return Ok(split);
-        }
-        let split = self.compute_split(view, stored)?;
-        Ok(view.split.get_or_init(|| split))
-    }
-
-    fn compute_split(
+    /// The class's split in its basis coordinates.
+    fn class_split(
         &self,
         view: &ClassView<'_>,
         stored: Option<Option<&serde_json::Value>>,
     ) -> Result<Split, DetectError> {
-        let k = view.basis.k;
+        self.split_points(self.name(), &view.basis.projected, view.basis.k, view.seed, stored)
+    }
+
+    /// The k = 2 split of `points` (`k` coordinates each), fitted afresh (`stored` = `None`) or
+    /// under an earlier scan's centres (`Some(fit)`). The distance analysis
+    /// (`detect::distance_analysis`) splits its own points through this too.
+    pub(super) fn split_points(
+        &self,
+        detector: &'static str,
+        points: &[f32],
+        k: usize,
+        seed: u64,
+        stored: Option<Option<&serde_json::Value>>,
+    ) -> Result<Split, DetectError> {
         let mut fit = match stored {
             Some(fit) => {
-                let fit: Centroids = super::parse_fit(self.name(), fit)?;
+                let fit: Centroids = super::parse_fit(detector, fit)?;
                 if fit.centroids.len() != 2 * k || fit.small.is_some_and(|s| s > 1) {
                     return Err(DetectError::Failed {
-                        detector: self.name(),
+                        detector,
                         message: "the reference's cluster centres do not match the class basis".into(),
                     });
                 }
                 fit
             }
-            None => self.fit_centroids(view)?,
+            None => self.fit_centroids(detector, points, k, seed)?,
         };
         let (c0, c1) = (&fit.centroids[..k], &fit.centroids[k..2 * k]);
-        let cluster: Vec<u8> = view
-            .basis
-            .projected
+        let cluster: Vec<u8> = points
             .chunks_exact(k)
             .map(|row| (dist(row, c1) < dist(row, c0)) as u8)
             .collect();
@@ -174,22 +169,27 @@ impl ActivationClustering {
         })
     }
 
-    /// k-means++ centres, fitted on an even sample of the class (two centres in 10 dimensions are
+    /// k-means++ centres, fitted on an even sample of the points (two centres in 10 dimensions are
     /// as well placed by 20 000 records as by 100 000).
-    fn fit_centroids(&self, view: &ClassView<'_>) -> Result<Centroids, DetectError> {
-        let (n, k) = (view.n(), view.basis.k);
-        let sample: Vec<f32> = sample_rows(n, KMEANS_FIT_ROWS)
+    fn fit_centroids(
+        &self,
+        detector: &'static str,
+        points: &[f32],
+        k: usize,
+        seed: u64,
+    ) -> Result<Centroids, DetectError> {
+        let sample: Vec<f32> = sample_rows(points.len() / k, KMEANS_FIT_ROWS)
             .into_iter()
-            .flat_map(|i| view.basis.projected[i * k..(i + 1) * k].iter().copied())
+            .flat_map(|i| points[i * k..(i + 1) * k].iter().copied())
             .collect();
         if sample.len() < 2 * k {
             return Err(DetectError::Failed {
-                detector: self.name(),
+                detector,
                 message: format!("{} record(s) cannot be split in two clusters", sample.len() / k),
             });
         }
         let centroids = KMeans::new(2, self.params.n_runs, 100, 1e-4)
-            .fit(&sample, k, view.seed)
+            .fit(&sample, k, seed)
             .centroids;
         Ok(Centroids { centroids, small: None })
     }

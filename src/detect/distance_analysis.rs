@@ -1,20 +1,24 @@
 //! Activation clustering's distance analysis (ART's `analyze_by_distance`, on the reasoning behind
 //! exclusionary reclassification in Chen et al. 2018, arXiv:1811.03728): a backdoor's poison is
 //! made of other classes' inputs with a trigger, and a network's layer keeps much of what those
-//! inputs were, so the poison cluster of the k = 2 split sits closer to another class's median
-//! than to its own class's. A clean class's sub-population does not.
+//! inputs were, so the poison cluster of a k = 2 split sits closer to another class's median
+//! than to its own class's. A clean class's sub-population seldom does.
 //!
 //! It sees what the split's shape does not: on generated ReLU layers (3000 records per class), a
-//! 15% backdoor is a second mode along the class's top principal direction that looks like the
-//! lobes clean classes have (silhouette, spectral gap and SPECTRE's eigenvalue all within the
-//! other classes'), yet its cluster's median is 1.05-2.4 times as far from its own class's median
-//! as from another class's, where every clean class's cluster stays at or below 1.0.
+//! 15% backdoor is a second mode that looks like the lobes clean classes have (silhouette,
+//! spectral gap and SPECTRE's eigenvalue all within the other classes'), yet its cluster's median
+//! is 1.3-2.4 times as far from its own class's median as from another class's, where clean
+//! classes' clusters mostly stay below 1.0.
 //!
-//! Class signal: that distance ratio (clean bound 1: "closer to another class"). Suspect group:
-//! the cluster's records that are themselves closer to another class's median than to their own
-//! (a clean class's cluster takes in part of the class's bulk; its poison does not). All-zero
+//! The split is activation clustering's k-means, on each record's direction rather than its
+//! position (see [`DistanceAnalysis::split`]). Class signal: the distance ratio (clean bound 1:
+//! "closer to another class"), compared across classes. Suspect group: the cluster's records, and
+//! the class's short records, that are themselves closer to another class's median than to their
+//! own (a clean class's cluster takes in part of the class's bulk; its poison does not). All-zero
 //! vectors never count: a ReLU layer gives them to inputs of every class, and their median, the
 //! zero vector, can sit on a sparse class's median.
+
+use serde::{Deserialize, Serialize};
 
 use super::activation_clustering::{ActivationClustering, dist};
 use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, Grouping, SAMPLE_ROWS, Stat};
@@ -37,16 +41,116 @@ const MIN_LIVE: usize = 12;
 /// median (all of them in datasets of up to 17 classes).
 const MAX_CANDIDATES: usize = 16;
 
-/// The checked detector: it splits each class as activation clustering does (same settings, same
-/// seed, so the same clusters).
+/// Records shorter than this share of the class's median length are left out of the split: their
+/// direction is noise, and on generated ReLU layers a clean class's short records formed a
+/// cluster whose median (near zero) sat 6.8 times closer to a sparse class's median.
+const MIN_NORM_SHARE: f32 = 0.25;
+
+/// The checked detector: it splits each class with activation clustering's k-means (same
+/// restarts, same seed), on directions rather than positions (see [`DistanceAnalysis::split`]).
 #[derive(Clone, Debug)]
 pub struct DistanceAnalysis {
     split: ActivationClustering,
 }
 
+/// The fit a later scan scores new records under: the shortest record split, and the split's
+/// centres (activation clustering's format).
+#[derive(Serialize, Deserialize)]
+struct DirectionFit {
+    min_norm: f32,
+    centroids: Option<serde_json::Value>,
+}
+
+/// Where a class's suspect group comes from.
+struct Candidates {
+    /// The direction split's smaller cluster: its median gives the class signal.
+    cluster: Vec<usize>,
+    /// Non-zero records shorter than the split's minimum, whose side the split cannot tell: in a
+    /// class whose cluster sits closer to another class, they join the suspect group as the
+    /// cluster's records do, by their own distances. On generated ReLU layers triggered records
+    /// run short (a median of 0.57 of their class's length inside the cluster), and 26-111 of a
+    /// 15% backdoor's 450 records fell below a quarter.
+    short: Vec<usize>,
+}
+
 impl DistanceAnalysis {
     pub fn new(split: ActivationClustering) -> DistanceAnalysis {
         DistanceAnalysis { split }
+    }
+
+    /// The records a suspect group can hold: the smaller cluster of a k = 2 split of the class's
+    /// records by *direction*, and the short records (see [`Candidates`]). Each record's direction is its
+    /// unit vector on the class's principal directions (k-means is blind to the offset the
+    /// class mean adds, so these are the basis coordinates plus the mean's, over the length).
+    ///
+    /// Why directions: a ReLU layer's record length is heavy-tailed (it follows the input's
+    /// intensity), and k-means on positions splits a class by length. On generated ReLU layers
+    /// with 3000 records per class and a 15% backdoor, the position split held the poison whole in
+    /// 1 of 5 tuning runs (the rest split long from short records, poison on both sides); the
+    /// direction split held it in 4, at 99-100% purity, and no clean class's cluster sat closer to
+    /// another class.
+    fn split(
+        &self,
+        view: &ClassView<'_>,
+        stored: Option<Option<&serde_json::Value>>,
+    ) -> Result<(Candidates, Option<serde_json::Value>), DetectError> {
+        let (n, dim, k) = (view.n(), view.dim, view.basis.k);
+        let norms: Vec<f32> = view
+            .x
+            .chunks_exact(dim)
+            .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+            .collect();
+        // A stored fit without centres (the class had too few records to split then) is
+        // split afresh.
+        let (min_norm, centroids) = match stored {
+            Some(fit) => {
+                let fit: DirectionFit = super::parse_fit(self.name(), fit)?;
+                (fit.min_norm, fit.centroids)
+            }
+            None => {
+                let mut sample: Vec<f32> = sample_rows(n, SAMPLE_ROWS).into_iter().map(|i| norms[i]).collect();
+                let mid = sample.len() / 2;
+                let median = sample.select_nth_unstable_by(mid, f32::total_cmp).1;
+                (MIN_NORM_SHARE * *median, None)
+            }
+        };
+        let rows: Vec<usize> = (0..n).filter(|&i| norms[i] > 0.0 && norms[i] >= min_norm).collect();
+        if rows.len() < 2 * MIN_LIVE {
+            let none = Candidates {
+                cluster: Vec::new(),
+                short: Vec::new(),
+            };
+            return Ok((none, super::store_fit(&DirectionFit { min_norm, centroids })));
+        }
+        let basis = view.basis;
+        // The class mean's coordinates: a record's own are its centred ones plus these.
+        let mean_coordinates: Vec<f32> = basis
+            .components
+            .chunks_exact(dim)
+            .map(|c| c.iter().zip(&basis.mean).map(|(&v, &m)| v as f64 * m).sum::<f64>() as f32)
+            .collect();
+        let points: Vec<f32> = rows
+            .iter()
+            .flat_map(|&i| {
+                let z = &basis.projected[i * k..(i + 1) * k];
+                let norm = norms[i];
+                z.iter().zip(&mean_coordinates).map(move |(v, m)| (v + m) / norm)
+            })
+            .collect();
+        let split = self
+            .split
+            .split_points(self.name(), &points, k, view.seed, centroids.as_ref().map(Some))?;
+        let candidates = Candidates {
+            cluster: split.small_rows().into_iter().map(|j| rows[j]).collect(),
+            short: (0..n).filter(|&i| norms[i] > 0.0 && norms[i] < min_norm).collect(),
+        };
+        Ok((
+            candidates,
+            super::store_fit(&DirectionFit {
+                min_norm,
+                centroids: split.fit.clone(),
+            }),
+        ))
     }
 }
 
@@ -56,21 +160,25 @@ impl Detector for DistanceAnalysis {
     }
 
     fn score_class(&self, view: &ClassView<'_>) -> Result<ClassScores, DetectError> {
-        let split = self.split.split(view, None)?;
-        Ok(score_split(view, split.small_rows(), split.fit.clone()))
+        let (candidates, fit) = self.split(view, None)?;
+        Ok(score_split(view, candidates, fit))
     }
 
     fn rescore(&self, view: &ClassView<'_>, fit: Option<&serde_json::Value>) -> Result<ClassScores, DetectError> {
-        let split = self.split.split(view, Some(fit))?;
-        Ok(score_split(view, split.small_rows(), split.fit.clone()))
+        let (candidates, fit) = self.split(view, Some(fit))?;
+        Ok(score_split(view, candidates, fit))
     }
 }
 
-/// The distance analysis of the cluster `small` (records of the class view).
-fn score_split(view: &ClassView<'_>, small: Vec<usize>, fit: Option<serde_json::Value>) -> ClassScores {
+/// The distance analysis of a class's split (`candidates`, records of the class view).
+fn score_split(view: &ClassView<'_>, candidates: Candidates, fit: Option<serde_json::Value>) -> ClassScores {
     let (n, dim) = (view.n(), view.dim);
     let row = |i: usize| &view.x[i * dim..(i + 1) * dim];
-    let live: Vec<usize> = small.into_iter().filter(|&i| crate::stats::is_live(row(i))).collect();
+    let live: Vec<usize> = candidates
+        .cluster
+        .into_iter()
+        .filter(|&i| crate::stats::is_live(row(i)))
+        .collect();
     let own_median = &view.class_medians[view.class];
     let others: Vec<usize> = (0..view.class_medians.len()).filter(|&c| c != view.class).collect();
     // A record's distance to its own class's median over that to the nearest of `candidates`.
@@ -108,9 +216,9 @@ fn score_split(view: &ClassView<'_>, small: Vec<usize>, fit: Option<serde_json::
             .map(|&c| (c, dist(median, &view.class_medians[c])))
             .collect();
         nearest.sort_by(|a, b| a.1.total_cmp(&b.1));
-        let candidates: Vec<usize> = nearest.iter().take(MAX_CANDIDATES).map(|&(c, _)| c).collect();
-        for &i in &live {
-            let r = ratio_of(row(i), &candidates).0;
+        let nearest_classes: Vec<usize> = nearest.iter().take(MAX_CANDIDATES).map(|&(c, _)| c).collect();
+        for &i in live.iter().chain(&candidates.short) {
+            let r = ratio_of(row(i), &nearest_classes).0;
             scores[i] = (r - CLEAN_RATIO).max(0.0) as f32;
             member[i] = (r > CLEAN_RATIO) as u8;
         }
@@ -185,7 +293,6 @@ mod tests {
             influence: None,
             probs: None,
             losses: None,
-            split: Default::default(),
         };
         let split = ActivationClusteringParams::default().check().unwrap();
         DistanceAnalysis::new(split).score_class(&view).unwrap()
@@ -219,8 +326,8 @@ mod tests {
 
     #[test]
     fn all_zero_vectors_never_make_a_cluster_closer_to_a_sparse_class() {
-        // Class 0's small cluster is 40 zero vectors; class 1 is mostly zero vectors, so its
-        // coordinate median is the zero vector too, closer to that cluster than class 0's is.
+        // Class 0 holds 40 zero vectors; class 1 is mostly zero vectors, so its coordinate median
+        // is the zero vector too, closer to those 40 than class 0's median is.
         let mut with_zeros = blob([10.0, 10.0, 0.0, 0.0], 160, 1);
         with_zeros.extend(vec![0.0; 40 * DIM]);
         let mut sparse = vec![0.0; 150 * DIM];
@@ -228,30 +335,54 @@ mod tests {
         let classes = vec![with_zeros, sparse, blob([0.0, 10.0, 10.0, 0.0], 200, 3)];
 
         let scores = analyse(&classes, 0);
-        assert!(scores.signal.is_none(), "{:?}", scores.signal);
+        assert!(scores.signal.unwrap().value < CLEAN_RATIO);
         let grouping = scores.grouping.unwrap();
         assert_eq!(grouping.suspect, None);
         assert!(grouping.cluster.iter().all(|&m| m == 0));
     }
 
     #[test]
-    fn a_cluster_of_a_few_live_records_says_nothing() {
-        // Class 0 is zero vectors but for 11 records that look like class 1: its split's small
-        // cluster is those 11, closer to class 1, yet too few to place the class.
-        let mut zeros = vec![0.0; 189 * DIM];
-        zeros.extend(blob([0.0, 10.0, 0.0, 0.0], MIN_LIVE - 1, 1));
-        let mut classes = vec![
-            zeros,
-            blob([0.0, 10.0, 0.0, 0.0], 200, 2),
-            blob([0.0, 0.0, 10.0, 0.0], 200, 3),
+    fn the_split_follows_direction_not_length() {
+        // Class 0: 100 records along its own direction, 60 three times as long (a ReLU layer's
+        // lengths are heavy-tailed), 30 triggered records of class 1 and 10 more of them short.
+        // k-means on positions splits the long records off; on directions, the triggered ones.
+        let mut poisoned = blob([10.0, 0.0, 0.0, 0.0], 100, 1);
+        poisoned.extend(blob([30.0, 0.0, 0.0, 0.0], 60, 2));
+        poisoned.extend(blob([0.0, 10.0, 0.0, 5.0], 30, 3));
+        poisoned.extend((0..10).flat_map(|i| [0.01 * i as f32, 1.0, 0.0, 0.5]));
+        // 5 short records of the class's own direction stay out of the group.
+        poisoned.extend((0..5).flat_map(|i| [1.0, 0.01 * i as f32, 0.0, 0.0]));
+        let classes = vec![
+            poisoned,
+            blob([0.0, 10.0, 0.0, 0.0], 200, 4),
+            blob([0.0, 0.0, 10.0, 0.0], 200, 5),
         ];
         let scores = analyse(&classes, 0);
+        assert!(scores.signal.unwrap().value > CLEAN_RATIO);
+        let grouping = scores.grouping.unwrap();
+        assert_eq!(grouping.closer_to_class, Some(1));
+        let members: Vec<usize> = (0..205).filter(|&i| grouping.cluster[i] == 1).collect();
+        assert_eq!(members, (160..200).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_cluster_of_fewer_than_12_records_says_nothing() {
+        // Class 0 holds 11 records that look like class 1: its split's small cluster is those 11,
+        // closer to class 1, yet too few to place the class.
+        let with = |m: usize| {
+            let mut x = blob([10.0, 0.0, 0.0, 0.0], 150, 1);
+            x.extend(blob([0.0, 10.0, 0.0, 0.0], m, 2));
+            vec![
+                x,
+                blob([0.0, 10.0, 0.0, 0.0], 200, 3),
+                blob([0.0, 0.0, 10.0, 0.0], 200, 4),
+            ]
+        };
+        let scores = analyse(&with(MIN_LIVE - 1), 0);
         assert!(scores.signal.is_none(), "{:?}", scores.signal);
         assert_eq!(scores.grouping.unwrap().suspect, None);
-        // One live record more and the cluster counts.
-        classes[0].truncate(188 * DIM);
-        classes[0].extend(blob([0.0, 10.0, 0.0, 0.0], MIN_LIVE, 1));
-        let scores = analyse(&classes, 0);
+        // One record more and the cluster counts.
+        let scores = analyse(&with(MIN_LIVE), 0);
         assert!(scores.signal.unwrap().value > CLEAN_RATIO);
     }
 }

@@ -203,9 +203,6 @@ pub struct ClassView<'a> {
     pub probs: Option<&'a [f32]>,
     /// The input's per-record losses for this class's records: (`n * epochs`, epochs).
     pub losses: Option<(&'a [f32], usize)>,
-    /// The class's k = 2 split, computed by the first of activation clustering and its distance
-    /// analysis to run (start it empty).
-    pub split: std::cell::OnceCell<activation_clustering::Split>,
 }
 
 impl<'a> ClassView<'a> {

@@ -242,7 +242,6 @@ pub fn cluster_stage(
                 influence,
                 probs: dataset.probs.as_ref().map(|p| &p[a * k..b * k]),
                 losses: dataset.losses.as_ref().map(|(l, e)| (&l[a * e..b * e], *e)),
-                split: Default::default(),
             };
             let mut detector_seconds = Vec::with_capacity(detectors.len());
             let result = detectors
