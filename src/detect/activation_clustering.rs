@@ -124,17 +124,20 @@ impl ActivationClustering {
         view: &ClassView<'_>,
         stored: Option<Option<&serde_json::Value>>,
     ) -> Result<Split, DetectError> {
-        self.split_points(self.name(), &view.basis.projected, view.basis.k, view.seed, stored)
+        let (points, k) = (&view.basis.projected, view.basis.k);
+        self.split_points(self.name(), points, k, KMEANS_FIT_ROWS, view.seed, stored)
     }
 
-    /// The k = 2 split of `points` (`k` coordinates each), fitted afresh (`stored` = `None`) or
-    /// under an earlier scan's centres (`Some(fit)`). The distance analysis
-    /// (`detect::distance_analysis`) splits its own points through this too.
+    /// The k = 2 split of `points` (`k` coordinates each), fitted afresh on an even sample of
+    /// at most `fit_rows` of them (`stored` = `None`) or under an earlier scan's centres
+    /// (`Some(fit)`). The distance analysis (`detect::distance_analysis`) splits its own points
+    /// through this too.
     pub(super) fn split_points(
         &self,
         detector: &'static str,
         points: &[f32],
         k: usize,
+        fit_rows: usize,
         seed: u64,
         stored: Option<Option<&serde_json::Value>>,
     ) -> Result<Split, DetectError> {
@@ -149,7 +152,7 @@ impl ActivationClustering {
                 }
                 fit
             }
-            None => self.fit_centroids(detector, points, k, seed)?,
+            None => self.fit_centroids(detector, points, k, fit_rows, seed)?,
         };
         let (c0, c1) = (&fit.centroids[..k], &fit.centroids[k..2 * k]);
         let cluster: Vec<u8> = points
@@ -176,9 +179,10 @@ impl ActivationClustering {
         detector: &'static str,
         points: &[f32],
         k: usize,
+        fit_rows: usize,
         seed: u64,
     ) -> Result<Centroids, DetectError> {
-        let sample: Vec<f32> = sample_rows(points.len() / k, KMEANS_FIT_ROWS)
+        let sample: Vec<f32> = sample_rows(points.len() / k, fit_rows)
             .into_iter()
             .flat_map(|i| points[i * k..(i + 1) * k].iter().copied())
             .collect();
