@@ -83,17 +83,19 @@ impl DistanceAnalysis {
         DistanceAnalysis { split }
     }
 
-    /// The records a suspect group can hold: the smaller cluster of a k = 2 split of the class's
-    /// records by *direction*, and the short records (see [`Candidates`]). Each record's direction is its
-    /// unit vector on the class's principal directions (k-means is blind to the offset the
-    /// class mean adds, so these are the basis coordinates plus the mean's, over the length).
+    /// The records a suspect group can hold: the smaller cluster of a k = 2 split of the
+    /// class's records by *direction*, and the short records (see [`Candidates`]). A record's
+    /// direction is its unit vector on the class's principal directions (k-means is blind to
+    /// the offset the class mean adds, so these are the basis coordinates plus the mean's, over
+    /// the length).
     ///
     /// Why directions: a ReLU layer's record length is heavy-tailed (it follows the input's
     /// intensity), and k-means on positions splits a class by length. On generated ReLU layers
-    /// with 3000 records per class and a 15% backdoor, the position split held the poison whole in
-    /// 1 of 5 tuning runs (the rest split long from short records, poison on both sides); the
-    /// direction split held it in 4, at 99-100% purity, and no clean class's cluster sat closer to
-    /// another class.
+    /// with 3000 records per class and a 15% backdoor (tuning seeds, 64 dims), the position
+    /// split held the poison whole in 1 run of 5 (in others long and short records split,
+    /// poison on both sides); the direction split held it at 99-100% purity in 8 of 10 runs at
+    /// 64 and 128 dims, and in 10 clean sets no clean class's cluster sat closer to another
+    /// class.
     fn split(
         &self,
         view: &ClassView<'_>,
