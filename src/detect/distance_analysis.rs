@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::activation_clustering::{ActivationClustering, dist};
 use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, Grouping, SAMPLE_ROWS, Stat};
 use super::{coordinate_median, sample_rows};
+use crate::influence::neighbourhood::{self, is_live};
 
 /// A cluster whose median is closer to another class's median than to its own is poison by
 /// ART's rule; here it must also stand out among the classes (`score`).
@@ -41,11 +42,6 @@ const MIN_LIVE: usize = 12;
 /// median (all of them in datasets of up to 17 classes).
 const MAX_CANDIDATES: usize = 16;
 
-/// Records shorter than this share of the class's median length are left out of the split: their
-/// direction is noise, and on generated ReLU layers a clean class's short records formed a
-/// cluster whose median (near zero) sat 6.8 times closer to a sparse class's median.
-const MIN_NORM_SHARE: f32 = 0.25;
-
 /// Records the direction split's k-means is fitted on: unit vectors vary less than positions,
 /// and at 100 000 records per class a fit on activation clustering's 20 000 cost as much as that
 /// detector (1.1 s summed over the classes of a 1M x 256 scan).
@@ -58,11 +54,11 @@ pub struct DistanceAnalysis {
     split: ActivationClustering,
 }
 
-/// The fit a later scan scores new records under: the shortest record split, and the split's
-/// centres (activation clustering's format).
+/// The fit a later scan scores new records under: the class's median length (which records are
+/// short), and the split's centres (activation clustering's format).
 #[derive(Serialize, Deserialize)]
 struct DirectionFit {
-    min_norm: f32,
+    typical_norm: f64,
     centroids: Option<serde_json::Value>,
 }
 
@@ -70,7 +66,11 @@ struct DirectionFit {
 struct Candidates {
     /// The direction split's smaller cluster: its median gives the class signal.
     cluster: Vec<usize>,
-    /// Non-zero records shorter than the split's minimum, whose side the split cannot tell: in a
+    /// Non-zero records shorter than a quarter of the class's median length (near-zero vectors,
+    /// as near-copy groups call them: `neighbourhood::is_live`), left out of the split because
+    /// their direction is noise (on generated ReLU layers a clean class's short records formed a
+    /// cluster whose median, near zero, sat 6.8 times closer to a sparse class's median). Their
+    /// side the split cannot tell: in a
     /// class whose cluster sits closer to another class, they join the suspect group as the
     /// cluster's records do, by their own distances. On generated ReLU layers triggered records
     /// run short (a median of 0.57 of their class's length inside the cluster), and 26-111 of a
@@ -102,32 +102,36 @@ impl DistanceAnalysis {
         stored: Option<Option<&serde_json::Value>>,
     ) -> Result<(Candidates, Option<serde_json::Value>), DetectError> {
         let (n, dim, k) = (view.n(), view.dim, view.basis.k);
-        let norms: Vec<f32> = view
-            .x
-            .chunks_exact(dim)
-            .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
-            .collect();
+        let norms = neighbourhood::norms(view.x, dim);
         // A stored fit without centres (the class had too few records to split then) is
         // split afresh.
-        let (min_norm, centroids) = match stored {
+        let (typical_norm, centroids) = match stored {
             Some(fit) => {
                 let fit: DirectionFit = super::parse_fit(self.name(), fit)?;
-                (fit.min_norm, fit.centroids)
+                (fit.typical_norm, fit.centroids)
             }
             None => {
-                let mut sample: Vec<f32> = sample_rows(n, SAMPLE_ROWS).into_iter().map(|i| norms[i]).collect();
+                // The upper middle of an even sample, as the scores in the README were measured.
+                let mut sample: Vec<f64> = sample_rows(n, SAMPLE_ROWS).into_iter().map(|i| norms[i]).collect();
                 let mid = sample.len() / 2;
-                let median = sample.select_nth_unstable_by(mid, f32::total_cmp).1;
-                (MIN_NORM_SHARE * *median, None)
+                (*sample.select_nth_unstable_by(mid, f64::total_cmp).1, None)
             }
         };
-        let rows: Vec<usize> = (0..n).filter(|&i| norms[i] > 0.0 && norms[i] >= min_norm).collect();
+        let (rows, short): (Vec<usize>, Vec<usize>) = (0..n)
+            .filter(|&i| norms[i] > 0.0)
+            .partition(|&i| is_live(norms[i], typical_norm));
         if rows.len() < 2 * MIN_LIVE {
             let none = Candidates {
                 cluster: Vec::new(),
                 short: Vec::new(),
             };
-            return Ok((none, super::store_fit(&DirectionFit { min_norm, centroids })));
+            return Ok((
+                none,
+                super::store_fit(&DirectionFit {
+                    typical_norm,
+                    centroids,
+                }),
+            ));
         }
         let basis = view.basis;
         // The class mean's coordinates: a record's own are its centred ones plus these.
@@ -140,7 +144,7 @@ impl DistanceAnalysis {
             .iter()
             .flat_map(|&i| {
                 let z = &basis.projected[i * k..(i + 1) * k];
-                let norm = norms[i];
+                let norm = norms[i] as f32;
                 z.iter().zip(&mean_coordinates).map(move |(v, m)| (v + m) / norm)
             })
             .collect();
@@ -154,12 +158,12 @@ impl DistanceAnalysis {
         )?;
         let candidates = Candidates {
             cluster: split.small_rows().into_iter().map(|j| rows[j]).collect(),
-            short: (0..n).filter(|&i| norms[i] > 0.0 && norms[i] < min_norm).collect(),
+            short,
         };
         Ok((
             candidates,
             super::store_fit(&DirectionFit {
-                min_norm,
+                typical_norm,
                 centroids: split.fit.clone(),
             }),
         ))
@@ -186,11 +190,8 @@ impl Detector for DistanceAnalysis {
 fn score_split(view: &ClassView<'_>, candidates: Candidates, fit: Option<serde_json::Value>) -> ClassScores {
     let (n, dim) = (view.n(), view.dim);
     let row = |i: usize| &view.x[i * dim..(i + 1) * dim];
-    let live: Vec<usize> = candidates
-        .cluster
-        .into_iter()
-        .filter(|&i| crate::stats::is_live(row(i)))
-        .collect();
+    // The split's records are non-zero already.
+    let live = candidates.cluster;
     let own_median = &view.class_medians[view.class];
     let others: Vec<usize> = (0..view.class_medians.len()).filter(|&c| c != view.class).collect();
     // A record's distance to its own class's median over that to the nearest of `candidates`.
@@ -286,6 +287,12 @@ mod tests {
 
     /// Scores class `class` of `classes` (row-major vectors, DIM each).
     fn analyse(classes: &[Vec<f32>], class: usize) -> ClassScores {
+        let split = ActivationClusteringParams::default().check().unwrap();
+        score_with(&DistanceAnalysis::new(split), classes, class)
+    }
+
+    /// Class `class` of `classes` scored by `detector`.
+    fn score_with(detector: &dyn Detector, classes: &[Vec<f32>], class: usize) -> ClassScores {
         let medians: Vec<Vec<f32>> = classes
             .iter()
             .map(|x| coordinate_median(x, DIM, &(0..x.len() / DIM).collect::<Vec<_>>()))
@@ -306,8 +313,7 @@ mod tests {
             probs: None,
             losses: None,
         };
-        let split = ActivationClusteringParams::default().check().unwrap();
-        DistanceAnalysis::new(split).score_class(&view).unwrap()
+        detector.score_class(&view).unwrap()
     }
 
     #[test]
@@ -375,6 +381,12 @@ mod tests {
         assert_eq!(grouping.closer_to_class, Some(1));
         let members: Vec<usize> = (0..205).filter(|&i| grouping.cluster[i] == 1).collect();
         assert_eq!(members, (160..200).collect::<Vec<_>>());
+        // Activation clustering's split of positions puts the long records on a side of their own.
+        let positions = ActivationClusteringParams::default().check().unwrap();
+        let by_position = score_with(&positions, &classes, 0).grouping.unwrap();
+        let long_side = by_position.cluster[100];
+        assert!((100..160).all(|i| by_position.cluster[i] == long_side));
+        assert!((0..100).all(|i| by_position.cluster[i] != long_side));
     }
 
     #[test]
