@@ -1,12 +1,18 @@
 //! Small robust statistics shared by detectors, the decision and the evaluation.
 
-/// Median of `values` (NaN-free); 0 for an empty slice.
 /// Whether a vector has a non-zero value: a ReLU layer maps every input it discards to the
 /// all-zero vector, whatever its class, so such a vector says nothing about where its record sits.
 pub fn is_live(vector: &[f32]) -> bool {
     vector.iter().any(|&v| v != 0.0)
 }
 
+/// All-zero vectors among the row-major `x` (`dim` values each). Cheap on ReLU layers: a live
+/// row's scan stops at its first non-zero value.
+pub fn zero_vectors(x: &[f32], dim: usize) -> usize {
+    x.chunks_exact(dim.max(1)).filter(|row| !is_live(row)).count()
+}
+
+/// Median of `values` (NaN-free); 0 for an empty slice.
 pub fn median(values: &[f64]) -> f64 {
     quantile(values, 0.5)
 }
@@ -76,6 +82,16 @@ pub fn auroc(scores: &[f64], positive: &[bool]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_vectors_are_rows_of_zeros_only() {
+        // Rows: zero, live at its last value, zero, negative zero (still zero), live at its first.
+        let x = [
+            0.0, 0.0, 0.0, 0.0, 0.0, 1e-30, 0.0, 0.0, 0.0, -0.0, 0.0, 0.0, 2.0, 0.0, 0.0,
+        ];
+        assert_eq!(zero_vectors(&x, 3), 3);
+        assert_eq!(zero_vectors(&[], 3), 0);
+    }
 
     #[test]
     fn quantiles_and_mad() {

@@ -32,6 +32,10 @@ pub struct ActivationClusteringParams {
     /// Also run the distance analysis, on a split of the records' directions with these
     /// settings (`detect::distance_analysis`; default true, `--no-distance-analysis` turns it off).
     pub distance_analysis: bool,
+    /// The distance analysis's cluster counts only while it holds less than this share of the
+    /// split's records (default 0.2; a class expected to be more than about 17% poisoned needs
+    /// more, at the price of clean sub-populations of that size).
+    pub distance_max_cluster_share: f64,
 }
 
 impl Default for ActivationClusteringParams {
@@ -41,6 +45,7 @@ impl Default for ActivationClusteringParams {
             n_runs: 4,
             max_relative_size: 0.35,
             distance_analysis: true,
+            distance_max_cluster_share: 0.2,
         }
     }
 }
@@ -60,6 +65,13 @@ impl ActivationClusteringParams {
                 self.max_relative_size,
             ));
         }
+        if !(self.distance_max_cluster_share > 0.0 && self.distance_max_cluster_share <= 0.5) {
+            return Err(ParamError::new(
+                "distance-max-cluster-share",
+                "must be in (0, 0.5]",
+                self.distance_max_cluster_share,
+            ));
+        }
         Ok(ActivationClustering { params: self })
     }
 }
@@ -68,6 +80,13 @@ impl ActivationClusteringParams {
 #[derive(Clone, Debug)]
 pub struct ActivationClustering {
     params: ActivationClusteringParams,
+}
+
+impl ActivationClustering {
+    /// See [`ActivationClusteringParams::distance_max_cluster_share`].
+    pub(super) fn distance_max_cluster_share(&self) -> f64 {
+        self.params.distance_max_cluster_share
+    }
 }
 
 /// The fit a later scan scores new records under: the two cluster centres (`2 * k`, in the class
@@ -297,7 +316,7 @@ mod tests {
     }
 
     #[test]
-    fn max_relative_size_must_be_a_minority() {
+    fn cluster_size_bounds_must_be_a_minority() {
         let err = ActivationClusteringParams {
             max_relative_size: 0.7,
             ..Default::default()
@@ -305,6 +324,15 @@ mod tests {
         .check()
         .unwrap_err();
         assert_eq!(err.key, "max-relative-size");
+        for share in [0.0, 0.6, f64::NAN] {
+            let err = ActivationClusteringParams {
+                distance_max_cluster_share: share,
+                ..Default::default()
+            }
+            .check()
+            .unwrap_err();
+            assert_eq!(err.key, "distance-max-cluster-share");
+        }
     }
 
     #[test]

@@ -70,12 +70,13 @@ struct Candidates {
     /// as near-copy groups call them: `neighbourhood::is_live`), left out of the split because
     /// their direction is noise (on generated ReLU layers a clean class's short records formed a
     /// cluster whose median, near zero, sat 6.8 times closer to a sparse class's median). Their
-    /// side the split cannot tell: in a
-    /// class whose cluster sits closer to another class, they join the suspect group as the
-    /// cluster's records do, by their own distances. On generated ReLU layers triggered records
-    /// run short (a median of 0.57 of their class's length inside the cluster), and 26-111 of a
-    /// 15% backdoor's 450 records fell below a quarter.
+    /// side the split cannot tell: in a class whose cluster sits closer to another class, they
+    /// join the suspect group as the cluster's records do, by their own distances. On generated
+    /// ReLU layers triggered records run short (a median of 0.57 of their class's length inside
+    /// the cluster), and 26-111 of a 15% backdoor's 450 records fell below a quarter.
     short: Vec<usize>,
+    /// Records the split was made on (the class's non-zero records less the short ones).
+    split_rows: usize,
 }
 
 impl DistanceAnalysis {
@@ -124,6 +125,7 @@ impl DistanceAnalysis {
             let none = Candidates {
                 cluster: Vec::new(),
                 short: Vec::new(),
+                split_rows: rows.len(),
             };
             return Ok((
                 none,
@@ -159,6 +161,7 @@ impl DistanceAnalysis {
         let candidates = Candidates {
             cluster: split.small_rows().into_iter().map(|j| rows[j]).collect(),
             short,
+            split_rows: rows.len(),
         };
         Ok((
             candidates,
@@ -177,17 +180,38 @@ impl Detector for DistanceAnalysis {
 
     fn score_class(&self, view: &ClassView<'_>) -> Result<ClassScores, DetectError> {
         let (candidates, fit) = self.split(view, None)?;
-        Ok(score_split(view, candidates, fit))
+        Ok(score_split(
+            view,
+            candidates,
+            fit,
+            self.split.distance_max_cluster_share(),
+        ))
     }
 
     fn rescore(&self, view: &ClassView<'_>, fit: Option<&serde_json::Value>) -> Result<ClassScores, DetectError> {
         let (candidates, fit) = self.split(view, Some(fit))?;
-        Ok(score_split(view, candidates, fit))
+        Ok(score_split(
+            view,
+            candidates,
+            fit,
+            self.split.distance_max_cluster_share(),
+        ))
     }
 }
 
 /// The distance analysis of a class's split (`candidates`, records of the class view).
-fn score_split(view: &ClassView<'_>, candidates: Candidates, fit: Option<serde_json::Value>) -> ClassScores {
+///
+/// A cluster holding `max_cluster_share` of the split's records or more is no small side: its
+/// ratio counts at most as clean (as activation clustering's `max_relative_size` does for its
+/// split). On generated ReLU layers, clean classes whose direction cluster sat closer to another
+/// class held 22-25% of their split's records, and the attacked class's cluster 4-20% (15%
+/// backdoors included; Python replica, seeds 1-25).
+fn score_split(
+    view: &ClassView<'_>,
+    candidates: Candidates,
+    fit: Option<serde_json::Value>,
+    max_cluster_share: f64,
+) -> ClassScores {
     let (n, dim) = (view.n(), view.dim);
     let row = |i: usize| &view.x[i * dim..(i + 1) * dim];
     // The split's records are non-zero already.
@@ -213,7 +237,13 @@ fn score_split(view: &ClassView<'_>, candidates: Candidates, fit: Option<serde_j
         .collect();
     let cluster_median = (live.len() >= MIN_LIVE).then(|| coordinate_median(view.x, dim, &subsample));
     let (ratio, nearest_class) = cluster_median.as_ref().map_or((0.0, None), |m| ratio_of(m, &others));
-    let closer = ratio > CLEAN_RATIO;
+    let cluster_share = live.len() as f64 / candidates.split_rows.max(1) as f64;
+    let judged_ratio = if cluster_share < max_cluster_share {
+        ratio
+    } else {
+        ratio.min(CLEAN_RATIO)
+    };
+    let closer = judged_ratio > CLEAN_RATIO;
     let mut scores = vec![0f32; n];
     let mut member = vec![0u8; n];
     // Score, in a class whose cluster is closer to another class: how much farther a record of
@@ -244,6 +274,10 @@ fn score_split(view: &ClassView<'_>, candidates: Candidates, fit: Option<serde_j
                 value: ratio,
             },
             Stat {
+                name: "direction_cluster_share".into(),
+                value: cluster_share,
+            },
+            Stat {
                 name: "closer_to_other_class".into(),
                 value: nearest_class.filter(|_| closer).map_or(-1.0, |c| c as f64),
             },
@@ -254,8 +288,10 @@ fn score_split(view: &ClassView<'_>, candidates: Candidates, fit: Option<serde_j
         ],
         // Clean classes' ratios spread by 0.05-0.2; the floor keeps a spread of ~0 (a few classes
         // alike) from making a small difference an outlier.
+        // A large cluster's ratio is capped, not dropped: fewer than three classes with a signal
+        // leave no spread to judge the rest by.
         signal: cluster_median.is_some().then_some(ClassSignal {
-            value: ratio,
+            value: judged_ratio,
             clean_bound: CLEAN_RATIO,
             min_spread: 0.05,
         }),
@@ -408,5 +444,39 @@ mod tests {
         // One record more and the cluster counts.
         let scores = analyse(&with(MIN_LIVE), 0);
         assert!(scores.signal.unwrap().value > CLEAN_RATIO);
+    }
+
+    #[test]
+    fn a_cluster_of_a_fifth_of_the_class_or_more_counts_as_clean() {
+        // Class 0's split cluster is 50 records like class 1's of 200: by default a quarter of
+        // the class is no small side. Its ratio is reported, the signal held at the clean bound.
+        let mut x = blob([10.0, 0.0, 0.0, 0.0], 150, 1);
+        x.extend(blob([0.0, 10.0, 0.0, 0.0], 50, 2));
+        let classes = vec![
+            x,
+            blob([0.0, 10.0, 0.0, 0.0], 200, 3),
+            blob([0.0, 0.0, 10.0, 0.0], 200, 4),
+        ];
+        let scores = analyse(&classes, 0);
+        let stat = |name: &str| scores.stats.iter().find(|s| s.name == name).unwrap().value;
+        assert!(stat("own_to_other_class_distance") > CLEAN_RATIO);
+        assert_eq!(stat("direction_cluster_share"), 0.25);
+        assert_eq!(scores.signal.as_ref().unwrap().value, CLEAN_RATIO);
+        let grouping = scores.grouping.unwrap();
+        assert_eq!(grouping.suspect, None);
+        assert!(grouping.cluster.iter().all(|&m| m == 0));
+        assert!(scores.scores.iter().all(|&s| s == 0.0));
+
+        // Allowed a larger share, the quarter is the suspect group.
+        let split = ActivationClusteringParams {
+            distance_max_cluster_share: 0.3,
+            ..Default::default()
+        };
+        let scores = score_with(&DistanceAnalysis::new(split.check().unwrap()), &classes, 0);
+        assert!(scores.signal.unwrap().value > CLEAN_RATIO);
+        let grouping = scores.grouping.unwrap();
+        assert_eq!(grouping.suspect, Some(1));
+        let members: Vec<usize> = (0..200).filter(|&i| grouping.cluster[i] == 1).collect();
+        assert_eq!(members, (150..200).collect::<Vec<_>>());
     }
 }

@@ -363,6 +363,7 @@ pub fn publish(
             rows: dataset.class_size(c),
             analysed: !analysis.skipped.contains_key(&c),
             skipped: analysis.skipped.get(&c).cloned(),
+            zero_vectors: analysis.zero_vectors[c],
             stats: analysis.class_stats[c].clone(),
             verdict: analysis.decision.verdicts[c].clone(),
             mean: analysis.class_geometry[c].as_ref().map(|g| g.0.clone()),

@@ -100,7 +100,8 @@ fn list_or_none(items: Option<&Vec<serde_json::Value>>) -> String {
 fn class_table(html: &mut String, view: &RunView) {
     html.push_str(
         "<h2>Classes</h2><table><tr><th>class</th><th class=num>rows</th><th>verdict</th>\
-         <th class=num>quarantined</th><th>why</th></tr>",
+         <th class=num>quarantined</th><th class=num title=\"records whose vector is all zero: \
+         no detector can tell them apart\">all-zero</th><th>why</th></tr>",
     );
     for c in view.report["classes"].as_array().into_iter().flatten() {
         let verdict = &c["verdict"];
@@ -113,11 +114,13 @@ fn class_table(html: &mut String, view: &RunView) {
         let _ = write!(
             html,
             "<tr{}><td><code>{}</code></td><td class=num>{}</td><td>{status}</td><td class=num>{}</td>\
-             <td class=reason>{}</td></tr>",
+             <td class=num>{}</td><td class=reason>{}</td></tr>",
             if attacked { " class=attacked" } else { "" },
             esc(c["label"].as_str().unwrap_or("")),
             c["rows"],
             verdict["flagged"].as_u64().unwrap_or(0),
+            // Reports of releases before 0.2.22 have no count.
+            c["zero_vectors"].as_u64().map_or("-".to_string(), |z| z.to_string()),
             esc(&why),
         );
     }

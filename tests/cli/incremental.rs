@@ -491,7 +491,7 @@ fn label_issues(out: &Path) -> HashSet<i64> {
 }
 
 #[test]
-fn all_zero_vectors_are_never_label_issues_full_or_incremental() {
+fn all_zero_vectors_are_counted_and_never_label_issues_full_or_incremental() {
     // A layer that zeroes all of class 4 and a third of classes 0-3: the zero vectors share one
     // set of probabilities, in which class 4 is the largest label (threshold about 0.43), so
     // cleanlab's rule calls the 400 zero vectors of classes 0-3 label issues of class 4.
@@ -508,8 +508,30 @@ fn all_zero_vectors_are_never_label_issues_full_or_incremental() {
         (0..n).any(|i| new[i] && zero[i] && data.labels[i] != 4),
         "zero vectors arrive tonight"
     );
+    // Each class's all-zero vectors are counted, and the classes named in a warning, the whole
+    // zero class first.
+    let counted = |arrived: bool| {
+        let report = json(&fx.out().join("report.json"));
+        for class in report["classes"].as_array().unwrap() {
+            let label: i64 = class["label"].as_str().unwrap().parse().unwrap();
+            let expected = (0..n)
+                .filter(|&i| zero[i] && data.labels[i] == label && (arrived || !new[i]))
+                .count();
+            assert_eq!(class["zero_vectors"], expected, "class {label}");
+        }
+        let warnings = report["warnings"].as_array().unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.as_str().unwrap().starts_with("all-zero vectors in 5 classes: `4` ")),
+            "{warnings:?}"
+        );
+        let html = std::fs::read_to_string(fx.out().join("report.html")).unwrap();
+        assert!(html.contains("all-zero</th>"), "the class table counts them");
+    };
     let dir = split(&fx, &data, &new);
     scan(&fx.out(), &dir, &[]).success();
+    counted(false);
     let influence = &json(&fx.out().join("report.json"))["influence"];
     let zeros_yesterday = (0..n).filter(|&i| zero[i] && !new[i]).count();
     assert_eq!(
@@ -522,6 +544,7 @@ fn all_zero_vectors_are_never_label_issues_full_or_incremental() {
     arrive(&fx, &dir);
     let tonight = scan(&fx.out(), &dir, &["--incremental"]).success();
     assert!(stdout(&tonight).contains("scored (fit reused)"), "{}", stdout(&tonight));
+    counted(true);
     let influence = &json(&fx.out().join("report.json"))["influence"];
     assert_eq!(
         influence["zero_vectors_not_label_checked"],
