@@ -13,11 +13,11 @@
 //! The split is activation clustering's k-means, on each record's direction rather than its
 //! position (see [`DistanceAnalysis::split`]). Class signal: the distance ratio (clean bound 1:
 //! "closer to another class"), compared across classes; held at the bound when the cluster is no
-//! small side (`distance-max-cluster-share` of the split, see [`score_split`]). Suspect group: the cluster's records, and
-//! the class's short records, that are themselves closer to another class's median than to their
-//! own (a clean class's cluster takes in part of the class's bulk; its poison does not). All-zero
-//! vectors never count: a ReLU layer gives them to inputs of every class, and their median, the
-//! zero vector, can sit on a sparse class's median.
+//! small side (`distance-max-cluster-share` of the split, see [`score_split`]). Suspect group: the
+//! cluster's records, and the class's short records, that are themselves closer to another class's
+//! median than to their own (a clean class's cluster takes in part of the class's bulk; its poison
+//! does not). All-zero vectors never count: a ReLU layer gives them to inputs of every class, and
+//! their median, the zero vector, can sit on a sparse class's median.
 
 use serde::{Deserialize, Serialize};
 
@@ -448,9 +448,9 @@ mod tests {
     }
 
     #[test]
-    fn a_cluster_of_a_fifth_of_the_class_or_more_counts_as_clean() {
-        // Class 0's split cluster is 50 records like class 1's of 200: by default a quarter of
-        // the class is no small side. Its ratio is reported, the signal held at the clean bound.
+    fn a_cluster_of_a_fifth_of_the_split_or_more_counts_as_clean() {
+        // Class 0's split cluster is 50 records like class 1's of the 200 split: by default a
+        // quarter of the split is no small side. Its ratio is reported, the signal held at the clean bound.
         let mut x = blob([10.0, 0.0, 0.0, 0.0], 150, 1);
         x.extend(blob([0.0, 10.0, 0.0, 0.0], 50, 2));
         let classes = vec![

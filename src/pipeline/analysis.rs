@@ -429,10 +429,14 @@ const ZERO_VECTOR_WARNING_SHARE: f64 = 0.05;
 /// A warning naming the classes where many records have all-zero vectors. A ReLU layer maps
 /// every input it discards there, whatever its class and whether triggered or not, so nothing
 /// computed on the layer (clusters, distances, the surrogate's probabilities) tells those records
-/// apart: poison among them goes unseen. On the generated 64-dims ReLU layers with 3000 records
-/// per class and a 15% backdoor, 0.4-78% of the poison was all zero (seeds 1-5; 15-53% on
-/// seeds 1000-1004).
+/// apart: poison among them goes unseen (only per-record losses, where given, still rank them).
+/// On the generated 64-dims ReLU layers with 3000 records per class and a 15% backdoor, 0.4-78%
+/// of the poison was all zero (seeds 1-5; 15-53% on seeds 1000-1004). Standardized feature
+/// columns are all zero only where every feature sits at its mean: no warning for them.
 fn zero_vector_warning(dataset: &Dataset, zero_vectors: &[usize]) -> Option<String> {
+    if matches!(dataset.vectors, io::VectorSource::Features(_)) {
+        return None;
+    }
     let mut named: Vec<(usize, f64)> = zero_vectors
         .iter()
         .enumerate()
@@ -461,8 +465,9 @@ fn zero_vector_warning(dataset: &Dataset, zero_vectors: &[usize]) -> Option<Stri
         list.push(format!("and {} more", named.len() - LISTED));
     }
     Some(format!(
-        "all-zero vectors in {} classes: {}; no detector can tell these records apart (poison among them goes unseen); the vectors of a layer before the ReLU, or nearer the input, would show them (`zero_vectors` per class in report.json)",
+        "all-zero vectors in {} {}: {}; no detector working on the vectors can tell these records apart (poison among them goes unseen); the vectors of a layer before the ReLU, or nearer the input, would show them (`zero_vectors` per class in report.json)",
         named.len(),
+        if named.len() == 1 { "class" } else { "classes" },
         list.join(", ")
     ))
 }

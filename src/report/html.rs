@@ -101,7 +101,7 @@ fn class_table(html: &mut String, view: &RunView) {
     html.push_str(
         "<h2>Classes</h2><table><tr><th>class</th><th class=num>rows</th><th>verdict</th>\
          <th class=num>quarantined</th><th class=num title=\"records whose vector is all zero: \
-         no detector can tell them apart\">all-zero</th><th>why</th></tr>",
+         no detector working on the vectors can tell them apart\">all-zero</th><th>why</th></tr>",
     );
     for c in view.report["classes"].as_array().into_iter().flatten() {
         let verdict = &c["verdict"];

@@ -93,7 +93,8 @@ pub struct ClassReport {
     pub analysed: bool,
     /// Why the class was not analysed (its rows stay in clean).
     pub skipped: Option<String>,
-    /// Records whose vector is all zero: no detector can tell them apart (see the warnings).
+    /// Records whose vector is all zero: no detector working on the vectors can tell them apart
+    /// (see the warnings).
     pub zero_vectors: usize,
     /// Per detector: its named statistics for this class.
     pub stats: BTreeMap<String, Vec<Stat>>,

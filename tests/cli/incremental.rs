@@ -526,8 +526,14 @@ fn all_zero_vectors_are_counted_and_never_label_issues_full_or_incremental() {
                 .any(|w| w.as_str().unwrap().starts_with("all-zero vectors in 5 classes: `4` ")),
             "{warnings:?}"
         );
+        // report.html's class table: class 4's row shows its count.
         let html = std::fs::read_to_string(fx.out().join("report.html")).unwrap();
-        assert!(html.contains("all-zero</th>"), "the class table counts them");
+        let row = html.split("<tr").find(|r| r.contains("<code>4</code>")).unwrap();
+        let class_4 = (0..n).filter(|&i| data.labels[i] == 4 && (arrived || !new[i])).count();
+        assert!(
+            row.contains(&format!("<td class=num>{class_4}</td><td class=reason>")),
+            "{row}"
+        );
     };
     let dir = split(&fx, &data, &new);
     scan(&fx.out(), &dir, &[]).success();

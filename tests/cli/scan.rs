@@ -675,6 +675,46 @@ fn two_clean_heavy_tailed_classes_are_not_judged_attacked() {
     assert!(quarantined <= 200, "{quarantined} of 20000 quarantined");
 }
 
+#[test]
+fn feature_rows_at_the_mean_are_counted_but_not_warned_about() {
+    // Integer features whose columns sum to exactly zero, so a row of zeros standardizes to the
+    // zero vector: 10 of each class's 100 rows. The count is reported; the warning, whose advice
+    // is about network layers, is not given for feature columns.
+    let fx = Fixture::new();
+    let input = fx.path("at_the_mean.parquet");
+    let (mut labels, mut columns) = (Vec::new(), vec![Vec::new(), Vec::new()]);
+    let mut push = |label: i64, rows: usize, values: [f64; 2]| {
+        for _ in 0..rows {
+            labels.push(label);
+            columns[0].push(values[0]);
+            columns[1].push(values[1]);
+        }
+    };
+    for (label, halves) in [
+        (0, [[1.0, 1.0]; 2]),
+        (1, [[-1.0, -1.0]; 2]),
+        (2, [[1.0, -1.0], [-1.0, 1.0]]),
+    ] {
+        push(label, 45, halves[0]);
+        push(label, 45, halves[1]);
+        push(label, 10, [0.0, 0.0]);
+    }
+    let names = ["f0".to_string(), "f1".to_string()];
+    write_table(&input, labels, &names, columns);
+    fx.scan(&input, &["--feature-cols", "f0,f1"]).success();
+    let report = report_of(&fx);
+    for class in report["classes"].as_array().unwrap() {
+        assert_eq!(class["zero_vectors"], 10, "class {}", class["label"]);
+    }
+    let warnings = report["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .all(|w| !w.as_str().unwrap().starts_with("all-zero vectors")),
+        "{warnings:?}"
+    );
+}
+
 /// Four heavy-tailed classes (40/30/20/10% of rows) whose means differ by about 1.5 spreads on
 /// five of ten features: the features leave a record's class uncertain, as in many tabular risk
 /// sets. Returns the feature columns.
