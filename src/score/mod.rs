@@ -644,14 +644,21 @@ fn whole_groups_only(e: &ClassEvidence<'_>, attacking: &[usize]) -> Option<Vec<u
 
 /// Flags the records of `members` (1 = member) as the class's separated group; with `only`, every
 /// other record's flag is cleared.
+///
+/// A record this newly flags says so first: what was said of it before (a detector's suspect
+/// group whose flags `only` cleared, say) is not why it is quarantined.
 fn mark_population(record: &mut RecordEvidence, members: &[u8], only: bool) {
+    const WHY: &str = "in the separated group";
     for (i, &member) in members.iter().enumerate() {
         if member == 1 {
+            if !record.flag[i] {
+                record.why[i] = match record.why[i].as_str() {
+                    "" => WHY.into(),
+                    before => format!("{WHY}; {before}"),
+                };
+            }
             record.flag[i] = true;
             record.evidence[i] = record.evidence[i].max(0.75);
-            if record.why[i].is_empty() {
-                record.why[i] = "in the separated group".into();
-            }
         } else if only {
             record.flag[i] = false;
         }
@@ -1355,6 +1362,32 @@ mod tests {
         let (flagged, why) = group_and_tail(true, 6.0);
         assert_eq!(flagged, with_tail);
         assert!(why.contains("spectre 6.000"));
+    }
+
+    #[test]
+    fn a_record_flagged_for_its_population_says_so_first() {
+        let mut record = RecordEvidence {
+            evidence: vec![0.8, 0.8, 0.0],
+            flag: vec![true, true, false],
+            why: vec![
+                "separated_group suspect group".into(),
+                "activation_clustering suspect group".into(),
+                String::new(),
+            ],
+        };
+        // The whole group is record 0: record 1's flag is cleared.
+        mark_population(&mut record, &[1, 0, 0], true);
+        assert_eq!(record.flag, [true, false, false]);
+        // A regrowth takes records 1 and 2 in.
+        mark_population(&mut record, &[1, 1, 1], false);
+        assert_eq!(record.flag, [true, true, true]);
+        assert_eq!(record.why[0], "separated_group suspect group");
+        assert_eq!(
+            record.why[1],
+            "in the separated group; activation_clustering suspect group"
+        );
+        assert_eq!(record.why[2], "in the separated group");
+        assert!(record.evidence.iter().all(|&e| e >= 0.75));
     }
 
     #[test]
