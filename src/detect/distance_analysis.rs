@@ -13,7 +13,7 @@
 //! The split is activation clustering's k-means, on each record's direction rather than its
 //! position (see [`DistanceAnalysis::split`]). Class signal: the distance ratio (clean bound 1:
 //! "closer to another class"), compared across classes; held at the bound when the cluster is no
-//! small side (`distance-max-cluster-share` of the split, see [`score_split`]). Suspect group: the
+//! small side (`distance-max-cluster-share` of the split, see `score_split`). Suspect group: the
 //! cluster's records, and the class's short records, that are themselves closer to another class's
 //! median than to their own (a clean class's cluster takes in part of the class's bulk; its poison
 //! does not). All-zero vectors never count: a ReLU layer gives them to inputs of every class, and
