@@ -234,6 +234,12 @@ pub struct ScanArgs {
     /// classes' inputs.
     #[arg(long)]
     pub no_distance_analysis: bool,
+    /// The distance analysis's cluster counts only while it holds less than this share of the
+    /// records it split (a class's non-zero records that are not short). Raise it (up to 0.5,
+    /// which turns the bound off) where a class may be more than about a sixth poisoned or many
+    /// of its vectors are zero; clean sub-populations of that size then count too.
+    #[arg(long, default_value_t = 0.2, value_name = "SHARE")]
+    pub distance_max_cluster_share: f64,
     /// Seed for every randomized step; same input and seed give the same outputs.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -346,6 +352,7 @@ impl ScanArgs {
         c.detectors.activation_clustering.nb_dims = self.nb_dims;
         c.detectors.spectre.enabled = !self.no_spectre;
         c.detectors.activation_clustering.distance_analysis = !self.no_distance_analysis;
+        c.detectors.activation_clustering.distance_max_cluster_share = self.distance_max_cluster_share;
         c.decision.max_quarantine_fraction = self.max_quarantine_fraction;
         c.decision.expected_poison_rate = self.expected_poison_rate;
         c.decision.anomaly_threshold = self.anomaly_threshold;

@@ -439,6 +439,20 @@ fn a_failed_run_leaves_previous_outputs_whole() {
 }
 
 #[test]
+fn the_distance_cluster_share_flag_is_checked_and_recorded() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    planted(&input, 14);
+    fx.scan(&input, &["--distance-max-cluster-share", "0.7"])
+        .code(2)
+        .stderr(contains("distance-max-cluster-share"))
+        .stderr(contains("(0, 0.5]"));
+    fx.scan(&input, &["--distance-max-cluster-share", "0.3"]).success();
+    let config = &report_of(&fx)["config"]["detectors"]["activation-clustering"];
+    assert_eq!(config["distance-max-cluster-share"], 0.3, "{config:#}");
+}
+
+#[test]
 fn too_small_class_is_skipped_and_kept_in_clean() {
     let fx = Fixture::new();
     let input = fx.path("in.parquet");
