@@ -85,6 +85,17 @@ impl DistanceAnalysis {
         DistanceAnalysis { split }
     }
 
+    /// The class's split (afresh, or under a stored fit) and its distance analysis.
+    fn analyse(
+        &self,
+        view: &ClassView<'_>,
+        stored: Option<Option<&serde_json::Value>>,
+    ) -> Result<ClassScores, DetectError> {
+        let (candidates, fit) = self.split(view, stored)?;
+        let max_cluster_share = self.split.distance_max_cluster_share();
+        Ok(score_split(view, candidates, fit, max_cluster_share))
+    }
+
     /// The records a suspect group can hold: the smaller cluster of a k = 2 split of the
     /// class's records by *direction*, and the short records (see [`Candidates`]). A record's
     /// direction is its unit vector on the class's principal directions (k-means is blind to
@@ -180,23 +191,11 @@ impl Detector for DistanceAnalysis {
     }
 
     fn score_class(&self, view: &ClassView<'_>) -> Result<ClassScores, DetectError> {
-        let (candidates, fit) = self.split(view, None)?;
-        Ok(score_split(
-            view,
-            candidates,
-            fit,
-            self.split.distance_max_cluster_share(),
-        ))
+        self.analyse(view, None)
     }
 
     fn rescore(&self, view: &ClassView<'_>, fit: Option<&serde_json::Value>) -> Result<ClassScores, DetectError> {
-        let (candidates, fit) = self.split(view, Some(fit))?;
-        Ok(score_split(
-            view,
-            candidates,
-            fit,
-            self.split.distance_max_cluster_share(),
-        ))
+        self.analyse(view, Some(fit))
     }
 }
 
