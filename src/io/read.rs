@@ -23,6 +23,8 @@ use crate::progress::{NoProgress, Progress};
 
 /// Rows decoded per Arrow batch.
 pub const DEFAULT_BATCH_ROWS: usize = 8192;
+/// Rows decoded per batch when reading the vectors into the matrix (see `read_vectors`).
+const VECTOR_BATCH_ROWS: usize = 1024;
 /// Column names taken as activations, in this order, when `--activations-col` is not given.
 const ACTIVATION_NAMES: [&str; 3] = ["activations", "embedding", "embeddings"];
 /// A vector column never taken as activations: it holds the model's predicted probabilities.
@@ -168,6 +170,16 @@ impl Source {
 
     /// Batches of the named top-level columns, restricted to `row_groups` (all when `None`).
     fn read_columns(&self, columns: &[&str], row_groups: Option<Vec<usize>>) -> Result<Vec<RecordBatch>, InputError> {
+        self.batches(columns, row_groups, DEFAULT_BATCH_ROWS)?.collect()
+    }
+
+    /// [`Source::read_columns`] as a stream of `batch_rows`-row batches, decoded as they are taken.
+    fn batches(
+        &self,
+        columns: &[&str],
+        row_groups: Option<Vec<usize>>,
+        batch_rows: usize,
+    ) -> Result<impl Iterator<Item = Result<RecordBatch, InputError>> + '_, InputError> {
         // A fresh descriptor per reader: `try_clone` shares the file offset, and parquet's reader
         // seeks, so parallel row-group readers on clones would read each other's bytes.
         let file = File::open(&self.path).map_err(|source| InputError::Io {
@@ -178,16 +190,16 @@ impl Source {
         let mask = ProjectionMask::roots(self.meta.metadata().file_metadata().schema_descr(), roots);
         let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
             .with_projection(mask)
-            .with_batch_size(DEFAULT_BATCH_ROWS);
+            .with_batch_size(batch_rows);
         if let Some(rgs) = row_groups {
             builder = builder.with_row_groups(rgs);
         }
-        let corrupt = |e: &dyn std::fmt::Display| InputError::Corrupt {
+        let corrupt = move |e: &dyn std::fmt::Display| InputError::Corrupt {
             path: self.path.clone(),
             message: e.to_string(),
         };
         let reader = builder.build().map_err(|e| corrupt(&e))?;
-        reader.map(|b| b.map_err(|e| corrupt(&e))).collect()
+        Ok(reader.map(move |b| b.map_err(|e| corrupt(&e))))
     }
 }
 
@@ -960,7 +972,11 @@ fn read_vectors(
             let s = &sources[f];
             let file_start: usize = sources[..f].iter().map(|s| s.info.rows as usize).sum();
             let mut g = g0;
-            for b in s.read_columns(&[col], Some(vec![rg]))? {
+            // Small batches, copied as they are decoded: a row group's vectors (64 MiB for 65 536
+            // x 256) decoded whole were fresh pages for every group, faulted in, grown by
+            // reallocation and copied again; a batch this size is reused warm from the allocator.
+            for b in s.batches(&[col], Some(vec![rg]), VECTOR_BATCH_ROWS)? {
+                let b = b?;
                 copy_vectors(b.column(0), dim, |r| sink.row(position[g + r] as usize)).map_err(|(r, problem)| {
                     InputError::BadVector {
                         path: s.path.clone(),
