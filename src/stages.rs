@@ -415,7 +415,8 @@ pub fn run_staged(
         plan: plan.as_ref(),
         releases: &releases,
     };
-    let (diff, saved) = pipeline::finish(config, scanned)?;
+    let prepared = pipeline::prepare_reference(config, scanned);
+    let (diff, saved) = pipeline::finish(config, plan.as_ref(), prepared)?;
     let quarantined = report["totals"]["quarantined"].as_u64().unwrap_or(0);
     let mut summary = format!(
         "datavet: {} rows; quarantined {quarantined}; attacked classes: {}; stages: {}",

@@ -184,10 +184,11 @@ pub struct Scanned<'a> {
     pub releases: &'a Releases,
 }
 
-/// Saves the reference the next incremental scan starts from, in `config.out_dir/reference/`:
+/// Prepares the reference the next incremental scan starts from, in `config.out_dir/reference/`:
 /// the fits (the reference's own when this scan reused them), every record's key and content
-/// hash, and the influence state. Call after the outputs and report.json are published.
-pub fn save_reference(config: &ScanConfig, scanned: Scanned<'_>) -> Result<PathBuf, crate::Error> {
+/// hash, and the influence state. Commit it ([`reference::Prepared::commit`]) once the outputs
+/// and report.json are published.
+pub fn prepare_reference(config: &ScanConfig, scanned: Scanned<'_>) -> Result<reference::Prepared, crate::Error> {
     let Scanned {
         dataset,
         hashes,
@@ -237,7 +238,7 @@ pub fn save_reference(config: &ScanConfig, scanned: Scanned<'_>) -> Result<PathB
         hashes,
         influence,
     };
-    Ok(reference::save(&config.out_dir, &header, &records, releases)?)
+    Ok(reference::prepare(&config.out_dir, &header, &records, releases)?)
 }
 
 fn keys_by_position(dataset: &Dataset) -> RecordKeys {

@@ -195,9 +195,24 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
     // so peak memory is the larger of the two stages, not their sum. Unmapping 1 GB takes the
     // kernel 0.1-0.2 s, so on a thread beside the write.
     crate::io::drop_in_background("datavet-free", std::mem::take(&mut dataset.x));
-    let mut outcome = publish(&dataset, analysis, config, timings, progress)?;
-    // The human reports read what was just published; the reference and the diff need only the
-    // scan's state. Both are mostly one thread's work (2 s at 1M rows together), so side by side.
+    // The next scan's reference needs the scan's state, not the published files (but for two
+    // links made when it is committed): it is written while the write stage runs, whose copy of
+    // unchanged row groups keeps one core busy at the disk's pace and leaves the other idle.
+    let scanned = Scanned {
+        dataset: &dataset,
+        hashes,
+        influence,
+        classes: &classes,
+        plan: plan.as_ref(),
+        releases: &releases,
+    };
+    let (published, prepared) = rayon::join(
+        || publish(&dataset, analysis, config, timings, progress),
+        || prepare_reference(config, scanned),
+    );
+    // A failed publish drops the prepared reference, which deletes it.
+    let mut outcome = published?;
+    // The human reports read what was just published; the diff too, so side by side.
     let (reports, finished) = rayon::join(
         || {
             let clock = Instant::now();
@@ -208,19 +223,7 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
             );
             Ok::<(), crate::Error>(())
         },
-        || {
-            finish(
-                config,
-                Scanned {
-                    dataset: &dataset,
-                    hashes,
-                    influence,
-                    classes: &classes,
-                    plan: plan.as_ref(),
-                    releases: &releases,
-                },
-            )
-        },
+        || finish(config, plan.as_ref(), prepared),
     );
     reports?;
     (outcome.diff, outcome.reference) = finished?;
@@ -288,9 +291,29 @@ pub fn ingest(
     })
 }
 
+/// The reference for the next scan, when the config saves one, written but not yet current
+/// (see [`finish`]).
+pub fn prepare_reference(
+    config: &ScanConfig,
+    scanned: Scanned<'_>,
+) -> Result<Option<crate::reference::Prepared>, crate::Error> {
+    if !config.reference.save {
+        return Ok(None);
+    }
+    let clock = Instant::now();
+    let prepared = incremental::prepare_reference(config, scanned)?;
+    log::debug!("prepared the reference in {:.2}s", clock.elapsed().as_secs_f64());
+    Ok(Some(prepared))
+}
+
 /// After publishing: the diff against the reference the scan started from (`diff.json`), and
-/// the reference for the next scan (its directory).
-pub fn finish(config: &ScanConfig, scanned: Scanned<'_>) -> Result<(Option<Diff>, Option<PathBuf>), crate::Error> {
+/// the reference for the next scan, prepared while the outputs were written, committed (its
+/// directory).
+pub fn finish(
+    config: &ScanConfig,
+    plan: Option<&Plan>,
+    prepared: Result<Option<crate::reference::Prepared>, crate::Error>,
+) -> Result<(Option<Diff>, Option<PathBuf>), crate::Error> {
     let after = |what: &'static str| {
         move |e: crate::Error| crate::Error::AfterPublish {
             what,
@@ -299,7 +322,7 @@ pub fn finish(config: &ScanConfig, scanned: Scanned<'_>) -> Result<(Option<Diff>
         }
     };
     let clock = Instant::now();
-    let diff = match scanned.plan {
+    let diff = match plan {
         Some(p) => {
             let d = incremental::diff_against(&p.reference.dir, &config.out_dir)
                 .map_err(after("the diff against the reference"))?;
@@ -312,18 +335,15 @@ pub fn finish(config: &ScanConfig, scanned: Scanned<'_>) -> Result<(Option<Diff>
         }
         None => None,
     };
-    let mut saved = None;
-    if config.reference.save {
-        let clock = Instant::now();
-        let dir =
-            incremental::save_reference(config, scanned).map_err(after("saving the reference for the next scan"))?;
-        log::info!(
-            "saved reference {} in {:.2}s",
-            dir.display(),
-            clock.elapsed().as_secs_f64()
-        );
-        saved = Some(dir);
-    }
+    let saving = after("saving the reference for the next scan");
+    let saved = match prepared.map_err(saving)? {
+        Some(prepared) => {
+            let dir = prepared.commit(&config.out_dir).map_err(|e| saving(e.into()))?;
+            log::info!("saved reference {}", dir.display());
+            Some(dir)
+        }
+        None => None,
+    };
     Ok((diff, saved))
 }
 

@@ -314,12 +314,29 @@ pub fn next_generation(out_dir: &Path) -> u64 {
     generations(&out_dir.join(DIR)).last().map_or(1, |g| g + 1)
 }
 
-/// Saves a reference generation in `out_dir/reference/` with a snapshot of the scan's published
-/// `scores.parquet` (hard-linked: the published file is replaced by rename, never rewritten in
-/// place, so the link keeps this scan's version) and `report.json`, and the releases that still
-/// apply; then makes it current and deletes generations before the previous one. Returns the
-/// generation directory.
+/// Saves a reference generation in `out_dir/reference/`: [`prepare`], then [`Prepared::commit`].
 pub fn save(out_dir: &Path, header: &Header, records: &Records, releases: &Releases) -> Result<PathBuf, OutputError> {
+    prepare(out_dir, header, records, releases)?.commit(out_dir)
+}
+
+/// A reference generation written to a hidden directory beside the others, not yet current.
+/// Writing it is most of a save (the records' JSON: 94 MB at 1M rows), and it needs only the
+/// scan's state, so a scan prepares it while its outputs are written and commits it once they
+/// are published. Dropped uncommitted (the scan failed), it is deleted.
+pub struct Prepared {
+    temp: tempfile::TempDir,
+    name: String,
+    reference_dir: PathBuf,
+}
+
+/// Writes the header, the records and the releases that still apply into a new hidden
+/// generation directory under `out_dir/reference/`, after clearing what a killed save left.
+pub fn prepare(
+    out_dir: &Path,
+    header: &Header,
+    records: &Records,
+    releases: &Releases,
+) -> Result<Prepared, OutputError> {
     let reference_dir = out_dir.join(DIR);
     std::fs::create_dir_all(&reference_dir).map_err(io_error(&reference_dir))?;
     // Leftovers of a save that was killed half-way (never current, so never read).
@@ -338,22 +355,41 @@ pub fn save(out_dir: &Path, header: &Header, records: &Records, releases: &Relea
     if !releases.keys.is_empty() {
         write_json(&temp.path().join(RELEASES_FILE), releases)?;
     }
-    for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
-        snapshot(&out_dir.join(file), &temp.path().join(file))?;
+    Ok(Prepared {
+        temp,
+        name,
+        reference_dir,
+    })
+}
+
+impl Prepared {
+    /// Adds a snapshot of the scan's published `scores.parquet` (hard-linked: the published file
+    /// is replaced by rename, never rewritten in place, so the link keeps this scan's version)
+    /// and `report.json`, makes the generation current and deletes generations before the
+    /// previous one. Returns the generation directory.
+    pub fn commit(self, out_dir: &Path) -> Result<PathBuf, OutputError> {
+        let Prepared {
+            temp,
+            name,
+            reference_dir,
+        } = self;
+        for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
+            snapshot(&out_dir.join(file), &temp.path().join(file))?;
+        }
+        let target = reference_dir.join(&name);
+        if target.exists() {
+            std::fs::remove_dir_all(&target).map_err(io_error(&target))?;
+        }
+        let temp = temp.keep();
+        std::fs::rename(&temp, &target).map_err(io_error(&target))?;
+        AtomicFile::write_all(&reference_dir.join(CURRENT), format!("{name}\n").as_bytes())?;
+        let all = generations(&reference_dir);
+        for old in all.iter().rev().skip(KEEP_GENERATIONS) {
+            let dir = reference_dir.join(format!("{old:06}"));
+            std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
+        }
+        Ok(target)
     }
-    let target = reference_dir.join(&name);
-    if target.exists() {
-        std::fs::remove_dir_all(&target).map_err(io_error(&target))?;
-    }
-    let temp = temp.keep();
-    std::fs::rename(&temp, &target).map_err(io_error(&target))?;
-    AtomicFile::write_all(&reference_dir.join(CURRENT), format!("{name}\n").as_bytes())?;
-    let all = generations(&reference_dir);
-    for old in all.iter().rev().skip(KEEP_GENERATIONS) {
-        let dir = reference_dir.join(format!("{old:06}"));
-        std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
-    }
-    Ok(target)
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), OutputError> {

@@ -98,9 +98,12 @@ impl RunView {
         let verdict = |(i, name): (usize, &str)| {
             i < 2 || ["suspicion", "quarantined", "reasons"].contains(&name) || Some(name) == source_column.as_deref()
         };
-        let mut records = Vec::new();
+        // Sized from the report up front: grown by doubling, a million records were reallocated
+        // and copied (and their fresh pages faulted in) several times over.
+        let rows = report["totals"]["rows"].as_u64().unwrap_or(0) as usize;
+        let mut records = Vec::with_capacity(rows);
         let read = if scores { &detectors[..] } else { &[] };
-        let mut score_columns = vec![Vec::new(); read.len()];
+        let mut score_columns: Vec<Vec<Option<f32>>> = read.iter().map(|_| Vec::with_capacity(rows)).collect();
         // Batch by batch: each is dropped once its rows are converted.
         for_each_parquet_batch(
             &path,
