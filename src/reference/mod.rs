@@ -402,3 +402,75 @@ pub fn new_fit_id(inputs: &[crate::io::FileInfo], at: &str) -> String {
     let digest = Sha256::digest(format!("{}\n{at}", serde_json::to_string(inputs).unwrap_or_default()));
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(generation: u64) -> Header {
+        Header {
+            format: FORMAT_NAME.into(),
+            format_version: FORMAT_VERSION,
+            tool_version: "test".into(),
+            created_at: "now".into(),
+            generation,
+            fit: FitInfo {
+                id: "fit".into(),
+                generation,
+                created_at: "now".into(),
+                rows: 2,
+            },
+            rows_scored_since_fit: 0,
+            rows: 2,
+            settings: serde_json::Value::Null,
+            dim: 1,
+            classes: vec!["a".into()],
+            class_fits: vec![None],
+            feature_scaling: None,
+        }
+    }
+
+    #[test]
+    fn a_prepared_reference_is_current_only_once_committed_and_gone_if_dropped() {
+        let out = tempfile::tempdir().unwrap();
+        for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
+            std::fs::write(out.path().join(file), file).unwrap();
+        }
+        let records = Records {
+            keys: RecordKeys::Int(vec![1, 2]),
+            hashes: vec![7, 8],
+            influence: None,
+        };
+        let reference_dir = out.path().join(DIR);
+        let entries = || -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(&reference_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let first = save(out.path(), &header(1), &records, &Releases::default()).unwrap();
+        assert_eq!(entries(), ["000001", CURRENT]);
+        assert!(first.join(RECORDS_FILE).is_file() && first.join(crate::quarantine::SCORES_FILE).is_file());
+
+        // Prepared but not committed (the scan failed while publishing): generation 1 stays
+        // current, and dropping the prepared one leaves nothing behind.
+        let prepared = prepare(out.path(), &header(2), &records, &Releases::default()).unwrap();
+        assert_eq!(entries().len(), 3, "a hidden directory beside the current generation");
+        assert_eq!(std::fs::read_to_string(reference_dir.join(CURRENT)).unwrap(), "000001\n");
+        drop(prepared);
+        assert_eq!(entries(), ["000001", CURRENT]);
+
+        let second = prepare(out.path(), &header(2), &records, &Releases::default())
+            .unwrap()
+            .commit(out.path())
+            .unwrap();
+        assert_eq!(entries(), ["000001", "000002", CURRENT]);
+        assert_eq!(std::fs::read_to_string(reference_dir.join(CURRENT)).unwrap(), "000002\n");
+        assert_eq!(
+            std::fs::read_to_string(second.join(crate::report::REPORT_FILE)).unwrap(),
+            crate::report::REPORT_FILE
+        );
+    }
+}
