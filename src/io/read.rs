@@ -960,6 +960,7 @@ fn read_vectors(
     };
     let n = position.len();
     let mut x = vec![0f32; n * dim.max(1)];
+    ask_for_huge_pages(&mut x);
     let sink = RowSink {
         ptr: x.as_mut_ptr(),
         rows: n,
@@ -995,6 +996,30 @@ fn read_vectors(
     // Report the first bad row in input order, whatever order the tasks finished in.
     results.into_iter().collect::<Result<(), _>>()?;
     Ok((x, dim))
+}
+
+/// Asks Linux to back `values` (not yet touched: a fresh zeroed allocation is mapped lazily)
+/// with 2 MiB pages where transparent huge pages are on for regions that ask (`madvise`, the
+/// common default). Each 4 KiB page of the matrix was a page fault when first written (262 144
+/// per GB), and a TLB entry in every later pass over it. A hint: refused or unsupported, the
+/// pages stay small.
+fn ask_for_huge_pages(values: &mut [f32]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = values.as_mut_ptr() as usize;
+        let (first, end) = (start.next_multiple_of(HUGE), start + std::mem::size_of_val(values));
+        if end >= first + HUGE {
+            let len = (end - first) / HUGE * HUGE;
+            // SAFETY: advice on whole pages inside `values`' own allocation; it changes how the
+            // kernel backs them, never their contents.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = values;
 }
 
 /// Scalar numeric columns as a row-major matrix in class-grouped positions, scaled as `scaling`

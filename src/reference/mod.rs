@@ -458,7 +458,10 @@ mod tests {
         // current, and dropping the prepared one leaves nothing behind.
         let prepared = prepare(out.path(), &header(2), &records, &Releases::default()).unwrap();
         assert_eq!(entries().len(), 3, "a hidden directory beside the current generation");
-        assert_eq!(std::fs::read_to_string(reference_dir.join(CURRENT)).unwrap(), "000001\n");
+        assert_eq!(
+            std::fs::read_to_string(reference_dir.join(CURRENT)).unwrap(),
+            "000001\n"
+        );
         drop(prepared);
         assert_eq!(entries(), ["000001", CURRENT]);
 
@@ -467,7 +470,10 @@ mod tests {
             .commit(out.path())
             .unwrap();
         assert_eq!(entries(), ["000001", "000002", CURRENT]);
-        assert_eq!(std::fs::read_to_string(reference_dir.join(CURRENT)).unwrap(), "000002\n");
+        assert_eq!(
+            std::fs::read_to_string(reference_dir.join(CURRENT)).unwrap(),
+            "000002\n"
+        );
         assert_eq!(
             std::fs::read_to_string(second.join(crate::report::REPORT_FILE)).unwrap(),
             crate::report::REPORT_FILE
