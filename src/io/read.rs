@@ -948,13 +948,12 @@ fn read_vectors(
     progress: &dyn Progress,
 ) -> Result<(Vec<f32>, usize), InputError> {
     // The length of the dataset's first vector sets `dim`; every other row is checked against it.
-    let first_batch = sources
-        .iter()
-        .find(|s| s.info.rows > 0)
-        .map(|s| s.read_columns(&[col], Some(vec![0])))
-        .transpose()?
-        .unwrap_or_default();
-    let dim = match first_batch.first().map(|b| first_length(b.column(0))) {
+    // One row decoded, not the whole first row group.
+    let first_batch = match sources.iter().find(|s| s.info.rows > 0) {
+        Some(s) => s.batches(&[col], Some(vec![0]), 1)?.next().transpose()?,
+        None => None,
+    };
+    let dim = match first_batch.map(|b| first_length(b.column(0))) {
         Some(Some(d)) if d > 0 => d,
         _ => 0, // row 0 is null or empty: the copy below reports it with its position
     };
@@ -998,15 +997,20 @@ fn read_vectors(
     Ok((x, dim))
 }
 
-/// Asks Linux to back `values` (not yet touched: a fresh zeroed allocation is mapped lazily)
-/// with 2 MiB pages where transparent huge pages are on for regions that ask (`madvise`, the
-/// common default). Each 4 KiB page of the matrix was a page fault when first written (262 144
-/// per GB), and a TLB entry in every later pass over it. A hint: refused or unsupported, the
-/// pages stay small.
+/// Asks Linux to back a large matrix with 2 MiB pages where transparent huge pages are on for
+/// regions that ask (`madvise`, the common default). Each 4 KiB page of the matrix was a page
+/// fault when first written (262 144 per GB), a TLB entry in every later pass over it, and one
+/// more page to unmap when it is freed. Only from 64 MiB: an allocation that large is a fresh,
+/// untouched mapping (glibc's mmap threshold is at most 32 MiB), so the advice comes before its
+/// pages exist; a smaller one may sit in the heap, where the hint would outlive it. A hint:
+/// refused or unsupported, the pages stay small.
 fn ask_for_huge_pages(values: &mut [f32]) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
+        if std::mem::size_of_val(values) < 64 << 20 {
+            return;
+        }
         let start = values.as_mut_ptr() as usize;
         let (first, end) = (start.next_multiple_of(HUGE), start + std::mem::size_of_val(values));
         if end >= first + HUGE {

@@ -192,8 +192,9 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
         timings.insert(timings.len() - 1, ("influence".to_string(), ms));
     }
     // The matrix is the largest allocation and the write stage streams the files again: free it
-    // so peak memory is the larger of the two stages, not their sum. Unmapping 1 GB takes the
-    // kernel 0.1-0.2 s, so on a thread beside the write.
+    // so peak memory is the larger of the two stages (the write's plus the reference's JSON,
+    // ~100 MB at 1M rows), not their sum. Unmapping 1 GB takes the kernel a while (4 KiB pages:
+    // 0.1-0.2 s), so on a thread beside the write.
     crate::io::drop_in_background("datavet-free", std::mem::take(&mut dataset.x));
     // The next scan's reference needs the scan's state, not the published files (but for two
     // links made when it is committed): it is written while the write stage runs, whose copy of
@@ -302,7 +303,10 @@ pub fn prepare_reference(
     }
     let clock = Instant::now();
     let prepared = incremental::prepare_reference(config, scanned)?;
-    log::debug!("prepared the reference in {:.2}s", clock.elapsed().as_secs_f64());
+    log::info!(
+        "wrote the next reference in {:.2}s (made current once the outputs are published)",
+        clock.elapsed().as_secs_f64()
+    );
     Ok(Some(prepared))
 }
 
@@ -338,7 +342,7 @@ pub fn finish(
     let saving = after("saving the reference for the next scan");
     let saved = match prepared.map_err(saving)? {
         Some(prepared) => {
-            let dir = prepared.commit(&config.out_dir).map_err(|e| saving(e.into()))?;
+            let dir = prepared.commit().map_err(|e| saving(e.into()))?;
             log::info!("saved reference {}", dir.display());
             Some(dir)
         }

@@ -316,7 +316,7 @@ pub fn next_generation(out_dir: &Path) -> u64 {
 
 /// Saves a reference generation in `out_dir/reference/`: [`prepare`], then [`Prepared::commit`].
 pub fn save(out_dir: &Path, header: &Header, records: &Records, releases: &Releases) -> Result<PathBuf, OutputError> {
-    prepare(out_dir, header, records, releases)?.commit(out_dir)
+    prepare(out_dir, header, records, releases)?.commit()
 }
 
 /// A reference generation written to a hidden directory beside the others, not yet current.
@@ -326,7 +326,7 @@ pub fn save(out_dir: &Path, header: &Header, records: &Records, releases: &Relea
 pub struct Prepared {
     temp: tempfile::TempDir,
     name: String,
-    reference_dir: PathBuf,
+    out_dir: PathBuf,
 }
 
 /// Writes the header, the records and the releases that still apply into a new hidden
@@ -358,7 +358,7 @@ pub fn prepare(
     Ok(Prepared {
         temp,
         name,
-        reference_dir,
+        out_dir: out_dir.to_path_buf(),
     })
 }
 
@@ -367,12 +367,9 @@ impl Prepared {
     /// is replaced by rename, never rewritten in place, so the link keeps this scan's version)
     /// and `report.json`, makes the generation current and deletes generations before the
     /// previous one. Returns the generation directory.
-    pub fn commit(self, out_dir: &Path) -> Result<PathBuf, OutputError> {
-        let Prepared {
-            temp,
-            name,
-            reference_dir,
-        } = self;
+    pub fn commit(self) -> Result<PathBuf, OutputError> {
+        let Prepared { temp, name, out_dir } = self;
+        let reference_dir = out_dir.join(DIR);
         for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
             snapshot(&out_dir.join(file), &temp.path().join(file))?;
         }
@@ -467,7 +464,7 @@ mod tests {
 
         let second = prepare(out.path(), &header(2), &records, &Releases::default())
             .unwrap()
-            .commit(out.path())
+            .commit()
             .unwrap();
         assert_eq!(entries(), ["000001", "000002", CURRENT]);
         assert_eq!(

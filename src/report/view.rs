@@ -52,6 +52,13 @@ pub struct RunView {
     pub scores: Vec<Vec<Option<f32>>>,
 }
 
+/// An empty vector with room for `rows`, if that can be had (a hint: never fails).
+fn reserved<T>(rows: usize) -> Vec<T> {
+    let mut v = Vec::new();
+    let _ = v.try_reserve_exact(rows);
+    v
+}
+
 fn corrupt(path: &Path, message: impl ToString) -> InputError {
     InputError::Corrupt {
         path: path.to_path_buf(),
@@ -100,10 +107,11 @@ impl RunView {
         };
         // Sized from the report up front: grown by doubling, a million records were reallocated
         // and copied (and their fresh pages faulted in) several times over.
+        // A hint only (the file may be hand-edited): a count that cannot be reserved is ignored.
         let rows = report["totals"]["rows"].as_u64().unwrap_or(0) as usize;
-        let mut records = Vec::with_capacity(rows);
+        let mut records = reserved(rows);
         let read = if scores { &detectors[..] } else { &[] };
-        let mut score_columns: Vec<Vec<Option<f32>>> = read.iter().map(|_| Vec::with_capacity(rows)).collect();
+        let mut score_columns: Vec<Vec<Option<f32>>> = read.iter().map(|_| reserved(rows)).collect();
         // Batch by batch: each is dropped once its rows are converted.
         for_each_parquet_batch(
             &path,

@@ -438,6 +438,34 @@ fn a_failed_run_leaves_previous_outputs_whole() {
     assert_eq!(leftovers.len(), OUTPUT_FILES.len(), "no temp files left: {leftovers:?}");
 }
 
+/// The next reference is written while the outputs are (see pipeline::run_scan): a publish that
+/// fails after that leaves the current reference current and no hidden generation behind.
+#[test]
+fn a_run_that_fails_publishing_leaves_the_reference_as_it_was() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    planted(&input, 14);
+    fx.scan(&input, &[]).success();
+    let reference = fx.out().join("reference");
+    let entries = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&reference)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = entries();
+    assert_eq!(before, ["000001", "CURRENT"]);
+    // quarantine.parquet cannot be replaced by a file: the write stage fails at its commit.
+    let blocked = fx.out().join("quarantine.parquet");
+    std::fs::remove_file(&blocked).unwrap();
+    std::fs::create_dir_all(blocked.join("x")).unwrap();
+    fx.scan(&input, &[]).code(2).stderr(contains("quarantine.parquet"));
+    assert_eq!(entries(), before, "no new or hidden generation");
+    assert_eq!(std::fs::read_to_string(reference.join("CURRENT")).unwrap(), "000001\n");
+}
+
 #[test]
 fn the_distance_cluster_share_flag_is_checked_and_recorded() {
     let fx = Fixture::new();
