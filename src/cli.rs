@@ -77,7 +77,7 @@ pub enum Command {
     Sample(SampleArgs),
     /// Run a pipeline file as a staged run: inputs, columns, detector settings and output dir from
     /// TOML. Stages (ingest, features, influence, cluster, score, quarantine, report) keep their results
-    /// under OUT/runs/<run-id>/<stage>/ with a manifest; a re-run reuses every stage whose input
+    /// under `OUT/runs/<run-id>/<stage>/` with a manifest; a re-run reuses every stage whose input
     /// and settings are unchanged, and a killed run resumes where it stopped.
     ///
     /// Paths in the file are relative to the file. Example:

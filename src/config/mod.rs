@@ -80,7 +80,7 @@ pub struct OutputConf {
     pub dir: PathBuf,
     /// Exit 3 when more rows than this are quarantined.
     pub fail_if_quarantined: Option<u64>,
-    /// Staged-run directories (OUT/runs/<run-id>/) to keep, newest first; older ones are deleted
+    /// Staged-run directories (`OUT/runs/<run-id>/`) to keep, newest first; older ones are deleted
     /// after a successful run. Each holds the stage results of one input state.
     #[serde(default = "default_keep_runs")]
     pub keep_runs: usize,

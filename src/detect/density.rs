@@ -6,7 +6,7 @@
 //!
 //! Per record: the mean distance to its k nearest neighbours from the influence stage's
 //! neighbour search (all classes), on a log scale, in robust z-units of its class (denser =
-//! higher). The class signal is the share of records more than [`DENSE_Z`] MADs denser than the
+//! higher). The class signal is the share of records more than `DENSE_Z` MADs denser than the
 //! class's median: natural classes have almost none there (measured: at most 1 in 500 on Gaussian
 //! classes), a planted cluster puts its members there. Near-zero vectors (which a ReLU layer gives
 //! to many unrelated inputs, and which therefore coincide) are left out, as for near-copies.

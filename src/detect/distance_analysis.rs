@@ -11,7 +11,7 @@
 //! classes' clusters mostly stay below 1.0.
 //!
 //! The split is activation clustering's k-means, on each record's direction rather than its
-//! position (see [`DistanceAnalysis::split`]). Class signal: the distance ratio (clean bound 1:
+//! position (see `DistanceAnalysis::split`). Class signal: the distance ratio (clean bound 1:
 //! "closer to another class"), compared across classes; held at the bound when the cluster is no
 //! small side (`distance-max-cluster-share` of the split, see `score_split`). Suspect group: the
 //! cluster's records, and the class's short records, that are themselves closer to another class's
@@ -49,7 +49,7 @@ const MAX_CANDIDATES: usize = 16;
 const FIT_ROWS: usize = 5000;
 
 /// The checked detector: it splits each class with activation clustering's k-means (same
-/// restarts, same seed), on directions rather than positions (see [`DistanceAnalysis::split`]).
+/// restarts, same seed), on directions rather than positions (see `DistanceAnalysis::split`).
 #[derive(Clone, Debug)]
 pub struct DistanceAnalysis {
     split: ActivationClustering,

@@ -167,7 +167,7 @@ fn reassign(features: &[f64], width: usize, group: &[u8]) -> Option<(Vec<u8>, Ve
 /// [`beyond_the_rest`]: about 1 clean record in 700 of a Gaussian class passes it.
 const BEYOND_REST_SIGMAS: f64 = 3.0;
 
-/// The records (1) that stand more than [`BEYOND_REST_SIGMAS`] beyond the rest of the class on a
+/// The records (1) that stand more than `BEYOND_REST_SIGMAS` beyond the rest of the class on a
 /// discriminant `along` which `group` (1 = member) lies high, and that the group's spread explains
 /// at least as well as the rest's (each side a Gaussian of its median and MAD). The first test
 /// alone would take in the rest's own tail where the group is a few tight clumps (near-copies):

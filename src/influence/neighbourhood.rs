@@ -3,10 +3,10 @@
 //!
 //! A record is linked to a neighbour when either (a) their distance is far below the dataset's
 //! typical nearest-neighbour distance, or (b) its nearest few neighbours sit together and the next
-//! one is [`CLIFF`] times further away (a "cliff" in its sorted neighbour distances). (a) alone
+//! one is `CLIFF` times further away (a "cliff" in its sorted neighbour distances). (a) alone
 //! shrinks with the dataset: the typical distance falls as records pile up, while an attacker's
 //! jitter does not, so at 3000 records per class it missed most injected copies on sparse layers.
-//! (b) is scale-free. Links are joined transitively; a group is kept when it is [`SEPARATION`]
+//! (b) is scale-free. Links are joined transitively; a group is kept when it is `SEPARATION`
 //! times tighter than its nearest outsider (natural clumps in a continuum are not) and either
 //! compact on the typical scale or held together by a cliff (a saturated unit spreading a class
 //! along a ray links a long chain, which is neither).

@@ -274,7 +274,7 @@ impl AtomicFile {
 /// A Parquet file written batch by batch to a temp file: [`ParquetSink::close`] finishes the
 /// footer (the file can then be read back and checked), [`ParquetSink::commit`] renames it into place.
 ///
-/// Batches are encoded into row groups of [`OUTPUT_ROW_GROUP_ROWS`] (the buffering `ArrowWriter`
+/// Batches are encoded into row groups of `OUTPUT_ROW_GROUP_ROWS` (the buffering `ArrowWriter`
 /// does, by hand: the low-level writer underneath also takes whole row groups of another file as
 /// they are, see [`ParquetSink::append_row_group`]).
 pub struct ParquetSink {
