@@ -221,6 +221,7 @@ pub fn run_staged(
         None => STAGES.len(),
     };
     config.check()?;
+    let _lock = crate::io::lock_output_dir(&config.out_dir)?;
     let clock = Instant::now();
     let reference = pipeline::incremental::open_reference(config)?;
     let pipeline::Ingested {

@@ -18,7 +18,10 @@ pub use read::{
     read_dataset_with_progress, read_parquet_columns, read_parquet_file,
 };
 pub use vectors::integer_values;
-pub use write::{AtomicFile, ParquetSink, Piece, Retired, drop_in_background, for_each_piece, same_leaf_columns};
+pub use write::{
+    AtomicFile, OutputDirLock, ParquetSink, Piece, Retired, drop_in_background, for_each_piece, lock_output_dir,
+    same_leaf_columns,
+};
 
 /// The (mean, scale) each feature column is standardized with: value -> (value - mean) * scale.
 pub type FeatureScaling = Vec<(f64, f64)>;

@@ -174,6 +174,37 @@ impl Drop for Retired {
     }
 }
 
+/// Held while a run writes into an output directory: an advisory lock on the directory itself
+/// (no lock file to leave behind), released when dropped or when the process ends, however it
+/// ends. Two nightly jobs that overlap on one `--out` would otherwise interleave their outputs
+/// and their references.
+pub struct OutputDirLock {
+    _held: Option<File>,
+}
+
+/// Creates `dir` if needed and locks it for this run, or fails naming the directory if another
+/// run holds it. Where directories cannot be opened or locked (not Unix, some network file
+/// systems), the run goes on unlocked.
+pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
+    std::fs::create_dir_all(dir).map_err(|source| OutputError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let Ok(handle) = File::open(dir) else {
+        return Ok(OutputDirLock { _held: None });
+    };
+    match handle.try_lock() {
+        Ok(()) => Ok(OutputDirLock { _held: Some(handle) }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OutputError::Other {
+            path: dir.to_path_buf(),
+            message: "another datavet run is writing to this output directory; wait for it to \
+                      finish, or give this run another --out"
+                .into(),
+        }),
+        Err(std::fs::TryLockError::Error(_)) => Ok(OutputDirLock { _held: None }),
+    }
+}
+
 /// Drops `value` on a thread of its own named `name`, for what takes the kernel a while to free
 /// (a replaced gigabyte file, a gigabyte of memory) while the caller goes on. Should no thread be
 /// had, the closure and `value` with it are dropped here instead.

@@ -157,6 +157,7 @@ pub fn incremental_summary(inc: Option<&IncrementalSummary>, diff: Option<&Diff>
 /// scored against its fits, unless the plan says to fit afresh.
 pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome, crate::Error> {
     config.check()?; // bad parameters are rejected before reading any data
+    let _lock = io::lock_output_dir(&config.out_dir)?;
     let mut timings = Vec::new();
     let mut clock = Instant::now();
     let mut lap = |name: &str, timings: &mut Vec<(String, f64)>| {

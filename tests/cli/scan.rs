@@ -466,6 +466,25 @@ fn a_run_that_fails_publishing_leaves_the_reference_as_it_was() {
     assert_eq!(std::fs::read_to_string(reference.join("CURRENT")).unwrap(), "000001\n");
 }
 
+/// Overlapping nightly jobs on one --out: the second is refused (exit 2, the directory named)
+/// and touches nothing; once the first is done, the next run goes ahead.
+#[test]
+fn a_run_is_refused_while_another_writes_to_the_same_output_directory() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    planted(&input, 14);
+    fx.scan(&input, &[]).success();
+    let before = output_bytes(&fx.out());
+    let held = std::fs::File::open(fx.out()).unwrap();
+    held.try_lock().expect("the test takes the directory's lock");
+    fx.scan(&input, &[])
+        .code(2)
+        .stderr(contains("another datavet run is writing to this output directory"));
+    assert!(output_bytes(&fx.out()) == before, "a refused run wrote nothing");
+    drop(held);
+    fx.scan(&input, &[]).success();
+}
+
 #[test]
 fn the_distance_cluster_share_flag_is_checked_and_recorded() {
     let fx = Fixture::new();
