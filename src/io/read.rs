@@ -1008,18 +1008,18 @@ fn ask_for_huge_pages(values: &mut [f32]) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
-        if std::mem::size_of_val(values) < 64 << 20 {
+        let bytes = std::mem::size_of_val(values);
+        if bytes < 64 << 20 {
             return;
         }
+        // The whole 2 MiB pages inside the allocation (at least 31 of them at this size).
         let start = values.as_mut_ptr() as usize;
-        let (first, end) = (start.next_multiple_of(HUGE), start + std::mem::size_of_val(values));
-        if end >= first + HUGE {
-            let len = (end - first) / HUGE * HUGE;
-            // SAFETY: advice on whole pages inside `values`' own allocation; it changes how the
-            // kernel backs them, never their contents.
-            unsafe {
-                libc::madvise(first as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
-            }
+        let first = start.next_multiple_of(HUGE);
+        let len = (start + bytes - first) / HUGE * HUGE;
+        // SAFETY: advice on whole pages inside `values`' own allocation; it changes how the
+        // kernel backs them, never their contents.
+        unsafe {
+            libc::madvise(first as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
         }
     }
     #[cfg(not(target_os = "linux"))]

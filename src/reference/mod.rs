@@ -314,11 +314,6 @@ pub fn next_generation(out_dir: &Path) -> u64 {
     generations(&out_dir.join(DIR)).last().map_or(1, |g| g + 1)
 }
 
-/// Saves a reference generation in `out_dir/reference/`: [`prepare`], then [`Prepared::commit`].
-pub fn save(out_dir: &Path, header: &Header, records: &Records, releases: &Releases) -> Result<PathBuf, OutputError> {
-    prepare(out_dir, header, records, releases)?.commit()
-}
-
 /// A reference generation written to a hidden directory beside the others, not yet current.
 /// Writing it is most of a save (the records' JSON: 94 MB at 1M rows), and it needs only the
 /// scan's state, so a scan prepares it while its outputs are written and commits it once they
@@ -447,7 +442,10 @@ mod tests {
             names.sort();
             names
         };
-        let first = save(out.path(), &header(1), &records, &Releases::default()).unwrap();
+        let first = prepare(out.path(), &header(1), &records, &Releases::default())
+            .unwrap()
+            .commit()
+            .unwrap();
         assert_eq!(entries(), ["000001", CURRENT]);
         assert!(first.join(RECORDS_FILE).is_file() && first.join(crate::quarantine::SCORES_FILE).is_file());
 

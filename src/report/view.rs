@@ -106,8 +106,8 @@ impl RunView {
             i < 2 || ["suspicion", "quarantined", "reasons"].contains(&name) || Some(name) == source_column.as_deref()
         };
         // Sized from the report up front: grown by doubling, a million records were reallocated
-        // and copied (and their fresh pages faulted in) several times over.
-        // A hint only (the file may be hand-edited): a count that cannot be reserved is ignored.
+        // and copied (and their fresh pages faulted in) several times over. A hint only (the
+        // file may be hand-edited): a count that cannot be reserved is ignored.
         let rows = report["totals"]["rows"].as_u64().unwrap_or(0) as usize;
         let mut records = reserved(rows);
         let read = if scores { &detectors[..] } else { &[] };

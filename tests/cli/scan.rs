@@ -2,7 +2,7 @@
 //! determinism, atomic replacement and skipped classes.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
@@ -413,12 +413,28 @@ fn output_bytes(out: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
-#[test]
-fn a_failed_run_leaves_previous_outputs_whole() {
-    let fx = Fixture::new();
+/// A planted input in `fx`, scanned once into its output directory (outputs and a reference).
+fn scanned_once(fx: &Fixture) -> PathBuf {
     let input = fx.path("in.parquet");
     planted(&input, 14);
     fx.scan(&input, &[]).success();
+    input
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_failed_run_leaves_previous_outputs_whole() {
+    let fx = Fixture::new();
+    let input = scanned_once(&fx);
     let before = output_bytes(&fx.out());
     let current = std::fs::read(fx.out().join("reference/CURRENT")).unwrap();
     // Same output dir, input now broken (truncated): the run must fail and touch nothing.
@@ -430,11 +446,7 @@ fn a_failed_run_leaves_previous_outputs_whole() {
     let after = output_bytes(&fx.out());
     assert!(before == after, "outputs changed after a failed run");
     assert_eq!(std::fs::read(fx.out().join("reference/CURRENT")).unwrap(), current);
-    let leftovers: Vec<_> = std::fs::read_dir(fx.out())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .filter(|f| f != "reference")
-        .collect();
+    let leftovers: Vec<_> = names_in(&fx.out()).into_iter().filter(|f| f != "reference").collect();
     assert_eq!(leftovers.len(), OUTPUT_FILES.len(), "no temp files left: {leftovers:?}");
 }
 
@@ -443,26 +455,16 @@ fn a_failed_run_leaves_previous_outputs_whole() {
 #[test]
 fn a_run_that_fails_publishing_leaves_the_reference_as_it_was() {
     let fx = Fixture::new();
-    let input = fx.path("in.parquet");
-    planted(&input, 14);
-    fx.scan(&input, &[]).success();
+    let input = scanned_once(&fx);
     let reference = fx.out().join("reference");
-    let entries = || -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&reference)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
-    let before = entries();
+    let before = names_in(&reference);
     assert_eq!(before, ["000001", "CURRENT"]);
     // quarantine.parquet cannot be replaced by a file: the write stage fails at its commit.
     let blocked = fx.out().join("quarantine.parquet");
     std::fs::remove_file(&blocked).unwrap();
     std::fs::create_dir_all(blocked.join("x")).unwrap();
     fx.scan(&input, &[]).code(2).stderr(contains("quarantine.parquet"));
-    assert_eq!(entries(), before, "no new or hidden generation");
+    assert_eq!(names_in(&reference), before, "no new or hidden generation");
     assert_eq!(std::fs::read_to_string(reference.join("CURRENT")).unwrap(), "000001\n");
 }
 
@@ -471,9 +473,7 @@ fn a_run_that_fails_publishing_leaves_the_reference_as_it_was() {
 #[test]
 fn a_run_is_refused_while_another_writes_to_the_same_output_directory() {
     let fx = Fixture::new();
-    let input = fx.path("in.parquet");
-    planted(&input, 14);
-    fx.scan(&input, &[]).success();
+    let input = scanned_once(&fx);
     let before = output_bytes(&fx.out());
     let held = std::fs::File::open(fx.out()).unwrap();
     held.try_lock().expect("the test takes the directory's lock");
