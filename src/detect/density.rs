@@ -19,8 +19,6 @@ use crate::stats::{mad_sigma, median};
 
 /// Robust z (log mean kNN distance below the class median, in MADs) that makes a record dense.
 const DENSE_Z: f64 = 3.0;
-/// Above this share of exact zeros among a class's activation values it counts as sparse.
-const MAX_ZERO_SHARE: f64 = 0.1;
 
 pub struct Density;
 
@@ -99,8 +97,8 @@ fn score_with(view: &ClassView<'_>, norms: &[f64], log_distance: &[f64], scale: 
     // Sparse activations (a ReLU layer: many exact zeros) have natural dense clumps of records
     // with few active units: on the generator's trained ReLU layers 2-3% of a clean class, as
     // many as a planted cluster. There the detector ranks but does not judge.
-    let zeros = view.x.iter().filter(|&&v| v == 0.0).count() as f64 / view.x.len().max(1) as f64;
-    let judges = zeros <= MAX_ZERO_SHARE;
+    let zeros = super::zero_share(view.x);
+    let judges = !super::is_sparse(view.x);
     ClassScores {
         scores,
         stats: vec![

@@ -180,6 +180,20 @@ impl ClassBasis {
     }
 }
 
+/// Above this share of exact zeros among a class's activation values it counts as sparse (a
+/// ReLU layer's).
+const MAX_ZERO_SHARE: f64 = 0.1;
+
+/// Share of exact zeros among the values of `x`.
+pub fn zero_share(x: &[f32]) -> f64 {
+    x.iter().filter(|&&v| v == 0.0).count() as f64 / x.len().max(1) as f64
+}
+
+/// Whether a class's activations are sparse: more than [`MAX_ZERO_SHARE`] of them exact zeros.
+pub fn is_sparse(x: &[f32]) -> bool {
+    zero_share(x) > MAX_ZERO_SHARE
+}
+
 /// One class's records, borrowed from the [`Dataset`]; detectors never copy the matrix.
 pub struct ClassView<'a> {
     /// Class index (into `dataset.classes`).
