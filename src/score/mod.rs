@@ -468,7 +468,7 @@ fn flags_cover_the_signal(e: &ClassEvidence<'_>, record: &RecordEvidence) -> Opt
 const MAX_NONZERO_FLAGGED: f64 = 0.9;
 
 /// Why a sparse class judged attacked on SPECTRE's signal alone is not: its flagged records sit
-/// among the class's own records (deep k-NN's other-label share no higher than the rest's), so
+/// among the class's own records (deep k-NN's other-label share not clearly above the rest's), so
 /// they are a tail of the class, not inputs of other classes. `None` when the rule does not
 /// apply or the flags pass it.
 ///
@@ -478,10 +478,10 @@ const MAX_NONZERO_FLAGGED: f64 = 0.9;
 /// SPECTRE's eigenvalue cannot tell from a poison tail: on generated ReLU layers (tuning seeds
 /// 1-15) 6 of 25 clean sets of 3 000 records per class had a class judged attacked that way,
 /// 1.5-4.5% of the dataset quarantined, every flagged record's neighbours of its own class. The
-/// backdoors SPECTRE alone found there showed 0.035-0.24 other-label share in their flags
-/// against 0-0.021 in the rest of the class; the clean tails it flagged, 0-0.028 against
-/// 0-0.014. Dense activations are left alone: there a poison cluster's neighbours are each
-/// other, of its label.
+/// backdoors found at 300-500 records per class (tuning seeds, 9 runs) showed 0.035-0.45
+/// other-label share in their flags against 0-0.021 in the rest of the class; the clean tails
+/// SPECTRE flagged, 0-0.028 against 0-0.014. Dense activations are left alone: there a poison
+/// cluster's neighbours are each other, of its label.
 fn tail_among_its_own_class(
     e: &ClassEvidence<'_>,
     names: &[&str],
