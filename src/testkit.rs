@@ -341,8 +341,9 @@ impl Net {
             .unwrap_or(0)
     }
 
-    /// SGD (each record's gradient clipped: [`clip_factor`]) on softmax cross-entropy over the rows `rows` of `inputs`; `losses` (`n * EPOCHS`)
-    /// receives each record's loss when it is visited in each epoch.
+    /// SGD (each record's gradient clipped: [`clip_factor`]) on softmax cross-entropy over the
+    /// rows `rows` of `inputs`; `losses` (`n * EPOCHS`) receives each record's loss when it is
+    /// visited in each epoch.
     fn train(
         &mut self,
         inputs: &[f32],
@@ -778,16 +779,26 @@ mod tests {
 
     #[test]
     fn a_records_gradient_is_scaled_down_to_the_bound_and_no_further() {
-        let (grad_out, backprop) = ([0.5f32, -0.5], [0.1f32, 0.0, 0.2]);
-        // Small activations and inputs: applied as they are.
-        assert_eq!(clip_factor(&grad_out, &[1.0, 0.0, 2.0], &backprop, &[1.0; 4]), 1.0);
-        // A unit firing at 1 000 (as the unclipped training reached): the step shrinks so the
-        // record's whole gradient has norm MAX_GRADIENT_NORM.
-        let hidden = [1000.0f32, 0.0, 2.0];
-        let factor = clip_factor(&grad_out, &hidden, &backprop, &[1.0; 4]);
-        let squares = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
-        let norm = (squares(&grad_out) * (squares(&hidden) + 1.0) + squares(&backprop) * 5.0).sqrt();
-        assert!(factor < 0.1);
+        // A 2-unit, 2-class network on 3 inputs; the record's whole gradient, written out: w2
+        // (grad_out x hidden), b2 (grad_out), w1 (backprop x input), b1 (backprop).
+        let gradient_norm = |grad_out: &[f32], hidden: &[f32], backprop: &[f32], u: &[f32]| {
+            let mut all: Vec<f32> = Vec::new();
+            grad_out.iter().for_each(|g| all.extend(hidden.iter().map(|h| g * h)));
+            all.extend(grad_out);
+            backprop.iter().for_each(|b| all.extend(u.iter().map(|x| b * x)));
+            all.extend(backprop);
+            all.iter().map(|v| v * v).sum::<f32>().sqrt()
+        };
+        let (grad_out, u) = ([0.6f32, -0.6], [2.0f32, -1.0, 3.0]);
+        // Applied as it is below the bound.
+        let (hidden, backprop) = ([1.0f32, 0.0], [0.5f32, 0.0]);
+        assert!(gradient_norm(&grad_out, &hidden, &backprop, &u) < MAX_GRADIENT_NORM);
+        assert_eq!(clip_factor(&grad_out, &hidden, &backprop, &u), 1.0);
+        // Above it (every term of the same order), scaled to exactly the bound.
+        let (hidden, backprop) = ([80.0f32, 60.0], [16.0f32, -12.0]);
+        let norm = gradient_norm(&grad_out, &hidden, &backprop, &u);
+        let factor = clip_factor(&grad_out, &hidden, &backprop, &u);
+        assert!(norm > 2.0 * MAX_GRADIENT_NORM, "{norm}");
         assert!((factor * norm - MAX_GRADIENT_NORM).abs() < 1e-3, "{}", factor * norm);
     }
 }

@@ -337,7 +337,7 @@ fn relu_target_found(dim: usize, rows: usize, rate: f64, strength: f64, min_foun
     let runs: Vec<Metrics> = (1111..1116)
         .map(|seed| run(Kind::Relu, dim, rows, attack, seed))
         .collect();
-    let found: Vec<String> = runs
+    let summaries: Vec<String> = runs
         .iter()
         .map(|m| format!("attacked {:?} recall {:.3}", m.attacked, m.recall))
         .collect();
@@ -347,7 +347,7 @@ fn relu_target_found(dim: usize, rows: usize, rate: f64, strength: f64, min_foun
         .count();
     assert!(
         good >= min_found,
-        "{good} of 5 runs found the target class at recall {min_recall}: {found:?}"
+        "{good} of 5 runs found the target class at recall {min_recall}: {summaries:?}"
     );
 }
 

@@ -98,7 +98,7 @@ fn score_with(view: &ClassView<'_>, norms: &[f64], log_distance: &[f64], scale: 
     // with few active units: on the generator's trained ReLU layers 2-3% of a clean class, as
     // many as a planted cluster. There the detector ranks but does not judge.
     let zeros = super::zero_share(view.x);
-    let judges = !super::is_sparse(view.x);
+    let judges = zeros <= super::MAX_ZERO_SHARE;
     ClassScores {
         scores,
         stats: vec![

@@ -182,7 +182,7 @@ impl ClassBasis {
 
 /// Above this share of exact zeros among a class's activation values it counts as sparse (a
 /// ReLU layer's).
-const MAX_ZERO_SHARE: f64 = 0.1;
+pub const MAX_ZERO_SHARE: f64 = 0.1;
 
 /// Share of exact zeros among the values of `x`.
 pub fn zero_share(x: &[f32]) -> f64 {

@@ -326,7 +326,7 @@ pub fn decide(
             grow_flagged(e, &mut record);
         }
         if class_margin > 0.0
-            && attacked_by_comparison
+            && attacked_by.len() == 1
             && let Some(why) = tail_among_its_own_class(e, names, &attacking, &record)
         {
             unproven = Some(overturn(&mut attacked_by, &mut class_margin, params, &why));
@@ -467,7 +467,8 @@ fn flags_cover_the_signal(e: &ClassEvidence<'_>, record: &RecordEvidence) -> Opt
 /// See [`flags_cover_the_signal`].
 const MAX_NONZERO_FLAGGED: f64 = 0.9;
 
-/// Why a sparse class judged attacked on SPECTRE's signal alone is not: its flagged records sit
+/// Why a sparse class judged attacked on SPECTRE's signal alone (`attacking`, and no other
+/// signal over its bound) is not: its flagged records sit
 /// among the class's own records (deep k-NN's other-label share not clearly above the rest's), so
 /// they are a tail of the class, not inputs of other classes. `None` when the rule does not
 /// apply or the flags pass it.
@@ -488,18 +489,21 @@ fn tail_among_its_own_class(
     attacking: &[usize],
     record: &RecordEvidence,
 ) -> Option<String> {
-    if attacking.len() != 1 || names[attacking[0]] != "spectre" || !crate::detect::is_sparse(e.geometry?.x) {
+    if attacking.len() != 1
+        || names[attacking[0]] != "spectre"
+        || !record.flag.contains(&true)
+        || !crate::detect::is_sparse(e.geometry?.x)
+    {
         return None;
     }
     let knn = &e.scores[names.iter().position(|&n| n == "deep_knn")?].scores;
     let mean_where = |flagged: bool| {
-        let values: Vec<f64> = knn
+        let (sum, count) = knn
             .iter()
             .zip(&record.flag)
             .filter(|&(_, &f)| f == flagged)
-            .map(|(&v, _)| v as f64)
-            .collect();
-        values.iter().sum::<f64>() / values.len().max(1) as f64
+            .fold((0.0, 0usize), |(sum, count), (&v, _)| (sum + v as f64, count + 1));
+        sum / count.max(1) as f64
     };
     let (flags, rest) = (mean_where(true), mean_where(false));
     if flags >= MIN_TAIL_DISAGREEMENT && flags >= TAIL_DISAGREEMENT_RATIO * rest {
@@ -1205,48 +1209,64 @@ mod tests {
         assert!(!d.verdicts[0].as_ref().unwrap().attacked);
     }
 
-    #[test]
-    fn flags_on_every_non_zero_vector_of_a_class_overturn_its_verdict() {
-        // Class 3 of 100 records in 4 dimensions: `zeros` all-zero vectors, then 40 far records
-        // (SPECTRE's tail) and the rest near the origin. With 20 zeros the 40 far records are half
-        // of the non-zero ones (an all-to-one backdoor can be): attacked, the 40 quarantined. With
-        // 60 zeros the tail is every non-zero vector: the class's shape, nothing quarantined.
+    /// Six classes of 100 records (class signals as in `flags_only_the_tail_of_the_outlier_class`,
+    /// class 3 the outlier); class 3 has 4-dimensional vectors `value(record, coordinate, noise)`
+    /// and its SPECTRE scores put the records of `tail` far out.
+    fn six_classes_with_a_tail_in_class_3(
+        value: impl Fn(usize, usize, f32) -> f32,
+        tail: std::ops::Range<usize>,
+    ) -> (Vec<ClassEvidence<'static>>, usize) {
         use rand::SeedableRng;
         use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(9);
+        let x: &'static [f32] = Box::leak(
+            (0..100)
+                .flat_map(|i| (0..4).map(move |j| (i, j)))
+                .map(|(i, j)| value(i, j, StandardNormal.sample(&mut rng)))
+                .collect::<Vec<f32>>()
+                .into_boxed_slice(),
+        );
+        let basis: &'static BasisFit = Box::leak(Box::new(BasisFit::fit(x, 4, 2)));
+        let (mut ev, total) = classes(&[1.3, 1.32, 1.28, 6.0, 1.29, 1.3], &rows(6, 100));
+        let values = (0..100)
+            .map(|i| {
+                if tail.contains(&i) {
+                    400.0
+                } else {
+                    0.5 + (i % 10) as f32 * 0.1
+                }
+            })
+            .collect();
+        ev[3].scores = vec![scores(values, 6.0)].into();
+        ev[3].geometry = Some(ClassGeometry { basis, x, dim: 4 });
+        (ev, total)
+    }
+
+    /// Class 3's quarantined records (global rows 300..400) under `decide`, with its verdict.
+    fn class_3_outcome(ev: &[ClassEvidence<'_>], detectors: &[&str], total: usize) -> (Vec<usize>, ClassVerdict) {
         let names: Vec<String> = (0..6).map(|c| c.to_string()).collect();
+        let d = decide(ev, detectors, &names, total, &DecisionParams::default());
+        let quarantined = (300..400).filter(|&g| d.quarantined[g]).collect();
+        (quarantined, d.verdicts[3].clone().unwrap())
+    }
+
+    #[test]
+    fn flags_on_every_non_zero_vector_of_a_class_overturn_its_verdict() {
+        // Class 3: `zeros` all-zero vectors, then 40 far records (SPECTRE's tail) and the rest
+        // near the origin. With 20 zeros the 40 far records are half of the non-zero ones (an
+        // all-to-one backdoor can be): attacked, the 40 quarantined. With 60 zeros the tail is
+        // every non-zero vector: the class's shape, nothing quarantined.
         for (zeros, attacked) in [(20, true), (60, false)] {
-            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(9);
-            let x: &'static [f32] = Box::leak(
-                (0..100)
-                    .flat_map(|i| (0..4).map(move |j| (i, j)))
-                    .map(|(i, j)| {
-                        let noise: f32 = StandardNormal.sample(&mut rng);
-                        match i {
-                            _ if i < zeros => 0.0,
-                            _ if i < zeros + 40 => 10.0 + (j == 0) as u8 as f32 * 5.0 + noise * 0.3,
-                            _ => 1.0 + noise * 0.3,
-                        }
-                    })
-                    .collect::<Vec<f32>>()
-                    .into_boxed_slice(),
+            let (ev, total) = six_classes_with_a_tail_in_class_3(
+                |i, j, noise| match i {
+                    _ if i < zeros => 0.0,
+                    _ if i < zeros + 40 => 10.0 + (j == 0) as u8 as f32 * 5.0 + noise * 0.3,
+                    _ => 1.0 + noise * 0.3,
+                },
+                zeros..zeros + 40,
             );
-            let basis: &'static BasisFit = Box::leak(Box::new(BasisFit::fit(x, 4, 2)));
-            let (mut ev, total) = classes(&[1.3, 1.32, 1.28, 6.0, 1.29, 1.3], &rows(6, 100));
-            let values = (0..100)
-                .map(|i| {
-                    if (zeros..zeros + 40).contains(&i) {
-                        400.0
-                    } else {
-                        0.5 + (i % 10) as f32 * 0.1
-                    }
-                })
-                .collect();
-            ev[3].scores = vec![scores(values, 6.0)].into();
-            ev[3].geometry = Some(ClassGeometry { basis, x, dim: 4 });
-            let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
-            let verdict = d.verdicts[3].as_ref().unwrap();
+            let (quarantined, verdict) = class_3_outcome(&ev, &["spectre"], total);
             assert_eq!(verdict.attacked, attacked, "{}", verdict.why);
-            let quarantined: Vec<usize> = (300..400).filter(|&g| d.quarantined[g]).collect();
             if attacked {
                 assert_eq!(quarantined, (300 + zeros..340 + zeros).collect::<Vec<_>>());
             } else {
@@ -1256,58 +1276,53 @@ mod tests {
                     "{}",
                     verdict.why
                 );
-                assert!((300..400).all(|g| d.suspicion[g] < 0.5));
             }
         }
     }
 
     #[test]
     fn a_sparse_class_s_spectre_tail_among_its_own_class_does_not_make_it_attacked() {
-        // Class 3 of 100 records in 4 dimensions: 10 far records (SPECTRE's tail) and 90 near
-        // the origin, 30 of those all zero when `sparse`. Deep k-NN gives the tail's records
-        // `tail_share` of neighbours with another label, the rest none. Only a sparse tail that
-        // keeps its class's company is overturned.
-        use rand::SeedableRng;
-        use rand_distr::{Distribution, StandardNormal};
-        let names: Vec<String> = (0..6).map(|c| c.to_string()).collect();
-        for (sparse, tail_share, attacked) in [(true, 0.3, true), (true, 0.0, false), (false, 0.0, true)] {
-            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(9);
-            let x: &'static [f32] = Box::leak(
-                (0..100)
-                    .flat_map(|i| (0..4).map(move |j| (i, j)))
-                    .map(|(i, j)| {
-                        let noise: f32 = StandardNormal.sample(&mut rng);
-                        match i {
-                            _ if i < 10 => 10.0 + (j == 0) as u8 as f32 * 5.0 + noise * 0.3,
-                            _ if sparse && i >= 70 => 0.0,
-                            _ => 1.0 + noise * 0.3,
-                        }
-                    })
-                    .collect::<Vec<f32>>()
-                    .into_boxed_slice(),
+        // Class 3: 10 far records (SPECTRE's tail) and 90 near the origin, 30 of those all zero
+        // when `sparse`. Deep k-NN gives the tail `tail_share` of neighbours with another label
+        // and the rest `rest_share`. A sparse tail whose share is not 0.03 and 3 times the rest's
+        // is overturned; a dense one, or one judged without deep k-NN, is not.
+        for (sparse, tail_share, rest_share, with_knn, attacked) in [
+            (true, 0.3, 0.0, true, true),
+            (true, 0.0, 0.0, true, false),
+            (true, 0.05, 0.02, true, false),
+            (true, 0.0, 0.0, false, true),
+            (false, 0.0, 0.0, true, true),
+        ] {
+            let (mut ev, total) = six_classes_with_a_tail_in_class_3(
+                |i, j, noise| match i {
+                    _ if i < 10 => 10.0 + (j == 0) as u8 as f32 * 5.0 + noise * 0.3,
+                    _ if sparse && i >= 70 => 0.0,
+                    _ => 1.0 + noise * 0.3,
+                },
+                0..10,
             );
-            let basis: &'static BasisFit = Box::leak(Box::new(BasisFit::fit(x, 4, 2)));
-            let (mut ev, total) = classes(&[1.3, 1.32, 1.28, 6.0, 1.29, 1.3], &rows(6, 100));
-            for (c, e) in ev.iter_mut().enumerate() {
-                let mut knn = scores(vec![0.0; 100], 0.0);
-                knn.signal = None;
-                if c == 3 {
-                    knn.scores[..10].fill(tail_share);
-                    let tail = (0..100).map(|i| if i < 10 { 400.0 } else { 0.5 + (i % 10) as f32 * 0.1 });
-                    e.scores = vec![scores(tail.collect(), 6.0), knn].into();
-                    e.geometry = Some(ClassGeometry { basis, x, dim: 4 });
-                } else {
+            let detectors: &[&str] = if with_knn {
+                &["spectre", "deep_knn"]
+            } else {
+                &["spectre"]
+            };
+            if with_knn {
+                for (c, e) in ev.iter_mut().enumerate() {
+                    let mut knn = scores(vec![if c == 3 { rest_share } else { 0.0 }; 100], 0.0);
+                    knn.signal = None;
+                    if c == 3 {
+                        knn.scores[..10].fill(tail_share);
+                    }
                     e.scores.to_mut().push(knn);
                 }
             }
-            let d = decide(&ev, &["spectre", "deep_knn"], &names, total, &DecisionParams::default());
-            let verdict = d.verdicts[3].as_ref().unwrap();
-            assert_eq!(verdict.attacked, attacked, "sparse {sparse}: {}", verdict.why);
-            let quarantined: Vec<usize> = (300..400).filter(|&g| d.quarantined[g]).collect();
+            let (quarantined, verdict) = class_3_outcome(&ev, detectors, total);
+            let case = format!("sparse {sparse}, shares {tail_share}/{rest_share}, knn {with_knn}");
+            assert_eq!(verdict.attacked, attacked, "{case}: {}", verdict.why);
             if attacked {
-                assert_eq!(quarantined, (300..310).collect::<Vec<_>>(), "sparse {sparse}");
+                assert_eq!(quarantined, (300..310).collect::<Vec<_>>(), "{case}");
             } else {
-                assert!(quarantined.is_empty(), "{quarantined:?}");
+                assert!(quarantined.is_empty(), "{case}: {quarantined:?}");
                 assert!(verdict.why.contains("sit among their own class"), "{}", verdict.why);
             }
         }
