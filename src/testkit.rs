@@ -354,7 +354,7 @@ impl Net {
     ) {
         let (p, h, c) = (self.p, self.h, self.c);
         let (lr, epochs) = (0.05f32, EPOCHS);
-        let (mut hidden, mut logits) = (vec![0f32; h], vec![0f32; c]);
+        let (mut hidden, mut logits, mut backprop) = (vec![0f32; h], vec![0f32; c], vec![0f32; h]);
         let mut order = rows.to_vec();
         for epoch in 0..epochs {
             for i in (1..order.len()).rev() {
@@ -374,15 +374,13 @@ impl Net {
                     l[i * EPOCHS + epoch] = z.ln() - (logits[y] - m);
                 }
                 // Back-propagated to each active hidden unit (before w2 moves).
-                let backprop: Vec<f32> = (0..h)
-                    .map(|j| {
-                        if hidden[j] > 0.0 {
-                            (0..c).map(|k| grad_out[k] * self.w2[k * h + j]).sum()
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect();
+                for (j, b) in backprop.iter_mut().enumerate() {
+                    *b = if hidden[j] > 0.0 {
+                        (0..c).map(|k| grad_out[k] * self.w2[k * h + j]).sum()
+                    } else {
+                        0.0
+                    };
+                }
                 let step = lr * clip_factor(&grad_out, &hidden, &backprop, u);
                 for j in 0..h {
                     if hidden[j] <= 0.0 {

@@ -468,10 +468,9 @@ fn flags_cover_the_signal(e: &ClassEvidence<'_>, record: &RecordEvidence) -> Opt
 const MAX_NONZERO_FLAGGED: f64 = 0.9;
 
 /// Why a sparse class judged attacked on SPECTRE's signal alone (`attacking`, and no other
-/// signal over its bound) is not: its flagged records sit
-/// among the class's own records (deep k-NN's other-label share not clearly above the rest's), so
-/// they are a tail of the class, not inputs of other classes. `None` when the rule does not
-/// apply or the flags pass it.
+/// signal over its bound) is not: its flagged records sit among the class's own records (deep
+/// k-NN's other-label share not clearly above the rest's), so they are a tail of the class, not
+/// inputs of other classes. `None` when the rule does not apply or the flags pass it.
 ///
 /// A ReLU layer keeps much of what an input was, so dirty-label poison, made of other classes'
 /// inputs, keeps other classes' records among its neighbours (README, "What this says"). A
