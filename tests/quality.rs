@@ -330,14 +330,25 @@ fn a_relu_backdoor_in_large_classes_is_split_from_its_class_by_direction() {
 /// `min_found` of them the class is judged attacked and at least `min_recall` of its poison
 /// quarantined.
 fn relu_target_found(dim: usize, rows: usize, rate: f64, strength: f64, min_found: usize, min_recall: f64) {
+    relu_target_found_in(1111..1116, dim, rows, rate, strength, min_found, min_recall);
+}
+
+/// [`relu_target_found`] over `seeds`.
+fn relu_target_found_in(
+    seeds: std::ops::Range<u64>,
+    dim: usize,
+    rows: usize,
+    rate: f64,
+    strength: f64,
+    min_found: usize,
+    min_recall: f64,
+) {
     let attack = Attack::Backdoor {
         target: 3,
         rate,
         strength,
     };
-    let runs: Vec<Metrics> = (1111..1116)
-        .map(|seed| run(Kind::Relu, dim, rows, attack, seed))
-        .collect();
+    let runs: Vec<Metrics> = seeds.map(|seed| run(Kind::Relu, dim, rows, attack, seed)).collect();
     let summaries: Vec<String> = runs
         .iter()
         .map(|m| format!("attacked {:?} recall {:.3}", m.attacked, m.recall))
@@ -348,7 +359,8 @@ fn relu_target_found(dim: usize, rows: usize, rate: f64, strength: f64, min_foun
         .count();
     assert!(
         good >= min_found,
-        "{good} of 5 runs found the target class at recall {min_recall}: {summaries:?}"
+        "{good} of {} runs found the target class at recall {min_recall}: {summaries:?}",
+        runs.len()
     );
 }
 
@@ -372,4 +384,15 @@ fn a_relu_backdoor_cluster_closer_to_other_classes_is_found() {
     // of 5, recall 0.76-1.0 there, 0.744 over the five); seeds 1000-1004: recall 0.56 -> 1.0.
     // 0.2.25's clipped-training layers: 5 of 5, recall 1.0; seeds 1000-1004 0.80.
     relu_target_found(64, 500, 0.15, 3.0, 4, 0.9);
+}
+
+#[test]
+fn a_relu_backdoor_of_five_records_is_found_by_where_its_class_s_tail_comes_from() {
+    // 1% of 500 records per class (5 poisoned, 64 units): the class's SPECTRE eigenvalue is
+    // usually like the other classes', but the top of its SPECTRE scores holds the poison, whose
+    // neighbours have other labels and whose label a surrogate trained without it doubts (score,
+    // "A tail of other classes' inputs", 0.2.26). Measured on these seeds (first run here): the
+    // class found in 5 of 15 runs, recall 1.0 in each; without that rule in 3 (the first five
+    // seeds: none either way). Seeds 1000-1004: recall 0.44 -> 0.64.
+    relu_target_found_in(1111..1126, 64, 500, 0.01, 4.0, 5, 0.8);
 }
