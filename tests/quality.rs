@@ -393,6 +393,7 @@ fn a_relu_backdoor_of_five_records_is_found_by_where_its_class_s_tail_comes_from
     // neighbours have other labels and whose label a surrogate trained without it doubts (score,
     // "A tail of other classes' inputs", 0.2.26). Measured on these seeds (first run here): the
     // class found in 5 of 15 runs, recall 1.0 in each; without that rule in 3 (the first five
-    // seeds: none either way). Seeds 1000-1004: recall 0.44 -> 0.64.
-    relu_target_found_in(1111..1126, 64, 500, 0.01, 4.0, 5, 0.8);
+    // seeds: none either way). Seeds 1000-1004: recall 0.44 -> 0.64. Asks for 4: one run of
+    // slack, still more than the rule's absence gives.
+    relu_target_found_in(1111..1126, 64, 500, 0.01, 4.0, 4, 0.8);
 }

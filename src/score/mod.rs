@@ -272,13 +272,14 @@ pub fn decide(
         .iter()
         .map(|e| record_evidence(e, names, class_names, params))
         .collect();
-    let other_inputs = tails_of_other_inputs(evidence, names, &records);
+    let judged = judged_by_a_signal(&margins, &common);
+    let tails = tails_of_other_inputs(evidence, names, &records, &judged);
     let mut candidates: Vec<(usize, f64)> = Vec::new(); // (global row, suspicion) of flagged records
-    for (((e, anomaly), margins), (mut record, other_inputs)) in evidence
+    for (((e, anomaly), margins), (mut record, tail)) in evidence
         .iter()
         .zip(&anomaly)
         .zip(&margins)
-        .zip(records.into_iter().zip(other_inputs))
+        .zip(records.into_iter().zip(tails))
     {
         let mut signals = Vec::new();
         let mut class_margin = f64::NEG_INFINITY;
@@ -325,7 +326,7 @@ pub fn decide(
         // Its tail, not a class signal, says so: compared with the classes by `tails_of_other_inputs`.
         let mut attacked_by_tail = false;
         if class_margin <= 0.0
-            && let Some((why, margin)) = other_inputs
+            && let Some((why, margin)) = tail
         {
             attacked_by.push(why);
             class_margin = margin.min(params.anomaly_threshold);
@@ -491,9 +492,10 @@ const MAX_NONZERO_FLAGGED: f64 = 0.9;
 
 /// Why a sparse class judged attacked on SPECTRE's signal alone (`attacking`, and no other
 /// signal over its bound) is not: its flagged records sit among the class's own records (deep
-/// k-NN's other-label share not clearly above the rest's) and the surrogate, trained without
-/// them, does not doubt their label more than the rest's; so they are a tail of the class, not
-/// inputs of other classes. `None` when the rule does not apply or the flags pass it.
+/// k-NN's other-label share not clearly above the rest's, nor half-way there with the
+/// surrogate, trained without them, doubting their label more than the rest's); so they are a
+/// tail of the class, not inputs of other classes. `None` when the rule does not apply or the
+/// flags pass it.
 ///
 /// A ReLU layer keeps much of what an input was, so dirty-label poison, made of other classes'
 /// inputs, keeps other classes' records among its neighbours (README, "What this says"). A
@@ -505,9 +507,10 @@ const MAX_NONZERO_FLAGGED: f64 = 0.9;
 /// other-label share in their flags against 0-0.021 in the rest of the class; the clean tails
 /// SPECTRE flagged, 0-0.028 against 0-0.014. The label doubt rescues a 15% backdoor whose
 /// neighbours are mostly each other (tuning seed 10, 64 dims x 500: other-label share 0.028
-/// against 0, doubt 0.058 against 0.012); the clean tails SPECTRE alone judged attacked had at
-/// most 2.1x the rest's doubt (tuning seeds 1-20 at 300-500 per class, 1-15 at 3 000). Dense
-/// activations are left alone: there a poison cluster's neighbours are each other, of its label.
+/// against 0, doubt 0.058 against 0.012). Doubt alone does not: clean tails reach 6.6x the
+/// rest's (though the clean tails SPECTRE alone judged attacked had at most 2.1x, tuning seeds
+/// 1-20 at 300-500 per class, 1-15 at 3 000). Dense activations are left alone: there a poison
+/// cluster's neighbours are each other, of its label.
 fn tail_among_its_own_class(
     e: &ClassEvidence<'_>,
     names: &[&str],
@@ -517,9 +520,12 @@ fn tail_among_its_own_class(
     if attacking.len() != 1 || names[attacking[0]] != "spectre" {
         return None;
     }
-    let origin = TailOrigin::of(e, names, record, false)?;
-    if origin.other_label.stands_out(OWN_TAIL_RATIO) || origin.label_doubt.is_some_and(|d| d.stands_out(OWN_TAIL_RATIO))
-    {
+    let origin = TailOrigin::of_every_flag(e, names, record)?;
+    let (knn, doubt) = (origin.other_label, origin.label_doubt);
+    let passes = knn.stands_out(KEEP_VERDICT_RATIO, MIN_TAIL_SHARE)
+        || (knn.stands_out(KEEP_VERDICT_RATIO, MIN_TAIL_SHARE / 2.0)
+            && doubt.is_some_and(|d| d.stands_out(KEEP_VERDICT_RATIO, MIN_TAIL_SHARE)));
+    if passes || !is_sparse_class(e) {
         return None;
     }
     Some(format!(
@@ -528,31 +534,44 @@ fn tail_among_its_own_class(
     ))
 }
 
-/// How much more than the rest of the class a SPECTRE tail's other-label share or label doubt
-/// must be for the tail to count as other classes' inputs in a class SPECTRE judged attacked
-/// (see [`tail_among_its_own_class`]).
-const OWN_TAIL_RATIO: f64 = 3.0;
+/// How much more than the rest of the class a sparse tail's other-label share (and label
+/// doubt) must be for a verdict SPECTRE alone gave to stand (see [`tail_among_its_own_class`]).
+const KEEP_VERDICT_RATIO: f64 = 3.0;
 
-/// Per class: the reason and margin when its SPECTRE tail is other classes' inputs (see
-/// [`TailOrigin::of_other_classes`]) while the classes whose tails are stay a minority (at most a
-/// quarter of them, or one): when many are, that is the data (label noise spread over every
-/// class), and confident learning flags its records one by one.
+/// Per class: whether a class signal (not one too many classes share) is over its threshold.
+fn judged_by_a_signal(margins: &[Vec<Option<f64>>], common: &[bool]) -> Vec<bool> {
+    margins
+        .iter()
+        .map(|m| {
+            m.iter()
+                .zip(common)
+                .any(|(m, &common)| !common && m.is_some_and(|m| m > 0.0))
+        })
+        .collect()
+}
+
+/// Per class no signal judges attacked (`judged`): the reason and margin when its record flags
+/// are other classes' inputs (see [`TailOrigin::other_classes_margin`]), while the classes whose
+/// flags are stay few: at most a quarter of the classes no signal judges (one at least). When
+/// many are, that is the data (label noise spread over every class), and confident learning
+/// flags its records one by one.
 fn tails_of_other_inputs(
     evidence: &[ClassEvidence<'_>],
     names: &[&str],
     records: &[RecordEvidence],
+    judged: &[bool],
 ) -> Vec<Option<(String, f64)>> {
     let found: Vec<Option<(String, f64)>> = evidence
         .iter()
         .zip(records)
-        .map(|(e, record)| {
-            let spectre = names.iter().position(|&n| n == "spectre")?;
-            let signal = e.scores[spectre].signal?;
-            if signal.value <= signal.clean_bound {
+        .zip(judged)
+        .map(|((e, record), &judged)| {
+            let signal = detector(e, names, "spectre")?.signal?;
+            if judged || signal.value <= signal.clean_bound {
                 return None;
             }
-            let origin = TailOrigin::of(e, names, record, true)?;
-            let margin = origin.of_other_classes()?;
+            let origin = TailOrigin::of_flags_but_label_issues(e, names, record)?;
+            let margin = origin.other_classes_margin().filter(|_| is_sparse_class(e))?;
             Some((
                 format!(
                     "spectre {:.3} is over its clean bound {:.3} and the records of its tail look like other classes' \
@@ -563,20 +582,31 @@ fn tails_of_other_inputs(
             ))
         })
         .collect();
-    let most = (evidence.len() / 4).max(1);
+    let most = (judged.iter().filter(|&&j| !j).count() / 4).max(1);
     if found.iter().flatten().count() > most {
         return vec![None; evidence.len()];
     }
     found
 }
 
-/// How a class's flagged records compare with the rest of it, on sparse activations: their
-/// neighbours' labels (deep k-NN) and their label's out-of-fold probability (confident learning).
+/// Detector `name`'s scores for the class, if it is in the pipeline.
+fn detector<'e>(e: &'e ClassEvidence<'_>, names: &[&str], name: &str) -> Option<&'e ClassScores> {
+    names.iter().position(|&n| n == name).map(|d| &e.scores[d])
+}
+
+/// Whether the class's activations are sparse (`detect::is_sparse`); `false` without its vectors.
+fn is_sparse_class(e: &ClassEvidence<'_>) -> bool {
+    e.geometry.is_some_and(|g| crate::detect::is_sparse(g.x))
+}
+
+/// How a class's flagged records (SPECTRE's tail, a real split's small side: see
+/// `record_evidence`) compare with the rest of it: their neighbours' labels (deep k-NN) and
+/// their label's out-of-fold probability (confident learning).
 struct TailOrigin {
     /// Mean share of neighbours with another label.
     other_label: FlaggedVsRest,
     /// Mean 1 - p(label) by the surrogate trained without the record; `None` when confident
-    /// learning is not in the pipeline.
+    /// learning is not in the pipeline (or the surrogate was skipped).
     label_doubt: Option<FlaggedVsRest>,
 }
 
@@ -604,32 +634,45 @@ impl FlaggedVsRest {
         }
     }
 
-    /// At least [`MIN_TAIL_DISAGREEMENT`] and `ratio` times the rest's.
-    fn stands_out(&self, ratio: f64) -> bool {
-        self.flagged >= MIN_TAIL_DISAGREEMENT && self.flagged >= ratio * self.rest
+    /// How many times the rest's the flagged mean is (huge when the rest's is 0).
+    fn multiple(&self) -> f64 {
+        self.flagged / self.rest.max(f64::MIN_POSITIVE)
+    }
+
+    /// At least `floor` and `ratio` times the rest's.
+    fn stands_out(&self, ratio: f64, floor: f64) -> bool {
+        self.flagged >= floor && self.flagged >= ratio * self.rest
     }
 }
 
 impl TailOrigin {
-    /// `None` unless the class is sparse, has flags, and the influence stage ran. With
-    /// `skip_label_issues`, records confident learning flags as mislabelled count in neither mean:
-    /// they are its finding, whatever the class's verdict.
-    fn of(e: &ClassEvidence<'_>, names: &[&str], record: &RecordEvidence, skip_label_issues: bool) -> Option<Self> {
-        if !record.flag.contains(&true) || !crate::detect::is_sparse(e.geometry?.x) {
-            return None;
-        }
-        let scores = |name: &str| names.iter().position(|&n| n == name).map(|d| &e.scores[d]);
-        let (knn, confident) = (scores("deep_knn")?, scores("confident_learning"));
+    /// Over every flagged record. `None` unless the class has flags and deep k-NN ran. Whether
+    /// the class is sparse is the caller's to ask, last (`is_sparse_class` reads every value).
+    fn of_every_flag(e: &ClassEvidence<'_>, names: &[&str], record: &RecordEvidence) -> Option<Self> {
+        Self::of(e, names, record, &vec![false; record.flag.len()])
+    }
+
+    /// As [`TailOrigin::of_every_flag`], leaving out the records confident learning flags as
+    /// mislabelled: they are its finding, whatever the class's verdict, and a class that label
+    /// flips fill would otherwise pass.
+    fn of_flags_but_label_issues(e: &ClassEvidence<'_>, names: &[&str], record: &RecordEvidence) -> Option<Self> {
         let mut skip = vec![false; record.flag.len()];
-        if skip_label_issues && let Some(confident) = confident {
+        if let Some(confident) = detector(e, names, "confident_learning") {
             confident.flagged.iter().for_each(|f| skip[f.index] = true);
         }
-        if !record.flag.iter().zip(&skip).any(|(&f, &s)| f && !s) {
+        Self::of(e, names, record, &skip)
+    }
+
+    fn of(e: &ClassEvidence<'_>, names: &[&str], record: &RecordEvidence, skip: &[bool]) -> Option<Self> {
+        let knn = detector(e, names, "deep_knn")?;
+        if !record.flag.iter().zip(skip).any(|(&f, &s)| f && !s) {
             return None;
         }
         Some(TailOrigin {
-            other_label: FlaggedVsRest::of(&knn.scores, &record.flag, &skip),
-            label_doubt: confident.map(|c| FlaggedVsRest::of(&c.scores, &record.flag, &skip)),
+            other_label: FlaggedVsRest::of(&knn.scores, &record.flag, skip),
+            label_doubt: detector(e, names, "confident_learning")
+                .filter(|c| c.scores.len() == record.flag.len())
+                .map(|c| FlaggedVsRest::of(&c.scores, &record.flag, skip)),
         })
     }
 
@@ -644,13 +687,17 @@ impl TailOrigin {
     /// in 15 -> 17 and 17 -> 18; no clean class of 300, 500 or 3 000 records passed; label-flip
     /// runs with a class judged attacked 1 more of 20 at each size. The skipped label issues keep
     /// label-flip classes out: with them, 5 and 4 of 20 runs had a class pass.
-    fn of_other_classes(&self) -> Option<f64> {
-        let (a, b) = (self.other_label, self.label_doubt?);
-        if !a.stands_out(OTHER_INPUTS_RATIO) || !b.stands_out(OTHER_INPUTS_RATIO) {
+    fn other_classes_margin(&self) -> Option<f64> {
+        let (knn, doubt) = (self.other_label, self.label_doubt?);
+        if !knn.stands_out(OTHER_INPUTS_RATIO, MIN_TAIL_SHARE) || !doubt.stands_out(OTHER_INPUTS_RATIO, MIN_TAIL_SHARE)
+        {
             return None;
         }
-        let weaker = (a.flagged / a.rest.max(f64::MIN_POSITIVE)).min(b.flagged / b.rest.max(f64::MIN_POSITIVE));
-        Some((weaker / OTHER_INPUTS_RATIO).ln().max(0.1))
+        Some(
+            (knn.multiple().min(doubt.multiple()) / OTHER_INPUTS_RATIO)
+                .ln()
+                .max(0.1),
+        )
     }
 }
 
@@ -669,10 +716,10 @@ impl std::fmt::Display for TailOrigin {
     }
 }
 
-/// Other-label share (or label doubt) of a SPECTRE tail, on sparse activations, below which it
-/// is the class's own (see [`tail_among_its_own_class`]).
-const MIN_TAIL_DISAGREEMENT: f64 = 0.03;
-/// See [`TailOrigin::of_other_classes`].
+/// Other-label share (and label doubt) of a sparse class's flagged records below which they are
+/// the class's own (see [`tail_among_its_own_class`], [`TailOrigin::other_classes_margin`]).
+const MIN_TAIL_SHARE: f64 = 0.03;
+/// See [`TailOrigin::other_classes_margin`].
 const OTHER_INPUTS_RATIO: f64 = 5.0;
 
 /// Each class signal's margin over the decision's threshold, in anomaly-index units:
@@ -1449,14 +1496,16 @@ mod tests {
         // Class 3: 10 far records (SPECTRE's tail) and 90 near the origin, 30 of those all zero
         // when `sparse`. Deep k-NN gives the tail `tail_share` of neighbours with another label
         // and the rest `rest_share`; confident learning, where given, label doubt (tail, rest). A
-        // sparse tail is overturned unless one of the two is 0.03 and 3 times the rest's; a dense
-        // one, or one judged without deep k-NN, is not.
+        // sparse tail is overturned unless its share is 0.03 and 3 times the rest's, or half that
+        // with its doubt 0.03 and 3 times the rest's; a dense one, or one judged without deep
+        // k-NN, is not.
         for (sparse, tail_share, rest_share, doubt, with_knn, attacked) in [
             (true, 0.3, 0.0, None, true, true),
             (true, 0.0, 0.0, None, true, false),
             (true, 0.05, 0.02, None, true, false),
             (true, 0.028, 0.0, Some((0.06, 0.012)), true, true),
             (true, 0.028, 0.0, Some((0.03, 0.012)), true, false),
+            (true, 0.0, 0.0, Some((0.06, 0.012)), true, false),
             (true, 0.0, 0.0, None, false, true),
             (false, 0.0, 0.0, None, true, true),
         ] {
@@ -1498,15 +1547,20 @@ mod tests {
         // Every class's SPECTRE signal is 2.0: over its clean bound (1.5), no outlier. Class 3 is
         // sparse (30 all-zero vectors) with 10 far records, SPECTRE's tail. Its tail's
         // neighbours of another label and label doubt are `knn` and `doubt` against 0 and 0.02 in
-        // the rest. Attacked when both are 5 times the rest's (and at least 0.03), unless
-        // confident learning calls the tail's records label issues (its own finding) or another
-        // class's tail passes too (with 6 classes, at most one may).
-        for (knn, doubt, label_issues, twin_class, attacked) in [
-            (0.3, 0.3, false, false, true),
-            (0.3, 0.08, false, false, false),
-            (0.02, 0.3, false, false, false),
-            (0.3, 0.3, true, false, false),
-            (0.3, 0.3, false, true, false),
+        // the rest. Attacked when both are 5 times the rest's (and at least 0.03), unless they
+        // are so only through records confident learning calls label issues (its own finding:
+        // `issues` of the tail, doubt 0.9), confident learning is not in the pipeline, or a twin
+        // class 1 that no signal judges attacked passes too (with 6 classes, at most one may; a
+        // twin judged by its outlying signal does not count).
+        for (knn, doubt, issues, twin_signal, with_doubt, attacked) in [
+            (0.3, 0.3, 0, None, true, true),
+            (0.3, 0.08, 0, None, true, false),
+            (0.02, 0.3, 0, None, true, false),
+            (0.3, 0.3, 10, None, true, false),
+            (0.3, 0.05, 5, None, true, false),
+            (0.3, 0.3, 0, None, false, false),
+            (0.3, 0.3, 0, Some(2.0), true, false),
+            (0.3, 0.3, 0, Some(6.0), true, true),
         ] {
             let (mut ev, total) = six_classes_with_a_tail_in_class_3(
                 |i, j, noise| match i {
@@ -1519,24 +1573,34 @@ mod tests {
             for (c, e) in ev.iter_mut().enumerate() {
                 let class_scores = e.scores.to_mut();
                 class_scores[0].signal.as_mut().unwrap().value = 2.0;
-                let mut label_doubt = record_scores(c, (doubt, 0.02));
-                if c == 3 && label_issues {
-                    label_doubt.flagged = (0..10)
-                        .map(|index| Flag {
-                            index,
-                            strength: 0.5,
-                            why: "label issue".into(),
-                        })
-                        .collect();
+                class_scores.push(record_scores(c, (knn, 0.0)));
+                if with_doubt {
+                    let mut label_doubt = record_scores(c, (doubt, 0.02));
+                    if c == 3 {
+                        label_doubt.scores[..issues].fill(0.9);
+                        label_doubt.flagged = (0..issues)
+                            .map(|index| Flag {
+                                index,
+                                strength: 0.5,
+                                why: "label issue".into(),
+                            })
+                            .collect();
+                    }
+                    class_scores.push(label_doubt);
                 }
-                class_scores.extend([record_scores(c, (knn, 0.0)), label_doubt]);
             }
-            if twin_class {
+            if let Some(signal) = twin_signal {
                 ev[1].scores = ev[3].scores.clone();
+                ev[1].scores.to_mut()[0].signal.as_mut().unwrap().value = signal;
                 ev[1].geometry = ev[3].geometry;
             }
-            let (quarantined, verdict) = class_3_outcome(&ev, &["spectre", "deep_knn", "confident_learning"], total);
-            let case = format!("knn {knn}, doubt {doubt}, label issues {label_issues}, twin {twin_class}");
+            let detectors: &[&str] = if with_doubt {
+                &["spectre", "deep_knn", "confident_learning"]
+            } else {
+                &["spectre", "deep_knn"]
+            };
+            let (quarantined, verdict) = class_3_outcome(&ev, detectors, total);
+            let case = format!("knn {knn}, doubt {doubt}, issues {issues}, twin {twin_signal:?}, doubt {with_doubt}");
             assert_eq!(verdict.attacked, attacked, "{case}: {}", verdict.why);
             if attacked {
                 assert_eq!(quarantined, (300..310).collect::<Vec<_>>(), "{case}");
@@ -1545,8 +1609,9 @@ mod tests {
                     "{}",
                     verdict.why
                 );
-            } else if !label_issues {
-                assert!(quarantined.is_empty(), "{case}: {quarantined:?}");
+            } else {
+                // Label issues are quarantined by confident learning's own flags, whatever the verdict.
+                assert_eq!(quarantined, (300..300 + issues).collect::<Vec<_>>(), "{case}");
             }
         }
     }
