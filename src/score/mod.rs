@@ -606,7 +606,7 @@ struct TailOrigin {
     /// Mean share of neighbours with another label.
     other_label: FlaggedVsRest,
     /// Mean 1 - p(label) by the surrogate trained without the record; `None` when confident
-    /// learning is not in the pipeline (or the surrogate was skipped).
+    /// learning is not in the pipeline (the registry leaves it out when the surrogate is skipped).
     label_doubt: Option<FlaggedVsRest>,
 }
 
@@ -671,7 +671,6 @@ impl TailOrigin {
         Some(TailOrigin {
             other_label: FlaggedVsRest::of(&knn.scores, &record.flag, skip),
             label_doubt: detector(e, names, "confident_learning")
-                .filter(|c| c.scores.len() == record.flag.len())
                 .map(|c| FlaggedVsRest::of(&c.scores, &record.flag, skip)),
         })
     }
