@@ -36,6 +36,8 @@ use crate::detect::untangle::{MIN_MEMBERS, MIN_SEPARATION, beyond_the_rest, disc
 use crate::detect::{BasisFit, ClassBasis, ClassScores, Grouping, ParamError};
 use crate::stats::{mad_sigma, median};
 
+mod other_inputs;
+
 /// `[decision]` in a pipeline file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -326,11 +328,17 @@ pub fn decide(
         // Its tail, not a class signal, says so: compared with the classes by `tails_of_other_inputs`.
         let mut attacked_by_tail = false;
         if class_margin <= 0.0
-            && let Some((why, margin)) = tail
+            && let Some(verdict) = tail
         {
-            attacked_by.push(why);
-            class_margin = margin.min(params.anomaly_threshold);
+            attacked_by.push(verdict.why);
+            class_margin = verdict.margin.min(params.anomaly_threshold);
             attacked_by_tail = true;
+            if let Some(group) = verdict.group {
+                flag_only(&mut record, &group.members);
+                if group.learned() {
+                    grow_flagged(e, &mut record);
+                }
+            }
         }
         if class_margin > 0.0 && !attacked_by_comparison && !attacked_by_tail {
             match separated_minority(e, &mut record) {
@@ -550,43 +558,90 @@ fn judged_by_a_signal(margins: &[Vec<Option<f64>>], common: &[bool]) -> Vec<bool
         .collect()
 }
 
-/// Per class no signal judges attacked (`judged`): the reason and margin when its record flags
-/// are other classes' inputs (see [`TailOrigin::other_classes_margin`]), while the classes whose
-/// flags are stay few: at most a quarter of the classes no signal judges (one at least). When
-/// many are, that is the data (label noise spread over every class), and confident learning
-/// flags its records one by one.
+/// What a class's SPECTRE tail says of a class no signal judges attacked.
+struct TailVerdict {
+    why: String,
+    margin: f64,
+    /// The group whose records are quarantined in place of the class's flags; `None`: its flags.
+    group: Option<other_inputs::OtherInputs>,
+}
+
+/// Per class no signal judges attacked (`judged`), whose SPECTRE signal is over its clean bound
+/// on sparse activations: a verdict when the top of its tail is a group of other classes' inputs
+/// ([`other_inputs`]; those records are quarantined) or, failing that, when its record flags are
+/// other classes' inputs by their neighbours and label doubt (see
+/// [`TailOrigin::other_classes_margin`]; the flags are). Only while the classes found stay few:
+/// at most a quarter of the classes no signal judges (one at least). When many are, that is the
+/// data (label noise spread over every class), and confident learning flags its records one by
+/// one.
 fn tails_of_other_inputs(
     evidence: &[ClassEvidence<'_>],
     names: &[&str],
     records: &[RecordEvidence],
     judged: &[bool],
-) -> Vec<Option<(String, f64)>> {
-    let found: Vec<Option<(String, f64)>> = evidence
+) -> Vec<Option<TailVerdict>> {
+    let found: Vec<Option<TailVerdict>> = evidence
         .iter()
         .zip(records)
         .zip(judged)
-        .map(|((e, record), &judged)| {
+        .enumerate()
+        .map(|(at, ((e, record), &judged))| {
             let signal = detector(e, names, "spectre")?.signal?;
-            if judged || signal.value <= signal.clean_bound {
+            if judged || signal.value <= signal.clean_bound || !is_sparse_class(e) {
                 return None;
             }
+            let over = format!(
+                "spectre {:.3} is over its clean bound {:.3}",
+                signal.value, signal.clean_bound
+            );
+            if let Some(group) = other_inputs::group_of_other_inputs(evidence, at, names, record) {
+                return Some(TailVerdict {
+                    why: format!(
+                        "{over} and {} records atop its tail look like other classes' inputs (their nearest records \
+                         outside the tail: {:.2} other classes', mean), {} of them each other's nearest of the class, \
+                         from {} classes",
+                        group.members.len(),
+                        group.mean_share(),
+                        group.grouped,
+                        group.sources
+                    ),
+                    margin: (group.mean_share() / other_inputs::MIN_OUTSIDER_SHARE).ln().max(0.1),
+                    group: Some(group),
+                });
+            }
             let origin = TailOrigin::of_flags_but_label_issues(e, names, record)?;
-            let margin = origin.other_classes_margin().filter(|_| is_sparse_class(e))?;
-            Some((
-                format!(
-                    "spectre {:.3} is over its clean bound {:.3} and the records of its tail look like other classes' \
-                     inputs ({origin}, each at least {OTHER_INPUTS_RATIO}x)",
-                    signal.value, signal.clean_bound
+            let margin = origin.other_classes_margin()?;
+            Some(TailVerdict {
+                why: format!(
+                    "{over} and the records of its tail look like other classes' inputs ({origin}, each at least \
+                     {OTHER_INPUTS_RATIO}x)"
                 ),
                 margin,
-            ))
+                group: None,
+            })
         })
         .collect();
     let most = (judged.iter().filter(|&&j| !j).count() / 4).max(1);
     if found.iter().flatten().count() > most {
-        return vec![None; evidence.len()];
+        return evidence.iter().map(|_| None).collect();
     }
     found
+}
+
+/// Flags exactly `members` (class-local index, outsiders' other-label share), saying why first.
+fn flag_only(record: &mut RecordEvidence, members: &[(usize, f64)]) {
+    record.flag.iter_mut().for_each(|f| *f = false);
+    for &(i, share) in members {
+        record.flag[i] = true;
+        record.evidence[i] = record.evidence[i].max(0.75);
+        let why = format!(
+            "looks like another class's input: {share:.1} of its nearest records outside the class's tail are other classes'"
+        );
+        record.why[i] = match record.why[i].as_str() {
+            "" => why,
+            before => format!("{why}; {before}"),
+        };
+    }
 }
 
 /// Detector `name`'s scores for the class, if it is in the pipeline.
@@ -1613,6 +1668,77 @@ mod tests {
                 assert_eq!(quarantined, (300..300 + issues).collect::<Vec<_>>(), "{case}");
             }
         }
+    }
+
+    /// Five sparse classes of 60 records in 6 units (ReLU-like: class c's unit at 10, noise
+    /// clipped at 0), SPECTRE signal 2.0 each (over the clean bound 1.5, no outlier). The first 6
+    /// records of class 0 (and of class 1 with `twin`) are triggered inputs of three other
+    /// classes, two each (unit 5 at 6), topping the class's SPECTRE scores.
+    fn five_sparse_classes(twin: bool) -> (Vec<ClassEvidence<'static>>, usize) {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        const DIM: usize = 6;
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
+        let (mut ev, total) = classes(&[2.0; 5], &rows(5, 60));
+        for (c, e) in ev.iter_mut().enumerate() {
+            let planted = c == 0 || (twin && c == 1);
+            let x: Vec<f32> = (0..60 * DIM)
+                .map(|k| {
+                    let (i, j) = (k / DIM, k % DIM);
+                    let noise: f64 = StandardNormal.sample(&mut rng);
+                    let source = (c + 1 + i / 2) % 5;
+                    let centre = match () {
+                        _ if planted && i < 6 && j == DIM - 1 => 6.0,
+                        _ if planted && i < 6 => (j == source) as u8 as f32 * 10.0,
+                        _ => (j == c) as u8 as f32 * 10.0,
+                    };
+                    (centre + 0.5 * noise as f32).max(0.0)
+                })
+                .collect();
+            let x: &'static [f32] = Box::leak(x.into_boxed_slice());
+            let basis: &'static BasisFit = Box::leak(Box::new(BasisFit::fit(x, DIM, 2)));
+            e.geometry = Some(ClassGeometry { basis, x, dim: DIM });
+            let values = (0..60)
+                .map(|i| {
+                    if planted && i < 6 {
+                        100.0 - i as f32
+                    } else {
+                        0.5 + (i % 10) as f32 * 0.1
+                    }
+                })
+                .collect();
+            e.scores = vec![scores(values, 2.0)].into();
+        }
+        (ev, total)
+    }
+
+    #[test]
+    fn a_sparse_class_whose_tail_tops_with_other_classes_inputs_quarantines_them() {
+        let names: Vec<String> = (0..5).map(|c| c.to_string()).collect();
+        let (ev, total) = five_sparse_classes(false);
+        let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
+        let verdict = d.verdicts[0].clone().unwrap();
+        assert!(
+            verdict.attacked && verdict.why.contains("atop its tail"),
+            "{}",
+            verdict.why
+        );
+        for g in 0..6 {
+            assert!(d.quarantined[g], "row {g}");
+            assert!(
+                d.reasons[g].contains("looks like another class's input"),
+                "{}",
+                d.reasons[g]
+            );
+        }
+        assert!(d.quarantined[..60].iter().filter(|&&q| q).count() <= 9);
+        assert!(d.verdicts[1..].iter().all(|v| !v.as_ref().unwrap().attacked));
+        assert!(!d.quarantined[60..].iter().any(|&q| q));
+        // Two of five classes holding such a group are more than a quarter: the data, not an attack.
+        let (ev, total) = five_sparse_classes(true);
+        let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
+        assert!(d.verdicts.iter().all(|v| !v.as_ref().unwrap().attacked));
+        assert!(!d.quarantined.iter().any(|&q| q));
     }
 
     #[test]
