@@ -393,10 +393,10 @@ fn a_relu_backdoor_of_five_records_is_found_by_where_its_class_s_tail_comes_from
     // group whose nearest records outside the tail are other classes' (score::other_inputs,
     // 0.2.27), or whose neighbours have other labels and whose label a surrogate trained without
     // it doubts ("A tail of other classes' inputs", 0.2.26). Measured on these seeds: the class
-    // found in 11 of 15 runs, recall 1.0 in each; with 0.2.26's rules in 5, with neither in 3.
-    // Seeds 1000-1004 (README): recall 0.64 -> 0.80. Asks for 9: two runs of slack, more than
+    // found in 10 of 15 runs, recall 1.0 in each; with 0.2.26's rules in 5, with neither in 3.
+    // Seeds 1000-1004 (README): recall 0.64 -> 0.80. Asks for 8: two runs of slack, more than
     // 0.2.26 gives.
-    relu_target_found_in(1111..1126, 64, 500, 0.01, 4.0, 9, 0.8);
+    relu_target_found_in(1111..1126, 64, 500, 0.01, 4.0, 8, 0.8);
 }
 
 #[test]

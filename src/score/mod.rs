@@ -13,10 +13,11 @@
 //!    the data's own shape (heavy-tailed features, a class made of natural sub-populations), so
 //!    the class is attacked only when the records it would quarantine hold a minority separated
 //!    from the rest of the class (`detect::untangle`), and only that minority is quarantined.
-//!    On sparse (ReLU) activations the class's SPECTRE tail also speaks: a tail whose records
-//!    look like other classes' inputs (neighbours of other labels, a label the surrogate doubts)
-//!    makes a class attacked whose signals are not outliers, and a tail that does not undoes a
-//!    verdict SPECTRE's signal alone gave.
+//!    On sparse (ReLU) activations the class's SPECTRE tail also speaks: a group atop it whose
+//!    nearest records outside the tail are other classes' (`other_inputs`), or a tail whose
+//!    records look like other classes' inputs (neighbours of other labels, a label the
+//!    surrogate doubts), makes a class attacked whose signals are not outliers, and a tail that
+//!    does not undoes a verdict SPECTRE's signal alone gave.
 //! 2. In an attacked class, recall matters more than a few clean records: a record is quarantined
 //!    when its SPECTRE score is in the tail (more than `record-threshold` sigmas, sigma estimated
 //!    from the class's median, which the poison minority cannot move much), or when it sits in
