@@ -22,7 +22,8 @@
 
 use rayon::prelude::*;
 
-use super::{ClassEvidence, RecordEvidence, detector};
+use super::{ClassEvidence, RecordEvidence, detector, label_issues};
+use crate::stats::is_live;
 
 /// Outsiders (nearest records outside the tail, any class) per queried record.
 const OUTSIDERS: usize = 10;
@@ -35,7 +36,8 @@ const MIN_GROUP: usize = 3;
 /// ...and its least share of the tail: a heavy-tailed class of thousands flags hundreds of
 /// records, among which small groups of boundary cases are natural (tuning seeds, 3000 records
 /// per class: clean classes' groups were at most 2.1% of their tails; at 300-500 per class the
-/// poison's were 6.1-43%).
+/// poison's were 6.1-43%). With [`MAX_QUERIES`] queried, a tail of over 1 200 records cannot
+/// pass: such a class is left to the other rules.
 const MIN_SHARE_OF_TAIL: f64 = 0.04;
 /// Fewest classes the group's outsiders come from (each member counted by its outsiders' most
 /// common other class).
@@ -87,38 +89,35 @@ pub(super) fn group_of_other_inputs(
     let e = &evidence[at];
     let geometry = e.geometry?;
     let spectre = detector(e, names, "spectre")?;
-    let mut in_tail = record.flag.clone();
-    let confident = detector(e, names, "confident_learning");
-    if let Some(confident) = confident {
-        confident.flagged.iter().for_each(|f| in_tail[f.index] = false);
-    }
-    let mut queries: Vec<usize> = (0..in_tail.len()).filter(|&i| in_tail[i]).collect();
+    let issues = label_issues(e, names);
+    let mut queries: Vec<usize> = (0..record.flag.len())
+        .filter(|&i| record.flag[i] && !issues[i])
+        .collect();
     let min_group = MIN_GROUP.max((MIN_SHARE_OF_TAIL * queries.len() as f64).ceil() as usize);
     if queries.len() < min_group {
         return None;
     }
     queries.sort_by(|&a, &b| spectre.scores[b].total_cmp(&spectre.scores[a]).then(a.cmp(&b)));
     queries.truncate(MAX_QUERIES);
-    let dim = geometry.dim;
-    let query_rows: Vec<&[f32]> = queries.iter().map(|&i| &geometry.x[i * dim..(i + 1) * dim]).collect();
-    let outsiders = nearest_outsiders(evidence, at, &in_tail, &query_rows, dim);
-    let members: Vec<Marked> = queries
+    let found = search(evidence, at, &record.flag, &queries, geometry.dim);
+    let marked: Vec<Marked> = queries
         .iter()
-        .zip(&outsiders)
-        .filter_map(|(&index, near)| {
-            let other: Vec<usize> = near.iter().map(|&(_, c)| c).filter(|&c| c != e.class).collect();
-            let share = other.len() as f64 / near.len().max(1) as f64;
+        .zip(&found)
+        .filter_map(|(&index, found)| {
+            let other: Vec<usize> = found.outsiders.iter().map(|o| o.1).filter(|&c| c != e.class).collect();
+            let share = other.len() as f64 / found.outsiders.len().max(1) as f64;
             (share >= MIN_OUTSIDER_SHARE).then(|| Marked {
                 index,
                 share,
                 source: most_common(&other),
+                nearest_of_class: found.nearest_of_class.map(|n| n.1),
             })
         })
         .collect();
-    let is_member = |j: usize| members.iter().any(|m| m.index == j);
-    let grouped: Vec<&Marked> = members
+    let is_marked = |j: usize| marked.iter().any(|m| m.index == j);
+    let grouped: Vec<&Marked> = marked
         .iter()
-        .filter(|m| nearest_of_class(geometry.x, dim, m.index).is_some_and(is_member))
+        .filter(|m| m.nearest_of_class.is_some_and(is_marked))
         .collect();
     let mut sources: Vec<usize> = grouped.iter().map(|m| m.source).collect();
     sources.sort_unstable();
@@ -126,13 +125,13 @@ pub(super) fn group_of_other_inputs(
     if grouped.len() < min_group || sources.len() < MIN_SOURCES {
         return None;
     }
-    let label_doubt =
-        confident.map(|c| members.iter().map(|m| c.scores[m.index] as f64).sum::<f64>() / members.len() as f64);
+    let label_doubt = detector(e, names, "confident_learning")
+        .map(|c| marked.iter().map(|m| c.scores[m.index] as f64).sum::<f64>() / marked.len() as f64);
     Some(OtherInputs {
         grouped: grouped.len(),
         sources: sources.len(),
         label_doubt,
-        members: members.into_iter().map(|m| (m.index, m.share)).collect(),
+        members: marked.into_iter().map(|m| (m.index, m.share)).collect(),
     })
 }
 
@@ -144,6 +143,8 @@ struct Marked {
     share: f64,
     /// The class most of them are.
     source: usize,
+    /// Its nearest other record of its class (class-local index).
+    nearest_of_class: Option<usize>,
 }
 
 /// The most common value of a non-empty list (the smallest on ties).
@@ -156,26 +157,61 @@ fn most_common(values: &[usize]) -> usize {
         .map_or(usize::MAX, |run| run[0])
 }
 
-/// Each query's [`OUTSIDERS`] nearest records as (squared distance, class), nearest first, among
-/// every analysed class's records but the all-zero ones and class `at`'s records in `excluded`.
-/// One pass over the records, in parallel blocks, each block holding every query. Over
-/// [`MAX_OUTSIDER_ROWS`] records, an evenly spaced sample of them (by global row) stands for all:
-/// the outsiders' labels are what counts, and a pass over millions of rows per class would cost
-/// seconds.
-fn nearest_outsiders(
-    evidence: &[ClassEvidence<'_>],
-    at: usize,
-    excluded: &[bool],
-    queries: &[&[f32]],
-    dim: usize,
-) -> Vec<Vec<(f32, usize)>> {
+/// What one pass over the records finds for a queried record.
+#[derive(Clone, Default)]
+struct Found {
+    /// Its [`OUTSIDERS`] nearest records as (squared distance, class), nearest first.
+    outsiders: Vec<(f32, usize)>,
+    /// Its nearest other live record of its own class, as (squared distance, class-local index).
+    nearest_of_class: Option<(f32, usize)>,
+}
+
+impl Found {
+    /// Keeps `outsiders` the [`OUTSIDERS`] smallest distances seen, sorted (the first offered
+    /// first among equals).
+    fn offer_outsider(&mut self, d: f32, class: usize) {
+        let top = &mut self.outsiders;
+        if top.len() == OUTSIDERS && d >= top[OUTSIDERS - 1].0 {
+            return;
+        }
+        let pos = top.partition_point(|&(seen, _)| seen <= d);
+        top.insert(pos, (d, class));
+        top.truncate(OUTSIDERS);
+    }
+
+    fn offer_of_class(&mut self, d: f32, index: usize) {
+        if self.nearest_of_class.is_none_or(|best| (d, index) < best) {
+            self.nearest_of_class = Some((d, index));
+        }
+    }
+
+    fn merge(&mut self, other: Found) {
+        other.outsiders.into_iter().for_each(|(d, c)| self.offer_outsider(d, c));
+        if let Some((d, index)) = other.nearest_of_class {
+            self.offer_of_class(d, index);
+        }
+    }
+}
+
+/// For each of class `at`'s records `queries` (class-local indices): its outsiders, the nearest
+/// records among every analysed class's but the all-zero ones and class `at`'s records in
+/// `excluded`; and its nearest other live record of class `at`, excluded or not. One pass over
+/// the records, in parallel blocks, each block holding every query. Over [`MAX_OUTSIDER_ROWS`]
+/// records, every k-th record of each class stands for all as an outsider (by its index in its
+/// class, so each class keeps its share): the outsiders' labels are what counts, and a pass over
+/// millions of rows per class searched would cost seconds.
+fn search(evidence: &[ClassEvidence<'_>], at: usize, excluded: &[bool], queries: &[usize], dim: usize) -> Vec<Found> {
     let rows: usize = evidence
         .iter()
         .filter(|e| e.geometry.is_some())
         .map(|e| e.rows.len())
         .sum();
-    let stride = rows.div_ceil(MAX_OUTSIDER_ROWS).max(1) as u32;
-    let empty = || vec![Vec::with_capacity(OUTSIDERS + 1); queries.len()];
+    let stride = rows.div_ceil(MAX_OUTSIDER_ROWS).max(1);
+    let Some(own) = evidence[at].geometry else {
+        return vec![Found::default(); queries.len()];
+    };
+    let query_rows: Vec<&[f32]> = queries.iter().map(|&i| &own.x[i * dim..(i + 1) * dim]).collect();
+    let empty = || vec![Found::default(); queries.len()];
     let blocks: Vec<(usize, usize, &[f32])> = evidence
         .iter()
         .enumerate()
@@ -189,36 +225,30 @@ fn nearest_outsiders(
     blocks
         .par_iter()
         .map(|&(c, first, chunk)| {
-            let mut tops = empty();
+            let mut found = empty();
             for (r, row) in chunk.chunks_exact(dim).enumerate() {
-                let skip = !evidence[c].rows[first + r].is_multiple_of(stride)
-                    || (c == at && excluded[first + r])
-                    || row.iter().all(|&v| v == 0.0);
-                if skip {
+                let j = first + r;
+                let of_class = c == at;
+                let outsider = j % stride == 0 && !(of_class && excluded[j]);
+                if !(outsider || of_class) || !is_live(row) {
                     continue;
                 }
-                for (top, query) in tops.iter_mut().zip(queries) {
-                    offer(top, squared_distance(query, row), evidence[c].class);
+                for ((f, query), &q) in found.iter_mut().zip(&query_rows).zip(queries) {
+                    let d = squared_distance(query, row);
+                    if outsider && !(of_class && j == q) {
+                        f.offer_outsider(d, evidence[c].class);
+                    }
+                    if of_class && j != q {
+                        f.offer_of_class(d, j);
+                    }
                 }
             }
-            tops
+            found
         })
         .reduce(empty, |mut a, b| {
-            for (top, other) in a.iter_mut().zip(b) {
-                other.into_iter().for_each(|(d, c)| offer(top, d, c));
-            }
+            a.iter_mut().zip(b).for_each(|(a, b)| a.merge(b));
             a
         })
-}
-
-/// Keeps `top` the [`OUTSIDERS`] smallest distances seen, sorted.
-fn offer(top: &mut Vec<(f32, usize)>, d: f32, class: usize) {
-    if top.len() == OUTSIDERS && d >= top[OUTSIDERS - 1].0 {
-        return;
-    }
-    let at = top.partition_point(|&(seen, _)| seen <= d);
-    top.insert(at, (d, class));
-    top.truncate(OUTSIDERS);
 }
 
 /// In eight lanes, so the compiler can vectorise it (a float sum in one lane must keep its order).
@@ -237,18 +267,6 @@ fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + tail
-}
-
-/// The class-local index of record `i`'s nearest other record of its class (`x`, `dim` values
-/// per record), all-zero ones left out.
-fn nearest_of_class(x: &[f32], dim: usize, i: usize) -> Option<usize> {
-    let query = &x[i * dim..(i + 1) * dim];
-    x.chunks_exact(dim)
-        .enumerate()
-        .filter(|&(j, row)| j != i && row.iter().any(|&v| v != 0.0))
-        .map(|(j, row)| (squared_distance(query, row), j))
-        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
-        .map(|(_, j)| j)
 }
 
 #[cfg(test)]
@@ -371,15 +389,68 @@ mod tests {
     }
 
     #[test]
-    fn outsiders_are_the_nearest_kept_and_sorted() {
-        let mut top = Vec::new();
-        for (d, c) in [(5.0, 1), (1.0, 2), (3.0, 3)].into_iter().cycle().take(30) {
-            offer(&mut top, d, c);
-        }
-        assert_eq!(top.len(), OUTSIDERS);
-        assert!(top.windows(2).all(|w| w[0].0 <= w[1].0));
-        assert_eq!(top.iter().filter(|t| t.1 == 2).count(), OUTSIDERS);
+    fn outsiders_are_the_nearest_kept_and_sorted_and_blocks_merge_to_the_same() {
+        let offers: Vec<(f32, usize)> = [(5.0, 1), (1.0, 2), (3.0, 3)].into_iter().cycle().take(30).collect();
+        let mut whole = Found::default();
+        offers.iter().for_each(|&(d, c)| whole.offer_outsider(d, c));
+        assert_eq!(whole.outsiders.len(), OUTSIDERS);
+        assert!(whole.outsiders.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(whole.outsiders.iter().filter(|t| t.1 == 2).count(), OUTSIDERS);
+        // Split in two blocks and merged: the same outsiders; the nearest of the class is the
+        // smallest distance, the smallest index among equals.
+        let (mut first, mut second) = (Found::default(), Found::default());
+        offers[..13].iter().for_each(|&(d, c)| first.offer_outsider(d, c));
+        offers[13..].iter().for_each(|&(d, c)| second.offer_outsider(d, c));
+        first.offer_of_class(2.0, 7);
+        second.offer_of_class(2.0, 4);
+        second.offer_of_class(3.0, 1);
+        first.merge(second);
+        assert_eq!(first.outsiders, whole.outsiders);
+        assert_eq!(first.nearest_of_class, Some((2.0, 4)));
         assert_eq!(most_common(&[3, 1, 3, 1, 2]), 1);
         assert_eq!(most_common(&[2, 3, 3]), 3);
+    }
+
+    #[test]
+    fn over_the_sample_size_every_class_keeps_its_share_of_outsiders() {
+        // Two classes of 30 000 records in 2 dimensions (60 000 > MAX_OUTSIDER_ROWS: every
+        // second record of each class is an outsider), their global rows interleaved (class c
+        // holds rows 2k + c, so a stride on global rows would drop class 1 whole). A query of
+        // class 0 at class 1's place finds class 1's records as its outsiders; a tail record of
+        // class 0 past the first block is its nearest of the class.
+        let n = 30_000;
+        let evidence: Vec<ClassEvidence<'static>> = (0..2)
+            .map(|c| {
+                let x: Vec<f32> = (0..n)
+                    .flat_map(|i| [c as f32 * 10.0 + (i % 100) as f32 * 0.01, 1.0 + (i / 100) as f32 * 0.01])
+                    .collect();
+                let x: &'static [f32] = Box::leak(x.into_boxed_slice());
+                let basis: &'static BasisFit = Box::leak(Box::new(BasisFit::fit(x, 2, 1)));
+                let rows: &'static [u32] = Box::leak((0..n as u32).map(|k| 2 * k + c as u32).collect());
+                ClassEvidence {
+                    class: c,
+                    rows,
+                    scores: Vec::new().into(),
+                    geometry: Some(ClassGeometry { basis, x, dim: 2 }),
+                }
+            })
+            .collect();
+        let mut x0 = evidence[0].geometry.unwrap().x.to_vec();
+        let (query, twin) = (5_000, 25_000);
+        x0[query * 2..query * 2 + 2].copy_from_slice(&[10.0, 1.0]);
+        x0[twin * 2..twin * 2 + 2].copy_from_slice(&[10.001, 1.0]);
+        let x0: &'static [f32] = Box::leak(x0.into_boxed_slice());
+        let mut evidence = evidence;
+        evidence[0].geometry = Some(ClassGeometry {
+            x: x0,
+            ..evidence[0].geometry.unwrap()
+        });
+        let mut excluded = vec![false; n];
+        excluded[query] = true;
+        excluded[twin] = true;
+        let found = search(&evidence, 0, &excluded, &[query], 2);
+        assert_eq!(found[0].outsiders.len(), OUTSIDERS);
+        assert!(found[0].outsiders.iter().all(|o| o.1 == 1), "{:?}", found[0].outsiders);
+        assert_eq!(found[0].nearest_of_class.map(|n| n.1), Some(twin));
     }
 }
