@@ -581,52 +581,51 @@ fn tails_of_other_inputs(
     records: &[RecordEvidence],
     judged: &[bool],
 ) -> Vec<Option<TailVerdict>> {
-    let found: Vec<Option<TailVerdict>> = evidence
-        .iter()
-        .zip(records)
-        .zip(judged)
-        .enumerate()
-        .map(|(at, ((e, record), &judged))| {
-            let signal = detector(e, names, "spectre")?.signal?;
-            if judged || signal.value <= signal.clean_bound || !is_sparse_class(e) {
-                return None;
-            }
-            let over = format!(
-                "spectre {:.3} is over its clean bound {:.3}",
-                signal.value, signal.clean_bound
-            );
-            if let Some(group) = other_inputs::group_of_other_inputs(evidence, at, names, record) {
-                return Some(TailVerdict {
-                    why: format!(
-                        "{over} and {} records atop its tail look like other classes' inputs (their nearest records \
-                         outside the tail: {:.2} other classes', mean), {} of them each other's nearest of the class, \
-                         from {} classes",
-                        group.members.len(),
-                        group.mean_share(),
-                        group.grouped,
-                        group.sources
-                    ),
-                    // As for the tail rule: ln of how far the evidence clears its bound, at
-                    // least 0.1 (here at most ln 2, a share of 1).
-                    margin: (group.mean_share() / other_inputs::MIN_OUTSIDER_SHARE).ln().max(0.1),
-                    group: Some(group),
-                });
-            }
-            let origin = TailOrigin::of_flags_but_label_issues(e, names, record)?;
-            let margin = origin.other_classes_margin()?;
-            Some(TailVerdict {
+    let verdict = |at: usize, e: &ClassEvidence<'_>, record: &RecordEvidence, judged: bool| -> Option<TailVerdict> {
+        let signal = detector(e, names, "spectre")?.signal?;
+        if judged || signal.value <= signal.clean_bound || !is_sparse_class(e) {
+            return None;
+        }
+        let over = format!(
+            "spectre {:.3} is over its clean bound {:.3}",
+            signal.value, signal.clean_bound
+        );
+        if let Some(group) = other_inputs::group_of_other_inputs(evidence, at, names, record) {
+            return Some(TailVerdict {
                 why: format!(
-                    "{over} and the records of its tail look like other classes' inputs ({origin}, each at least \
-                     {OTHER_INPUTS_RATIO}x)"
+                    "{over} and {} records atop its tail look like other classes' inputs (their nearest records \
+                     outside the tail: {:.2} other classes', mean), {} of them each other's nearest of the class, \
+                     from {} classes",
+                    group.members.len(),
+                    group.mean_share(),
+                    group.grouped,
+                    group.sources
                 ),
-                margin,
-                group: None,
-            })
+                // As for the tail rule: ln of how far the evidence clears its bound, at
+                // least 0.1 (here at most ln 2, a share of 1).
+                margin: (group.mean_share() / other_inputs::MIN_OUTSIDER_SHARE).ln().max(0.1),
+                group: Some(group),
+            });
+        }
+        let origin = TailOrigin::of_flags_but_label_issues(e, names, record)?;
+        let margin = origin.other_classes_margin()?;
+        Some(TailVerdict {
+            why: format!(
+                "{over} and the records of its tail look like other classes' inputs ({origin}, each at least \
+                 {OTHER_INPUTS_RATIO}x)"
+            ),
+            margin,
+            group: None,
         })
-        .collect();
+    };
     let most = (judged.iter().filter(|&&j| !j).count() / 4).max(1);
-    if found.iter().flatten().count() > most {
-        return evidence.iter().map(|_| None).collect();
+    let mut found = Vec::with_capacity(evidence.len());
+    for (at, ((e, record), &judged)) in evidence.iter().zip(records).zip(judged).enumerate() {
+        found.push(verdict(at, e, record, judged));
+        // Past the limit nothing stands: the remaining classes' searches would be wasted.
+        if found.iter().flatten().count() > most {
+            return evidence.iter().map(|_| None).collect();
+        }
     }
     found
 }
