@@ -630,20 +630,17 @@ fn tails_of_other_inputs(
     found
 }
 
-/// Flags exactly `members` (class-local index, outsiders' other-label share), saying why first;
-/// their record evidence is raised to 0.75, as for a separated group's (`mark_population`).
+/// Flags exactly `members` (class-local index, outsiders' other-label share), saying why first.
 fn flag_only(record: &mut RecordEvidence, members: &[(usize, f64)]) {
     record.flag.iter_mut().for_each(|f| *f = false);
     for &(i, share) in members {
-        record.flag[i] = true;
-        record.evidence[i] = record.evidence[i].max(0.75);
-        let why = format!(
-            "looks like another class's input: {share:.1} of its nearest records outside the class's tail are other classes'"
+        record.flag_member(
+            i,
+            &format!(
+                "looks like another class's input: {share:.1} of its nearest records outside the class's tail are other \
+                 classes'"
+            ),
         );
-        record.why[i] = match record.why[i].as_str() {
-            "" => why,
-            before => format!("{why}; {before}"),
-        };
     }
 }
 
@@ -973,17 +970,9 @@ fn whole_groups_only(e: &ClassEvidence<'_>, attacking: &[usize]) -> Option<Vec<u
 /// A record this newly flags says so first: what was said of it before (a detector's suspect
 /// group whose flags `only` cleared, say) is not why it is quarantined.
 fn mark_population(record: &mut RecordEvidence, members: &[u8], only: bool) {
-    const WHY: &str = "in the separated group";
     for (i, &member) in members.iter().enumerate() {
         if member == 1 {
-            if !record.flag[i] {
-                record.why[i] = match record.why[i].as_str() {
-                    "" => WHY.into(),
-                    before => format!("{WHY}; {before}"),
-                };
-            }
-            record.flag[i] = true;
-            record.evidence[i] = record.evidence[i].max(0.75);
+            record.flag_member(i, "in the separated group");
         } else if only {
             record.flag[i] = false;
         }
@@ -1032,6 +1021,21 @@ struct RecordEvidence {
     evidence: Vec<f64>,
     flag: Vec<bool>,
     why: Vec<String>,
+}
+
+impl RecordEvidence {
+    /// Flags record `i` as a member of the group its class is attacked by: its evidence at least
+    /// 0.75 and, unless it was flagged already, `why` first among its reasons.
+    fn flag_member(&mut self, i: usize, why: &str) {
+        if !self.flag[i] {
+            self.why[i] = match self.why[i].as_str() {
+                "" => why.to_string(),
+                before => format!("{why}; {before}"),
+            };
+        }
+        self.flag[i] = true;
+        self.evidence[i] = self.evidence[i].max(0.75);
+    }
 }
 
 fn record_evidence(

@@ -44,7 +44,7 @@ const MIN_SHARE_OF_TAIL: f64 = 0.04;
 const MIN_SOURCES: usize = 2;
 /// Mean label doubt of a group under which it is grown (see [`OtherInputs::learned`]).
 const MAX_DOUBT_TO_GROW: f64 = 0.5;
-/// Records searched for outsiders at most (see [`nearest_outsiders`]).
+/// Records searched for outsiders at most (see [`search`]).
 const MAX_OUTSIDER_ROWS: usize = 50_000;
 /// Candidate rows per parallel task of the outsider search.
 const ROWS_PER_TASK: usize = 2048;
@@ -87,7 +87,7 @@ pub(super) fn group_of_other_inputs(
     record: &RecordEvidence,
 ) -> Option<OtherInputs> {
     let e = &evidence[at];
-    let geometry = e.geometry?;
+    e.geometry?; // no vectors to search
     let spectre = detector(e, names, "spectre")?;
     let issues = label_issues(e, names);
     let mut queries: Vec<usize> = (0..record.flag.len())
@@ -99,7 +99,7 @@ pub(super) fn group_of_other_inputs(
     }
     queries.sort_by(|&a, &b| spectre.scores[b].total_cmp(&spectre.scores[a]).then(a.cmp(&b)));
     queries.truncate(MAX_QUERIES);
-    let found = search(evidence, at, &record.flag, &queries, geometry.dim);
+    let found = search(evidence, at, &record.flag, &queries);
     let marked: Vec<Marked> = queries
         .iter()
         .zip(&found)
@@ -200,7 +200,7 @@ impl Found {
 /// records, every k-th record of each class stands for all as an outsider (by its index in its
 /// class, so each class keeps its share): the outsiders' labels are what counts, and a pass over
 /// millions of rows per class searched would cost seconds.
-fn search(evidence: &[ClassEvidence<'_>], at: usize, excluded: &[bool], queries: &[usize], dim: usize) -> Vec<Found> {
+fn search(evidence: &[ClassEvidence<'_>], at: usize, excluded: &[bool], queries: &[usize]) -> Vec<Found> {
     let rows: usize = evidence
         .iter()
         .filter(|e| e.geometry.is_some())
@@ -210,6 +210,7 @@ fn search(evidence: &[ClassEvidence<'_>], at: usize, excluded: &[bool], queries:
     let Some(own) = evidence[at].geometry else {
         return vec![Found::default(); queries.len()];
     };
+    let dim = own.dim;
     let query_rows: Vec<&[f32]> = queries.iter().map(|&i| &own.x[i * dim..(i + 1) * dim]).collect();
     let empty = || vec![Found::default(); queries.len()];
     let blocks: Vec<(usize, usize, &[f32])> = evidence
@@ -448,7 +449,7 @@ mod tests {
         let mut excluded = vec![false; n];
         excluded[query] = true;
         excluded[twin] = true;
-        let found = search(&evidence, 0, &excluded, &[query], 2);
+        let found = search(&evidence, 0, &excluded, &[query]);
         assert_eq!(found[0].outsiders.len(), OUTSIDERS);
         assert!(found[0].outsiders.iter().all(|o| o.1 == 1), "{:?}", found[0].outsiders);
         assert_eq!(found[0].nearest_of_class.map(|n| n.1), Some(twin));
