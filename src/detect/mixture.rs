@@ -62,6 +62,12 @@ impl Split {
             && self.separation() > GROUP_SEPARATION
     }
 
+    /// Whether the minor component's density at `t` is at least the main one's (a posterior
+    /// without the components' weights).
+    pub fn minor_explains(&self, t: f64) -> bool {
+        density(t, self.means[1], self.sds[1], self.dof) >= density(t, self.means[0], self.sds[0], self.dof)
+    }
+
     /// Posterior probability that `t` belongs to the minor component.
     pub fn minor_posterior(&self, t: f64) -> f64 {
         let (a, b) = (
@@ -114,6 +120,38 @@ pub fn fit_two_gaussians(t: &[f64]) -> Option<Split> {
         ([quantile(t, 0.25), quantile(t, 0.75)], [s, s], [0.5, 0.5]),
     ];
     best_fit(t, &starts, None, s * 1e-3)
+}
+
+/// Two Gaussians fitted to `t` from a split already known: `group` (1 = member) starts
+/// component 1 at its members' mean, spread and share, the rest component 0. Unlike
+/// [`fit_two_gaussians`] the components keep their order (component 1 is the group's, whatever
+/// its weight ends at). `None` when a side has fewer than 2 values or `t` no spread.
+pub fn fit_two_gaussians_from(t: &[f64], group: &[u8]) -> Option<Split> {
+    let side = |member: u8| -> Option<(f64, f64, f64)> {
+        let values: Vec<f64> = t
+            .iter()
+            .zip(group)
+            .filter(|(_, g)| **g == member)
+            .map(|(v, _)| *v)
+            .collect();
+        if values.len() < 2 {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let sd = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64).sqrt();
+        Some((mean, sd, values.len() as f64 / t.len() as f64))
+    };
+    let ((rest_mean, rest_sd, rest_weight), (group_mean, group_sd, group_weight)) = (side(0)?, side(1)?);
+    let (_, spread) = centre_and_spread(t)?;
+    let floor = spread * 1e-3;
+    Some(em(
+        t,
+        [rest_mean, group_mean],
+        [rest_sd.max(floor), group_sd.max(floor)],
+        [rest_weight, group_weight],
+        None,
+        floor,
+    ))
 }
 
 /// Which end of a distribution a group is sought beyond.
@@ -244,6 +282,26 @@ mod tests {
                     - 6.0
             })
             .collect()
+    }
+
+    #[test]
+    fn a_fit_from_a_known_split_keeps_the_group_as_component_one() {
+        // 900 values around 0 and 100 around 8; the start: 20 of the 100 and, wrongly, 20 of
+        // the 900. The group's component ends around 8 with a tenth of the weight; so does it
+        // when the group is the majority, which stays component 1.
+        let mut t: Vec<f64> = normals(900, 1);
+        t.extend(normals(100, 2).iter().map(|v| 8.0 + v));
+        let group: Vec<u8> = (0..1000).map(|i| !(20..980).contains(&i) as u8).collect();
+        let split = fit_two_gaussians_from(&t, &group).unwrap();
+        assert!(
+            (split.means[1] - 8.0).abs() < 0.3 && (split.weights[1] - 0.1).abs() < 0.01,
+            "{split:?}"
+        );
+        assert!(split.means[0].abs() < 0.2 && split.separation() > 4.0, "{split:?}");
+        let majority: Vec<u8> = (0..1000).map(|i| (i < 900) as u8).collect();
+        let split = fit_two_gaussians_from(&t, &majority).unwrap();
+        assert!(split.means[1].abs() < 0.2 && split.weights[1] > 0.85, "{split:?}");
+        assert!(fit_two_gaussians_from(&t, &[0u8; 1000]).is_none(), "no group");
     }
 
     #[test]

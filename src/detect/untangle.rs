@@ -12,6 +12,7 @@
 //! group stays a minority; otherwise the detector's own group stands.
 
 use super::linalg::eigh_desc;
+use super::mixture::{CLEAN_SEPARATION, fit_two_gaussians_from};
 use crate::stats::{mad_sigma, median};
 
 /// Rounds of discriminant + reassignment (the assignment settles in 2-3 on separated groups).
@@ -163,6 +164,84 @@ fn reassign(features: &[f64], width: usize, group: &[u8]) -> Option<(Vec<u8>, Ve
     Some((next, fit.projected))
 }
 
+/// Rounds of [`population_along_centroids`] (it settles in 1-3 on the poison it is for).
+const CENTROID_ROUNDS: usize = 3;
+
+/// The population `group` (1 = member) belongs to, found along the line between its centroid and
+/// the rest's, for classes whose spread is too heavy-tailed for Fisher's discriminant: the
+/// records of `x` (`dim` values each, the class's vectors) projected on that line, two Gaussians
+/// fitted from the group's split, every record whose density under the group's component is at
+/// least its density under the rest's joins it;
+/// then again from the new members' centroid, a few rounds, while the fit passes (members tilt
+/// the line toward the class's own tail where they took in its records). `None` when the first
+/// round does not pass: a side smaller than [`MIN_MEMBERS`], components not clearly separated
+/// (Ashman's D under [`CLEAN_SEPARATION`]) or a population that is not a minority.
+///
+/// Fisher's discriminant whitens by the class's spread, and a sparse ReLU class spreads most
+/// along the very directions a backdoor's records move along (the trigger drives a few units
+/// hard); fitted on a seed of tens of records it leans on the seed's chance offsets in quiet
+/// directions instead, and the reassignment drifts to clean records (generated ReLU layers,
+/// 128 units x 3 000 records per class, tuning seeds: 17 seeds of a faint 5% backdoor regrew to
+/// 54 of its 150 records and 101 clean ones). The centroid line ignores the spread: the seed's
+/// mean offset is the trigger's, and the backdoor stands as a narrow mode at its end.
+pub fn population_along_centroids(x: &[f32], dim: usize, group: &[u8]) -> Option<Vec<u8>> {
+    let mut found: Option<Vec<u8>> = None;
+    let mut current = group.to_vec();
+    for _ in 0..CENTROID_ROUNDS {
+        let Some(next) = along_centroids(x, dim, &current).and_then(|along| split_off(&along, &current)) else {
+            break;
+        };
+        let settled = next == current;
+        current = next.clone();
+        found = Some(next);
+        if settled {
+            break;
+        }
+    }
+    found
+}
+
+/// One round of [`population_along_centroids`]: the records of `along` that the group's
+/// component explains better, when the fit passes.
+fn split_off(along: &[f64], group: &[u8]) -> Option<Vec<u8>> {
+    let split = fit_two_gaussians_from(along, group)?;
+    if split.separation() < CLEAN_SEPARATION || split.weights[1] > MAX_SHARE {
+        return None;
+    }
+    // No priors: in a class judged attacked, recall comes first (as in [`beyond_the_rest`]).
+    let next: Vec<u8> = along.iter().map(|&t| split.minor_explains(t) as u8).collect();
+    let members = next.iter().filter(|&&g| g == 1).count();
+    (members >= MIN_MEMBERS && members as f64 <= MAX_SHARE * group.len() as f64).then_some(next)
+}
+
+/// Every record of `x` on the unit line from the rest's centroid toward `group`'s (1 = member);
+/// `None` when a side has fewer than [`MIN_MEMBERS`] records or the centroids coincide.
+fn along_centroids(x: &[f32], dim: usize, group: &[u8]) -> Option<Vec<f64>> {
+    let members = group.iter().filter(|&&g| g == 1).count();
+    if members < MIN_MEMBERS || group.len() - members < MIN_MEMBERS {
+        return None;
+    }
+    let mut sums = [vec![0.0f64; dim], vec![0.0f64; dim]];
+    for (row, &g) in x.chunks_exact(dim).zip(group) {
+        sums[g as usize].iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+    }
+    let counts = [(group.len() - members) as f64, members as f64];
+    let direction: Vec<f64> = sums[1]
+        .iter()
+        .zip(&sums[0])
+        .map(|(g, r)| g / counts[1] - r / counts[0])
+        .collect();
+    let length = direction.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if !(length.is_finite() && length > 0.0) {
+        return None;
+    }
+    Some(
+        x.chunks_exact(dim)
+            .map(|row| row.iter().zip(&direction).map(|(&v, d)| v as f64 * d).sum::<f64>() / length)
+            .collect(),
+    )
+}
+
 /// Robust z-score beyond the rest of the class past which a record may join the group in
 /// [`beyond_the_rest`]: about 1 clean record in 700 of a Gaussian class passes it.
 const BEYOND_REST_SIGMAS: f64 = 3.0;
@@ -217,7 +296,7 @@ fn solve_symmetric(a: &[f64], b: &[f64], dim: usize) -> Vec<f64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
@@ -287,6 +366,68 @@ mod tests {
             0,
             "the rest's tail joined tight clumps"
         );
+    }
+
+    /// A ReLU-like class of 2000 records, 16 units: units 0 and 1 log-normal (medians 4 and 3,
+    /// 95th percentiles near 15 and 11: the class's heavy tail), units 2 and 3 active around 4
+    /// (+- 1.5), the rest half-normal (half their values zero). With `poison`, 100 records more
+    /// that drive units 2 and 3 to 9 (+- 1) and keep the class's spread elsewhere. Returns the
+    /// vectors and which records are poison.
+    pub(crate) fn relu_class(poison: bool) -> (Vec<f32>, Vec<bool>) {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(11);
+        let mut normal = || -> f32 { StandardNormal.sample(&mut rng) };
+        let (dim, clean, planted) = (16, 2000, if poison { 100 } else { 0 });
+        let mut x = Vec::new();
+        for i in 0..clean + planted {
+            for j in 0..dim {
+                x.push(match j {
+                    0 => 4.0 * (0.8 * normal()).exp(),
+                    1 => 3.0 * (0.8 * normal()).exp(),
+                    2 | 3 if i >= clean => 9.0 + normal(),
+                    2 | 3 => (4.0 + 1.5 * normal()).max(0.0),
+                    _ => normal().max(0.0),
+                });
+            }
+        }
+        (x, (0..clean + planted).map(|i| i >= clean).collect())
+    }
+
+    /// The `count` records of `x` (16 units) highest on `unit` among those `among` allows, as a group.
+    pub(crate) fn top_on(x: &[f32], unit: usize, count: usize, among: impl Fn(usize) -> bool) -> Vec<u8> {
+        let n = x.len() / 16;
+        let mut order: Vec<usize> = (0..n).filter(|&i| among(i)).collect();
+        order.sort_by(|&a, &b| x[b * 16 + unit].total_cmp(&x[a * 16 + unit]));
+        let mut group = vec![0u8; n];
+        order[..count].iter().for_each(|&i| group[i] = 1);
+        group
+    }
+
+    #[test]
+    fn a_backdoor_in_a_heavy_tailed_class_is_regrown_along_the_centroids() {
+        let (x, truth) = relu_class(true);
+        // The seed: the 10 planted records highest on unit 2.
+        let group = top_on(&x, 2, 10, |i| truth[i]);
+        let grown = population_along_centroids(&x, 16, &group).expect("a separated population");
+        let hits = (0..truth.len()).filter(|&i| grown[i] == 1 && truth[i]).count();
+        let false_hits = (0..truth.len()).filter(|&i| grown[i] == 1 && !truth[i]).count();
+        assert!(hits >= 95, "found {hits} of 100");
+        // No priors (recall first): a few clean records near the poison join, at most 1% of the class.
+        assert!(false_hits <= 20, "{false_hits} clean records joined");
+    }
+
+    #[test]
+    fn a_heavy_tailed_class_s_own_tail_is_no_population_along_the_centroids() {
+        let (x, _) = relu_class(false);
+        // The seed: the class's 30 records highest on unit 0, its natural tail; or on unit 2.
+        for unit in [0, 2] {
+            let group = top_on(&x, unit, 30, |_| true);
+            let grown = population_along_centroids(&x, 16, &group);
+            assert!(
+                grown.is_none(),
+                "unit {unit}: {:?} records",
+                grown.map(|g| g.iter().filter(|&&m| m == 1).count())
+            );
+        }
     }
 
     #[test]
