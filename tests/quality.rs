@@ -413,11 +413,11 @@ fn a_relu_backdoor_of_twenty_five_records_is_found_by_its_group_of_other_classes
 fn a_relu_backdoor_in_large_classes_is_regrown_without_the_class_s_tail() {
     // 1% of a class of 3000 (64 units): where the class is found, its flags are regrown to the
     // poison's population. Fisher's discriminant, fitted on them in a class this heavy-tailed,
-    // took in the class's own records by the dozen (on these seeds, first run here: false
-    // quarantine 0.0010-0.0037 in the 4 runs that found the class); the line between the flags'
-    // centroid and the rest's holds the poison as a narrow mode
-    // (`untangle::population_along_centroids`, 0.2.28): 0.00003-0.00053, recall 0.967, 0.767,
-    // 1.0, 1.0 (before: 1.0, 0.767, 1.0, 1.0).
+    // took in the class's own records by the dozen; the line between the flags' centroid and
+    // the rest's holds the poison as a narrow mode (`untangle::population_along_centroids`,
+    // 0.2.28). On these seeds (first run here), in the 4 runs that found the class: false
+    // quarantine 0.0010-0.0037 before, 0.00003-0.0020 now; recall 1.0, 0.767, 1.0, 1.0 before,
+    // 1.0 in each now.
     let attack = Attack::Backdoor {
         target: 3,
         rate: 0.01,
@@ -437,10 +437,10 @@ fn a_relu_backdoor_in_large_classes_is_regrown_without_the_class_s_tail() {
         .collect();
     let good = runs
         .iter()
-        .filter(|m| m.attacked == ["3"] && m.recall >= 0.75 && m.false_quarantine <= 0.001)
+        .filter(|m| m.attacked == ["3"] && m.recall >= 0.9 && m.false_quarantine <= 0.0015)
         .count();
     assert!(
         good >= 3,
-        "{good} of 5 runs found the class at recall 0.75, FQR 0.001: {summaries:?}"
+        "{good} of 5 runs found the class at recall 0.9, FQR 0.0015: {summaries:?}"
     );
 }
