@@ -321,12 +321,16 @@ pub(crate) mod tests {
         (x, truth, group)
     }
 
+    /// How many of `grown`'s members (1) are planted (`truth`), and how many are not.
+    fn hits(grown: &[u8], truth: &[bool]) -> (usize, usize) {
+        let planted = grown.iter().zip(truth).filter(|&(&g, &t)| g == 1 && t).count();
+        (planted, grown.iter().filter(|&&g| g == 1).count() - planted)
+    }
+
     #[test]
     fn a_separated_cluster_is_regrown_from_its_core() {
         let (x, truth, group) = class_with_cluster(8.0);
-        let grown = grow_group(&group, || (x, 8));
-        let hits = (0..truth.len()).filter(|&i| grown[i] == 1 && truth[i]).count();
-        let false_hits = (0..truth.len()).filter(|&i| grown[i] == 1 && !truth[i]).count();
+        let (hits, false_hits) = hits(&grow_group(&group, || (x, 8)), &truth);
         assert!(hits >= 58, "found {hits} of 60");
         assert!(false_hits <= 2, "{false_hits} clean records joined");
     }
@@ -408,8 +412,7 @@ pub(crate) mod tests {
         // The seed: the 10 planted records highest on unit 2.
         let group = top_on(&x, 2, 10, |i| truth[i]);
         let grown = population_along_centroids(&x, 16, &group).expect("a separated population");
-        let hits = (0..truth.len()).filter(|&i| grown[i] == 1 && truth[i]).count();
-        let false_hits = (0..truth.len()).filter(|&i| grown[i] == 1 && !truth[i]).count();
+        let (hits, false_hits) = hits(&grown, &truth);
         assert!(hits >= 95, "found {hits} of 100");
         // No priors (recall first): a few clean records near the poison join, at most 1% of the class.
         assert!(false_hits <= 20, "{false_hits} clean records joined");

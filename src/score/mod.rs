@@ -1586,6 +1586,19 @@ mod tests {
         (ev, total)
     }
 
+    /// [`six_classes_with_a_tail_in_class_3`] with class 3 sparse: 10 far records (its SPECTRE
+    /// tail), 60 near the origin and 30 all-zero vectors.
+    fn a_sparse_tail_in_class_3() -> (Vec<ClassEvidence<'static>>, usize) {
+        six_classes_with_a_tail_in_class_3(
+            |i, j, noise| match i {
+                _ if i < 10 => 10.0 + (j == 0) as u8 as f32 * 5.0 + noise * 0.3,
+                _ if i >= 70 => 0.0,
+                _ => 1.0 + noise * 0.3,
+            },
+            0..10,
+        )
+    }
+
     /// A per-record score with no class signal for class `c` of `six_classes_with_a_tail_in_class_3`:
     /// `tail` on class 3's first 10 records, `rest` on its others, 0 in other classes.
     fn record_scores(c: usize, (tail, rest): (f32, f32)) -> ClassScores {
@@ -1693,14 +1706,7 @@ mod tests {
         // others' 0.48-0.52. At 1.2 it ranks class 3 14 MADs out (min spread 0.05) and the
         // verdict stands; at 0.6, 2 MADs, and it is overturned.
         for (value, attacked) in [(1.2, true), (0.6, false)] {
-            let (mut ev, total) = six_classes_with_a_tail_in_class_3(
-                |i, j, noise| match i {
-                    _ if i < 10 => 10.0 + (j == 0) as u8 as f32 * 5.0 + noise * 0.3,
-                    _ if i >= 70 => 0.0,
-                    _ => 1.0 + noise * 0.3,
-                },
-                0..10,
-            );
+            let (mut ev, total) = a_sparse_tail_in_class_3();
             for (c, e) in ev.iter_mut().enumerate() {
                 e.scores.to_mut().push(record_scores(c, (0.0, 0.0)));
                 let signal = [0.5, 0.52, 0.48, value, 0.49, 0.5][c];
@@ -1736,14 +1742,7 @@ mod tests {
             (0.3, 0.3, 0, Some(2.0), true, false),
             (0.3, 0.3, 0, Some(6.0), true, true),
         ] {
-            let (mut ev, total) = six_classes_with_a_tail_in_class_3(
-                |i, j, noise| match i {
-                    _ if i < 10 => 10.0 + (j == 0) as u8 as f32 * 5.0 + noise * 0.3,
-                    _ if i >= 70 => 0.0,
-                    _ => 1.0 + noise * 0.3,
-                },
-                0..10,
-            );
+            let (mut ev, total) = a_sparse_tail_in_class_3();
             for (c, e) in ev.iter_mut().enumerate() {
                 let class_scores = e.scores.to_mut();
                 class_scores[0].signal.as_mut().unwrap().value = 2.0;
