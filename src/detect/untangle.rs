@@ -9,7 +9,9 @@
 //! Fisher's discriminant between the group and the rest of the class on the class's principal
 //! coordinates plus its residual, then every record goes to the side whose Gaussian explains it
 //! better, a few rounds. The result is kept only when the two sides are clearly separated and the
-//! group stays a minority; otherwise the detector's own group stands.
+//! group stays a minority; otherwise the detector's own group stands. On sparse (ReLU) classes,
+//! whose heavy-tailed spread misleads the discriminant, the group is regrown along the line
+//! between its centroid and the rest's first ([`population_along_centroids`]).
 
 use super::linalg::eigh_desc;
 use super::mixture::{CLEAN_SEPARATION, fit_two_gaussians_from};
@@ -170,12 +172,12 @@ const CENTROID_ROUNDS: usize = 3;
 /// The population `group` (1 = member) belongs to, found along the line between its centroid and
 /// the rest's, for classes whose spread is too heavy-tailed for Fisher's discriminant: the
 /// records of `x` (`dim` values each, the class's vectors) projected on that line, two Gaussians
-/// fitted from the group's split, every record whose density under the group's component is at
-/// least its density under the rest's joins it;
-/// then again from the new members' centroid, a few rounds, while the fit passes (members tilt
-/// the line toward the class's own tail where they took in its records). `None` when the first
-/// round does not pass: a side smaller than [`MIN_MEMBERS`], components not clearly separated
-/// (Ashman's D under [`CLEAN_SEPARATION`]) or a population that is not a minority.
+/// fitted from the group's split, and every record whose density under the group's component is
+/// at least its density under the rest's joins it; then again from the new members' centroid, a
+/// few rounds, while the fit passes (members can tilt the line toward the class's own tail once
+/// they took in its records: the last passing round stands). `None` when the first round does
+/// not pass: a side smaller than [`MIN_MEMBERS`], components not clearly separated (Ashman's D
+/// under [`CLEAN_SEPARATION`]) or a population that is not a minority.
 ///
 /// Fisher's discriminant whitens by the class's spread, and a sparse ReLU class spreads most
 /// along the very directions a backdoor's records move along (the trigger drives a few units
@@ -202,7 +204,7 @@ pub fn population_along_centroids(x: &[f32], dim: usize, group: &[u8]) -> Option
 }
 
 /// One round of [`population_along_centroids`]: the records of `along` that the group's
-/// component explains better, when the fit passes.
+/// component explains at least as well as the rest's, when the fit passes.
 fn split_off(along: &[f64], group: &[u8]) -> Option<Vec<u8>> {
     let split = fit_two_gaussians_from(along, group)?;
     if split.separation() < CLEAN_SEPARATION || split.weights[1] > MAX_SHARE {
