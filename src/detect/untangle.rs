@@ -187,20 +187,19 @@ const CENTROID_ROUNDS: usize = 3;
 /// 54 of its 150 records and 101 clean ones). The centroid line ignores the spread: the seed's
 /// mean offset is the trigger's, and the backdoor stands as a narrow mode at its end.
 pub fn population_along_centroids(x: &[f32], dim: usize, group: &[u8]) -> Option<Vec<u8>> {
-    let mut found: Option<Vec<u8>> = None;
     let mut current = group.to_vec();
+    let mut passed = false;
     for _ in 0..CENTROID_ROUNDS {
         let Some(next) = along_centroids(x, dim, &current).and_then(|along| split_off(&along, &current)) else {
             break;
         };
-        let settled = next == current;
-        current = next.clone();
-        found = Some(next);
-        if settled {
+        passed = true;
+        if next == current {
             break;
         }
+        current = next;
     }
-    found
+    passed.then_some(current)
 }
 
 /// One round of [`population_along_centroids`]: the records of `along` that the group's
