@@ -711,6 +711,64 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_group_seeds_the_fisher_regrowth_without_the_class_s_tail() {
+        use crate::detect::untangle::tests::{relu_class, top_on};
+        // untangle's ReLU-like class with 100 poison, shifted off zero so that it is dense and
+        // takes the Fisher path (as a sparse class does where the centroid line finds no mode).
+        // A detector found 60 of the poison as a whole group; the flags also hold 286 clean
+        // records from all over the class, as SPECTRE's record tail does in a heavy-tailed class
+        // of thousands.
+        let (x, truth) = relu_class(true);
+        let x: Vec<f32> = x.iter().map(|v| v + 0.5).collect();
+        let (n, dim) = (truth.len(), 16);
+        let group = top_on(&x, 2, 60, |i| truth[i]);
+        let tail: Vec<u8> = (0..n).map(|i| (!truth[i] && i % 7 == 0) as u8).collect();
+        let basis = BasisFit::fit(&x, dim, 10);
+        let separated = ClassScores {
+            grouping: Some(Grouping {
+                cluster: group.clone(),
+                suspect: Some(1),
+                closer_to_class: None,
+                suspect_is_whole: true,
+            }),
+            signal: Some(ClassSignal {
+                value: 60.0,
+                clean_bound: 11.0,
+                min_spread: 1.0,
+            }),
+            ..scores(vec![0.0; n], 60.0)
+        };
+        let outcome = |scores: Vec<ClassScores>| {
+            let e = ClassEvidence {
+                class: 0,
+                rows: &[],
+                scores: scores.into(),
+                geometry: Some(ClassGeometry {
+                    basis: &basis,
+                    x: &x,
+                    dim,
+                }),
+            };
+            let mut record = RecordEvidence {
+                evidence: vec![0.0; n],
+                flag: (0..n).map(|i| group[i] == 1 || tail[i] == 1).collect(),
+                why: vec![String::new(); n],
+            };
+            grow_flagged(&e, &mut record);
+            let found = (0..n).filter(|&i| record.flag[i] && truth[i]).count();
+            (found, (0..n).filter(|&i| record.flag[i] && !truth[i]).count())
+        };
+        let (found, clean) = outcome(vec![separated]);
+        assert!(
+            found >= 60 && clean <= 60,
+            "from the group: {found} poison, {clean} clean"
+        );
+        // Without a whole group the tail's flags stand (and seed the regrowth).
+        let (_, clean_without) = outcome(vec![scores(vec![0.0; n], 1.0)]);
+        assert!(clean_without >= 286, "without a group: {clean_without} clean");
+    }
+
+    #[test]
     fn a_cluster_too_small_for_a_principal_direction_grows_along_its_own_shift() {
         use rand::SeedableRng;
         use rand_distr::{Distribution, StandardNormal};
