@@ -9,7 +9,7 @@ use crate::detect::mixture::{CLEAN_SEPARATION, Tail, fit_two_gaussians, fit_two_
 use crate::detect::untangle::{
     MIN_MEMBERS, MIN_SEPARATION, beyond_the_rest, discriminant, population_along_centroids, separated_population,
 };
-use crate::detect::{ClassBasis, Grouping};
+use crate::detect::{ClassBasis, ClassScores, Grouping};
 
 impl ClassGeometry<'_> {
     fn coordinates(&self) -> (Vec<f64>, usize) {
@@ -241,14 +241,26 @@ pub(super) fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
 /// separated group), not tails; `None` when there is none. Unlike [`whole_groups_only`] it
 /// asks no detector to attack the class: it seeds a regrowth, it does not judge.
 fn whole_group(e: &ClassEvidence<'_>) -> Option<Vec<u8>> {
-    let groups: Vec<(&Grouping, u8)> = e
-        .scores
-        .iter()
-        .filter(|s| s.signal.is_some_and(|sig| sig.value > sig.clean_bound))
+    let groups = whole_suspect_groups(
+        e.scores
+            .iter()
+            .filter(|s| s.signal.is_some_and(|sig| sig.value > sig.clean_bound)),
+    );
+    union_of(&groups)
+}
+
+/// The suspect groups of `scores` that are whole populations ([`Grouping::suspect_is_whole`]),
+/// with their suspect cluster's label.
+fn whole_suspect_groups<'s>(scores: impl Iterator<Item = &'s ClassScores>) -> Vec<(&'s Grouping, u8)> {
+    scores
         .filter_map(|s| s.grouping.as_ref())
         .filter(|g| g.suspect_is_whole)
         .filter_map(|g| g.suspect.map(|s| (g, s)))
-        .collect();
+        .collect()
+}
+
+/// Every record in any of `groups` (1 = member); `None` without a group.
+fn union_of(groups: &[(&Grouping, u8)]) -> Option<Vec<u8>> {
     let n = groups.first()?.0.cluster.len();
     Some(
         (0..n)
@@ -264,20 +276,11 @@ fn whole_group(e: &ClassEvidence<'_>) -> Option<Vec<u8>> {
 /// small cluster is mostly the flipped records, they added 600-1000 clean records per class
 /// (ReLU 64 dims x 3000, tuning seeds: false quarantine 2.4% -> 0.3%, recall unchanged).
 pub(super) fn whole_groups_only(e: &ClassEvidence<'_>, attacking: &[usize]) -> Option<Vec<u8>> {
-    let groups: Vec<(&Grouping, u8)> = attacking
-        .iter()
-        .filter_map(|&d| e.scores[d].grouping.as_ref())
-        .filter(|g| g.suspect_is_whole)
-        .filter_map(|g| g.suspect.map(|s| (g, s)))
-        .collect();
-    if groups.is_empty() || groups.len() < attacking.len() {
+    let groups = whole_suspect_groups(attacking.iter().map(|&d| &e.scores[d]));
+    if groups.len() < attacking.len() {
         return None;
     }
-    Some(
-        (0..e.rows.len())
-            .map(|i| groups.iter().any(|(g, s)| g.cluster[i] == *s) as u8)
-            .collect(),
-    )
+    union_of(&groups)
 }
 
 /// Flags the records of `members` (1 = member) as the class's separated group; with `only`, every
