@@ -128,12 +128,7 @@ pub fn fit_two_gaussians(t: &[f64]) -> Option<Split> {
 /// its weight ends at). `None` when a side has fewer than 2 values or `t` no spread.
 pub fn fit_two_gaussians_from(t: &[f64], group: &[u8]) -> Option<Split> {
     let side = |member: u8| -> Option<(f64, f64, f64)> {
-        let values: Vec<f64> = t
-            .iter()
-            .zip(group)
-            .filter(|(_, g)| **g == member)
-            .map(|(v, _)| *v)
-            .collect();
+        let values = values_of(t, group, member);
         if values.len() < 2 {
             return None;
         }
@@ -152,6 +147,15 @@ pub fn fit_two_gaussians_from(t: &[f64], group: &[u8]) -> Option<Split> {
         None,
         floor,
     ))
+}
+
+/// The values of `t` whose `group` entry is `member` (1 = the group, 0 = the rest), in order.
+pub fn values_of(t: &[f64], group: &[u8], member: u8) -> Vec<f64> {
+    t.iter()
+        .zip(group)
+        .filter(|(_, g)| **g == member)
+        .map(|(v, _)| *v)
+        .collect()
 }
 
 /// Which end of a distribution a group is sought beyond.

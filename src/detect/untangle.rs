@@ -14,7 +14,7 @@
 //! between its centroid and the rest's first ([`population_along_centroids`]).
 
 use super::linalg::eigh_desc;
-use super::mixture::{CLEAN_SEPARATION, fit_two_gaussians_from};
+use super::mixture::{CLEAN_SEPARATION, fit_two_gaussians_from, values_of};
 use crate::stats::{mad_sigma, median};
 
 /// Rounds of discriminant + reassignment (the assignment settles in 2-3 on separated groups).
@@ -255,15 +255,7 @@ const BEYOND_REST_SIGMAS: f64 = 3.0;
 /// while a group spread as widely as poison drawn from several classes takes in its stragglers.
 /// No priors: in a class judged attacked, recall comes first.
 pub fn beyond_the_rest(along: &[f64], group: &[u8]) -> Vec<u8> {
-    let side = |member: u8| -> Vec<f64> {
-        along
-            .iter()
-            .zip(group)
-            .filter(|(_, g)| **g == member)
-            .map(|(t, _)| *t)
-            .collect()
-    };
-    let (rest, members) = (side(0), side(1));
+    let (rest, members) = (values_of(along, group, 0), values_of(along, group, 1));
     if rest.is_empty() || members.is_empty() {
         return vec![0; along.len()];
     }

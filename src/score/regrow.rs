@@ -218,8 +218,9 @@ pub(super) fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
     }
     let flagged_count = |record: &RecordEvidence| record.flag.iter().filter(|&&f| f).count();
     log::debug!(
-        "class {}: regrowth from {members} flagged, {} after the separated population",
+        "class {}: regrowth from {} seeds, {} after the separated population",
         e.class,
+        flagged.iter().filter(|&&f| f == 1).count(),
         flagged_count(record)
     );
     let Some(toward) = toward else { return };
