@@ -17,7 +17,9 @@
 //!    nearest records outside the tail are other classes' (`other_inputs`), or a tail whose
 //!    records look like other classes' inputs (neighbours of other labels, a label the
 //!    surrogate doubts), makes a class attacked whose signals are not outliers, and a tail that
-//!    does not undoes a verdict SPECTRE's signal alone gave.
+//!    does not undoes a verdict SPECTRE's signal alone gave. Where none of that speaks, a few
+//!    records atop the SPECTRE ranking that look like other classes' inputs and share what
+//!    their source classes lack (a trigger's fingerprint, `fingerprint`) make it attacked.
 //! 2. In an attacked class, recall matters more than a few clean records: a record is quarantined
 //!    when its SPECTRE score is in the tail (more than `record-threshold` sigmas, sigma estimated
 //!    from the class's median, which the poison minority cannot move much), or when it sits in
@@ -29,8 +31,8 @@
 //!
 //! Layout: this file holds the rule's walk through each class ([`decide`]); `signals` compares
 //! the class signals across classes (step 1), `records` gathers each record's evidence (step 2),
-//! `tails` and `other_inputs` judge sparse classes by their tails, `regrow` turns flags into the
-//! population they belong to.
+//! `tails`, `other_inputs` and `fingerprint` judge sparse classes by their tails, `regrow` turns
+//! flags into the population they belong to.
 //!
 //! Imports: `detect` (score types, `untangle`), `stats`.
 
@@ -38,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::{BasisFit, ClassScores, ParamError};
 
+mod fingerprint;
 mod other_inputs;
 mod records;
 mod regrow;
@@ -264,7 +267,7 @@ pub fn decide(
             class_margin = verdict.margin.min(params.anomaly_threshold);
             attacked_by_tail = true;
             if let Some(group) = verdict.group {
-                flag_only(&mut record, &group.members);
+                flag_only(&mut record, &group);
                 if group.learned() {
                     grow_flagged(e, &mut record);
                 }
@@ -1200,6 +1203,40 @@ mod tests {
                 "class {c}"
             );
         }
+        let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
+        assert!(d.verdicts.iter().all(|v| !v.as_ref().unwrap().attacked));
+        assert!(!d.quarantined.iter().any(|&q| q));
+    }
+
+    #[test]
+    fn a_sparse_class_whose_top_records_share_a_trigger_s_fingerprint_is_attacked_under_its_bound() {
+        let names: Vec<String> = (0..5).map(|c| c.to_string()).collect();
+        // SPECTRE's signal under its clean bound in every class: the tail rules do not ask.
+        let under_the_bound = |twin: bool| {
+            let (mut ev, total) = five_sparse_classes(twin);
+            for e in ev.iter_mut() {
+                e.scores.to_mut()[0].signal.as_mut().unwrap().value = 1.0;
+            }
+            (ev, total)
+        };
+        let (ev, total) = under_the_bound(false);
+        let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
+        let verdict = d.verdicts[0].clone().unwrap();
+        assert!(
+            verdict.attacked && verdict.why.contains("a trigger's fingerprint"),
+            "{}",
+            verdict.why
+        );
+        let quarantined: Vec<usize> = (0..total).filter(|&g| d.quarantined[g]).collect();
+        assert_eq!(quarantined, (0..6).collect::<Vec<_>>());
+        assert!(
+            d.reasons[0].contains("shares a trigger's fingerprint"),
+            "{}",
+            d.reasons[0]
+        );
+        assert!(d.verdicts[1..].iter().all(|v| !v.as_ref().unwrap().attacked));
+        // Two of five classes are more than a quarter: none.
+        let (ev, total) = under_the_bound(true);
         let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
         assert!(d.verdicts.iter().all(|v| !v.as_ref().unwrap().attacked));
         assert!(!d.quarantined.iter().any(|&q| q));

@@ -32,7 +32,7 @@ const MAX_QUERIES: usize = 48;
 /// Outsiders' other-label share from which a tail record looks like another class's input.
 pub(super) const MIN_OUTSIDER_SHARE: f64 = 0.5;
 /// Fewest records in the group...
-const MIN_GROUP: usize = 3;
+pub(super) const MIN_GROUP: usize = 3;
 /// ...and its least share of the tail: a heavy-tailed class of thousands flags hundreds of
 /// records, among which small groups of boundary cases are natural (tuning seeds, 3000 records
 /// per class: clean classes' groups were at most 2.1% of their tails; at 300-500 per class the
@@ -41,7 +41,7 @@ const MIN_GROUP: usize = 3;
 const MIN_SHARE_OF_TAIL: f64 = 0.04;
 /// Fewest classes the group's outsiders come from (each member counted by its outsiders' most
 /// common other class).
-const MIN_SOURCES: usize = 2;
+pub(super) const MIN_SOURCES: usize = 2;
 /// Mean label doubt of a group under which it is grown (see [`OtherInputs::learned`]).
 const MAX_DOUBT_TO_GROW: f64 = 0.5;
 /// Records searched for outsiders at most (see [`search`]).
@@ -60,11 +60,34 @@ pub(super) struct OtherInputs {
     pub sources: usize,
     /// Their mean 1 - p(label) out of fold (confident learning's scores), if it ran.
     pub label_doubt: Option<f64>,
+    /// Whether they were found by a shared trigger's fingerprint (`fingerprint`; the tail was
+    /// not set aside to search their nearest records) rather than as each other's nearest.
+    pub by_fingerprint: bool,
 }
 
 impl OtherInputs {
     pub fn mean_share(&self) -> f64 {
         self.members.iter().map(|m| m.1).sum::<f64>() / self.members.len().max(1) as f64
+    }
+
+    /// The records of class `e` sharing a trigger's fingerprint (`members`, from `sources`
+    /// source classes), as a group: each one's nearest of the class is not asked (the
+    /// fingerprint ties them), so all count as grouped.
+    pub fn from_fingerprint(
+        e: &ClassEvidence<'_>,
+        names: &[&str],
+        members: Vec<(usize, f64)>,
+        sources: usize,
+    ) -> OtherInputs {
+        let label_doubt = detector(e, names, "confident_learning")
+            .map(|c| members.iter().map(|m| c.scores[m.0] as f64).sum::<f64>() / members.len().max(1) as f64);
+        OtherInputs {
+            grouped: members.len(),
+            members,
+            sources,
+            label_doubt,
+            by_fingerprint: true,
+        }
     }
 
     /// Whether the surrogate learned their label (or did not run): then they are a population
@@ -99,13 +122,12 @@ pub(super) fn group_of_other_inputs(
     }
     queries.sort_by(|&a, &b| spectre.scores[b].total_cmp(&spectre.scores[a]).then(a.cmp(&b)));
     queries.truncate(MAX_QUERIES);
-    let found = search(evidence, at, &record.flag, &queries);
+    let found = search(evidence, at, &record.flag, &queries, true);
     let marked: Vec<Marked> = queries
         .iter()
         .zip(&found)
         .filter_map(|(&index, found)| {
-            let other: Vec<usize> = found.outsiders.iter().map(|o| o.1).filter(|&c| c != e.class).collect();
-            let share = other.len() as f64 / found.outsiders.len().max(1) as f64;
+            let (other, share) = found.other_classes_than(e.class);
             (share >= MIN_OUTSIDER_SHARE).then(|| Marked {
                 index,
                 share,
@@ -131,6 +153,7 @@ pub(super) fn group_of_other_inputs(
         grouped: grouped.len(),
         sources: sources.len(),
         label_doubt,
+        by_fingerprint: false,
         members: marked.into_iter().map(|m| (m.index, m.share)).collect(),
     })
 }
@@ -148,7 +171,7 @@ struct Marked {
 }
 
 /// The most common value of a non-empty list (the smallest on ties).
-fn most_common(values: &[usize]) -> usize {
+pub(super) fn most_common(values: &[usize]) -> usize {
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
     sorted
@@ -157,25 +180,44 @@ fn most_common(values: &[usize]) -> usize {
         .map_or(usize::MAX, |run| run[0])
 }
 
+/// One of a queried record's nearest records.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Outsider {
+    /// Squared distance to the queried record.
+    pub d: f32,
+    /// Its class (label index).
+    pub class: usize,
+    /// Where it is: the index of its class's evidence, and its class-local index.
+    pub at: usize,
+    pub index: usize,
+}
+
 /// What one pass over the records finds for a queried record.
 #[derive(Clone, Default)]
-struct Found {
-    /// Its [`OUTSIDERS`] nearest records as (squared distance, class), nearest first.
-    outsiders: Vec<(f32, usize)>,
+pub(super) struct Found {
+    /// Its [`OUTSIDERS`] nearest records, nearest first.
+    pub outsiders: Vec<Outsider>,
     /// Its nearest other live record of its own class, as (squared distance, class-local index).
-    nearest_of_class: Option<(f32, usize)>,
+    pub nearest_of_class: Option<(f32, usize)>,
 }
 
 impl Found {
+    /// Its outsiders' classes but `own`, and their share of its outsiders.
+    pub fn other_classes_than(&self, own: usize) -> (Vec<usize>, f64) {
+        let other: Vec<usize> = self.outsiders.iter().map(|o| o.class).filter(|&c| c != own).collect();
+        let share = other.len() as f64 / self.outsiders.len().max(1) as f64;
+        (other, share)
+    }
+
     /// Keeps `outsiders` the [`OUTSIDERS`] smallest distances seen, sorted (the first offered
     /// first among equals).
-    fn offer_outsider(&mut self, d: f32, class: usize) {
+    fn offer_outsider(&mut self, outsider: Outsider) {
         let top = &mut self.outsiders;
-        if top.len() == OUTSIDERS && d >= top[OUTSIDERS - 1].0 {
+        if top.len() == OUTSIDERS && outsider.d >= top[OUTSIDERS - 1].d {
             return;
         }
-        let pos = top.partition_point(|&(seen, _)| seen <= d);
-        top.insert(pos, (d, class));
+        let pos = top.partition_point(|seen| seen.d <= outsider.d);
+        top.insert(pos, outsider);
         top.truncate(OUTSIDERS);
     }
 
@@ -186,7 +228,7 @@ impl Found {
     }
 
     fn merge(&mut self, other: Found) {
-        other.outsiders.into_iter().for_each(|(d, c)| self.offer_outsider(d, c));
+        other.outsiders.into_iter().for_each(|o| self.offer_outsider(o));
         if let Some((d, index)) = other.nearest_of_class {
             self.offer_of_class(d, index);
         }
@@ -195,12 +237,19 @@ impl Found {
 
 /// For each of class `at`'s records `queries` (class-local indices): its outsiders, the nearest
 /// records among every analysed class's but the all-zero ones and class `at`'s records in
-/// `excluded`; and its nearest other live record of class `at`, excluded or not. One pass over
+/// `excluded`; and, with `with_nearest_of_class`, its nearest other live record of class `at`,
+/// excluded or not (which visits every record of the class, not only the sampled). One pass over
 /// the records, in parallel blocks, each block holding every query. Over [`MAX_OUTSIDER_ROWS`]
 /// records, every k-th record of each class stands for all as an outsider (by its index in its
 /// class, so each class keeps its share): the outsiders' labels are what counts, and a pass over
 /// millions of rows per class searched would cost seconds.
-fn search(evidence: &[ClassEvidence<'_>], at: usize, excluded: &[bool], queries: &[usize]) -> Vec<Found> {
+pub(super) fn search(
+    evidence: &[ClassEvidence<'_>],
+    at: usize,
+    excluded: &[bool],
+    queries: &[usize],
+    with_nearest_of_class: bool,
+) -> Vec<Found> {
     let rows: usize = evidence
         .iter()
         .filter(|e| e.geometry.is_some())
@@ -229,17 +278,22 @@ fn search(evidence: &[ClassEvidence<'_>], at: usize, excluded: &[bool], queries:
             let mut found = empty();
             for (r, row) in chunk.chunks_exact(dim).enumerate() {
                 let j = first + r;
-                let of_class = c == at;
-                let outsider = j % stride == 0 && !(of_class && excluded[j]);
-                if !(outsider || of_class) || !is_live(row) {
+                let own_nearest = c == at && with_nearest_of_class;
+                let outsider = j % stride == 0 && !(c == at && excluded[j]);
+                if !(outsider || own_nearest) || !is_live(row) {
                     continue;
                 }
                 for ((f, query), &q) in found.iter_mut().zip(&query_rows).zip(queries) {
                     let d = squared_distance(query, row);
-                    if outsider && !(of_class && j == q) {
-                        f.offer_outsider(d, evidence[c].class);
+                    if outsider && !(c == at && j == q) {
+                        f.offer_outsider(Outsider {
+                            d,
+                            class: evidence[c].class,
+                            at: c,
+                            index: j,
+                        });
                     }
-                    if of_class && j != q {
+                    if own_nearest && j != q {
                         f.offer_of_class(d, j);
                     }
                 }
@@ -391,17 +445,28 @@ mod tests {
 
     #[test]
     fn outsiders_are_the_nearest_kept_and_sorted_and_blocks_merge_to_the_same() {
-        let offers: Vec<(f32, usize)> = [(5.0, 1), (1.0, 2), (3.0, 3)].into_iter().cycle().take(30).collect();
+        let offers: Vec<Outsider> = [(5.0, 1), (1.0, 2), (3.0, 3)]
+            .into_iter()
+            .cycle()
+            .take(30)
+            .enumerate()
+            .map(|(index, (d, class))| Outsider {
+                d,
+                class,
+                at: class,
+                index,
+            })
+            .collect();
         let mut whole = Found::default();
-        offers.iter().for_each(|&(d, c)| whole.offer_outsider(d, c));
+        offers.iter().for_each(|&o| whole.offer_outsider(o));
         assert_eq!(whole.outsiders.len(), OUTSIDERS);
-        assert!(whole.outsiders.windows(2).all(|w| w[0].0 <= w[1].0));
-        assert_eq!(whole.outsiders.iter().filter(|t| t.1 == 2).count(), OUTSIDERS);
+        assert!(whole.outsiders.windows(2).all(|w| w[0].d <= w[1].d));
+        assert_eq!(whole.outsiders.iter().filter(|t| t.class == 2).count(), OUTSIDERS);
         // Split in two blocks and merged: the same outsiders; the nearest of the class is the
         // smallest distance, the smallest index among equals.
         let (mut first, mut second) = (Found::default(), Found::default());
-        offers[..13].iter().for_each(|&(d, c)| first.offer_outsider(d, c));
-        offers[13..].iter().for_each(|&(d, c)| second.offer_outsider(d, c));
+        offers[..13].iter().for_each(|&o| first.offer_outsider(o));
+        offers[13..].iter().for_each(|&o| second.offer_outsider(o));
         first.offer_of_class(2.0, 7);
         second.offer_of_class(2.0, 4);
         second.offer_of_class(3.0, 1);
@@ -449,9 +514,13 @@ mod tests {
         let mut excluded = vec![false; n];
         excluded[query] = true;
         excluded[twin] = true;
-        let found = search(&evidence, 0, &excluded, &[query]);
+        let found = search(&evidence, 0, &excluded, &[query], true);
         assert_eq!(found[0].outsiders.len(), OUTSIDERS);
-        assert!(found[0].outsiders.iter().all(|o| o.1 == 1), "{:?}", found[0].outsiders);
+        assert!(
+            found[0].outsiders.iter().all(|o| o.class == 1),
+            "{:?}",
+            found[0].outsiders
+        );
         assert_eq!(found[0].nearest_of_class.map(|n| n.1), Some(twin));
     }
 }

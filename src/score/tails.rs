@@ -3,9 +3,9 @@
 //! verdict SPECTRE alone gave, and flags covering nearly every non-zero vector are the class's
 //! shape.
 
-use super::other_inputs;
 use super::records::RecordEvidence;
 use super::{ClassEvidence, detector, is_sparse_class, label_issues};
+use super::{fingerprint, other_inputs};
 
 /// The share of the class's non-zero vectors that its record flags cover, when over
 /// [`MAX_NONZERO_FLAGGED`]. Poison is never (nearly) every record that carries a signal, while a
@@ -86,80 +86,132 @@ pub(super) struct TailVerdict {
     pub(super) group: Option<other_inputs::OtherInputs>,
 }
 
-/// Per class no signal judges attacked (`judged`), whose SPECTRE signal is over its clean bound
-/// on sparse activations: a verdict when the top of its tail is a group of other classes' inputs
-/// ([`other_inputs`]; those records are quarantined) or, failing that, when its record flags are
-/// other classes' inputs by their neighbours and label doubt (see
+/// Per class no signal judges attacked (`judged`), on sparse activations: when its SPECTRE
+/// signal is over its clean bound, a verdict when the top of its tail is a group of other
+/// classes' inputs ([`other_inputs`]; those records are quarantined) or, failing that, when its
+/// record flags are other classes' inputs by their neighbours and label doubt (see
 /// [`TailOrigin::other_classes_margin`]; the flags are). Only while the classes found stay few:
 /// at most a quarter of the classes no signal judges (one at least). When many are, that is the
 /// data (label noise spread over every class), and confident learning flags its records one by
 /// one.
+///
+/// Then, of the classes left, those whose top SPECTRE records share a trigger's fingerprint
+/// ([`fingerprint`]; those records are quarantined), while all the classes found stay within
+/// the same limit; past it, none of these: they add to what the tails found, never undo it
+/// (label-flip runs, tuning seeds: a flipped class's fingerprint would otherwise have pushed two
+/// classes the tails found past the limit).
 pub(super) fn tails_of_other_inputs(
     evidence: &[ClassEvidence<'_>],
     names: &[&str],
     records: &[RecordEvidence],
     judged: &[bool],
 ) -> Vec<Option<TailVerdict>> {
-    let verdict = |at: usize, e: &ClassEvidence<'_>, record: &RecordEvidence, judged: bool| -> Option<TailVerdict> {
+    let applies = |at: usize| {
+        let e = &evidence[at];
         let signal = detector(e, names, "spectre")?.signal?;
-        if judged || signal.value <= signal.clean_bound || !is_sparse_class(e) {
-            return None;
-        }
-        let over = format!(
-            "spectre {:.3} is over its clean bound {:.3}",
-            signal.value, signal.clean_bound
-        );
-        if let Some(group) = other_inputs::group_of_other_inputs(evidence, at, names, record) {
-            return Some(TailVerdict {
-                why: format!(
-                    "{over} and {} records atop its tail look like other classes' inputs (their nearest records \
-                     outside the tail: {:.2} other classes', mean), {} of them each other's nearest of the class, \
-                     from {} classes",
-                    group.members.len(),
-                    group.mean_share(),
-                    group.grouped,
-                    group.sources
-                ),
-                // As for the tail rule: ln of how far the evidence clears its bound, at
-                // least 0.1 (here at most ln 2, a share of 1).
-                margin: (group.mean_share() / other_inputs::MIN_OUTSIDER_SHARE).ln().max(0.1),
-                group: Some(group),
-            });
-        }
-        let origin = TailOrigin::of_flags_but_label_issues(e, names, record)?;
-        let margin = origin.other_classes_margin()?;
-        Some(TailVerdict {
-            why: format!(
-                "{over} and the records of its tail look like other classes' inputs ({origin}, each at least \
-                 {OTHER_INPUTS_RATIO}x)"
-            ),
-            margin,
-            group: None,
-        })
+        (!judged[at] && is_sparse_class(e)).then_some(signal)
     };
     let most = (judged.iter().filter(|&&j| !j).count() / 4).max(1);
-    let mut found = Vec::with_capacity(evidence.len());
-    for (at, ((e, record), &judged)) in evidence.iter().zip(records).zip(judged).enumerate() {
-        found.push(verdict(at, e, record, judged));
+    let mut found: Vec<Option<TailVerdict>> = Vec::with_capacity(evidence.len());
+    for (at, record) in records.iter().enumerate() {
+        found.push(
+            applies(at)
+                .filter(|signal| signal.value > signal.clean_bound)
+                .and_then(|signal| over_its_bound(evidence, at, names, record, signal)),
+        );
         // Past the limit nothing stands: the remaining classes' searches would be wasted.
         if found.iter().flatten().count() > most {
             return evidence.iter().map(|_| None).collect();
         }
     }
+    let mut fingerprints = Vec::new();
+    for at in (0..evidence.len()).filter(|&at| found[at].is_none() && applies(at).is_some()) {
+        fingerprints.extend(fingerprinted(evidence, at, names).map(|verdict| (at, verdict)));
+        if found.iter().flatten().count() + fingerprints.len() > most {
+            return found;
+        }
+    }
+    for (at, verdict) in fingerprints {
+        found[at] = Some(verdict);
+    }
     found
 }
 
-/// Flags exactly `members` (class-local index, outsiders' other-label share), saying why first.
-pub(super) fn flag_only(record: &mut RecordEvidence, members: &[(usize, f64)]) {
-    record.flag.iter_mut().for_each(|f| *f = false);
-    for &(i, share) in members {
-        record.flag_member(
-            i,
-            &format!(
-                "looks like another class's input: {share:.1} of its nearest records outside the class's tail are other \
-                 classes'"
+/// The verdict on a class whose SPECTRE signal is over its clean bound: its tail's top is a group
+/// of other classes' inputs, or its flags are such inputs by their neighbours and label doubt.
+fn over_its_bound(
+    evidence: &[ClassEvidence<'_>],
+    at: usize,
+    names: &[&str],
+    record: &RecordEvidence,
+    signal: crate::detect::ClassSignal,
+) -> Option<TailVerdict> {
+    let e = &evidence[at];
+    let over = format!(
+        "spectre {:.3} is over its clean bound {:.3}",
+        signal.value, signal.clean_bound
+    );
+    if let Some(group) = other_inputs::group_of_other_inputs(evidence, at, names, record) {
+        return Some(TailVerdict {
+            why: format!(
+                "{over} and {} records atop its tail look like other classes' inputs (their nearest records \
+                 outside the tail: {:.2} other classes', mean), {} of them each other's nearest of the class, \
+                 from {} classes",
+                group.members.len(),
+                group.mean_share(),
+                group.grouped,
+                group.sources
             ),
-        );
+            // As for the tail rule: ln of how far the evidence clears its bound, at
+            // least 0.1 (here at most ln 2, a share of 1).
+            margin: (group.mean_share() / other_inputs::MIN_OUTSIDER_SHARE).ln().max(0.1),
+            group: Some(group),
+        });
+    }
+    let origin = TailOrigin::of_flags_but_label_issues(e, names, record)?;
+    let margin = origin.other_classes_margin()?;
+    Some(TailVerdict {
+        why: format!(
+            "{over} and the records of its tail look like other classes' inputs ({origin}, each at least \
+             {OTHER_INPUTS_RATIO}x)"
+        ),
+        margin,
+        group: None,
+    })
+}
+
+/// The verdict on a class whose top SPECTRE records hold a group sharing a trigger's fingerprint
+/// (see [`fingerprint`]); those records are quarantined.
+fn fingerprinted(evidence: &[ClassEvidence<'_>], at: usize, names: &[&str]) -> Option<TailVerdict> {
+    let group = fingerprint::trigger_group(evidence, at, names)?;
+    Some(TailVerdict {
+        why: format!(
+            "{} records atop its SPECTRE ranking look like other classes' inputs and share what their source \
+             classes' nearest records lack (a trigger's fingerprint), from {} source classes",
+            group.members.len(),
+            group.sources
+        ),
+        margin: (group.mean_share() / other_inputs::MIN_OUTSIDER_SHARE).ln().max(0.1),
+        group: Some(group),
+    })
+}
+
+/// Flags exactly the group's members, saying why first.
+pub(super) fn flag_only(record: &mut RecordEvidence, group: &other_inputs::OtherInputs) {
+    record.flag.iter_mut().for_each(|f| *f = false);
+    for &(i, share) in &group.members {
+        let why = if group.by_fingerprint {
+            format!(
+                "looks like another class's input: {share:.1} of its nearest records are other classes', and it \
+                 shares a trigger's fingerprint with the others flagged"
+            )
+        } else {
+            format!(
+                "looks like another class's input: {share:.1} of its nearest records outside the class's tail are \
+                 other classes'"
+            )
+        };
+        record.flag_member(i, &why);
     }
 }
 
