@@ -61,7 +61,7 @@ pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[
             .clone()
     };
     let own_mean = mean_of(at);
-    let mut marked = Vec::new(); // (class-local index, share, source evidence index, leftover)
+    let mut marked: Vec<Marked> = Vec::new();
     for (&q, found) in queries.iter().zip(&found) {
         let (other, share) = found.other_classes_than(e.class);
         if share < MIN_OUTSIDER_SHARE {
@@ -76,15 +76,19 @@ pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[
             .zip(&mean_of(source_at))
             .map(|(a, b)| (a - b).max(0.0))
             .collect();
-        let leftover = leftover(row(at, q), &near_mean, &toward_own);
-        marked.push((q, share, source_at, leftover));
+        marked.push(Marked {
+            index: q,
+            share,
+            source_at,
+            leftover: leftover(row(at, q), &near_mean, &toward_own),
+        });
     }
-    let adjacent = |a: usize, b: usize| dot(&marked[a].3, &marked[b].3) >= MIN_COSINE;
+    let adjacent = |a: usize, b: usize| dot(&marked[a].leftover, &marked[b].leftover) >= MIN_COSINE;
     let clique = greedy_clique(marked.len(), adjacent);
-    let mut sources: Vec<usize> = clique.iter().map(|&m| marked[m].2).collect();
+    let mut sources: Vec<usize> = clique.iter().map(|&m| marked[m].source_at).collect();
     sources.sort_unstable();
     sources.dedup();
-    let members: Vec<(usize, f64)> = clique.iter().map(|&m| (marked[m].0, marked[m].1)).collect();
+    let members: Vec<(usize, f64)> = clique.iter().map(|&m| (marked[m].index, marked[m].share)).collect();
     log::debug!(
         "fingerprint, class {}: {} of {} records that look like other classes' inputs share one, from {} sources",
         e.class,
@@ -97,6 +101,18 @@ pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[
         .max(MIN_SHARE_OF_CLASS * e.rows.len() as f64);
     (members.len() as f64 >= needed && sources.len() >= MIN_SOURCES)
         .then(|| OtherInputs::from_fingerprint(e, names, members, sources.len()))
+}
+
+/// A queried record that looks like another class's input.
+struct Marked {
+    /// Class-local index.
+    index: usize,
+    /// Other classes' share of its nearest records.
+    share: f64,
+    /// The evidence index of the class most of them are (its source).
+    source_at: usize,
+    /// See [`leftover`].
+    leftover: Vec<f32>,
 }
 
 /// Mean of `rows` (each `dim` long); zeros for none.
