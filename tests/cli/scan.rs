@@ -202,6 +202,58 @@ fn outputs_hold_scores_and_reasons() {
 }
 
 #[test]
+fn three_poisoned_records_sharing_a_trigger_are_quarantined_with_why() {
+    // A ReLU layer, 1% of 300 records per class (3 poisoned records from 3 source classes): no
+    // class signal stands out, but they top their class's SPECTRE ranking and share what their
+    // source classes' records lack (score::fingerprint). Unseen seed 3102: found only by that.
+    let fx = Fixture::new();
+    let input = fx.path("relu.parquet");
+    let spec = Spec {
+        kind: Kind::Relu,
+        classes: 10,
+        rows_per_class: 300,
+        dim: 128,
+        attack: Attack::Backdoor {
+            target: 3,
+            rate: 0.01,
+            strength: 4.0,
+        },
+        seed: 3102,
+    };
+    let data = testkit::generate(&spec);
+    data.write_parquet(&input, 1000).unwrap();
+    fx.scan(&input, &[]).success();
+    let report = report_of(&fx);
+    let class_3 = report["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["label"] == "3")
+        .unwrap();
+    let why = class_3["verdict"]["why"].as_str().unwrap();
+    assert!(why.contains("a trigger's fingerprint"), "{why}");
+    let q = read_all(&fx.out().join("quarantine.parquet"));
+    let ids = q.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let reasons = q.column_by_name("reasons").unwrap().as_string::<i32>();
+    let poisoned: Vec<i64> = (0..data.ids.len())
+        .filter(|&i| data.poisoned[i])
+        .map(|i| data.ids[i])
+        .collect();
+    let in_class_3: Vec<(i64, &str)> = (0..q.num_rows())
+        .filter(|&r| reasons.value(r).contains("class `3` attacked"))
+        .map(|r| (ids.value(r), reasons.value(r)))
+        .collect();
+    assert_eq!(in_class_3.iter().map(|r| r.0).collect::<Vec<_>>(), poisoned);
+    assert!(
+        in_class_3
+            .iter()
+            .all(|r| r.1.contains("shares a trigger's fingerprint")),
+        "{in_class_3:?}"
+    );
+    assert_rows_conserved(&input, &fx.out());
+}
+
+#[test]
 fn a_backdoor_that_is_a_large_share_of_its_class_is_still_found() {
     // All-to-one backdoors can be a third to half of their class, which no "poison is a small
     // share" rule may overturn. 40% of class 3 here (measured: 63 of its 120 found, at 5 clean;
