@@ -50,6 +50,16 @@ pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[
     let mut queries: Vec<usize> = (0..e.rows.len()).filter(|&i| is_live(row(at, i))).collect();
     queries.sort_by(|&a, &b| spectre.scores[b].total_cmp(&spectre.scores[a]).then(a.cmp(&b)));
     queries.truncate(QUERIES);
+    // Deep k-NN's neighbours (the scan's reduced space) are already found: where fewer than
+    // MIN_GROUP of these records have one of another label there, no group of other classes'
+    // inputs is among them (tuning seeds: every class that passed had 3 or more; 2 in 3 classes
+    // asked had fewer), and the raw-space search, the rule's cost, is skipped.
+    if let Some(knn) = detector(e, names, "deep_knn") {
+        let other_looking = queries.iter().filter(|&&q| knn.scores[q] > 0.0).count();
+        if other_looking < MIN_GROUP {
+            return None;
+        }
+    }
     let found = other_inputs::search(evidence, at, &vec![false; e.rows.len()], &queries, false);
     let mut means: Vec<Option<Vec<f32>>> = vec![None; evidence.len()];
     let mut mean_of = |c: usize| -> Vec<f32> {
