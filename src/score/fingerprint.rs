@@ -61,16 +61,8 @@ pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[
         }
     }
     let found = other_inputs::search(evidence, at, &vec![false; e.rows.len()], &queries, false);
-    let mut means: Vec<Option<Vec<f32>>> = vec![None; evidence.len()];
-    let mut mean_of = |c: usize| -> Vec<f32> {
-        means[c]
-            .get_or_insert_with(|| {
-                let x = evidence[c].geometry.map_or(&[][..], |g| g.x);
-                mean_rows(x.chunks_exact(dim), dim)
-            })
-            .clone()
-    };
-    let own_mean = mean_of(at);
+    // Class centres: each class's basis holds its mean.
+    let mean_of = |c: usize| evidence[c].geometry.map_or(&[][..], |g| &g.basis.mean[..]);
     let mut marked: Vec<Marked> = Vec::new();
     for (&q, found) in queries.iter().zip(&found) {
         let (other, share) = found.other_classes_than(e.class);
@@ -81,10 +73,10 @@ pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[
         let near: Vec<_> = found.outsiders.iter().filter(|o| o.class == source).collect();
         let source_at = near[0].at;
         let near_mean = mean_rows(near.iter().map(|o| row(o.at, o.index)), dim);
-        let toward_own: Vec<f32> = own_mean
+        let toward_own: Vec<f32> = mean_of(at)
             .iter()
-            .zip(&mean_of(source_at))
-            .map(|(a, b)| (a - b).max(0.0))
+            .zip(mean_of(source_at))
+            .map(|(a, b)| (a - b).max(0.0) as f32)
             .collect();
         marked.push(Marked {
             index: q,
