@@ -58,8 +58,20 @@ impl BasisFit {
     /// the spread beyond the top two is the trace less theirs).
     pub fn fit(x: &[f32], dim: usize, k: usize) -> BasisFit {
         let n = x.len() / dim;
-        let moments = Moments::from_rows(x, dim);
         let k = k.min(dim).min(n.saturating_sub(1)).max(1);
+        // Fewer records than dimensions (wide layers, many small classes): the Gram route.
+        if n < dim
+            && let Some(principal) = linalg::principal_by_gram(x, dim, k.max(2))
+        {
+            return BasisFit {
+                mean: principal.mean,
+                eigenvalues: principal.eigenvalues,
+                trace: Some(principal.trace),
+                components: principal.components[..k * dim].iter().map(|&v| v as f32).collect(),
+                k,
+            };
+        }
+        let moments = Moments::from_rows(x, dim);
         let covariance = moments.covariance();
         let trace = (0..dim).map(|j| covariance[j * dim + j]).sum();
         let (eigenvalues, vectors) = linalg::top_eigh_desc(&covariance, dim, k.max(2));
