@@ -50,7 +50,10 @@ mod tails;
 use records::{RecordEvidence, record_evidence};
 use regrow::{grow_flagged, mark_population, separated_minority, whole_groups_only};
 use signals::{class_anomaly_indices, common_signals, compared_signals, judged_by_a_signal, seconded, signal_margins};
-use tails::{flag_only, flags_cover_the_signal, tail_among_its_own_class, tails_of_other_inputs};
+use tails::{
+    flag_only, flags_cover_the_signal, separated_group_at_the_dense_core, tail_among_its_own_class,
+    tails_of_other_inputs,
+};
 
 /// `[decision]` in a pipeline file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -293,6 +296,14 @@ pub fn decide(
             && attacked_by.len() == 1
             && !seconded(anomaly, &attacking, &compared, &common, params)
             && let Some(why) = tail_among_its_own_class(e, names, &attacking, &record)
+        {
+            unproven = Some(overturn(&mut attacked_by, &mut class_margin, params, &why));
+        }
+        // Not asked to be seconded: the clump is what the group is, whatever else ranks the
+        // class high (with 100 classes, a signal's largest anomaly index passes 3.5 by chance).
+        if class_margin > 0.0
+            && attacked_by.len() == 1
+            && let Some(why) = separated_group_at_the_dense_core(e, names, &attacking)
         {
             unproven = Some(overturn(&mut attacked_by, &mut class_margin, params, &why));
         }
@@ -1033,6 +1044,56 @@ mod tests {
             } else {
                 assert!(quarantined.is_empty(), "{case}: {quarantined:?}");
                 assert!(verdict.why.contains("sit among their own class"), "{}", verdict.why);
+            }
+        }
+    }
+
+    #[test]
+    fn a_separated_group_that_is_a_dense_clump_at_a_sparse_class_s_core_does_not_make_it_attacked() {
+        // Class 3 (records 70-99 all zero when `sparse`) has a separated group, records 10-21,
+        // its only signal over the bound. SPECTRE scores the group `group_spectre` and the rest
+        // 1; density, the group `group_density` and the rest 0. Only a group both denser than
+        // the class (z over 1) and lower in SPECTRE's ranking than the rest, in a sparse class,
+        // is overturned; otherwise the group alone is quarantined.
+        for (sparse, group_spectre, group_density, attacked) in [
+            (true, 0.5, 2.0, false),
+            (true, 2.0, 2.0, true),
+            (true, 0.5, 0.8, true),
+            (false, 0.5, 2.0, true),
+        ] {
+            let (mut ev, total) = six_classes_with_a_tail_in_class_3(
+                |i, _, noise| if sparse && i >= 70 { 0.0 } else { 1.0 + noise * 0.3 },
+                0..0,
+            );
+            for (c, e) in ev.iter_mut().enumerate() {
+                let in_group = |i: usize| c == 3 && (10..22).contains(&i);
+                let per_record =
+                    |group: f32, rest: f32| (0..100).map(|i| if in_group(i) { group } else { rest }).collect();
+                let spectre = scores(per_record(group_spectre, 1.0), 1.3);
+                let mut density = scores(per_record(group_density, 0.0), 0.0);
+                density.signal = None;
+                let mut group = scores(vec![0.0; 100], if c == 3 { 12.0 } else { 0.0 });
+                group.signal = group.signal.map(|s| ClassSignal { clean_bound: 11.0, ..s });
+                group.grouping = Some(Grouping {
+                    cluster: (0..100).map(|i| in_group(i) as u8).collect(),
+                    suspect: Some(1),
+                    closer_to_class: None,
+                    suspect_is_whole: true,
+                });
+                e.scores = vec![spectre, density, group].into();
+            }
+            let (quarantined, verdict) = class_3_outcome(&ev, &["spectre", "density", SEPARATED_GROUP], total);
+            let case = format!("sparse {sparse}, group SPECTRE {group_spectre}, density {group_density}");
+            assert_eq!(verdict.attacked, attacked, "{case}: {}", verdict.why);
+            if attacked {
+                assert_eq!(quarantined, (310..322).collect::<Vec<_>>(), "{case}");
+            } else {
+                assert!(quarantined.is_empty(), "{case}: {quarantined:?}");
+                assert!(
+                    verdict.why.contains("dense clump at the class's core"),
+                    "{}",
+                    verdict.why
+                );
             }
         }
     }
