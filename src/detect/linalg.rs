@@ -152,19 +152,20 @@ pub struct Principal {
     pub components: Vec<f64>,
 }
 
-/// The top `k` principal components of row-major `x` when it has fewer rows than dimensions, from
-/// the rows' Gram matrix: the centred rows C (n x dim) give C C^T (n x n) the same nonzero
-/// eigenvalues as C^T C, and each eigenvector u of it gives C^T u / sqrt(lambda) of the
-/// covariance. The co-moment route costs n dim^2 and an eigensolver on dim x dim; this one n^2 dim
-/// and one on n x n (a class of 100 records at 2048 dimensions: 31 s of subspace iteration for 100
-/// such classes before). A streaming scan keeps such a class's rows instead of its co-moments,
-/// which would be the larger. `None` when fewer than 3 rows, or where a wanted eigenvalue is
-/// (numerically) zero, as it is for repeated rows: then the co-moment route picks the directions.
+/// The top `k` (at most n - 1) principal components of row-major `x` when it has fewer rows
+/// than dimensions, from the rows' Gram matrix: the centred rows C (n x dim) give C C^T (n x n)
+/// the same nonzero eigenvalues as C^T C, and each eigenvector u of it gives C^T u / sqrt(lambda)
+/// of the covariance. The co-moment route costs n dim^2 and an eigensolver on dim x dim; this one
+/// n^2 dim and one on n x n (a class of 100 records at 2048 dimensions: 31 s of subspace
+/// iteration for 100 such classes before). A streaming scan would keep such a class's rows
+/// instead of its co-moments, which would be the larger. `None` when fewer than 3 rows, or where
+/// a wanted eigenvalue is (numerically) zero, the rows spanning fewer directions than asked (as
+/// copies of a few rows do): then the co-moment route picks the directions.
 pub fn principal_by_gram(x: &[f32], dim: usize, k: usize) -> Option<Principal> {
-    let n = x.len() / dim;
-    if n < 3 || dim == 0 {
+    if dim == 0 || x.len() / dim < 3 {
         return None;
     }
+    let n = x.len() / dim;
     let mean = column_means(x, dim);
     let centred = Mat::<f64>::from_fn(n, dim, |i, j| x[i * dim + j] as f64 - mean[j]);
     let mut gram = Mat::<f64>::zeros(n, n);
@@ -182,7 +183,8 @@ pub fn principal_by_gram(x: &[f32], dim: usize, k: usize) -> Option<Principal> {
     let sym = mirrored_lower(n, |i, j| gram[(i, j)]);
     let denom = (n - 1) as f64;
     let trace = (0..n).map(|i| sym[i * n + i]).sum::<f64>() / denom;
-    let (values, vectors) = top_eigh_desc(&sym, n, k.min(n));
+    // Centred, the rows span at most n - 1 directions.
+    let (values, vectors) = top_eigh_desc(&sym, n, k.min(n - 1));
     let largest = values.first().copied().unwrap_or(0.0);
     if values.iter().any(|&v| v <= largest * 1e-12 || v <= 0.0) {
         return None;
@@ -442,7 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn the_gram_route_declines_repeated_rows() {
+    fn the_gram_route_declines_rows_spanning_fewer_directions_than_asked() {
         // Three copies of two rows: rank 1, so a second direction has no spread to pick it.
         let two = decaying_rows(2, 50, 9);
         let x: Vec<f32> = (0..3).flat_map(|_| two.iter().copied()).collect();

@@ -55,7 +55,8 @@ pub struct BasisFit {
 impl BasisFit {
     /// PCA of one class to `k` dimensions (fewer when the class or the vectors are smaller):
     /// co-moments, then the leading eigenpairs of the covariance (all of them are never needed:
-    /// the spread beyond the top two is the trace less theirs).
+    /// the spread beyond the top two is the trace less theirs); with fewer records than
+    /// dimensions, the same pairs from the records' Gram matrix (`linalg::principal_by_gram`).
     pub fn fit(x: &[f32], dim: usize, k: usize) -> BasisFit {
         let n = x.len() / dim;
         let k = k.min(dim).min(n.saturating_sub(1)).max(1);
@@ -109,7 +110,8 @@ pub struct ClassFit {
 /// The shared per-class geometry every detector starts from, computed once per class.
 ///
 /// Fitted from mergeable co-moments (`linalg::Moments`), so a streaming scan can build it from row
-/// groups; `projected` and `residual` are the only per-record parts.
+/// groups (a class with fewer records than dimensions from its records' Gram matrix, smaller than
+/// its co-moments); `projected` and `residual` are the only per-record parts.
 pub struct ClassBasis {
     pub mean: Vec<f64>,
     /// The leading eigenvalues of the class covariance, descending (see [`BasisFit`]).
