@@ -152,6 +152,21 @@ pub struct Principal {
     pub components: Vec<f64>,
 }
 
+/// The top `k` principal components of row-major `x` from its co-moments (mergeable across row
+/// groups): the covariance's leading eigenpairs ([`top_eigh_desc`]) and its trace.
+pub fn principal_by_moments(x: &[f32], dim: usize, k: usize) -> Principal {
+    let moments = Moments::from_rows(x, dim);
+    let covariance = moments.covariance();
+    let trace = (0..dim).map(|j| covariance[j * dim + j]).sum();
+    let (eigenvalues, components) = top_eigh_desc(&covariance, dim, k);
+    Principal {
+        mean: moments.mean,
+        trace,
+        eigenvalues,
+        components,
+    }
+}
+
 /// The top `k` (at most n - 1) principal components of row-major `x` when it has fewer rows
 /// than dimensions, from the rows' Gram matrix: the centred rows C (n x dim) give C C^T (n x n)
 /// the same nonzero eigenvalues as C^T C, and each eigenvector u of it gives C^T u / sqrt(lambda)

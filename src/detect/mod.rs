@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::influence::{InfluenceParams, InfluenceState};
 use crate::io::Dataset;
-use linalg::{Moments, project};
+use linalg::project;
 
 pub use activation_clustering::{ActivationClustering, ActivationClusteringParams};
 pub use spectral::{Spectral, SpectralParams};
@@ -61,27 +61,15 @@ impl BasisFit {
         let n = x.len() / dim;
         let k = k.min(dim).min(n.saturating_sub(1)).max(1);
         // Fewer records than dimensions (wide layers, many small classes): the Gram route.
-        if n < dim
-            && let Some(principal) = linalg::principal_by_gram(x, dim, k.max(2))
-        {
-            return BasisFit {
-                mean: principal.mean,
-                eigenvalues: principal.eigenvalues,
-                trace: Some(principal.trace),
-                components: principal.components[..k * dim].iter().map(|&v| v as f32).collect(),
-                k,
-            };
-        }
-        let moments = Moments::from_rows(x, dim);
-        let covariance = moments.covariance();
-        let trace = (0..dim).map(|j| covariance[j * dim + j]).sum();
-        let (eigenvalues, vectors) = linalg::top_eigh_desc(&covariance, dim, k.max(2));
-        let components: Vec<f32> = vectors[..k * dim].iter().map(|&v| v as f32).collect();
+        let principal = (n < dim)
+            .then(|| linalg::principal_by_gram(x, dim, k.max(2)))
+            .flatten()
+            .unwrap_or_else(|| linalg::principal_by_moments(x, dim, k.max(2)));
         BasisFit {
-            mean: moments.mean,
-            eigenvalues,
-            trace: Some(trace),
-            components,
+            mean: principal.mean,
+            eigenvalues: principal.eigenvalues,
+            trace: Some(principal.trace),
+            components: principal.components[..k * dim].iter().map(|&v| v as f32).collect(),
             k,
         }
     }

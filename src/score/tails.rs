@@ -80,8 +80,8 @@ pub(super) fn tail_among_its_own_class(
 /// links to itself and finds other labels beyond it: a separated group. With many classes in
 /// one space that is common: on generated layers of 100 classes x 100 records (256 units, seeds
 /// 11-16 clean, 21-26 with backdoors) 2 of 6 clean sets and 4 of 12 others had a class judged
-/// attacked that way, and
-/// 200 x 100 (1 024 units) 3 classes of one clean set, up to 0.75% of the dataset quarantined;
+/// attacked that way, and at 200 x 100 (1 024 units) 3 classes of one clean set, up to 0.75% of
+/// the dataset quarantined;
 /// so had 3 classes in the 10-class tuning sets (seeds 1-20, 61-200). Of those 15 groups, 13
 /// stood denser than their class (median density z 1.00-2.51) and lower in its SPECTRE ranking
 /// than the rest (median score 0.16-0.72 of the rest's). A backdoor's records, other classes'
