@@ -51,8 +51,8 @@ use records::{RecordEvidence, record_evidence};
 use regrow::{grow_flagged, mark_population, separated_minority, whole_groups_only};
 use signals::{class_anomaly_indices, common_signals, compared_signals, judged_by_a_signal, seconded, signal_margins};
 use tails::{
-    flag_only, flags_cover_the_signal, separated_group_at_the_dense_core, tail_among_its_own_class,
-    tails_of_other_inputs,
+    flag_only, flags_cover_the_signal, separated_group_at_the_dense_core,
+    separated_group_in_a_class_that_overlaps_others, tail_among_its_own_class, tails_of_other_inputs,
 };
 
 /// `[decision]` in a pipeline file.
@@ -299,11 +299,13 @@ pub fn decide(
         {
             unproven = Some(overturn(&mut attacked_by, &mut class_margin, params, &why));
         }
-        // Not asked to be seconded: the clump is what the group is, whatever else ranks the
-        // class high (with 100 classes, a signal's largest anomaly index passes 3.5 by chance).
+        // Not asked to be seconded: the clump, or the class's overlap with others, is what the
+        // group is, whatever else ranks the class high (with 100 classes, a signal's largest
+        // anomaly index passes 3.5 by chance).
         if class_margin > 0.0
             && attacked_by.len() == 1
             && let Some(why) = separated_group_at_the_dense_core(e, names, &attacking)
+                .or_else(|| separated_group_in_a_class_that_overlaps_others(e, names, &attacking))
         {
             unproven = Some(overturn(&mut attacked_by, &mut class_margin, params, &why));
         }
@@ -1048,6 +1050,22 @@ mod tests {
         }
     }
 
+    /// Class `c`'s separated-group scores for `six_classes_with_a_tail_in_class_3`: class 3's
+    /// group is records 10-21 (each scored `group_score`), its signal 12 over a clean bound of 11.
+    fn separated_group_of_class_3(c: usize, group_score: f32) -> ClassScores {
+        let in_group = |i: usize| c == 3 && (10..22).contains(&i);
+        let per_record = (0..100).map(|i| if in_group(i) { group_score } else { 0.0 }).collect();
+        let mut group = scores(per_record, if c == 3 { 12.0 } else { 0.0 });
+        group.signal = group.signal.map(|s| ClassSignal { clean_bound: 11.0, ..s });
+        group.grouping = Some(Grouping {
+            cluster: (0..100).map(|i| in_group(i) as u8).collect(),
+            suspect: Some(1),
+            closer_to_class: None,
+            suspect_is_whole: true,
+        });
+        group
+    }
+
     #[test]
     fn a_separated_group_that_is_a_dense_clump_at_a_sparse_class_s_core_does_not_make_it_attacked() {
         // Class 3 (records 70-99 all zero when `sparse`) has a separated group, records 10-21,
@@ -1072,15 +1090,7 @@ mod tests {
                 let spectre = scores(per_record(group_spectre, 1.0), 1.3);
                 let mut density = scores(per_record(group_density, 0.0), 0.0);
                 density.signal = None;
-                let mut group = scores(vec![0.0; 100], if c == 3 { 12.0 } else { 0.0 });
-                group.signal = group.signal.map(|s| ClassSignal { clean_bound: 11.0, ..s });
-                group.grouping = Some(Grouping {
-                    cluster: (0..100).map(|i| in_group(i) as u8).collect(),
-                    suspect: Some(1),
-                    closer_to_class: None,
-                    suspect_is_whole: true,
-                });
-                e.scores = vec![spectre, density, group].into();
+                e.scores = vec![spectre, density, separated_group_of_class_3(c, 0.0)].into();
             }
             let (quarantined, verdict) = class_3_outcome(&ev, &["spectre", "density", SEPARATED_GROUP], total);
             let case = format!("sparse {sparse}, group SPECTRE {group_spectre}, density {group_density}");
@@ -1094,6 +1104,33 @@ mod tests {
                     "{}",
                     verdict.why
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn a_separated_group_in_a_class_whose_records_neighbour_other_classes_does_not_make_it_attacked() {
+        // Class 3's separated group, records 10-21 (outsider disagreement 0.8), is its only
+        // signal over the bound; deep k-NN gives its other records an other-label share `rest`.
+        // Against 0.05 (16x) the group stands and alone is quarantined; against 0.2 (4x) the
+        // class overlaps others and the verdict is overturned.
+        for (rest, attacked) in [(0.05, true), (0.2, false)] {
+            let (mut ev, total) = six_classes_with_a_tail_in_class_3(|_, _, noise| 1.0 + noise * 0.3, 0..0);
+            for (c, e) in ev.iter_mut().enumerate() {
+                let in_group = |i: usize| c == 3 && (10..22).contains(&i);
+                let per_record =
+                    |group: f32, rest: f32| (0..100).map(|i| if in_group(i) { group } else { rest }).collect();
+                let mut knn = scores(per_record(0.0, if c == 3 { rest } else { 0.0 }), 0.0);
+                knn.signal = None;
+                e.scores = vec![scores(vec![1.0; 100], 1.3), separated_group_of_class_3(c, 0.8), knn].into();
+            }
+            let (quarantined, verdict) = class_3_outcome(&ev, &["spectre", SEPARATED_GROUP, "deep_knn"], total);
+            assert_eq!(verdict.attacked, attacked, "rest {rest}: {}", verdict.why);
+            if attacked {
+                assert_eq!(quarantined, (310..322).collect::<Vec<_>>(), "rest {rest}");
+            } else {
+                assert!(quarantined.is_empty(), "rest {rest}: {quarantined:?}");
+                assert!(verdict.why.contains("a class that overlaps others"), "{}", verdict.why);
             }
         }
     }
