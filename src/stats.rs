@@ -12,6 +12,16 @@ pub fn zero_vectors(x: &[f32], dim: usize) -> usize {
     x.chunks_exact(dim.max(1)).filter(|row| !is_live(row)).count()
 }
 
+/// Mean of the `values` whose index `keep` accepts; `None` when it accepts none.
+pub fn mean_where(values: &[f32], keep: impl Fn(usize) -> bool) -> Option<f64> {
+    let (sum, count) = values
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| keep(i))
+        .fold((0.0, 0usize), |(sum, count), (_, &v)| (sum + v as f64, count + 1));
+    (count > 0).then(|| sum / count as f64)
+}
+
 /// Median of `values` (NaN-free); 0 for an empty slice.
 pub fn median(values: &[f64]) -> f64 {
     quantile(values, 0.5)

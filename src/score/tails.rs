@@ -1,12 +1,13 @@
-//! What a sparse class's record flags say about the class: a tail of other classes' inputs
-//! makes a class attacked that no signal marks, a tail among the class's own records undoes a
-//! verdict SPECTRE alone gave, a dense clump of short records undoes one a separated group
-//! alone gave, and flags covering nearly every non-zero vector are the class's shape.
+//! What a class's record flags and groups say about the class (mostly on sparse activations): a
+//! tail of other classes' inputs makes a class attacked that no signal marks, a tail among the
+//! class's own records undoes a verdict SPECTRE alone gave, a dense clump of short records, or a
+//! class that overlaps others (any activations), undoes one a separated group alone gave, and
+//! flags covering nearly every non-zero vector are the class's shape.
 
 use super::records::RecordEvidence;
 use super::{ClassEvidence, detector, is_sparse_class, label_issues};
 use super::{fingerprint, other_inputs};
-use crate::stats::{is_live, median};
+use crate::stats::{is_live, mean_where, median};
 
 /// The share of the class's non-zero vectors that its record flags cover, when over
 /// [`MAX_NONZERO_FLAGGED`]. Poison is never (nearly) every record that carries a signal, while a
@@ -94,10 +95,11 @@ pub(super) fn separated_group_at_the_dense_core(
     names: &[&str],
     attacking: &[usize],
 ) -> Option<String> {
-    if attacking.len() != 1 || names[attacking[0]] != crate::detect::separated_group::NAME || !is_sparse_class(e) {
+    let separated = judged_by_separated_group_alone(e, names, attacking)?;
+    if !is_sparse_class(e) {
         return None;
     }
-    let grouping = e.scores[attacking[0]].grouping.as_ref()?;
+    let grouping = separated.grouping.as_ref()?;
     let suspect = grouping.suspect?;
     let (spectre, density) = (detector(e, names, "spectre")?, detector(e, names, "density")?);
     let geometry = e.geometry?;
@@ -125,43 +127,45 @@ pub(super) fn separated_group_at_the_dense_core(
 /// Why a class judged attacked on its separated group alone (`attacking`, no other signal judging
 /// it) is not: the rest of the class looks like other classes' inputs nearly as often as the
 /// group does (the group's mean outsider disagreement under
-/// [`other_inputs::MIN_SHARE_OVER_THE_REST`] times the rest's deep k-NN other-label share). The
-/// same test as a group atop a SPECTRE tail must pass, for the same reason: in a class that
+/// [`other_inputs::MIN_RATIO_TO_THE_REST`] times the rest's deep k-NN other-label share). `None`
+/// when the rule does not apply (deep k-NN did not run) or the group stands out that far.
+///
+/// The test a group atop a SPECTRE tail must pass too, for the same reason: in a class that
 /// overlaps others, as many classes in one space do, records near other classes link into a
-/// group as a matter of course. Generated ReLU layers (tuning seeds: 10 classes 1-60; 50 classes
-/// x 200 x 128 units 11-40; 100 x 100 x 256, 2000-2009): the clean classes judged attacked so
-/// had 1.4-2.6 times their rest's share (the rest's 0.30-0.53), the 15 backdoors judged so
-/// alone, 11-430 times.
+/// group as a matter of course. Not only on sparse activations: nothing in it is about zero
+/// units. Generated ReLU layers (tuning seeds: 10 classes 1-60; 50 classes x 200 x 128 units
+/// 11-40; 100 x 100 x 256, 2000-2009): the classes without poison judged attacked so had 1.4-2.6
+/// times their rest's share (the rest's 0.30-0.53), the 15 backdoors judged so alone (all at
+/// 10 classes), 11-430 times.
 pub(super) fn separated_group_in_a_class_that_overlaps_others(
     e: &ClassEvidence<'_>,
     names: &[&str],
     attacking: &[usize],
 ) -> Option<String> {
-    if attacking.len() != 1 || names[attacking[0]] != crate::detect::separated_group::NAME {
-        return None;
-    }
-    let separated = &e.scores[attacking[0]];
+    let separated = judged_by_separated_group_alone(e, names, attacking)?;
     let grouping = separated.grouping.as_ref()?;
     let suspect = grouping.suspect?;
     let in_group: Vec<bool> = grouping.cluster.iter().map(|&c| c == suspect).collect();
-    let members = in_group.iter().filter(|&&m| m).count().max(1);
-    let group_share = separated
-        .scores
-        .iter()
-        .zip(&in_group)
-        .filter(|&(_, &m)| m)
-        .map(|(&v, _)| v as f64)
-        .sum::<f64>()
-        / members as f64;
+    let group_share = mean_where(&separated.scores, |i| in_group[i])?;
     let rest = other_inputs::rest_other_label_share(e, names, &in_group)?;
-    (group_share < other_inputs::MIN_SHARE_OVER_THE_REST * rest).then(|| {
+    (group_share < other_inputs::MIN_RATIO_TO_THE_REST * rest).then(|| {
         format!(
             "its separated group's records look like other classes' inputs ({group_share:.2} of their \
              outsiders) less than {:.0} times as much as the rest of the class ({rest:.2} of its records' \
              neighbours are other classes'): a class that overlaps others, not a group of their inputs",
-            other_inputs::MIN_SHARE_OVER_THE_REST
+            other_inputs::MIN_RATIO_TO_THE_REST
         )
     })
+}
+
+/// The separated-group detector's scores when it alone judges the class attacked (`attacking`).
+fn judged_by_separated_group_alone<'e>(
+    e: &'e ClassEvidence<'_>,
+    names: &[&str],
+    attacking: &[usize],
+) -> Option<&'e crate::detect::ClassScores> {
+    (attacking.len() == 1 && names[attacking[0]] == crate::detect::separated_group::NAME)
+        .then(|| &e.scores[attacking[0]])
 }
 
 /// See [`separated_group_at_the_dense_core`]: the group's median density z above this (and its
@@ -329,18 +333,10 @@ struct FlaggedVsRest {
 
 impl FlaggedVsRest {
     fn of(scores: &[f32], flag: &[bool], skip: &[bool]) -> FlaggedVsRest {
-        let mean_where = |flagged: bool| {
-            let (sum, count) = scores
-                .iter()
-                .zip(flag)
-                .zip(skip)
-                .filter(|&((_, &f), &s)| f == flagged && !s)
-                .fold((0.0, 0usize), |(sum, count), ((&v, _), _)| (sum + v as f64, count + 1));
-            sum / count.max(1) as f64
-        };
+        let mean_of = |flagged: bool| mean_where(scores, |i| flag[i] == flagged && !skip[i]).unwrap_or(0.0);
         FlaggedVsRest {
-            flagged: mean_where(true),
-            rest: mean_where(false),
+            flagged: mean_of(true),
+            rest: mean_of(false),
         }
     }
 

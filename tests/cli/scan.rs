@@ -255,8 +255,8 @@ fn three_poisoned_records_sharing_a_trigger_are_quarantined_with_why() {
 
 /// Scans a clean generated ReLU layer of `classes` x `rows` records x `dim` units (seed `seed`),
 /// checks that no class is judged attacked and that every input row is kept or quarantined, and
-/// returns class `label`'s verdict reason.
-fn clean_relu_layer_why(classes: usize, rows: usize, dim: usize, seed: u64, label: &str) -> String {
+/// returns the report.
+fn clean_relu_layer_report(classes: usize, rows: usize, dim: usize, seed: u64) -> serde_json::Value {
     let fx = Fixture::new();
     let input = fx.path("clean.parquet");
     let spec = Spec {
@@ -272,6 +272,11 @@ fn clean_relu_layer_why(classes: usize, rows: usize, dim: usize, seed: u64, labe
     let report = report_of(&fx);
     assert_eq!(report["totals"]["attacked_classes"], serde_json::json!([]));
     assert_rows_conserved(&input, &fx.out());
+    report
+}
+
+/// Why the report's verdict on class `label` is what it is.
+fn verdict_why(report: &serde_json::Value, label: &str) -> String {
     let class = report["classes"]
         .as_array()
         .unwrap()
@@ -287,7 +292,7 @@ fn a_dense_clump_of_short_records_does_not_make_a_clean_class_attacked() {
     // form a separated group (other labels beyond it), the only signal over its bound. It is
     // denser than its class and low in SPECTRE's ranking: the class's core, not poison. Fresh
     // seed 2006: class 59 was judged attacked before 0.2.31.
-    let why = clean_relu_layer_why(100, 100, 256, 2006, "59");
+    let why = verdict_why(&clean_relu_layer_report(100, 100, 256, 2006), "59");
     assert!(why.contains("dense clump at the class's core"), "{why}");
 }
 
@@ -296,10 +301,11 @@ fn groups_near_other_classes_in_a_class_that_overlaps_them_do_not_make_it_attack
     // Many classes in one space overlap: a class's records near other classes link into groups
     // that look like other classes' inputs. Such a group means something only where the rest of
     // the class keeps to its own (0.2.32). Tuning seed 13, 50 classes x 200: 4 classes were
-    // judged attacked by groups atop their SPECTRE tails; seed 2003, 100 x 100: class 17 by its
-    // separated group, 0.74 of its outsiders other classes' against 0.52 for the rest's neighbours.
-    clean_relu_layer_why(50, 200, 128, 13, "20");
-    let why = clean_relu_layer_why(100, 100, 256, 2003, "17");
+    // judged attacked by groups atop their SPECTRE tails (asserted inside); seed 2003, 100 x 100:
+    // class 17 by its separated group, 0.74 of its outsiders other classes' against 0.52 for the
+    // rest's neighbours.
+    clean_relu_layer_report(50, 200, 128, 13);
+    let why = verdict_why(&clean_relu_layer_report(100, 100, 256, 2003), "17");
     assert!(why.contains("a class that overlaps others"), "{why}");
 }
 
