@@ -1110,29 +1110,29 @@ mod tests {
 
     #[test]
     fn a_separated_group_in_a_class_whose_records_neighbour_other_classes_does_not_make_it_attacked() {
-        // Class 3's separated group, records 10-21 (outsider disagreement 0.5), is its only
+        // Class 3's separated group, records 10-21 (outsider disagreement 0.75), is its only
         // signal over the bound; deep k-NN gives its other records an other-label share `rest`.
-        // Against 0.03 (16x) and 0.0625 (8x, the least that stands) the group stands and alone
-        // is quarantined, and so it does without deep k-NN; against 0.125 (4x) the class
-        // overlaps others and the verdict is overturned.
+        // Against 0.03 (25x) and 0.25 (3x, the least that stands) the group stands and alone is
+        // quarantined, and so it does without deep k-NN; against 0.375 (2x) the class overlaps
+        // others and the verdict is overturned.
         for (rest, attacked) in [
             (Some(0.03), true),
-            (Some(0.0625), true),
+            (Some(0.25), true),
             (None, true),
-            (Some(0.125), false),
+            (Some(0.375), false),
         ] {
             let (mut ev, total) = six_classes_with_a_tail_in_class_3(|_, _, noise| 1.0 + noise * 0.3, 0..0);
             for (c, e) in ev.iter_mut().enumerate() {
                 let in_group = |i: usize| c == 3 && (10..22).contains(&i);
-                // Without deep k-NN's name the scores are there but not read: at 0.125 they would
+                // Without deep k-NN's name the scores are there but not read: at 0.375 they would
                 // overturn the verdict.
-                let knn_share = if c == 3 { rest.unwrap_or(0.125) } else { 0.0 };
+                let knn_share = if c == 3 { rest.unwrap_or(0.375) } else { 0.0 };
                 let mut knn = scores(
                     (0..100).map(|i| if in_group(i) { 0.0 } else { knn_share }).collect(),
                     0.0,
                 );
                 knn.signal = None;
-                e.scores = vec![scores(vec![1.0; 100], 1.3), separated_group_of_class_3(c, 0.5), knn].into();
+                e.scores = vec![scores(vec![1.0; 100], 1.3), separated_group_of_class_3(c, 0.75), knn].into();
             }
             let knn_name = if rest.is_some() { "deep_knn" } else { "not_deep_knn" };
             let (quarantined, verdict) = class_3_outcome(&ev, &["spectre", SEPARATED_GROUP, knn_name], total);
