@@ -229,7 +229,14 @@ pub(super) fn tails_of_other_inputs(
     let mut found: Vec<Option<TailVerdict>> = Vec::with_capacity(evidence.len());
     for (at, searched) in searched.into_iter().enumerate() {
         found.push(searched.and_then(|(signal, search)| {
-            let group = search.and_then(|s| s.group).filter(|_| stands_out[at]);
+            let group = search.and_then(|s| s.group);
+            if group.is_some() && !stands_out[at] {
+                log::debug!(
+                    "class {}: a group atop its tail, left: the tail does not stand out among the classes' tails",
+                    evidence[at].class
+                );
+            }
+            let group = group.filter(|_| stands_out[at]);
             over_its_bound(&evidence[at], names, &records[at], signal, group)
         }));
         if found.iter().flatten().count() > most {
