@@ -278,9 +278,10 @@ const TAIL_SPREAD_FLOOR: f64 = 0.1;
 /// faint backdoors, seeds 5000-5004; 50 classes x 200, seeds 11-40; 10 classes x 300-500,
 /// seeds 1-30): the groups of classes without poison that passed the other tests reached z 2.09
 /// (label flips' groups aside, whose records confident learning flags anyway); poison groups
-/// 2.51 or more but for three, now lost (0.95 at 10 x 500, faint; 1.07 at 50 x 1 000, a group
-/// of 35 in a class whose rest neighbours other classes at 0.115; 1.75 at 50 x 200, a group
-/// that had passed the ratio test by a hair).
+/// 2.51 or more but for three, now lost (0.95 at 10 x 500, faint, seed 1: its class is still
+/// judged attacked by a trigger's fingerprint, but recall fell 0.84 -> 0.20; 1.07 at 50 x 1 000,
+/// a group of 35 in a class whose rest neighbours other classes at 0.115; 1.75 at 50 x 200, a
+/// group that had passed the ratio test by a hair).
 fn tails_that_stand_out(searched: &[Option<(ClassSignal, Option<other_inputs::TailSearch>)>]) -> Vec<bool> {
     let values: Vec<(usize, f64)> = searched
         .iter()
