@@ -293,6 +293,14 @@ fn tails_that_stand_out(searched: &[Option<(ClassSignal, Option<other_inputs::Ta
         return stands_out;
     }
     let z = robust_z(&values.iter().map(|v| v.1).collect::<Vec<_>>(), TAIL_SPREAD_FLOOR);
+    log::debug!(
+        "tails compared (evidence index, tail over rest, z): {:?}",
+        values
+            .iter()
+            .zip(&z)
+            .map(|(&(at, v), z)| (at, (v * 100.0).round() / 100.0, (z * 100.0).round() / 100.0))
+            .collect::<Vec<_>>()
+    );
     for (&(at, _), z) in values.iter().zip(z) {
         stands_out[at] = z >= MIN_TAIL_Z;
     }
