@@ -94,8 +94,7 @@ impl OtherInputs {
         members: Vec<(usize, f64)>,
         sources: usize,
     ) -> OtherInputs {
-        let label_doubt = detector(e, names, "confident_learning")
-            .map(|c| members.iter().map(|m| c.scores[m.0] as f64).sum::<f64>() / members.len().max(1) as f64);
+        let label_doubt = mean_label_doubt(e, names, members.iter().map(|m| m.0));
         OtherInputs {
             grouped: members.len(),
             members,
@@ -113,6 +112,16 @@ impl OtherInputs {
     pub fn learned(&self) -> bool {
         self.label_doubt.is_none_or(|doubt| doubt < MAX_DOUBT_TO_GROW)
     }
+}
+
+/// Mean label doubt (confident learning's 1 - p(label) out of fold) of class `e`'s records at
+/// `indices` (class-local); `None` when confident learning did not run.
+fn mean_label_doubt(e: &ClassEvidence<'_>, names: &[&str], indices: impl Iterator<Item = usize>) -> Option<f64> {
+    let doubt = detector(e, names, "confident_learning")?;
+    let (sum, count) = indices.fold((0.0, 0usize), |(sum, count), i| {
+        (sum + doubt.scores[i] as f64, count + 1)
+    });
+    Some(sum / count.max(1) as f64)
 }
 
 /// What searching a class's tail for other classes' inputs found.
@@ -207,8 +216,7 @@ fn group_of(e: &ClassEvidence<'_>, names: &[&str], marked: Vec<Marked>, min_grou
     if grouped.len() < min_group || sources.len() < MIN_SOURCES {
         return None;
     }
-    let label_doubt = detector(e, names, "confident_learning")
-        .map(|c| marked.iter().map(|m| c.scores[m.index] as f64).sum::<f64>() / marked.len() as f64);
+    let label_doubt = mean_label_doubt(e, names, marked.iter().map(|m| m.index));
     let group = OtherInputs {
         grouped: grouped.len(),
         sources: sources.len(),
