@@ -243,11 +243,11 @@ impl ActivationClustering {
                 },
             ],
             // A clean class split in two by k-means has a silhouette of about 0.1-0.3 at balanced sizes.
-            signal: Some(ClassSignal {
-                value: split_signal(is_small, silhouette),
-                clean_bound: CLEAN_SILHOUETTE,
-                min_spread: 0.1,
-            }),
+            signal: Some(ClassSignal::new(
+                split_signal(is_small, silhouette),
+                CLEAN_SILHOUETTE,
+                0.1,
+            )),
             grouping: Some(Grouping {
                 suspect: is_small.then_some(split.small),
                 cluster: split.cluster.clone(),

@@ -115,11 +115,7 @@ fn score_with(view: &ClassView<'_>, norms: &[f64], log_distance: &[f64], scale: 
                 value: zeros,
             },
         ],
-        signal: judges.then_some(ClassSignal {
-            value: share,
-            clean_bound,
-            min_spread: 0.004,
-        }),
+        signal: judges.then_some(ClassSignal::new(share, clean_bound, 0.004)),
         grouping: judges.then(|| Grouping {
             cluster: cluster_of_dense(view, &dense),
             suspect: Some(1),

@@ -22,6 +22,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::activation_clustering::{ActivationClustering, dist};
+use super::mixture::fit_two_gaussians;
 use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, Grouping, SAMPLE_ROWS, Stat};
 use super::{coordinate_median, sample_rows};
 use crate::influence::neighbourhood::{self, is_live};
@@ -29,6 +30,23 @@ use crate::influence::neighbourhood::{self, is_live};
 /// A cluster whose median is closer to another class's median than to its own is poison by
 /// ART's rule; here it must also stand out among the classes (`score`).
 const CLEAN_RATIO: f64 = 1.0;
+
+/// A cluster not closer to another class, but whose ratio passes this, leans toward one: the
+/// class is judged by this bound instead of [`CLEAN_RATIO`] where a group of its own stands at
+/// the end of the line from the class's median toward the cluster's (`lean_group`). On generated
+/// ReLU layers (128 units x 300 per class, 15% backdoors, tuning seeds 1-200) the poison of 5 of
+/// 200 runs was found by nothing: from 9 source classes, it sat at one end of the class's first
+/// principal direction, no cluster of its own (k-means split the class near half and half) and
+/// no tail; the direction cluster that held it, with as many clean records, leaned at 0.67-1.07
+/// (clean classes 0.1-0.35 mostly) and stood 4.5-11 MADs above the classes' median, and along
+/// that line the poison formed a second mode (D 2.9-5.4) holding 35-45 of its 45 records.
+const LEAN_RATIO: f64 = 0.5;
+
+/// Ashman's D the lean's group needs from the rest of the class along the line.
+const LEAN_SEPARATION: f64 = 2.6;
+
+/// Largest share of the class's non-zero records the lean's group may hold.
+const LEAN_MAX_SHARE: f64 = 0.2;
 
 /// The ratio reported when another class's median coincides with the cluster's own.
 const MAX_RATIO: f64 = 10.0;
@@ -244,6 +262,11 @@ fn score_split(
         ratio.min(CLEAN_RATIO)
     };
     let closer = judged_ratio > CLEAN_RATIO;
+    // Not closer, but leaning: a group of its own at the end of the line toward the cluster.
+    let lean = cluster_median
+        .as_ref()
+        .filter(|_| !closer && ratio > LEAN_RATIO)
+        .and_then(|median| lean_group(view, median));
     let mut scores = vec![0f32; n];
     let mut member = vec![0u8; n];
     // Score, in a class whose cluster is closer to another class: how much farther a record of
@@ -266,6 +289,10 @@ fn score_split(
             member[i] = (r > CLEAN_RATIO) as u8;
         }
     }
+    if let Some(group) = &lean {
+        scores.clone_from(&group.posterior);
+        member.clone_from(&group.members);
+    }
     ClassScores {
         scores,
         stats: vec![
@@ -283,21 +310,34 @@ fn score_split(
             },
             Stat {
                 name: "records_closer_to_other_class".into(),
-                value: member.iter().filter(|&&m| m == 1).count() as f64,
+                value: if closer {
+                    member.iter().filter(|&&m| m == 1).count() as f64
+                } else {
+                    0.0
+                },
+            },
+            Stat {
+                name: "lean_group_records".into(),
+                value: lean
+                    .as_ref()
+                    .map_or(0.0, |g| g.members.iter().filter(|&&m| m == 1).count() as f64),
             },
         ],
         // Clean classes' ratios spread by 0.05-0.2; the floor keeps a spread of ~0 (a few classes
         // alike) from making a small difference an outlier.
         // A large cluster's ratio is capped, not dropped: fewer than three classes with a signal
         // leave no spread to judge the rest by.
-        signal: cluster_median.is_some().then_some(ClassSignal {
-            value: judged_ratio,
-            clean_bound: CLEAN_RATIO,
-            min_spread: 0.05,
+        signal: cluster_median.is_some().then_some(match lean {
+            // The group is the small side the share limit asks for.
+            Some(_) => ClassSignal {
+                bound_with_group: Some(LEAN_RATIO),
+                ..ClassSignal::new(ratio, CLEAN_RATIO, 0.05)
+            },
+            None => ClassSignal::new(judged_ratio, CLEAN_RATIO, 0.05),
         }),
         grouping: Some(Grouping {
             cluster: member,
-            suspect: closer.then_some(1),
+            suspect: (closer || lean.is_some()).then_some(1),
             closer_to_class: nearest_class.filter(|_| closer),
             suspect_is_whole: true,
         }),
@@ -305,6 +345,71 @@ fn score_split(
         flagged: Vec::new(),
         fit,
     }
+}
+
+/// A group of its own at the end of the line from the class's median toward its direction
+/// cluster's median (see [`LEAN_RATIO`]).
+struct LeanGroup {
+    /// 1 for the group's records, per record of the class view.
+    members: Vec<u8>,
+    /// Each record's posterior of the group's component (0 for all-zero vectors): its score.
+    posterior: Vec<f32>,
+}
+
+/// The class's non-zero records on the line from its median toward `cluster_median`, fitted by
+/// two Gaussians: a group when the minor component sits at the cluster's end, clearly apart
+/// (Ashman's D over [`LEAN_SEPARATION`]), with at least [`MIN_LIVE`] records and at most
+/// [`LEAN_MAX_SHARE`] of them.
+fn lean_group(view: &ClassView<'_>, cluster_median: &[f32]) -> Option<LeanGroup> {
+    let dim = view.dim;
+    let own = &view.class_medians[view.class];
+    let direction: Vec<f64> = cluster_median.iter().zip(own).map(|(&c, &o)| (c - o) as f64).collect();
+    let length = direction.iter().map(|d| d * d).sum::<f64>().sqrt();
+    if length <= 0.0 || !length.is_finite() {
+        return None;
+    }
+    let (live, along): (Vec<usize>, Vec<f64>) = view
+        .x
+        .chunks_exact(dim)
+        .enumerate()
+        .filter(|(_, row)| row.iter().any(|&v| v != 0.0))
+        .map(|(i, row)| {
+            let on_line = row
+                .iter()
+                .zip(own)
+                .zip(&direction)
+                .map(|((&x, &o), d)| (x - o) as f64 * d);
+            (i, on_line.sum::<f64>() / length)
+        })
+        .unzip();
+    let split = fit_two_gaussians(&along)?;
+    let size = along.iter().filter(|&&t| split.minor_posterior(t) > 0.5).count();
+    let passes = split.means[1] > split.means[0]
+        && split.separation() > LEAN_SEPARATION
+        && size >= MIN_LIVE
+        && size as f64 <= LEAN_MAX_SHARE * live.len() as f64;
+    log::debug!(
+        "class {}: along its lean, a mode of {size} of {} records at {} end, D {:.2}: {}",
+        view.class,
+        live.len(),
+        if split.means[1] > split.means[0] {
+            "the cluster's"
+        } else {
+            "the other"
+        },
+        split.separation(),
+        if passes { "a group" } else { "no group" }
+    );
+    if !passes {
+        return None;
+    }
+    let (mut members, mut posterior) = (vec![0u8; view.n()], vec![0f32; view.n()]);
+    for (&i, &t) in live.iter().zip(&along) {
+        let p = split.minor_posterior(t);
+        posterior[i] = p as f32;
+        members[i] = (p > 0.5) as u8;
+    }
+    Some(LeanGroup { members, posterior })
 }
 
 #[cfg(test)]
@@ -329,6 +434,11 @@ mod tests {
 
     /// Class `class` of `classes` scored by `detector`.
     fn score_with(detector: &dyn Detector, classes: &[Vec<f32>], class: usize) -> ClassScores {
+        with_view(classes, class, |view| detector.score_class(view).unwrap())
+    }
+
+    /// `f` of class `class`'s view among `classes` (row-major vectors, DIM each).
+    fn with_view<R>(classes: &[Vec<f32>], class: usize, f: impl FnOnce(&ClassView<'_>) -> R) -> R {
         let medians: Vec<Vec<f32>> = classes
             .iter()
             .map(|x| coordinate_median(x, DIM, &(0..x.len() / DIM).collect::<Vec<_>>()))
@@ -336,7 +446,7 @@ mod tests {
         let x = &classes[class];
         let basis = ClassBasis::fit(x, DIM, 2);
         let names: Vec<String> = (0..classes.len()).map(|c| c.to_string()).collect();
-        let view = ClassView {
+        f(&ClassView {
             class,
             x,
             dim: DIM,
@@ -348,8 +458,7 @@ mod tests {
             influence: None,
             probs: None,
             losses: None,
-        };
-        detector.score_class(&view).unwrap()
+        })
     }
 
     #[test]
@@ -478,5 +587,54 @@ mod tests {
         assert_eq!(grouping.suspect, Some(1));
         let members: Vec<usize> = (0..200).filter(|&i| grouping.cluster[i] == 1).collect();
         assert_eq!(members, (150..200).collect::<Vec<_>>());
+    }
+
+    /// `n` records along the line through `centre` in `direction`, one mode: placed at the
+    /// quantiles of a logistic distribution of scale `scale`, jittered as `blob` does.
+    fn one_mode(centre: [f32; DIM], direction: [f32; DIM], scale: f32, n: usize, salt: usize) -> Vec<f32> {
+        let jitter = blob([0.0; DIM], n, salt);
+        (0..n * DIM)
+            .map(|i| {
+                let (row, j) = (i / DIM, i % DIM);
+                let p = (row as f32 + 0.5) / n as f32;
+                centre[j] + scale * (p / (1.0 - p)).ln() * direction[j] + 0.3 * jitter[i]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_group_at_the_end_the_cluster_leans_toward_is_judged_by_the_lower_bound() {
+        // Class 0 spreads toward class 1 in one mode; 30 triggered records sit past its end,
+        // a mode of their own but still nearer class 0's median than class 1's.
+        let clean = one_mode([10.0, 2.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], 0.6, 170, 1);
+        let mut poisoned = clean.clone();
+        poisoned.extend(blob([7.0, 6.5, 0.0, 0.0], 30, 2));
+        let others = [blob([0.0, 10.0, 0.0, 0.0], 200, 3), blob([0.0, 0.0, 10.0, 0.0], 200, 4)];
+        let classes = vec![poisoned, others[0].clone(), others[1].clone()];
+        let scores = analyse(&classes, 0);
+        let stat = |name: &str| scores.stats.iter().find(|s| s.name == name).unwrap().value;
+        let signal = scores.signal.unwrap();
+        assert!(
+            signal.value < CLEAN_RATIO && signal.value > LEAN_RATIO,
+            "{}",
+            signal.value
+        );
+        assert_eq!(signal.bound_with_group, Some(LEAN_RATIO));
+        assert!(signal.over_bound());
+        assert_eq!(stat("records_closer_to_other_class"), 0.0);
+        assert_eq!(stat("lean_group_records"), 30.0);
+        let grouping = scores.grouping.unwrap();
+        assert_eq!(grouping.suspect, Some(1));
+        assert!(grouping.suspect_is_whole);
+        let members: Vec<usize> = (0..200).filter(|&i| grouping.cluster[i] == 1).collect();
+        assert_eq!(members, (170..200).collect::<Vec<_>>());
+        assert!(scores.scores[170..].iter().all(|&s| s > 0.5));
+
+        // A class spread in one mode along that same line, as far: no group.
+        let toward_the_group = [7.0, 6.5, 0.0, 0.0];
+        assert!(with_view(&classes, 0, |view| lean_group(view, &toward_the_group)).is_some());
+        let unimodal = one_mode([10.0, 2.0, 0.0, 0.0], [-0.55, 0.83, 0.0, 0.0], 1.2, 200, 1);
+        let classes = vec![unimodal, others[0].clone(), others[1].clone()];
+        assert!(with_view(&classes, 0, |view| lean_group(view, &toward_the_group)).is_none());
     }
 }

@@ -265,6 +265,29 @@ pub struct ClassSignal {
     /// units of `value`: with few classes, or classes that all score 0, the MAD alone can be ~0
     /// and would make any small difference look like an outlier.
     pub min_spread: f64,
+    /// Where the detector also found a group of its own that accounts for the value (its
+    /// suspect, a whole population), the bound the value must exceed instead of `clean_bound`:
+    /// the group is a second piece of evidence that the bound alone stood for. Classes are still
+    /// compared by their excess over `clean_bound`.
+    #[serde(default)]
+    pub bound_with_group: Option<f64>,
+}
+
+impl ClassSignal {
+    /// A signal of `value` against `clean_bound`, with no lower bound for a group.
+    pub fn new(value: f64, clean_bound: f64, min_spread: f64) -> ClassSignal {
+        ClassSignal {
+            value,
+            clean_bound,
+            min_spread,
+            bound_with_group: None,
+        }
+    }
+
+    /// Whether the value is over the bound it is judged by (`bound_with_group` where set).
+    pub fn over_bound(&self) -> bool {
+        self.value > self.bound_with_group.unwrap_or(self.clean_bound)
+    }
 }
 
 /// Per-record cluster assignment, for reasons ("cluster 1 of 2").

@@ -38,13 +38,9 @@ impl Detector for SeparatedGroup {
                     value: in_groups as f64,
                 },
             ],
-            signal: Some(ClassSignal {
-                value: largest as f64,
-                clean_bound: (MIN_GROUP - 1) as f64,
-                // Classes without a group all sit at 0: one record of spread keeps a group of
-                // MIN_GROUP an outlier by MIN_GROUP MADs, whatever the other classes do.
-                min_spread: 1.0,
-            }),
+            // Classes without a group all sit at 0: one record of spread (the MAD floor) keeps a
+            // group of MIN_GROUP an outlier by MIN_GROUP MADs, whatever the other classes do.
+            signal: Some(ClassSignal::new(largest as f64, (MIN_GROUP - 1) as f64, 1.0)),
             grouping: (in_groups > 0).then_some(Grouping {
                 cluster: members,
                 suspect: Some(1),

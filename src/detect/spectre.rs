@@ -259,11 +259,8 @@ impl Spectre {
             ],
             // On a log scale: classes differ in tail weight multiplicatively, and a log makes the
             // median/MAD comparison across classes stable.
-            signal: (n >= MIN_RECORDS_PER_DIM * k).then(|| ClassSignal {
-                value: top.max(1e-12).ln(),
-                clean_bound: clean_bound.ln(),
-                min_spread: 0.05,
-            }),
+            signal: (n >= MIN_RECORDS_PER_DIM * k)
+                .then(|| ClassSignal::new(top.max(1e-12).ln(), clean_bound.ln(), 0.05)),
             grouping,
             record_level: None,
             flagged: Vec::new(),

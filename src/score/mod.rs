@@ -150,6 +150,10 @@ pub struct SignalVerdict {
     pub detector: String,
     pub value: f64,
     pub clean_bound: f64,
+    /// The lower bound the value was judged by, where the detector found a group of its own
+    /// (`detect::ClassSignal::bound_with_group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_with_group: Option<f64>,
     pub anomaly_index: f64,
 }
 
@@ -234,6 +238,7 @@ pub fn decide(
                 detector: names[d].into(),
                 value: sig.value,
                 clean_bound: sig.clean_bound,
+                bound_with_group: sig.bound_with_group,
                 anomaly_index: *a,
             });
             if margin > 0.0 && common[d] {
@@ -249,13 +254,18 @@ pub fn decide(
                 attacked_by_comparison = true;
                 attacking.push(d);
                 attacked_by.push(format!(
-                    "{} {:.3} is {:.1} MADs above the classes' median (clean bound {:.3})",
-                    names[d], sig.value, a, sig.clean_bound
+                    "{} {:.3} is {:.1} MADs above the classes' median ({})",
+                    names[d],
+                    sig.value,
+                    a,
+                    bound_text(&sig)
                 ));
             } else if margin > 0.0 {
                 attacked_by.push(format!(
-                    "{} {:.3} is over its clean bound {:.3} (fewer than 3 classes to compare with)",
-                    names[d], sig.value, sig.clean_bound
+                    "{} {:.3} is over its {} (fewer than 3 classes to compare with)",
+                    names[d],
+                    sig.value,
+                    bound_text(&sig)
                 ));
             }
         }
@@ -290,7 +300,12 @@ pub fn decide(
             if let Some(members) = whole_groups_only(e, &attacking) {
                 mark_population(&mut record, &members, true);
             }
-            grow_flagged(e, &mut record);
+            // A group that is what let its detector judge by a lower bound is a mode found as
+            // such along its own line; regrown, it would run on into the class's spread (a clean
+            // class's lean group of 25 on generated ReLU layers grew to 115).
+            if !judged_by_their_groups(e, &attacking) {
+                grow_flagged(e, &mut record);
+            }
         }
         if class_margin > 0.0
             && attacked_by.len() == 1
@@ -352,7 +367,10 @@ pub fn decide(
             unproven
         } else if !set_aside.is_empty() {
             set_aside.join("; ")
-        } else if signals.iter().any(|s| s.value > s.clean_bound) {
+        } else if signals
+            .iter()
+            .any(|s| s.value > s.bound_with_group.unwrap_or(s.clean_bound))
+        {
             "signals above the clean bound, but not outliers among the classes".into()
         } else {
             "every class signal within what a clean class reaches".into()
@@ -413,6 +431,28 @@ pub fn decide(
     out
 }
 
+/// Whether every signal `attacking` the class passed only by the lower bound its detector's
+/// group allowed ([`crate::detect::ClassSignal::bound_with_group`]), not by its clean bound.
+fn judged_by_their_groups(e: &ClassEvidence<'_>, attacking: &[usize]) -> bool {
+    attacking.iter().all(|&d| {
+        e.scores[d]
+            .signal
+            .is_some_and(|s| s.bound_with_group.is_some() && s.value <= s.clean_bound)
+    })
+}
+
+/// The bound a class signal was judged by, for reasons: "clean bound 1.000", or with the lower
+/// bound a group of the detector's own allowed, "clean bound 1.000, 0.500 with the group it holds".
+fn bound_text(signal: &crate::detect::ClassSignal) -> String {
+    match signal.bound_with_group {
+        Some(lower) => format!(
+            "clean bound {:.3}, {lower:.3} with the group it holds",
+            signal.clean_bound
+        ),
+        None => format!("clean bound {:.3}", signal.clean_bound),
+    }
+}
+
 /// The verdict "attacked" overturned: says which signals judged it so and `why` not, and moves the
 /// class's margin below the threshold.
 fn overturn(attacked_by: &mut Vec<String>, class_margin: &mut f64, params: &DecisionParams, why: &str) -> String {
@@ -455,11 +495,7 @@ mod tests {
                 name: "whitened_top_eigenvalue".into(),
                 value: signal,
             }],
-            signal: Some(ClassSignal {
-                value: signal,
-                clean_bound: 1.5,
-                min_spread: 0.05,
-            }),
+            signal: Some(ClassSignal::new(signal, 1.5, 0.05)),
             grouping: None,
             record_level: None,
             flagged: Vec::new(),
@@ -747,11 +783,7 @@ mod tests {
                 closer_to_class: None,
                 suspect_is_whole: true,
             }),
-            signal: Some(ClassSignal {
-                value: 60.0,
-                clean_bound: 11.0,
-                min_spread: 1.0,
-            }),
+            signal: Some(ClassSignal::new(60.0, 11.0, 1.0)),
             ..scores(vec![0.0; n], 60.0)
         };
         let outcome = |scores: Vec<ClassScores>| {
@@ -1390,7 +1422,7 @@ mod tests {
     fn a_real_split_flags_its_suspect_group_and_a_weak_one_does_not() {
         let rows: Vec<Vec<u32>> = rows(4, 50);
         let names: Vec<String> = (0..4).map(|c| c.to_string()).collect();
-        let evidence = |split: f64| -> Vec<ClassEvidence<'_>> {
+        let evidence = |split: f64, bound_with_group: Option<f64>| -> Vec<ClassEvidence<'_>> {
             rows.iter()
                 .enumerate()
                 .map(|(c, r)| {
@@ -1403,9 +1435,8 @@ mod tests {
                             scores: vec![0.0; r.len()],
                             stats: vec![],
                             signal: Some(ClassSignal {
-                                value: if attacked { split } else { 0.0 },
-                                clean_bound: 0.5,
-                                min_spread: 0.1,
+                                bound_with_group: bound_with_group.filter(|_| attacked),
+                                ..ClassSignal::new(if attacked { split } else { 0.0 }, 0.5, 0.1)
                             }),
                             grouping: Some(Grouping {
                                 cluster,
@@ -1423,7 +1454,7 @@ mod tests {
                 .collect()
         };
         let strong = decide(
-            &evidence(0.9),
+            &evidence(0.9, None),
             &["activation_clustering"],
             &names,
             200,
@@ -1434,13 +1465,28 @@ mod tests {
         assert!(strong.reasons[100].contains("suspect group (10.0% of class"));
         // Below the clean bound the class is not attacked, whatever its rank among classes.
         let weak = decide(
-            &evidence(0.4),
+            &evidence(0.4, None),
             &["activation_clustering"],
             &names,
             200,
             &DecisionParams::default(),
         );
         assert!(weak.quarantined.iter().all(|&q| !q));
+        // Unless the detector holds the group that lets it judge by a lower bound.
+        let grouped = decide(
+            &evidence(0.4, Some(0.3)),
+            &["activation_clustering"],
+            &names,
+            200,
+            &DecisionParams::default(),
+        );
+        let flagged: Vec<usize> = (0..200).filter(|&g| grouped.quarantined[g]).collect();
+        assert_eq!(flagged, vec![100, 101, 102, 103, 104]);
+        let why = &grouped.verdicts[2].as_ref().unwrap().why;
+        assert!(
+            why.contains("clean bound 0.500, 0.300 with the group it holds"),
+            "{why}"
+        );
     }
 
     /// Four classes of 50; class 2 holds a group (records 0-14) whose detector judges it attacked
@@ -1462,11 +1508,7 @@ mod tests {
                 let group = ClassScores {
                     scores: vec![0.0; r.len()],
                     stats: vec![],
-                    signal: Some(ClassSignal {
-                        value: if attacked { 15.0 } else { 0.0 },
-                        clean_bound: 11.0,
-                        min_spread: 1.0,
-                    }),
+                    signal: Some(ClassSignal::new(if attacked { 15.0 } else { 0.0 }, 11.0, 1.0)),
                     grouping: attacked.then(|| Grouping {
                         cluster: (0..r.len()).map(|i| (i < 15) as u8).collect(),
                         suspect: Some(1),
@@ -1592,11 +1634,7 @@ mod tests {
                 class: c,
                 rows: r,
                 scores: vec![ClassScores {
-                    signal: Some(ClassSignal {
-                        value,
-                        clean_bound: 0.5,
-                        min_spread: 0.1,
-                    }),
+                    signal: Some(ClassSignal::new(value, 0.5, 0.1)),
                     grouping: Some(Grouping {
                         cluster: (0..r.len()).map(|i| (i < 12) as u8).collect(),
                         suspect: (c == 3).then_some(1),

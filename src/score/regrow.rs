@@ -242,11 +242,7 @@ pub(super) fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
 /// separated group), not tails; `None` when there is none. Unlike [`whole_groups_only`] it
 /// asks no detector to attack the class: it seeds a regrowth, it does not judge.
 fn whole_group(e: &ClassEvidence<'_>) -> Option<Vec<u8>> {
-    let groups = whole_suspect_groups(
-        e.scores
-            .iter()
-            .filter(|s| s.signal.is_some_and(|sig| sig.value > sig.clean_bound)),
-    );
+    let groups = whole_suspect_groups(e.scores.iter().filter(|s| s.signal.is_some_and(|sig| sig.over_bound())));
     union_of(&groups)
 }
 

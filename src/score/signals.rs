@@ -53,7 +53,7 @@ pub(super) fn signal_margins(
                 .zip(e.scores.iter())
                 .map(|(index, scores)| {
                     let (signal, index) = (scores.signal?, (*index)?);
-                    Some(if signal.value > signal.clean_bound {
+                    Some(if signal.over_bound() {
                         index - params.anomaly_threshold
                     } else {
                         -params.anomaly_threshold.max(1.0)

@@ -221,7 +221,7 @@ pub(super) fn tails_of_other_inputs(
         .iter()
         .enumerate()
         .map(|(at, record)| {
-            let signal = applies(at).filter(|signal| signal.value > signal.clean_bound)?;
+            let signal = applies(at).filter(|signal| signal.over_bound())?;
             Some((signal, other_inputs::search_tail(evidence, at, names, record)))
         })
         .collect();
@@ -504,11 +504,7 @@ mod tests {
     /// Searched classes whose tails stand `tail_over_rest` beyond their rest (`None`: a class
     /// not searched).
     fn searched(values: &[Option<f64>]) -> Vec<Option<(ClassSignal, Option<other_inputs::TailSearch>)>> {
-        let signal = ClassSignal {
-            value: 1.0,
-            clean_bound: 0.5,
-            min_spread: 0.05,
-        };
+        let signal = ClassSignal::new(1.0, 0.5, 0.05);
         values
             .iter()
             .map(|v| {

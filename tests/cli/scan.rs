@@ -253,6 +253,48 @@ fn three_poisoned_records_sharing_a_trigger_are_quarantined_with_why() {
     assert_rows_conserved(&input, &fx.out());
 }
 
+#[test]
+fn a_backdoor_at_the_end_its_class_leans_toward_is_quarantined() {
+    // A ReLU layer, 15% of class 3's 300 records from 9 source classes, absorbed by their class:
+    // no cluster, tail or record closer to another class. The direction split's cluster that
+    // holds them leans toward the other classes (ratio under 1, far above the other classes'),
+    // and along that line they are a mode of their own. Fresh seed 3308: nothing found before
+    // 0.2.34.
+    let fx = Fixture::new();
+    let input = fx.path("relu.parquet");
+    let spec = Spec {
+        kind: Kind::Relu,
+        classes: 10,
+        rows_per_class: 300,
+        dim: 128,
+        attack: Attack::Backdoor {
+            target: 3,
+            rate: 0.15,
+            strength: 3.0,
+        },
+        seed: 3308,
+    };
+    let data = testkit::generate(&spec);
+    data.write_parquet(&input, 1000).unwrap();
+    fx.scan(&input, &[]).success().stdout(contains("attacked classes: 3\n"));
+    let why = verdict_why(&report_of(&fx), "3");
+    assert!(why.contains("0.500 with the group it holds"), "{why}");
+    let q = read_all(&fx.out().join("quarantine.parquet"));
+    let ids = q.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let poisoned: Vec<i64> = (0..data.ids.len())
+        .filter(|&i| data.poisoned[i])
+        .map(|i| data.ids[i])
+        .collect();
+    let found = ids.values().iter().filter(|id| poisoned.contains(id)).count();
+    assert!(
+        found >= 40 && q.num_rows() - found <= 10,
+        "{found} of {} poisoned among {} quarantined",
+        poisoned.len(),
+        q.num_rows()
+    );
+    assert_rows_conserved(&input, &fx.out());
+}
+
 /// Scans a clean generated ReLU layer of `classes` x `rows` records x `dim` units (seed `seed`),
 /// checks that no class is judged attacked and that every input row is kept or quarantined, and
 /// returns the report.
