@@ -666,14 +666,15 @@ mod tests {
         assert!(d.suspicion.iter().all(|&s| s < 0.5));
     }
 
-    #[test]
-    fn in_a_class_attacked_by_comparison_the_flags_grow_to_their_whole_cluster() {
+    /// Five Gaussian classes of `n` records in `dim` dimensions (seed 11), consecutive, with their
+    /// rows and basis fits; class 0's last `cluster` records shifted by 9 along axis 2.
+    fn five_classes_with_a_cluster_in_class_0(
+        n: usize,
+        dim: usize,
+        cluster: usize,
+    ) -> (Vec<f32>, Vec<Vec<u32>>, Vec<BasisFit>) {
         use rand::SeedableRng;
         use rand_distr::{Distribution, StandardNormal};
-        // Five Gaussian classes of 400 in 6 dims; class 0 holds a cluster of 40 shifted by 9
-        // along axis 2, but its SPECTRE-like score (squared distance from the class mean) ranks
-        // only every other member (the cluster's edge looks ordinary to it). The class signal makes class 0 the outlier.
-        let (n, dim, cluster) = (400usize, 6usize, 40usize);
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(11);
         let x: Vec<f32> = (0..5 * n)
             .flat_map(|g| {
@@ -686,8 +687,17 @@ mod tests {
                     .collect::<Vec<f32>>()
             })
             .collect();
-        let rows = rows(5, n as u32);
         let fits = class_fits(&x, 5, n, dim);
+        (x, rows(5, n as u32), fits)
+    }
+
+    #[test]
+    fn in_a_class_attacked_by_comparison_the_flags_grow_to_their_whole_cluster() {
+        // Five Gaussian classes of 400 in 6 dims; class 0 holds a cluster of 40 shifted by 9
+        // along axis 2, but its SPECTRE-like score (squared distance from the class mean) ranks
+        // only every other member (the cluster's edge looks ordinary to it). The class signal makes class 0 the outlier.
+        let (n, dim, cluster) = (400usize, 6usize, 40usize);
+        let (x, rows, fits) = five_classes_with_a_cluster_in_class_0(n, dim, cluster);
         let evidence: Vec<ClassEvidence<'_>> = (0..5)
             .map(|c| {
                 let xc = &x[c * n * dim..(c + 1) * n * dim];
@@ -727,6 +737,61 @@ mod tests {
             d.reasons[n - cluster]
         );
         assert!((n..5 * n).all(|g| !d.quarantined[g]), "a clean class lost records");
+    }
+
+    #[test]
+    fn a_group_that_let_its_detector_judge_by_a_lower_bound_is_not_regrown() {
+        // Five Gaussian classes of 400 in 6 dims; class 0 holds a cluster of 40 shifted by 9
+        // along axis 2, of which a detector's whole group holds every other member.
+        let (n, dim, cluster) = (400usize, 6usize, 40usize);
+        let (x, rows, fits) = five_classes_with_a_cluster_in_class_0(n, dim, cluster);
+        let group: Vec<u8> = (0..n).map(|i| (i >= n - cluster && i % 2 == 0) as u8).collect();
+        let quarantined_of_class_0 = |value: f64| -> usize {
+            let evidence: Vec<ClassEvidence<'_>> = (0..5)
+                .map(|c| ClassEvidence {
+                    class: c,
+                    rows: &rows[c],
+                    scores: vec![ClassScores {
+                        scores: vec![0.0; n],
+                        stats: vec![],
+                        signal: Some(ClassSignal {
+                            bound_with_group: (c == 0).then_some(0.5),
+                            ..ClassSignal::new(if c == 0 { value } else { 0.1 + 0.01 * c as f64 }, 1.0, 0.05)
+                        }),
+                        grouping: (c == 0).then(|| Grouping {
+                            cluster: group.clone(),
+                            suspect: Some(1),
+                            closer_to_class: None,
+                            suspect_is_whole: true,
+                        }),
+                        record_level: None,
+                        flagged: Vec::new(),
+                        fit: None,
+                    }]
+                    .into(),
+                    geometry: Some(ClassGeometry {
+                        basis: &fits[c],
+                        x: &x[c * n * dim..(c + 1) * n * dim],
+                        dim,
+                    }),
+                })
+                .collect();
+            let names: Vec<String> = (0..5).map(|c| c.to_string()).collect();
+            let d = decide(
+                &evidence,
+                &["distance_analysis"],
+                &names,
+                5 * n,
+                &DecisionParams::default(),
+            );
+            assert!(d.verdicts[0].as_ref().unwrap().attacked);
+            assert!((n..5 * n).all(|g| !d.quarantined[g]), "a clean class lost records");
+            (0..n).filter(|&g| d.quarantined[g]).count()
+        };
+        // Under the clean bound, judged by the group's: the group alone.
+        assert_eq!(quarantined_of_class_0(0.7), cluster / 2);
+        // Over the clean bound, the flags regrow to the whole cluster.
+        assert_eq!(quarantined_of_class_0(1.5), cluster);
     }
 
     #[test]
