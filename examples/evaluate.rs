@@ -1,14 +1,15 @@
 //! Detection quality over a grid of generated scenarios and seeds.
 //!
 //! `cargo run --release --example evaluate -- [first_seed] [seeds] [record_thr] [anomaly_thr] [trim]
-//! [--losses] [--trusted=N] [--only=SUBSTRING] [--rows=N] [--label-overlap=R]`. Tune on low seeds (1-200 so
+//! [--losses] [--trusted=N] [--only=SUBSTRING] [--rows=N] [--label-overlap=R] [--per-seed] [--no-retrain]`. Tune on low seeds (1-200 so
 //! far); the tests in tests/quality.rs and the README's tables use seeds from 1000 up, never tuned on: 5 for
 //! the Gaussian rows, 50 for the ReLU rows (`1000 50 --only=Relu`; 20 with `--rows=3000`), whose means
 //! move by up to 0.2 between blocks of 20 seeds.
 //! `--losses` passes the ReLU network's per-epoch losses, `--trusted=N` gives N clean records per
 //! class as a trusted set, `--only` keeps the scenarios whose name contains the substring,
 //! `--label-overlap` sets `[detect.influence] label-overlap` (`inf`: cleanlab's rule),
-//! `--per-seed` prints each seed's numbers under the scenario's mean.
+//! `--per-seed` prints each seed's numbers under the scenario's mean, `--no-retrain` skips the
+//! retrain check (for tuning sweeps).
 
 use datavet::pipeline::ScanConfig;
 use datavet::testkit::{Attack, EvalInputs, Kind, Spec, evaluate_with};
@@ -23,6 +24,7 @@ fn main() {
     let inputs = EvalInputs {
         losses: flag("--losses").is_some(),
         trusted_per_class: flag("--trusted").and_then(|v| v.parse().ok()).unwrap_or(0),
+        no_retrain: flag("--no-retrain").is_some(),
     };
     let only = flag("--only").unwrap_or_default();
     let per_seed = flag("--per-seed").is_some();

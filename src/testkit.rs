@@ -662,6 +662,8 @@ pub struct EvalInputs {
     pub losses: bool,
     /// Give this many clean records per class as a trusted set (a verified subset of the data).
     pub trusted_per_class: usize,
+    /// Skip the retrain check (nine trainings per backdoor run: most of a tuning sweep's time).
+    pub no_retrain: bool,
 }
 
 /// Writes `spec`'s data to a temp Parquet file, runs read + detectors + decision, and scores the
@@ -733,7 +735,7 @@ pub fn evaluate_with(
             (name.clone(), crate::stats::auroc(&scores, &truth))
         })
         .collect();
-    if let (Some(world), Attack::Backdoor { .. }) = (&data.world, spec.attack) {
+    if let (Some(world), Attack::Backdoor { .. }, false) = (&data.world, spec.attack, inputs.no_retrain) {
         let retrain_seed = spec.seed ^ 0x5eed;
         let kept: Vec<bool> = analysis.decision.quarantined.iter().map(|q| !q).collect();
         let clean: Vec<bool> = data.poisoned.iter().map(|p| !p).collect();

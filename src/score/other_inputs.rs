@@ -213,6 +213,14 @@ fn group_of(e: &ClassEvidence<'_>, names: &[&str], marked: Vec<Marked>, min_grou
     let mut sources: Vec<usize> = grouped.iter().map(|m| m.source).collect();
     sources.sort_unstable();
     sources.dedup();
+    log::debug!(
+        "class {}: {} queried tail records look like other classes' inputs, {} of them grouped, from {} classes (group needs {})",
+        e.class,
+        marked.len(),
+        grouped.len(),
+        sources.len(),
+        min_group
+    );
     if grouped.len() < min_group || sources.len() < MIN_SOURCES {
         return None;
     }
