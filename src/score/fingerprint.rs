@@ -18,17 +18,6 @@
 //! records); of 260 other attacked runs (5%, 15%, faint 5%, label flips), 2 had another class
 //! pass (2 clean records quarantined in all). At 3 000 records per class (seeds 1-8, clean and
 //! 1%) nothing passed; see [`MIN_SHARE_OF_CLASS`].
-//!
-//! The poison is not always atop SPECTRE's ranking (at 1%, ranks 9-150 of 500 happen) while
-//! deep k-NN, whose score is the share of a record's nearest that carry another label, ranks it
-//! 1-6. So a class where the top SPECTRE records hold no group is asked again, of the records
-//! deep k-NN marks (share at least one half), where a group must come from three source classes
-//! ([`MIN_SOURCES_BY_NEIGHBOURS`]). Tuning seeds 201-260 at 64 x 500 and 128 x 300 (1%, faint
-//! 5%, 5%, 15%, clean and label-flip runs, 600 sets): 3 more target classes found (2 of 60 at 1%
-//! x 64 x 500, recall 0.683 -> 0.710; one faint 5%), one more class beside a 15% target judged
-//! attacked; no clean or label-flip run changed. Asking deep k-NN's top 48 instead of SPECTRE's,
-//! with two sources, found 4 targets more and lost 4 (1%), and judged two classes without poison
-//! attacked (one in a clean set): each of those had two sources.
 
 use super::other_inputs::{self, MIN_GROUP, MIN_OUTSIDER_SHARE, MIN_SOURCES, OtherInputs, most_common};
 use super::{ClassEvidence, detector};
@@ -46,92 +35,35 @@ const MIN_SHARE_OF_MARKED: f64 = 0.5;
 /// records in clean classes of 3 000, tuning seeds 1-8; without this, another class of a 5% run
 /// passed, beside 2 of the 4 1% targets no other rule found).
 const MIN_SHARE_OF_CLASS: f64 = 0.005;
-/// Fewest source classes of a group found among the records deep k-NN says look like other
-/// classes' inputs (a class's boundary cases, which that ranking tops, form cliques from two).
-const MIN_SOURCES_BY_NEIGHBOURS: usize = 3;
-
-/// Which of a class's records a group sharing a fingerprint was found among.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) enum Among {
-    /// Its top SPECTRE records.
-    SpectreTop,
-    /// The records deep k-NN marks (most of their nearest carry another label).
-    DeepKnnMarks,
-}
-
-impl Among {
-    /// As a reason says it.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Among::SpectreTop => "atop its SPECTRE ranking",
-            Among::DeepKnnMarks => "among those whose nearest records mostly carry another label (deep k-NN)",
-        }
-    }
-}
 
 /// Class `at`'s records sharing a trigger's fingerprint (with their outsiders' other-label
-/// share), if they pass the tests above, and among which they were found; `None` too without
-/// vectors or SPECTRE.
-///
-/// Asked twice: of the class's top SPECTRE records, then, failing that, of those deep k-NN says
-/// look like other classes' inputs, where a group must come from [`MIN_SOURCES_BY_NEIGHBOURS`].
-pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[&str]) -> Option<(OtherInputs, Among)> {
+/// share), if they pass the tests above; `None` too without vectors or SPECTRE.
+pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[&str]) -> Option<OtherInputs> {
     let e = &evidence[at];
     let geometry = e.geometry?;
     let spectre = detector(e, names, "spectre")?;
     if MIN_SHARE_OF_CLASS * e.rows.len() as f64 > QUERIES as f64 {
-        return None; // a clique of the queried records cannot be large enough: spare the search
+        return None; // no clique of the queried records can be large enough: spare the search
     }
     let dim = geometry.dim;
-    let mut by_spectre: Vec<usize> = (0..e.rows.len())
-        .filter(|&i| is_live(&geometry.x[i * dim..(i + 1) * dim]))
-        .collect();
-    by_spectre.sort_by(|&a, &b| spectre.scores[b].total_cmp(&spectre.scores[a]).then(a.cmp(&b)));
-    let knn = detector(e, names, "deep_knn");
-    let top: Vec<usize> = by_spectre.iter().copied().take(QUERIES).collect();
-    // Deep k-NN's neighbours (the scan's reduced space) are already found: where fewer than
-    // MIN_GROUP of these records have one of another label there, no group of other classes'
-    // inputs is among them (tuning seeds: every class that passed had 3 or more; 2 in 3 classes
-    // asked had fewer), and the raw-space search, the rule's cost, is skipped.
-    let worth_asking = |queries: &[usize], least_share: f32| {
-        knn.is_none_or(|knn| queries.iter().filter(|&&q| knn.scores[q] > least_share).count() >= MIN_GROUP)
-    };
-    if worth_asking(&top, 0.0)
-        && let Some(group) = clique_among(evidence, at, names, &top, MIN_SOURCES)
-    {
-        return Some((group, Among::SpectreTop));
-    }
-    let knn = knn?;
-    let mut by_neighbours: Vec<usize> = by_spectre
-        .into_iter()
-        .filter(|&i| knn.scores[i] as f64 >= MIN_OUTSIDER_SHARE)
-        .collect();
-    by_neighbours.sort_by(|&a, &b| knn.scores[b].total_cmp(&knn.scores[a])); // stable: SPECTRE's order on ties
-    by_neighbours.truncate(QUERIES);
-    if by_neighbours.len() < MIN_GROUP || by_neighbours == top {
-        return None;
-    }
-    clique_among(evidence, at, names, &by_neighbours, MIN_SOURCES_BY_NEIGHBOURS)
-        .map(|group| (group, Among::DeepKnnMarks))
-}
-
-/// Of class `at`'s `queries` (class-local indices), those that look like other classes' inputs
-/// and share a fingerprint, as a group, if they pass the tests above with `min_sources` source
-/// classes.
-fn clique_among(
-    evidence: &[ClassEvidence<'_>],
-    at: usize,
-    names: &[&str],
-    queries: &[usize],
-    min_sources: usize,
-) -> Option<OtherInputs> {
-    let e = &evidence[at];
-    let dim = e.geometry?.dim;
     let row = |c: usize, i: usize| {
         let x = evidence[c].geometry.map_or(&[][..], |g| g.x);
         &x[i * dim..(i + 1) * dim]
     };
-    let found = other_inputs::search(evidence, at, &vec![false; e.rows.len()], queries, false);
+    let mut queries: Vec<usize> = (0..e.rows.len()).filter(|&i| is_live(row(at, i))).collect();
+    queries.sort_by(|&a, &b| spectre.scores[b].total_cmp(&spectre.scores[a]).then(a.cmp(&b)));
+    queries.truncate(QUERIES);
+    // Deep k-NN's neighbours (the scan's reduced space) are already found: where fewer than
+    // MIN_GROUP of these records have one of another label there, no group of other classes'
+    // inputs is among them (tuning seeds: every class that passed had 3 or more; 2 in 3 classes
+    // asked had fewer), and the raw-space search, the rule's cost, is skipped.
+    if let Some(knn) = detector(e, names, "deep_knn") {
+        let other_looking = queries.iter().filter(|&&q| knn.scores[q] > 0.0).count();
+        if other_looking < MIN_GROUP {
+            return None;
+        }
+    }
+    let found = other_inputs::search(evidence, at, &vec![false; e.rows.len()], &queries, false);
     // Class centres: each class's basis holds its mean.
     let mean_of = |c: usize| evidence[c].geometry.map_or(&[][..], |g| &g.basis.mean[..]);
     let mut marked: Vec<Marked> = Vec::new();
@@ -163,8 +95,7 @@ fn clique_among(
     sources.dedup();
     let members: Vec<(usize, f64)> = clique.iter().map(|&m| (marked[m].index, marked[m].share)).collect();
     log::debug!(
-        "fingerprint, class {}: {} of {} records that look like other classes' inputs share one, from {} sources \
-         (needs {min_sources})",
+        "fingerprint, class {}: {} of {} records that look like other classes' inputs share one, from {} sources",
         e.class,
         members.len(),
         marked.len(),
@@ -173,7 +104,7 @@ fn clique_among(
     let needed = (MIN_GROUP as f64)
         .max(MIN_SHARE_OF_MARKED * marked.len() as f64)
         .max(MIN_SHARE_OF_CLASS * e.rows.len() as f64);
-    (members.len() as f64 >= needed && sources.len() >= min_sources)
+    (members.len() as f64 >= needed && sources.len() >= MIN_SOURCES)
         .then(|| OtherInputs::from_fingerprint(e, names, members, sources.len()))
 }
 
@@ -269,47 +200,35 @@ mod tests {
         row
     }
 
-    fn scores_of(scores: Vec<f32>) -> ClassScores {
-        ClassScores {
-            scores,
-            stats: Vec::new(),
-            signal: None,
-            grouping: None,
-            record_level: None,
-            flagged: Vec::new(),
-            fit: None,
-        }
-    }
-
-    /// Four classes; class 0's first records are `odd` (row values), topping its SPECTRE scores,
-    /// or with `below_spectre_top` its last ones, at the bottom of its SPECTRE scores but topping
-    /// deep k-NN's (the detectors are `spectre` and `deep_knn`, in that order).
-    fn four_classes(odd: &[[f32; DIM]], below_spectre_top: bool) -> Vec<ClassEvidence<'static>> {
+    /// Four classes; class 0's first records are `odd` (row values), topping its SPECTRE scores.
+    fn four_classes(odd: &[[f32; DIM]]) -> Vec<ClassEvidence<'static>> {
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(9);
-        let first_odd = if below_spectre_top { PER_CLASS - odd.len() } else { 0 };
-        let is_odd = |c: usize, i: usize| c == 0 && (first_odd..first_odd + odd.len()).contains(&i);
         (0..4)
             .map(|c| {
                 let mut rows: Vec<[f32; DIM]> = (0..PER_CLASS).map(|_| input_of(c, &mut rng)).collect();
                 if c == 0 {
-                    rows[first_odd..first_odd + odd.len()].copy_from_slice(odd);
+                    rows[..odd.len()].copy_from_slice(odd);
                 }
                 let x: &'static [f32] = Box::leak(rows.as_flattened().to_vec().into_boxed_slice());
                 let basis: &'static BasisFit = Box::leak(Box::new(BasisFit::fit(x, DIM, 2)));
                 let global: &'static [u32] =
                     Box::leak((0..PER_CLASS as u32).map(|r| r + (c * PER_CLASS) as u32).collect());
                 let spectre: Vec<f32> = (0..PER_CLASS)
-                    .map(|i| match (is_odd(c, i), below_spectre_top) {
-                        (true, false) => 100.0 - i as f32,
-                        (true, true) => 0.0,
-                        (false, _) => 1.0,
-                    })
+                    .map(|i| if c == 0 && i < odd.len() { 100.0 - i as f32 } else { 1.0 })
                     .collect();
-                let knn: Vec<f32> = (0..PER_CLASS).map(|i| if is_odd(c, i) { 1.0 } else { 0.0 }).collect();
                 ClassEvidence {
                     class: c,
                     rows: global,
-                    scores: vec![scores_of(spectre), scores_of(knn)].into(),
+                    scores: vec![ClassScores {
+                        scores: spectre,
+                        stats: Vec::new(),
+                        signal: None,
+                        grouping: None,
+                        record_level: None,
+                        flagged: Vec::new(),
+                        fit: None,
+                    }]
+                    .into(),
                     geometry: Some(ClassGeometry { basis, x, dim: DIM }),
                 }
             })
@@ -331,23 +250,16 @@ mod tests {
     }
 
     fn group_of(odd: &[[f32; DIM]]) -> Option<OtherInputs> {
-        trigger_group(&four_classes(odd, false), 0, &["spectre"]).map(|(group, among)| {
-            assert_eq!(among, Among::SpectreTop);
-            group
-        })
-    }
-
-    fn members(group: &OtherInputs) -> Vec<usize> {
-        let mut members: Vec<usize> = group.members.iter().map(|m| m.0).collect();
-        members.sort_unstable();
-        members
+        trigger_group(&four_classes(odd), 0, &["spectre"])
     }
 
     #[test]
     fn other_classes_inputs_sharing_a_trigger_are_the_group() {
         let poison = relabelled(&[1, 2, 3, 1], |_| TRIGGER);
         let group = group_of(&poison).expect("a group");
-        assert_eq!(members(&group), vec![0, 1, 2, 3]);
+        let mut members: Vec<usize> = group.members.iter().map(|m| m.0).collect();
+        members.sort_unstable();
+        assert_eq!(members, vec![0, 1, 2, 3]);
         assert_eq!((group.grouped, group.sources), (4, 3));
         // The two from class 1 are each other's nearest: 9 of their 10 nearest are class 1's.
         assert!(group.members.iter().all(|m| m.1 >= 0.9), "{:?}", group.members);
@@ -372,24 +284,6 @@ mod tests {
             })
             .collect();
         assert!(group_of(&own).is_none());
-    }
-
-    #[test]
-    fn a_group_below_the_spectre_top_is_found_among_what_deep_knn_marks_from_three_sources() {
-        let names = ["spectre", "deep_knn"];
-        let last = (PER_CLASS - 4..PER_CLASS).collect::<Vec<_>>();
-        let three = relabelled(&[1, 2, 3, 1], |_| TRIGGER);
-        let (group, among) = trigger_group(&four_classes(&three, true), 0, &names).expect("a group");
-        assert_eq!(among, Among::DeepKnnMarks);
-        assert_eq!(members(&group), last);
-        assert_eq!(group.sources, 3);
-        // Without deep k-NN only SPECTRE's top is asked, which holds none of them.
-        assert!(trigger_group(&four_classes(&three, true), 0, &["spectre"]).is_none());
-        // From two classes: enough atop SPECTRE, not among deep k-NN's marks, where boundary
-        // cases of two neighbouring classes gather.
-        let two = relabelled(&[1, 2, 1, 2], |_| TRIGGER);
-        assert!(trigger_group(&four_classes(&two, false), 0, &names).is_some());
-        assert!(trigger_group(&four_classes(&two, true), 0, &names).is_none());
     }
 
     #[test]

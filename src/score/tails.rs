@@ -353,13 +353,12 @@ fn over_its_bound(
 /// The verdict on a class whose top SPECTRE records hold a group sharing a trigger's fingerprint
 /// (see [`fingerprint`]); those records are quarantined.
 fn fingerprinted(evidence: &[ClassEvidence<'_>], at: usize, names: &[&str]) -> Option<TailVerdict> {
-    let (group, among) = fingerprint::trigger_group(evidence, at, names)?;
+    let group = fingerprint::trigger_group(evidence, at, names)?;
     Some(TailVerdict {
         why: format!(
-            "{} of its records {} look like other classes' inputs and share what their source classes' \
-             nearest records lack (a trigger's fingerprint), from {} source classes",
+            "{} records atop its SPECTRE ranking look like other classes' inputs and share what their source \
+             classes' nearest records lack (a trigger's fingerprint), from {} source classes",
             group.members.len(),
-            among.describe(),
             group.sources
         ),
         margin: (group.mean_share() / other_inputs::MIN_OUTSIDER_SHARE).ln().max(0.1),
