@@ -328,10 +328,12 @@ fn score_split(
         // A large cluster's ratio is capped, not dropped: fewer than three classes with a signal
         // leave no spread to judge the rest by.
         signal: cluster_median.is_some().then_some(match lean {
-            // The group is the small side the share limit asks for.
+            // The group is the small side the share limit asks for, but the ratio stays the
+            // capped one: over the clean bound, the class would be judged by that bound and its
+            // group regrown, which a lean group must not be (score::judged_by_their_groups).
             Some(_) => ClassSignal {
                 bound_with_group: Some(LEAN_RATIO),
-                ..ClassSignal::new(ratio, CLEAN_RATIO, 0.05)
+                ..ClassSignal::new(judged_ratio, CLEAN_RATIO, 0.05)
             },
             None => ClassSignal::new(judged_ratio, CLEAN_RATIO, 0.05),
         }),
@@ -555,17 +557,22 @@ mod tests {
         assert!(scores.signal.unwrap().value > CLEAN_RATIO);
     }
 
+    /// Three classes of 200; `like` of class 0's records are like class 1's.
+    fn class_0_with_records_like_class_1(like: usize) -> Vec<Vec<f32>> {
+        let mut x = blob([10.0, 0.0, 0.0, 0.0], 200 - like, 1);
+        x.extend(blob([0.0, 10.0, 0.0, 0.0], like, 2));
+        vec![
+            x,
+            blob([0.0, 10.0, 0.0, 0.0], 200, 3),
+            blob([0.0, 0.0, 10.0, 0.0], 200, 4),
+        ]
+    }
+
     #[test]
     fn a_cluster_of_a_fifth_of_the_split_or_more_counts_as_clean() {
         // Class 0's split cluster is 50 records like class 1's of the 200 split: by default a
         // quarter of the split is no small side. Its ratio is reported, the signal held at the clean bound.
-        let mut x = blob([10.0, 0.0, 0.0, 0.0], 150, 1);
-        x.extend(blob([0.0, 10.0, 0.0, 0.0], 50, 2));
-        let classes = vec![
-            x,
-            blob([0.0, 10.0, 0.0, 0.0], 200, 3),
-            blob([0.0, 0.0, 10.0, 0.0], 200, 4),
-        ];
+        let classes = class_0_with_records_like_class_1(50);
         let scores = analyse(&classes, 0);
         let stat = |name: &str| scores.stats.iter().find(|s| s.name == name).unwrap().value;
         assert!(stat("own_to_other_class_distance") > CLEAN_RATIO);
@@ -587,6 +594,21 @@ mod tests {
         assert_eq!(grouping.suspect, Some(1));
         let members: Vec<usize> = (0..200).filter(|&i| grouping.cluster[i] == 1).collect();
         assert_eq!(members, (150..200).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_lean_group_in_a_cluster_of_a_fifth_is_judged_at_most_at_the_clean_bound() {
+        // Class 0's direction cluster is 40 records like class 1's of its 200: a fifth, so its
+        // ratio is held at the clean bound; the 40 are also a mode at the cluster's end. Over
+        // the clean bound, the class would be judged by it and the group regrown.
+        let scores = analyse(&class_0_with_records_like_class_1(40), 0);
+        let stat = |name: &str| scores.stats.iter().find(|s| s.name == name).unwrap().value;
+        assert!(stat("own_to_other_class_distance") > CLEAN_RATIO);
+        assert_eq!(stat("lean_group_records"), 40.0);
+        let signal = scores.signal.unwrap();
+        assert_eq!(signal.bound_with_group, Some(LEAN_RATIO));
+        assert_eq!(signal.value, CLEAN_RATIO);
+        assert!(signal.over_bound());
     }
 
     /// `n` records along the line through `centre` in `direction`, one mode: placed at the

@@ -259,7 +259,8 @@ pub struct ClassSignal {
     /// which takes out what class size alone does to the value.
     pub value: f64,
     /// What a clean class of this size would reach at most (the decision also requires `value` to
-    /// exceed it, so one class, or classes that are all alike, are not judged on ranks alone).
+    /// exceed it, or `bound_with_group` where set, so one class, or classes that are all alike,
+    /// are not judged on ranks alone).
     pub clean_bound: f64,
     /// Smallest spread between clean classes to assume when comparing classes (the MAD floor), in
     /// units of `value`: with few classes, or classes that all score 0, the MAD alone can be ~0
@@ -269,7 +270,7 @@ pub struct ClassSignal {
     /// suspect, a whole population), the bound the value must exceed instead of `clean_bound`:
     /// the group is a second piece of evidence that the bound alone stood for. Classes are still
     /// compared by their excess over `clean_bound`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound_with_group: Option<f64>,
 }
 

@@ -371,7 +371,7 @@ pub fn decide(
             .iter()
             .any(|s| s.value > s.bound_with_group.unwrap_or(s.clean_bound))
         {
-            "signals above the clean bound, but not outliers among the classes".into()
+            "signals above the bound they are judged by, but not outliers among the classes".into()
         } else {
             "every class signal within what a clean class reaches".into()
         };

@@ -42,7 +42,7 @@ pub(super) fn record_evidence(
     let mut parts: Vec<Vec<String>> = vec![Vec::new(); n];
     for (d, s) in e.scores.iter().enumerate() {
         // A detector's suspect group is acted on only when its split is a real one (signal over
-        // the clean bound); otherwise its small side is just a tail of the class.
+        // the bound it is judged by); otherwise its small side is just a tail of the class.
         let real_split = s.grouping.as_ref().zip(s.signal).filter(|(_, sig)| sig.over_bound());
         if let Some((g, suspect, sig)) = real_split.and_then(|(g, sig)| g.suspect.map(|sp| (g, sp, sig))) {
             let share = g.cluster.iter().filter(|&&c| c == suspect).count() as f64 / n as f64;

@@ -238,9 +238,11 @@ pub(super) fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
 }
 
 /// The union (1 = member) of the class's whole suspect groups ([`Grouping::suspect_is_whole`])
-/// from detectors whose class signal is over its clean bound: populations found as such (a
-/// separated group), not tails; `None` when there is none. Unlike [`whole_groups_only`] it
-/// asks no detector to attack the class: it seeds a regrowth, it does not judge.
+/// from detectors whose class signal is over the bound it is judged by (a lean group's lower
+/// bound included): populations found as such (a separated group), not tails; `None` when there
+/// is none. Unlike [`whole_groups_only`] it asks no detector to attack the class: it seeds a
+/// regrowth, it does not judge. (So a lean group, not regrown when it alone judged its class,
+/// does seed the regrowth where another detector attacks the class: not measured apart.)
 fn whole_group(e: &ClassEvidence<'_>) -> Option<Vec<u8>> {
     let groups = whole_suspect_groups(e.scores.iter().filter(|s| s.signal.is_some_and(|sig| sig.over_bound())));
     union_of(&groups)

@@ -38,7 +38,8 @@ pub(super) fn judged_by_a_signal(margins: &[Vec<Option<f64>>], common: &[bool]) 
 }
 
 /// Each class signal's margin over the decision's threshold, in anomaly-index units:
-/// `[class][detector]`, negative when the value is below the clean bound, whatever its rank.
+/// `[class][detector]`, negative when the value is below the bound it is judged by (the clean
+/// bound, or the lower one its detector's group allows), whatever its rank.
 pub(super) fn signal_margins(
     evidence: &[ClassEvidence<'_>],
     anomaly: &[Vec<Option<f64>>],
