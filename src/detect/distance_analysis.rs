@@ -385,8 +385,10 @@ fn lean_group(view: &ClassView<'_>, cluster_median: &[f32]) -> Option<LeanGroup>
         })
         .unzip();
     let split = fit_two_gaussians(&along)?;
-    let size = along.iter().filter(|&&t| split.minor_posterior(t) > 0.5).count();
-    let passes = split.means[1] > split.means[0]
+    let minor: Vec<f64> = along.iter().map(|&t| split.minor_posterior(t)).collect();
+    let size = minor.iter().filter(|&&p| p > 0.5).count();
+    let at_cluster_end = split.means[1] > split.means[0];
+    let passes = at_cluster_end
         && split.separation() > LEAN_SEPARATION
         && size >= MIN_LIVE
         && size as f64 <= LEAN_MAX_SHARE * live.len() as f64;
@@ -394,11 +396,7 @@ fn lean_group(view: &ClassView<'_>, cluster_median: &[f32]) -> Option<LeanGroup>
         "class {}: along its lean, a mode of {size} of {} records at {} end, D {:.2}: {}",
         view.class,
         live.len(),
-        if split.means[1] > split.means[0] {
-            "the cluster's"
-        } else {
-            "the other"
-        },
+        if at_cluster_end { "the cluster's" } else { "the other" },
         split.separation(),
         if passes { "a group" } else { "no group" }
     );
@@ -406,8 +404,7 @@ fn lean_group(view: &ClassView<'_>, cluster_median: &[f32]) -> Option<LeanGroup>
         return None;
     }
     let (mut members, mut posterior) = (vec![0u8; view.n()], vec![0f32; view.n()]);
-    for (&i, &t) in live.iter().zip(&along) {
-        let p = split.minor_posterior(t);
+    for (&i, &p) in live.iter().zip(&minor) {
         posterior[i] = p as f32;
         members[i] = (p > 0.5) as u8;
     }

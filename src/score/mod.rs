@@ -157,6 +157,13 @@ pub struct SignalVerdict {
     pub anomaly_index: f64,
 }
 
+impl SignalVerdict {
+    /// Whether the value is over the bound it was judged by (as `ClassSignal::over_bound`).
+    pub fn over_bound(&self) -> bool {
+        self.value > self.bound_with_group.unwrap_or(self.clean_bound)
+    }
+}
+
 /// Per-record decision, indexed by global row.
 #[derive(Serialize, Deserialize)]
 pub struct Decision {
@@ -367,10 +374,7 @@ pub fn decide(
             unproven
         } else if !set_aside.is_empty() {
             set_aside.join("; ")
-        } else if signals
-            .iter()
-            .any(|s| s.value > s.bound_with_group.unwrap_or(s.clean_bound))
-        {
+        } else if signals.iter().any(SignalVerdict::over_bound) {
             "signals above the bound they are judged by, but not outliers among the classes".into()
         } else {
             "every class signal within what a clean class reaches".into()
