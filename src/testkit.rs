@@ -539,6 +539,14 @@ fn relu(
 }
 
 impl Synthetic {
+    /// The ids of the planted records (backdoor, flipped labels, near-copies), in row order.
+    pub fn poisoned_ids(&self) -> Vec<i64> {
+        (0..self.ids.len())
+            .filter(|&i| self.poisoned[i])
+            .map(|i| self.ids[i])
+            .collect()
+    }
+
     /// The dataset as one Arrow batch: `id`, `label`, `embedding` (FixedSizeList<f32>), `source`,
     /// and for ReLU data `probs` (the network's probabilities) and `loss` (per-epoch losses).
     pub fn to_batch(&self) -> RecordBatch {

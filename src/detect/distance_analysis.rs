@@ -293,6 +293,8 @@ fn score_split(
         scores.clone_from(&group.posterior);
         member.clone_from(&group.members);
     }
+    // The suspect group's size: the records closer to another class, or the lean's group.
+    let in_group = member.iter().filter(|&&m| m == 1).count() as f64;
     ClassScores {
         scores,
         stats: vec![
@@ -310,32 +312,23 @@ fn score_split(
             },
             Stat {
                 name: "records_closer_to_other_class".into(),
-                value: if closer {
-                    member.iter().filter(|&&m| m == 1).count() as f64
-                } else {
-                    0.0
-                },
+                value: if closer { in_group } else { 0.0 },
             },
             Stat {
                 name: "lean_group_records".into(),
-                value: lean
-                    .as_ref()
-                    .map_or(0.0, |g| g.members.iter().filter(|&&m| m == 1).count() as f64),
+                value: if lean.is_some() { in_group } else { 0.0 },
             },
         ],
         // Clean classes' ratios spread by 0.05-0.2; the floor keeps a spread of ~0 (a few classes
         // alike) from making a small difference an outlier.
         // A large cluster's ratio is capped, not dropped: fewer than three classes with a signal
         // leave no spread to judge the rest by.
-        signal: cluster_median.is_some().then_some(match lean {
-            // The group is the small side the share limit asks for, but the ratio stays the
-            // capped one: over the clean bound, the class would be judged by that bound and its
-            // group regrown, which a lean group must not be (score::judged_by_their_groups).
-            Some(_) => ClassSignal {
-                bound_with_group: Some(LEAN_RATIO),
-                ..ClassSignal::new(judged_ratio, CLEAN_RATIO, 0.05)
-            },
-            None => ClassSignal::new(judged_ratio, CLEAN_RATIO, 0.05),
+        // With a lean group (the small side the share limit asks for), the ratio stays the capped
+        // one: over the clean bound, the class would be judged by that bound and its group
+        // regrown, which a lean group must not be (score::judged_by_their_groups).
+        signal: cluster_median.is_some().then_some(ClassSignal {
+            bound_with_group: lean.as_ref().map(|_| LEAN_RATIO),
+            ..ClassSignal::new(judged_ratio, CLEAN_RATIO, 0.05)
         }),
         grouping: Some(Grouping {
             cluster: member,

@@ -672,6 +672,15 @@ mod tests {
 
     /// Five Gaussian classes of `n` records in `dim` dimensions (seed 11), consecutive, with their
     /// rows and basis fits; class 0's last `cluster` records shifted by 9 along axis 2.
+    /// Class `c`'s geometry where every class holds `n` records of `x` in turn.
+    fn geometry_of_class<'a>(x: &'a [f32], fits: &'a [BasisFit], c: usize, n: usize, dim: usize) -> ClassGeometry<'a> {
+        ClassGeometry {
+            basis: &fits[c],
+            x: &x[c * n * dim..(c + 1) * n * dim],
+            dim,
+        }
+    }
+
     fn five_classes_with_a_cluster_in_class_0(
         n: usize,
         dim: usize,
@@ -756,8 +765,6 @@ mod tests {
                     class: c,
                     rows: &rows[c],
                     scores: vec![ClassScores {
-                        scores: vec![0.0; n],
-                        stats: vec![],
                         signal: Some(ClassSignal {
                             bound_with_group: (c == 0).then_some(0.5),
                             ..ClassSignal::new(if c == 0 { value } else { 0.1 + 0.01 * c as f64 }, 1.0, 0.05)
@@ -768,16 +775,10 @@ mod tests {
                             closer_to_class: None,
                             suspect_is_whole: true,
                         }),
-                        record_level: None,
-                        flagged: Vec::new(),
-                        fit: None,
+                        ..scores(vec![0.0; n], 0.0)
                     }]
                     .into(),
-                    geometry: Some(ClassGeometry {
-                        basis: &fits[c],
-                        x: &x[c * n * dim..(c + 1) * n * dim],
-                        dim,
-                    }),
+                    geometry: Some(geometry_of_class(&x, &fits, c, n, dim)),
                 })
                 .collect();
             let names: Vec<String> = (0..5).map(|c| c.to_string()).collect();
@@ -939,11 +940,7 @@ mod tests {
                     class: c,
                     rows: &rows[c],
                     scores: vec![scores(score, if c == 0 { 5.0 } else { 1.0 + 0.05 * c as f64 })].into(),
-                    geometry: Some(ClassGeometry {
-                        basis: &fits[c],
-                        x: &x[c * n * dim..(c + 1) * n * dim],
-                        dim,
-                    }),
+                    geometry: Some(geometry_of_class(&x, &fits, c, n, dim)),
                 }
             })
             .collect();

@@ -450,10 +450,7 @@ fn copies_and_flipped_labels_arriving_tonight_are_caught() {
     let q = read_all(&fx.out().join("quarantine.parquet"));
     let ids = q.column_by_name("id").unwrap().as_primitive::<Int64Type>();
     let reasons = q.column_by_name("reasons").unwrap().as_string::<i32>();
-    let copies: HashSet<i64> = (0..data.ids.len())
-        .filter(|&i| data.poisoned[i])
-        .map(|i| data.ids[i])
-        .collect();
+    let copies: HashSet<i64> = data.poisoned_ids().into_iter().collect();
     let caught = (0..q.num_rows())
         .filter(|&i| copies.contains(&ids.value(i)) && reasons.value(i).contains("near_duplicates"))
         .count();

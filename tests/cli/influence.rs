@@ -44,10 +44,7 @@ fn label_flips_are_quarantined_by_confident_learning() {
     let data = write(&input, Kind::Gaussian, Attack::LabelFlip { rate: 0.06 }, 31);
     fx.scan(&input, &[]).success();
     let q = quarantined(&fx);
-    let flipped: Vec<i64> = (0..data.ids.len())
-        .filter(|&i| data.poisoned[i])
-        .map(|i| data.ids[i])
-        .collect();
+    let flipped: Vec<i64> = data.poisoned_ids();
     let caught = q.iter().filter(|(id, _)| flipped.contains(id)).count();
     assert!(
         caught * 10 >= flipped.len() * 7,
@@ -91,10 +88,7 @@ fn near_copies_are_quarantined_as_a_group() {
     let data = write(&input, Kind::Gaussian, attack, 32);
     fx.scan(&input, &[]).success();
     let q = quarantined(&fx);
-    let copies: Vec<i64> = (0..data.ids.len())
-        .filter(|&i| data.poisoned[i])
-        .map(|i| data.ids[i])
-        .collect();
+    let copies: Vec<i64> = data.poisoned_ids();
     for id in &copies {
         let reason = q.iter().find(|(q, _)| q == id).map(|(_, r)| r.as_str());
         assert!(
@@ -198,10 +192,7 @@ fn too_many_class_probabilities_skip_the_surrogate_but_not_the_neighbour_search(
         ),
     )
     .unwrap();
-    let copies: Vec<i64> = (0..data.ids.len())
-        .filter(|&i| data.poisoned[i])
-        .map(|i| data.ids[i])
-        .collect();
+    let copies: Vec<i64> = data.poisoned_ids();
     for night in 1..=3 {
         if night == 2 {
             std::fs::rename(fx.path("day2.parquet"), dir.join("day2.parquet")).unwrap();

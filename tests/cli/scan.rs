@@ -165,6 +165,26 @@ fn backdoored(path: &Path, classes: usize, dim: usize, rate: f64, seed: u64) -> 
     data
 }
 
+/// A generated ReLU layer of 10 classes x 300 records x 128 units, `rate` of class 3 a backdoor
+/// of `strength`, written to `path`.
+fn relu_backdoored(path: &Path, rate: f64, strength: f64, seed: u64) -> testkit::Synthetic {
+    let spec = Spec {
+        kind: Kind::Relu,
+        classes: 10,
+        rows_per_class: 300,
+        dim: 128,
+        attack: Attack::Backdoor {
+            target: 3,
+            rate,
+            strength,
+        },
+        seed,
+    };
+    let data = testkit::generate(&spec);
+    data.write_parquet(path, 1000).unwrap();
+    data
+}
+
 #[test]
 fn outputs_hold_scores_and_reasons() {
     let fx = Fixture::new();
@@ -208,20 +228,7 @@ fn three_poisoned_records_sharing_a_trigger_are_quarantined_with_why() {
     // source classes' records lack (score::fingerprint). Unseen seed 3102: found only by that.
     let fx = Fixture::new();
     let input = fx.path("relu.parquet");
-    let spec = Spec {
-        kind: Kind::Relu,
-        classes: 10,
-        rows_per_class: 300,
-        dim: 128,
-        attack: Attack::Backdoor {
-            target: 3,
-            rate: 0.01,
-            strength: 4.0,
-        },
-        seed: 3102,
-    };
-    let data = testkit::generate(&spec);
-    data.write_parquet(&input, 1000).unwrap();
+    let data = relu_backdoored(&input, 0.01, 4.0, 3102);
     fx.scan(&input, &[]).success();
     let report = report_of(&fx);
     let class_3 = report["classes"]
@@ -235,10 +242,7 @@ fn three_poisoned_records_sharing_a_trigger_are_quarantined_with_why() {
     let q = read_all(&fx.out().join("quarantine.parquet"));
     let ids = q.column_by_name("id").unwrap().as_primitive::<Int64Type>();
     let reasons = q.column_by_name("reasons").unwrap().as_string::<i32>();
-    let poisoned: Vec<i64> = (0..data.ids.len())
-        .filter(|&i| data.poisoned[i])
-        .map(|i| data.ids[i])
-        .collect();
+    let poisoned: Vec<i64> = data.poisoned_ids();
     let in_class_3: Vec<(i64, &str)> = (0..q.num_rows())
         .filter(|&r| reasons.value(r).contains("class `3` attacked"))
         .map(|r| (ids.value(r), reasons.value(r)))
@@ -262,29 +266,13 @@ fn a_backdoor_at_the_end_its_class_leans_toward_is_quarantined() {
     // 0.2.34.
     let fx = Fixture::new();
     let input = fx.path("relu.parquet");
-    let spec = Spec {
-        kind: Kind::Relu,
-        classes: 10,
-        rows_per_class: 300,
-        dim: 128,
-        attack: Attack::Backdoor {
-            target: 3,
-            rate: 0.15,
-            strength: 3.0,
-        },
-        seed: 3308,
-    };
-    let data = testkit::generate(&spec);
-    data.write_parquet(&input, 1000).unwrap();
+    let data = relu_backdoored(&input, 0.15, 3.0, 3308);
     fx.scan(&input, &[]).success().stdout(contains("attacked classes: 3\n"));
     let why = verdict_why(&report_of(&fx), "3");
     assert!(why.contains("0.500 with the group it holds"), "{why}");
     let q = read_all(&fx.out().join("quarantine.parquet"));
     let ids = q.column_by_name("id").unwrap().as_primitive::<Int64Type>();
-    let poisoned: Vec<i64> = (0..data.ids.len())
-        .filter(|&i| data.poisoned[i])
-        .map(|i| data.ids[i])
-        .collect();
+    let poisoned: Vec<i64> = data.poisoned_ids();
     let found = ids.values().iter().filter(|id| poisoned.contains(id)).count();
     assert!(
         found >= 40 && q.num_rows() - found <= 10,
@@ -371,10 +359,7 @@ fn a_backdoor_that_is_a_large_share_of_its_class_is_still_found() {
     fx.scan(&input, &[]).success().stdout(contains("attacked classes: 3"));
     let q = read_all(&fx.out().join("quarantine.parquet"));
     let ids = q.column_by_name("id").unwrap().as_primitive::<Int64Type>();
-    let poison: Vec<i64> = (0..data.ids.len())
-        .filter(|&i| data.poisoned[i])
-        .map(|i| data.ids[i])
-        .collect();
+    let poison: Vec<i64> = data.poisoned_ids();
     let found = ids.values().iter().filter(|id| poison.contains(id)).count();
     assert!(
         found >= 50 && found * 10 >= q.num_rows() * 8,
