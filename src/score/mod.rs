@@ -230,52 +230,14 @@ pub fn decide(
         .zip(&margins)
         .zip(records.into_iter().zip(tails))
     {
-        let mut signals = Vec::new();
-        let mut class_margin = f64::NEG_INFINITY;
-        let mut attacked_by: Vec<String> = Vec::new();
-        let mut attacked_by_comparison = false;
-        // Detectors whose class signal judges the class attacked by comparison.
-        let mut attacking: Vec<usize> = Vec::new();
-        let mut set_aside: Vec<String> = Vec::new();
-        for (d, a) in anomaly.iter().enumerate() {
-            let (Some(sig), Some(a), Some(margin)) = (e.scores[d].signal, a, margins[d]) else {
-                continue;
-            };
-            signals.push(SignalVerdict {
-                detector: names[d].into(),
-                value: sig.value,
-                clean_bound: sig.clean_bound,
-                bound_with_group: sig.bound_with_group,
-                anomaly_index: *a,
-            });
-            if margin > 0.0 && common[d] {
-                class_margin = class_margin.max(-params.anomaly_threshold.max(1.0));
-                set_aside.push(format!(
-                    "{} {:.3} is {:.1} MADs above the classes' median, but too many classes are (the data's own structure, not an outlier)",
-                    names[d], sig.value, a
-                ));
-                continue;
-            }
-            class_margin = class_margin.max(margin);
-            if margin > 0.0 && compared[d] {
-                attacked_by_comparison = true;
-                attacking.push(d);
-                attacked_by.push(format!(
-                    "{} {:.3} is {:.1} MADs above the classes' median ({})",
-                    names[d],
-                    sig.value,
-                    a,
-                    bound_text(&sig)
-                ));
-            } else if margin > 0.0 {
-                attacked_by.push(format!(
-                    "{} {:.3} is over its {} (fewer than 3 classes to compare with)",
-                    names[d],
-                    sig.value,
-                    bound_text(&sig)
-                ));
-            }
-        }
+        let SignalJudgement {
+            signals,
+            mut class_margin,
+            mut attacked_by,
+            attacked_by_comparison,
+            attacking,
+            set_aside,
+        } = judge_by_signals(e, names, anomaly, margins, &compared, &common, params);
         // Step 2: record evidence within the class.
         let mut unproven = None;
         // Its tail, not a class signal, says so: compared with the classes by `tails_of_other_inputs`.
@@ -386,9 +348,21 @@ pub fn decide(
             flagged: 0, // counted after the caps below
         });
     }
-    // Records a detector's own method marks (label issues, near-copy groups), whatever the class
-    // verdict: these methods are calibrated by their own construction (see each detector).
-    let mut candidate_of: Vec<Option<usize>> = vec![None; total_rows];
+    add_detectors_own_flags(evidence, &mut candidates, &mut out.reasons);
+    apply_caps(candidates, total_rows, params, &mut out);
+    for e in evidence {
+        if let Some(v) = out.verdicts[e.class].as_mut() {
+            v.flagged = e.rows.iter().filter(|&&g| out.quarantined[g as usize]).count();
+        }
+    }
+    out
+}
+
+/// Adds to `candidates` ((global row, suspicion) of flagged records) the records a detector's
+/// own method marks (label issues, near-copy groups), whatever the class verdict: these methods
+/// are calibrated by their own construction (see each detector). Their reasons join `reasons`.
+fn add_detectors_own_flags(evidence: &[ClassEvidence<'_>], candidates: &mut Vec<(usize, f64)>, reasons: &mut [String]) {
+    let mut candidate_of: Vec<Option<usize>> = vec![None; reasons.len()];
     candidates
         .iter()
         .enumerate()
@@ -401,18 +375,23 @@ pub fn decide(
                 match candidate_of[g] {
                     Some(i) => {
                         candidates[i].1 = candidates[i].1.max(suspicion);
-                        out.reasons[g] = format!("{}; {}", out.reasons[g], f.why);
+                        reasons[g] = format!("{}; {}", reasons[g], f.why);
                     }
                     None => {
                         candidate_of[g] = Some(candidates.len());
                         candidates.push((g, suspicion));
-                        out.reasons[g] = f.why.clone();
+                        reasons[g] = f.why.clone();
                     }
                 }
             }
         }
     }
-    // Caps: the most suspicious stay quarantined; the rest go back to clean, and the report says so.
+}
+
+/// Quarantines the `candidates`, the most suspicious first, up to the caps
+/// (`max_quarantine_fraction`, and twice the `expected_poison_rate` + 1% where given); the rest go
+/// back to clean, and their reasons say so.
+fn apply_caps(mut candidates: Vec<(usize, f64)>, total_rows: usize, params: &DecisionParams, out: &mut Decision) {
     let mut cap = (params.max_quarantine_fraction * total_rows as f64).floor() as usize;
     if let Some(rate) = params.expected_poison_rate {
         cap = cap.min(((2.0 * rate + 0.01) * total_rows as f64).ceil() as usize);
@@ -427,12 +406,82 @@ pub fn decide(
             out.reasons[g] = format!("{} (kept: over the quarantine cap of {cap} rows)", out.reasons[g]);
         }
     }
-    for e in evidence {
-        if let Some(v) = out.verdicts[e.class].as_mut() {
-            v.flagged = e.rows.iter().filter(|&&g| out.quarantined[g as usize]).count();
+}
+
+/// What a class's signals say, compared across the classes (step 1 of [`decide`]).
+struct SignalJudgement {
+    signals: Vec<SignalVerdict>,
+    /// The largest margin of a signal over its threshold (negative: none passed).
+    class_margin: f64,
+    /// Why the class is attacked, one entry per signal that says so.
+    attacked_by: Vec<String>,
+    /// Whether a signal passed by comparison with the other classes (not for want of them).
+    attacked_by_comparison: bool,
+    /// Detectors whose class signal judges the class attacked by comparison.
+    attacking: Vec<usize>,
+    /// Signals over their threshold but set aside: too many classes are.
+    set_aside: Vec<String>,
+}
+
+/// Step 1 of [`decide`] for class `e`: its signals (`anomaly`, `margins`: per detector) against
+/// the classes' (`compared`: the signal could be compared; `common`: it marks too many classes).
+fn judge_by_signals(
+    e: &ClassEvidence<'_>,
+    names: &[&str],
+    anomaly: &[Option<f64>],
+    margins: &[Option<f64>],
+    compared: &[bool],
+    common: &[bool],
+    params: &DecisionParams,
+) -> SignalJudgement {
+    let mut judged = SignalJudgement {
+        signals: Vec::new(),
+        class_margin: f64::NEG_INFINITY,
+        attacked_by: Vec::new(),
+        attacked_by_comparison: false,
+        attacking: Vec::new(),
+        set_aside: Vec::new(),
+    };
+    for (d, a) in anomaly.iter().enumerate() {
+        let (Some(sig), Some(a), Some(margin)) = (e.scores[d].signal, a, margins[d]) else {
+            continue;
+        };
+        judged.signals.push(SignalVerdict {
+            detector: names[d].into(),
+            value: sig.value,
+            clean_bound: sig.clean_bound,
+            bound_with_group: sig.bound_with_group,
+            anomaly_index: *a,
+        });
+        if margin > 0.0 && common[d] {
+            judged.class_margin = judged.class_margin.max(-params.anomaly_threshold.max(1.0));
+            judged.set_aside.push(format!(
+                "{} {:.3} is {:.1} MADs above the classes' median, but too many classes are (the data's own structure, not an outlier)",
+                names[d], sig.value, a
+            ));
+            continue;
+        }
+        judged.class_margin = judged.class_margin.max(margin);
+        if margin > 0.0 && compared[d] {
+            judged.attacked_by_comparison = true;
+            judged.attacking.push(d);
+            judged.attacked_by.push(format!(
+                "{} {:.3} is {:.1} MADs above the classes' median ({})",
+                names[d],
+                sig.value,
+                a,
+                bound_text(&sig)
+            ));
+        } else if margin > 0.0 {
+            judged.attacked_by.push(format!(
+                "{} {:.3} is over its {} (fewer than 3 classes to compare with)",
+                names[d],
+                sig.value,
+                bound_text(&sig)
+            ));
         }
     }
-    out
+    judged
 }
 
 /// Whether every signal `attacking` the class passed only by the lower bound its detector's
