@@ -230,14 +230,14 @@ pub fn decide(
         .zip(&margins)
         .zip(records.into_iter().zip(tails))
     {
-        let SignalJudgement {
+        let SignalEvidence {
             signals,
             mut class_margin,
             mut attacked_by,
             attacked_by_comparison,
             attacking,
             set_aside,
-        } = judge_by_signals(e, names, anomaly, margins, &compared, &common, params);
+        } = weigh_signals(e, names, anomaly, margins, &compared, &common, params);
         // Step 2: record evidence within the class.
         let mut unproven = None;
         // Its tail, not a class signal, says so: compared with the classes by `tails_of_other_inputs`.
@@ -348,7 +348,7 @@ pub fn decide(
             flagged: 0, // counted after the caps below
         });
     }
-    add_detectors_own_flags(evidence, &mut candidates, &mut out.reasons);
+    add_detectors_own_flags(evidence, total_rows, &mut candidates, &mut out.reasons);
     apply_caps(candidates, total_rows, params, &mut out);
     for e in evidence {
         if let Some(v) = out.verdicts[e.class].as_mut() {
@@ -361,8 +361,13 @@ pub fn decide(
 /// Adds to `candidates` ((global row, suspicion) of flagged records) the records a detector's
 /// own method marks (label issues, near-copy groups), whatever the class verdict: these methods
 /// are calibrated by their own construction (see each detector). Their reasons join `reasons`.
-fn add_detectors_own_flags(evidence: &[ClassEvidence<'_>], candidates: &mut Vec<(usize, f64)>, reasons: &mut [String]) {
-    let mut candidate_of: Vec<Option<usize>> = vec![None; reasons.len()];
+fn add_detectors_own_flags(
+    evidence: &[ClassEvidence<'_>],
+    total_rows: usize,
+    candidates: &mut Vec<(usize, f64)>,
+    reasons: &mut [String],
+) {
+    let mut candidate_of: Vec<Option<usize>> = vec![None; total_rows];
     candidates
         .iter()
         .enumerate()
@@ -409,9 +414,10 @@ fn apply_caps(mut candidates: Vec<(usize, f64)>, total_rows: usize, params: &Dec
 }
 
 /// What a class's signals say, compared across the classes (step 1 of [`decide`]).
-struct SignalJudgement {
+struct SignalEvidence {
     signals: Vec<SignalVerdict>,
-    /// The largest margin of a signal over its threshold (negative: none passed).
+    /// The largest margin of a signal over its threshold: positive when one judges the class
+    /// attacked; -max(threshold, 1) when only set-aside signals passed; -inf without signals.
     class_margin: f64,
     /// Why the class is attacked, one entry per signal that says so.
     attacked_by: Vec<String>,
@@ -425,7 +431,7 @@ struct SignalJudgement {
 
 /// Step 1 of [`decide`] for class `e`: its signals (`anomaly`, `margins`: per detector) against
 /// the classes' (`compared`: the signal could be compared; `common`: it marks too many classes).
-fn judge_by_signals(
+fn weigh_signals(
     e: &ClassEvidence<'_>,
     names: &[&str],
     anomaly: &[Option<f64>],
@@ -433,8 +439,8 @@ fn judge_by_signals(
     compared: &[bool],
     common: &[bool],
     params: &DecisionParams,
-) -> SignalJudgement {
-    let mut judged = SignalJudgement {
+) -> SignalEvidence {
+    let mut weighed = SignalEvidence {
         signals: Vec::new(),
         class_margin: f64::NEG_INFINITY,
         attacked_by: Vec::new(),
@@ -446,7 +452,7 @@ fn judge_by_signals(
         let (Some(sig), Some(a), Some(margin)) = (e.scores[d].signal, a, margins[d]) else {
             continue;
         };
-        judged.signals.push(SignalVerdict {
+        weighed.signals.push(SignalVerdict {
             detector: names[d].into(),
             value: sig.value,
             clean_bound: sig.clean_bound,
@@ -454,18 +460,18 @@ fn judge_by_signals(
             anomaly_index: *a,
         });
         if margin > 0.0 && common[d] {
-            judged.class_margin = judged.class_margin.max(-params.anomaly_threshold.max(1.0));
-            judged.set_aside.push(format!(
+            weighed.class_margin = weighed.class_margin.max(-params.anomaly_threshold.max(1.0));
+            weighed.set_aside.push(format!(
                 "{} {:.3} is {:.1} MADs above the classes' median, but too many classes are (the data's own structure, not an outlier)",
                 names[d], sig.value, a
             ));
             continue;
         }
-        judged.class_margin = judged.class_margin.max(margin);
+        weighed.class_margin = weighed.class_margin.max(margin);
         if margin > 0.0 && compared[d] {
-            judged.attacked_by_comparison = true;
-            judged.attacking.push(d);
-            judged.attacked_by.push(format!(
+            weighed.attacked_by_comparison = true;
+            weighed.attacking.push(d);
+            weighed.attacked_by.push(format!(
                 "{} {:.3} is {:.1} MADs above the classes' median ({})",
                 names[d],
                 sig.value,
@@ -473,7 +479,7 @@ fn judge_by_signals(
                 bound_text(&sig)
             ));
         } else if margin > 0.0 {
-            judged.attacked_by.push(format!(
+            weighed.attacked_by.push(format!(
                 "{} {:.3} is over its {} (fewer than 3 classes to compare with)",
                 names[d],
                 sig.value,
@@ -481,7 +487,7 @@ fn judge_by_signals(
             ));
         }
     }
-    judged
+    weighed
 }
 
 /// Whether every signal `attacking` the class passed only by the lower bound its detector's
