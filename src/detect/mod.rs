@@ -287,8 +287,15 @@ impl ClassSignal {
 
     /// Whether the value is over the bound it is judged by (`bound_with_group` where set).
     pub fn over_bound(&self) -> bool {
-        self.value > self.bound_with_group.unwrap_or(self.clean_bound)
+        over_bound(self.value, self.clean_bound, self.bound_with_group)
     }
+}
+
+/// Whether a class signal's `value` is over the bound it is judged by: `bound_with_group` where
+/// its detector found a group of its own, else `clean_bound`. The one rule for the signal and
+/// for its report (`score::SignalVerdict`).
+pub fn over_bound(value: f64, clean_bound: f64, bound_with_group: Option<f64>) -> bool {
+    value > bound_with_group.unwrap_or(clean_bound)
 }
 
 /// Per-record cluster assignment, for reasons ("cluster 1 of 2").

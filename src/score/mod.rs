@@ -160,7 +160,7 @@ pub struct SignalVerdict {
 impl SignalVerdict {
     /// Whether the value is over the bound it was judged by (as `ClassSignal::over_bound`).
     pub fn over_bound(&self) -> bool {
-        self.value > self.bound_with_group.unwrap_or(self.clean_bound)
+        crate::detect::over_bound(self.value, self.clean_bound, self.bound_with_group)
     }
 }
 
@@ -234,10 +234,10 @@ pub fn decide(
             signals,
             mut class_margin,
             mut attacked_by,
-            attacked_by_comparison,
             attacking,
             set_aside,
         } = weigh_signals(e, names, anomaly, margins, &compared, &common, params);
+        let attacked_by_comparison = !attacking.is_empty();
         // Step 2: record evidence within the class.
         let mut unproven = None;
         // Its tail, not a class signal, says so: compared with the classes by `tails_of_other_inputs`.
@@ -421,9 +421,8 @@ struct SignalEvidence {
     class_margin: f64,
     /// Why the class is attacked, one entry per signal that says so.
     attacked_by: Vec<String>,
-    /// Whether a signal passed by comparison with the other classes (not for want of them).
-    attacked_by_comparison: bool,
-    /// Detectors whose class signal judges the class attacked by comparison.
+    /// Detectors whose class signal judges the class attacked by comparison with the other
+    /// classes (not for want of them).
     attacking: Vec<usize>,
     /// Signals over their threshold but set aside: too many classes are.
     set_aside: Vec<String>,
@@ -444,7 +443,6 @@ fn weigh_signals(
         signals: Vec::new(),
         class_margin: f64::NEG_INFINITY,
         attacked_by: Vec::new(),
-        attacked_by_comparison: false,
         attacking: Vec::new(),
         set_aside: Vec::new(),
     };
@@ -469,7 +467,6 @@ fn weigh_signals(
         }
         weighed.class_margin = weighed.class_margin.max(margin);
         if margin > 0.0 && compared[d] {
-            weighed.attacked_by_comparison = true;
             weighed.attacking.push(d);
             weighed.attacked_by.push(format!(
                 "{} {:.3} is {:.1} MADs above the classes' median ({})",
