@@ -1301,8 +1301,9 @@ mod tests {
         // As the overturned case above (sparse, no other-label neighbours), with a second class
         // signal under its clean bound (1.5) in every class: class 3's `value` against the
         // others' 0.48-0.52. At 1.2 it ranks class 3 14 MADs out (min spread 0.05) and the
-        // verdict stands; at 0.6, 2 MADs, and it is overturned.
-        for (value, attacked) in [(1.2, true), (0.6, false)] {
+        // verdict stands; at 0.75, 5 MADs (over the threshold, under twice it), and at 0.6, 2
+        // MADs, it is overturned.
+        for (value, attacked) in [(1.2, true), (0.75, false), (0.6, false)] {
             let (mut ev, total) = a_sparse_tail_in_class_3();
             for (c, e) in ev.iter_mut().enumerate() {
                 e.scores.to_mut().push(record_scores(c, (0.0, 0.0)));
