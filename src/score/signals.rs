@@ -31,7 +31,7 @@ pub(super) fn seconded(
 
 /// How many times the decision's anomaly threshold a second signal must rank the class out to
 /// second it. At 1x (to 0.2.36), distance signals of 4.1-4.3 MADs, under their clean bound,
-/// seconded SPECTRE's verdict on three clean classes' tails (tuning seeds 201-320 and 261-280 at
+/// seconded SPECTRE's verdict on four clean classes' tails (tuning seeds 201-320, and 261-280 at
 /// 3 000 per class: 83, 51, 682 and 656 records quarantined, up to 2.2% of a clean dataset);
 /// the targets it was built for stood 9.3 and 14.5 out. At 2x those four runs lost their false
 /// class and no run lost a poisoned record (1 400 ReLU runs).
