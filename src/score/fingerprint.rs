@@ -16,8 +16,8 @@
 //! 500 records per class and 128 x 300): of 117 target classes no other rule found, 34 passed,
 //! their groups 117 records, every one poison; of 200 clean sets, one had a class pass (3
 //! records); of 260 other attacked runs (5%, 15%, faint 5%, label flips), 2 had another class
-//! pass (2 clean records quarantined in all). At 3 000 records per class (seeds 1-8, clean and
-//! 1%) nothing passed; see [`MIN_SHARE_OF_CLASS`].
+//! pass (2 clean records quarantined in all). At 3 000 records per class see
+//! [`MIN_SHARE_OF_CLASS`].
 
 use super::other_inputs::{self, MIN_GROUP, MIN_OUTSIDER_SHARE, MIN_SOURCES, OtherInputs, most_common};
 use super::{ClassEvidence, detector};
@@ -31,10 +31,23 @@ const MIN_COSINE: f32 = 0.5;
 /// holds at least [`MIN_GROUP`] records from [`MIN_SOURCES`] source classes, as the group
 /// search's)...
 const MIN_SHARE_OF_MARKED: f64 = 0.5;
-/// ...and of the class: boundary cases of a class of thousands form small cliques too (3-15
-/// records in clean classes of 3 000, tuning seeds 1-8; without this, another class of a 5% run
-/// passed, beside 2 of the 4 1% targets no other rule found).
+/// ...and 0.5% of the class, but at most [`MAX_CLASS_CLIQUE`] records: boundary cases of a class
+/// of thousands form small cliques too. The share, set in 0.2.30 against cliques of 3-15 that
+/// the prototype (without the source test) found in clean classes of 3 000, asked 15 records
+/// there and let 1% backdoors of 30 go with cliques of up to 14 of their 15 marked records.
 const MIN_SHARE_OF_CLASS: f64 = 0.005;
+/// With the source test, classes without poison held cliques of at most 3 records at 3 000 per
+/// class (tuning: 64 and 128 units, seeds 1-8 and 281-340 clean, 281-340 1%, 281-310 5% / 15% /
+/// faint 5%, 281-300 label flips and near-copies; label flips' larger cliques fail the half of
+/// the marked records), and none over 3 at 6 000 (seeds 401-415, clean and 1%), while 8
+/// backdoors no other rule found held 5-14 (6 at 3 000, one each at 1 500 and 6 000); at 1 500
+/// (seeds 401-430) one class beside a 1% backdoor held 5 of 10 and passes (4 records). Classes of 1 000 or fewer keep
+/// their share (at 1 000, 3 would pass a class beside a 1% backdoor of 50 classes, seed 5012).
+const MAX_CLASS_CLIQUE: f64 = 5.0;
+/// Classes over this many records are not asked (as before 0.2.38, when 0.5% of them exceeded
+/// the [`QUERIES`]): cliques in classes that large were not measured, and each costs a search
+/// (0.4-0.6 s on a ReLU set of 200 000 x 256 with classes of 20 000).
+const MAX_CLASS_ROWS: usize = 9_600;
 
 /// Class `at`'s records sharing a trigger's fingerprint (with their outsiders' other-label
 /// share), if they pass the tests above; `None` too without vectors or SPECTRE.
@@ -42,8 +55,8 @@ pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[
     let e = &evidence[at];
     let geometry = e.geometry?;
     let spectre = detector(e, names, "spectre")?;
-    if MIN_SHARE_OF_CLASS * e.rows.len() as f64 > QUERIES as f64 {
-        return None; // no clique of the queried records can be large enough: spare the search
+    if e.rows.len() > MAX_CLASS_ROWS {
+        return None;
     }
     let dim = geometry.dim;
     let row = |c: usize, i: usize| {
@@ -101,11 +114,17 @@ pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[
         marked.len(),
         sources.len()
     );
-    let needed = (MIN_GROUP as f64)
-        .max(MIN_SHARE_OF_MARKED * marked.len() as f64)
-        .max(MIN_SHARE_OF_CLASS * e.rows.len() as f64);
-    (members.len() as f64 >= needed && sources.len() >= MIN_SOURCES)
+    (members.len() as f64 >= clique_needed(marked.len(), e.rows.len()) && sources.len() >= MIN_SOURCES)
         .then(|| OtherInputs::from_fingerprint(e, names, members, sources.len()))
+}
+
+/// Fewest records the clique must hold, of `marked` records that look like other classes' inputs
+/// in a class of `class_rows`: [`MIN_GROUP`], half the marked, and [`MIN_SHARE_OF_CLASS`] up to
+/// [`MAX_CLASS_CLIQUE`].
+fn clique_needed(marked: usize, class_rows: usize) -> f64 {
+    (MIN_GROUP as f64)
+        .max(MIN_SHARE_OF_MARKED * marked as f64)
+        .max((MIN_SHARE_OF_CLASS * class_rows as f64).min(MAX_CLASS_CLIQUE))
 }
 
 /// A queried record that looks like another class's input.
@@ -284,6 +303,22 @@ mod tests {
             })
             .collect();
         assert!(group_of(&own).is_none());
+    }
+
+    #[test]
+    fn a_clique_needs_three_half_the_marked_and_half_a_percent_of_the_class_up_to_five() {
+        // Classes of 300-500: three records, or half of those marked.
+        assert_eq!(clique_needed(4, 300), 3.0);
+        assert_eq!(clique_needed(10, 500), 5.0);
+        // A 1% backdoor of 30 in a class of 3 000 (tuning seed 300, 64 units): 14 of its 15
+        // marked records shared a fingerprint, short of the 15 that 0.5% of the class asked.
+        assert!(14.0 >= clique_needed(15, 3000));
+        // Clean classes of 3 000 held cliques of 3 (tuning seeds); 5 records are needed there,
+        // as in classes of 1 000, and no more in larger ones.
+        assert_eq!(clique_needed(2, 3000), 5.0);
+        assert_eq!(clique_needed(2, 1000), 5.0);
+        assert_eq!(clique_needed(2, 800), 4.0);
+        assert_eq!(clique_needed(2, 9000), 5.0);
     }
 
     #[test]
