@@ -405,8 +405,9 @@ fn a_relu_backdoor_of_three_records_is_found_by_its_trigger_s_fingerprint() {
     // tail rules speak: the top of the class's SPECTRE ranking holds records that look like
     // other classes' inputs and share what their source classes' records lack
     // (score::fingerprint, 0.2.30). Measured on these seeds (first run here): found in 12 of 20
-    // runs at recall 0.6 or more; 10 without the rule. Asks for 11.
-    relu_target_found_in(3100..3120, 128, 300, 0.01, 4.0, 11, 0.6);
+    // runs at recall 0.6 or more; 10 without the rule. From 0.2.39 a pair of such records passes
+    // in classes this small: 15 of 20 (13 on 0.2.38). Asks for 14.
+    relu_target_found_in(3100..3120, 128, 300, 0.01, 4.0, 14, 0.6);
 }
 
 #[test]

@@ -44,6 +44,16 @@ const MIN_SHARE_OF_CLASS: f64 = 0.005;
 /// (seeds 401-430) one class beside a 1% backdoor held 5 of 10 and passes (4 records). Classes of 1 000 or fewer keep
 /// their share (at 1 000, 3 would pass a class beside a 1% backdoor of 50 classes, seed 5012).
 const MAX_CLASS_CLIQUE: f64 = 5.0;
+/// A clique of two passes where the class share allows it (classes under 400 records) when both
+/// look clearly like other classes' inputs: 8 or more of their 10 nearest records other
+/// classes'. Why: a 1% backdoor of 3 records (300 per class) leaves a pair when one of its
+/// records is not among the marked or shares less of the trigger. Tuning (128 x 300, seeds
+/// 201-320): 12 of the 54 1% targets missed passed so (2 of 3 records each), against one class
+/// beside a 1% backdoor (2 records) and one more class in 3 of 120 label-flip runs; no clean set
+/// (120) and no 5%, 15% or faint run changed. Pairs in those runs had leftover cosines of
+/// 0.50-0.85 (targets) and 0.50-0.74 (others): the shares, not the cosine, tell them apart.
+const PAIR: usize = 2;
+const PAIR_MIN_SHARE: f64 = 0.8;
 /// Classes over this many records are not asked (as before 0.2.38, when 0.5% of them exceeded
 /// the [`QUERIES`]): cliques in classes that large were not measured, and each costs a search
 /// (0.4-0.6 s on a ReLU set of 200 000 x 256 with classes of 20 000).
@@ -114,15 +124,24 @@ pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[
         marked.len(),
         sources.len()
     );
-    (members.len() as f64 >= clique_needed(marked.len(), e.rows.len()) && sources.len() >= MIN_SOURCES)
+    clique_passes(&members, marked.len(), sources.len(), e.rows.len())
         .then(|| OtherInputs::from_fingerprint(e, names, members, sources.len()))
 }
 
+/// Whether a clique of `members` (class-local index, outsiders' other-label share) from `sources`
+/// source classes, of `marked` records that look like other classes' inputs in a class of
+/// `class_rows`, makes the class attacked.
+fn clique_passes(members: &[(usize, f64)], marked: usize, sources: usize, class_rows: usize) -> bool {
+    let sure_pair = members.len() == PAIR && members.iter().all(|m| m.1 >= PAIR_MIN_SHARE);
+    let least = if sure_pair { PAIR } else { MIN_GROUP };
+    members.len() as f64 >= clique_needed(least, marked, class_rows) && sources >= MIN_SOURCES
+}
+
 /// Fewest records the clique must hold, of `marked` records that look like other classes' inputs
-/// in a class of `class_rows`: [`MIN_GROUP`], half the marked, and [`MIN_SHARE_OF_CLASS`] up to
+/// in a class of `class_rows`: `least`, half the marked, and [`MIN_SHARE_OF_CLASS`] up to
 /// [`MAX_CLASS_CLIQUE`].
-fn clique_needed(marked: usize, class_rows: usize) -> f64 {
-    (MIN_GROUP as f64)
+fn clique_needed(least: usize, marked: usize, class_rows: usize) -> f64 {
+    (least as f64)
         .max(MIN_SHARE_OF_MARKED * marked as f64)
         .max((MIN_SHARE_OF_CLASS * class_rows as f64).min(MAX_CLASS_CLIQUE))
 }
@@ -280,6 +299,9 @@ mod tests {
         members.sort_unstable();
         assert_eq!(members, vec![0, 1, 2, 3]);
         assert_eq!((group.grouped, group.sources), (4, 3));
+        // Two such records from two classes, in a class of 60: a pair.
+        let pair = group_of(&relabelled(&[1, 2], |_| TRIGGER)).expect("a pair");
+        assert_eq!((pair.members.len(), pair.sources), (2, 2));
         // The two from class 1 are each other's nearest: 9 of their 10 nearest are class 1's.
         assert!(group.members.iter().all(|m| m.1 >= 0.9), "{:?}", group.members);
     }
@@ -308,17 +330,30 @@ mod tests {
     #[test]
     fn a_clique_needs_three_half_the_marked_and_half_a_percent_of_the_class_up_to_five() {
         // Classes of 300-500: three records, or half of those marked.
-        assert_eq!(clique_needed(4, 300), 3.0);
-        assert_eq!(clique_needed(10, 500), 5.0);
+        assert_eq!(clique_needed(MIN_GROUP, 4, 300), 3.0);
+        assert_eq!(clique_needed(MIN_GROUP, 10, 500), 5.0);
         // A 1% backdoor of 30 in a class of 3 000 (tuning seed 300, 64 units): 14 of its 15
         // marked records shared a fingerprint, short of the 15 that 0.5% of the class asked.
-        assert!(14.0 >= clique_needed(15, 3000));
+        assert!(14.0 >= clique_needed(MIN_GROUP, 15, 3000));
         // Clean classes of 3 000 held cliques of 3 (tuning seeds); 5 records are needed there,
         // as in classes of 1 000, and no more in larger ones.
-        assert_eq!(clique_needed(2, 3000), 5.0);
-        assert_eq!(clique_needed(2, 1000), 5.0);
-        assert_eq!(clique_needed(2, 800), 4.0);
-        assert_eq!(clique_needed(2, 9000), 5.0);
+        assert_eq!(clique_needed(MIN_GROUP, 2, 3000), 5.0);
+        assert_eq!(clique_needed(MIN_GROUP, 2, 1000), 5.0);
+        assert_eq!(clique_needed(MIN_GROUP, 2, 800), 4.0);
+        assert_eq!(clique_needed(MIN_GROUP, 2, 9000), 5.0);
+    }
+
+    #[test]
+    fn a_pair_passes_only_in_small_classes_when_both_look_clearly_like_other_classes_inputs() {
+        let sure = [(0, 0.9), (1, 1.0)];
+        assert!(clique_passes(&sure, 3, 2, 300));
+        assert!(clique_passes(&sure, 4, 2, 300));
+        assert!(!clique_passes(&sure, 5, 2, 300), "half the marked");
+        assert!(!clique_passes(&sure, 2, 1, 300), "one source");
+        assert!(!clique_passes(&sure, 2, 2, 500), "0.5% of 500 is 2.5 records");
+        assert!(!clique_passes(&[(0, 0.9), (1, 0.7)], 2, 2, 300));
+        // Three records need no such share.
+        assert!(clique_passes(&[(0, 0.5), (1, 0.5), (2, 0.6)], 3, 2, 500));
     }
 
     #[test]
