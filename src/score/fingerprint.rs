@@ -41,8 +41,9 @@ const MIN_SHARE_OF_CLASS: f64 = 0.005;
 /// faint 5%, 281-300 label flips and near-copies; label flips' larger cliques fail the half of
 /// the marked records), and none over 3 at 6 000 (seeds 401-415, clean and 1%), while 8
 /// backdoors no other rule found held 5-14 (6 at 3 000, one each at 1 500 and 6 000); at 1 500
-/// (seeds 401-430) one class beside a 1% backdoor held 5 of 10 and passes (4 records). Classes of 1 000 or fewer keep
-/// their share (at 1 000, 3 would pass a class beside a 1% backdoor of 50 classes, seed 5012).
+/// (seeds 401-430) one class beside a 1% backdoor held 5 of 10 and passes (4 records). Classes
+/// of 1 000 or fewer keep their share (at 1 000, 3 would pass a class beside a 1% backdoor of 50
+/// classes, seed 5012).
 const MAX_CLASS_CLIQUE: f64 = 5.0;
 /// A clique of two passes where the class share allows it (classes under 400 records) when both
 /// look clearly like other classes' inputs: 8 or more of their 10 nearest records other
@@ -299,11 +300,11 @@ mod tests {
         members.sort_unstable();
         assert_eq!(members, vec![0, 1, 2, 3]);
         assert_eq!((group.grouped, group.sources), (4, 3));
+        // The two from class 1 are each other's nearest: 9 of their 10 nearest are class 1's.
+        assert!(group.members.iter().all(|m| m.1 >= 0.9), "{:?}", group.members);
         // Two such records from two classes, in a class of 60: a pair.
         let pair = group_of(&relabelled(&[1, 2], |_| TRIGGER)).expect("a pair");
         assert_eq!((pair.members.len(), pair.sources), (2, 2));
-        // The two from class 1 are each other's nearest: 9 of their 10 nearest are class 1's.
-        assert!(group.members.iter().all(|m| m.1 >= 0.9), "{:?}", group.members);
     }
 
     #[test]
