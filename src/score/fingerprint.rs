@@ -11,7 +11,10 @@
 //! way while boundary cases' point at random. The test is a clique of such records, from
 //! several source classes (all-to-one poison comes from many; a boundary or records flipped from
 //! one class, from one), making up most of the records that look like other classes' inputs;
-//! in small classes a pair passes when both look clearly so ([`PAIR_MIN_SHARE`]).
+//! in small classes a pair passes when both look clearly so ([`PAIR_MIN_SHARE`]). In classes of
+//! a thousand or more, where a 1% backdoor can sit far down SPECTRE's ranking, self-influence's
+//! top records are asked next ([`SECOND_PASS_MIN_ROWS`]), and that clique must draw on half the
+//! other classes.
 //!
 //! Measured on generated ReLU layers (tuning seeds 1-20 and 61-160, 1% backdoors at 64 units x
 //! 500 records per class and 128 x 300): of 117 target classes no other rule found, 34 passed,
@@ -22,6 +25,7 @@
 
 use super::other_inputs::{self, MIN_GROUP, MIN_OUTSIDER_SHARE, MIN_SOURCES, OtherInputs, most_common};
 use super::{ClassEvidence, detector};
+use crate::detect::ClassScores;
 use crate::stats::is_live;
 
 /// Records queried per class, highest SPECTRE score first.
@@ -60,23 +64,76 @@ const PAIR_MIN_SHARE: f64 = 0.8;
 /// the [`QUERIES`]): cliques in classes that large were not measured, and each costs a search
 /// (0.4-0.6 s on a ReLU set of 200 000 x 256 with classes of 20 000).
 const MAX_CLASS_ROWS: usize = 9_600;
+/// Classes of this many records or more whose SPECTRE top held no clique are asked again by
+/// self-influence's top records (0.2.40): at 3 000 per class a 1% backdoor (30 records) can sit
+/// at SPECTRE ranks in the hundreds, none among the 48 asked, while self-influence's top 48
+/// hold 5-25 of them (tuning seeds 281-340, the 31 targets missed). Tuning (64 and 128 units,
+/// 10 classes: 3 000 per class seeds 281-340 clean and 1%, 281-310 5% / 15% / faint, 281-300
+/// label flips and near-copies; 1 500 per class 401-430 and 6 000 per class 401-415, clean and
+/// 1%): 13 missed target classes passed (4-16 poisoned records more quarantined each, 30 in
+/// one whose clique was grown; 1 clean record more in all), and no other class (without
+/// [`SECOND_PASS_MIN_SHARE_OF_MARKED`]: 3 classes in 2 of 40 label-flip runs, and on the unseen
+/// grid a clean class beside a 1% backdoor). Under 1 000 records the second pass (with the
+/// first pass's test) judged clean classes attacked (3 of 120 clean sets at 64 x 500) for 6
+/// more of 120 targets.
+const SECOND_PASS_MIN_ROWS: usize = 1_000;
+/// Source classes the second pass's clique must come from, at least: self-influence's top
+/// records of a clean class are boundary cases, near one or a few classes (cliques of 5 or more
+/// in clean classes of the tuning sets above came from 4 at most; the targets' from 5-6).
+const SECOND_PASS_MIN_SOURCES: usize = 5;
+/// Least share of the second pass's marked records in its clique: self-influence's top records
+/// mostly look like other classes' inputs, so half (the first pass's) is too many, but cliques
+/// from 5 sources in classes without a backdoor held 10-14% of them (label-flip runs; one clean
+/// class of the unseen grid, 5 of 41), the targets' 21-64%.
+const SECOND_PASS_MIN_SHARE_OF_MARKED: f64 = 0.2;
+/// Datasets of more classes are not asked a second time: half their other classes is 7 source
+/// classes or more, more than any target's clique drew on in tuning (5-6), and the search costs
+/// (50 classes x 1 000 x 128 units: 4.5 -> 6.4 s a scan).
+const SECOND_PASS_MAX_CLASSES: usize = 13;
 
 /// Class `at`'s records sharing a trigger's fingerprint (with their outsiders' other-label
 /// share), if they pass the tests above; `None` too without vectors or SPECTRE.
 pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[&str]) -> Option<OtherInputs> {
     let e = &evidence[at];
-    let geometry = e.geometry?;
     let spectre = detector(e, names, "spectre")?;
-    if e.rows.len() > MAX_CLASS_ROWS {
+    if e.geometry.is_none() || e.rows.len() > MAX_CLASS_ROWS {
         return None;
     }
-    let dim = geometry.dim;
+    let found = clique_among(evidence, at, names, spectre, Pass::Spectre);
+    if found.is_some() || e.rows.len() < SECOND_PASS_MIN_ROWS || evidence.len() > SECOND_PASS_MAX_CLASSES {
+        return found;
+    }
+    let influence = detector(e, names, "self_influence")?;
+    clique_among(evidence, at, names, influence, Pass::SelfInfluence)
+}
+
+/// Which records a search asks, and so which test its clique must pass.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Pass {
+    /// SPECTRE's top records; the clique passes [`clique_passes`].
+    Spectre,
+    /// Self-influence's top records, where SPECTRE's held no clique in a class of
+    /// [`SECOND_PASS_MIN_ROWS`] or more; the clique passes [`second_pass_clique_passes`].
+    SelfInfluence,
+}
+
+/// The records of class `at` atop `ranking` that share a trigger's fingerprint, if their
+/// clique passes the `pass`'s test.
+fn clique_among(
+    evidence: &[ClassEvidence<'_>],
+    at: usize,
+    names: &[&str],
+    ranking: &ClassScores,
+    pass: Pass,
+) -> Option<OtherInputs> {
+    let e = &evidence[at];
+    let dim = e.geometry?.dim;
     let row = |c: usize, i: usize| {
         let x = evidence[c].geometry.map_or(&[][..], |g| g.x);
         &x[i * dim..(i + 1) * dim]
     };
     let mut queries: Vec<usize> = (0..e.rows.len()).filter(|&i| is_live(row(at, i))).collect();
-    queries.sort_by(|&a, &b| spectre.scores[b].total_cmp(&spectre.scores[a]).then(a.cmp(&b)));
+    queries.sort_by(|&a, &b| ranking.scores[b].total_cmp(&ranking.scores[a]).then(a.cmp(&b)));
     queries.truncate(QUERIES);
     // Deep k-NN's neighbours (the scan's reduced space) are already found: where fewer than
     // MIN_GROUP of these records have one of another label there, no group of other classes'
@@ -122,14 +179,31 @@ pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[
     sources.dedup();
     let members: Vec<(usize, f64)> = clique.iter().map(|&m| (marked[m].index, marked[m].share)).collect();
     log::debug!(
-        "fingerprint, class {}: {} of {} records that look like other classes' inputs share one, from {} sources",
+        "fingerprint ({pass:?}), class {}: {} of {} records that look like other classes' inputs share one, from {} sources",
         e.class,
         members.len(),
         marked.len(),
         sources.len()
     );
-    clique_passes(&members, marked.len(), sources.len(), e.rows.len())
-        .then(|| OtherInputs::from_fingerprint(e, names, members, sources.len()))
+    let passes = match pass {
+        Pass::Spectre => clique_passes(&members, marked.len(), sources.len(), e.rows.len()),
+        Pass::SelfInfluence => {
+            second_pass_clique_passes(members.len(), marked.len(), sources.len(), evidence.len() - 1)
+        }
+    };
+    passes.then(|| OtherInputs::from_fingerprint(e, names, members, sources.len()))
+}
+
+/// Whether the second pass's clique of `members` records from `sources` source classes (of
+/// `other_classes`), of `marked` records that look like other classes' inputs, makes the class
+/// attacked: [`MAX_CLASS_CLIQUE`] records, [`SECOND_PASS_MIN_SHARE_OF_MARKED`], and
+/// [`SECOND_PASS_MIN_SOURCES`] source classes and half the other classes: all-to-one poison is
+/// drawn from across the dataset, a clean class's boundary cases from its neighbours, which are
+/// many where classes are (50 classes x 1 000 records, clean: cliques of 5-8 from 5-6 sources).
+fn second_pass_clique_passes(members: usize, marked: usize, sources: usize, other_classes: usize) -> bool {
+    members as f64 >= MAX_CLASS_CLIQUE.max(SECOND_PASS_MIN_SHARE_OF_MARKED * marked as f64)
+        && sources >= SECOND_PASS_MIN_SOURCES
+        && 2 * sources >= other_classes
 }
 
 /// Whether a clique of `members` (class-local index, outsiders' other-label share) from `sources`
@@ -223,12 +297,12 @@ fn greedy_clique(n: usize, adjacent: impl Fn(usize, usize) -> bool) -> Vec<usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{BasisFit, ClassScores};
+    use crate::detect::BasisFit;
     use crate::score::ClassGeometry;
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
 
-    const DIM: usize = 10;
+    const DIM: usize = 32;
     const PER_CLASS: usize = 60;
     const TRIGGER: usize = DIM - 1;
 
@@ -244,33 +318,48 @@ mod tests {
 
     /// Four classes; class 0's first records are `odd` (row values), topping its SPECTRE scores.
     fn four_classes(odd: &[[f32; DIM]]) -> Vec<ClassEvidence<'static>> {
+        classes(&[PER_CLASS; 4], odd, &[true])
+    }
+
+    /// Classes of `sizes` records; class 0's first records are `odd` (row values). Each class has
+    /// one detector per entry of `odd_on_top`: where true, the odd records top its scores, else
+    /// they come last.
+    fn classes(sizes: &[usize], odd: &[[f32; DIM]], odd_on_top: &[bool]) -> Vec<ClassEvidence<'static>> {
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(9);
-        (0..4)
-            .map(|c| {
-                let mut rows: Vec<[f32; DIM]> = (0..PER_CLASS).map(|_| input_of(c, &mut rng)).collect();
+        let mut first_row = 0;
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(c, &size)| {
+                let mut rows: Vec<[f32; DIM]> = (0..size).map(|_| input_of(c, &mut rng)).collect();
                 if c == 0 {
                     rows[..odd.len()].copy_from_slice(odd);
                 }
                 let x: &'static [f32] = Box::leak(rows.as_flattened().to_vec().into_boxed_slice());
                 let basis: &'static BasisFit = Box::leak(Box::new(BasisFit::fit(x, DIM, 2)));
-                let global: &'static [u32] =
-                    Box::leak((0..PER_CLASS as u32).map(|r| r + (c * PER_CLASS) as u32).collect());
-                let spectre: Vec<f32> = (0..PER_CLASS)
-                    .map(|i| if c == 0 && i < odd.len() { 100.0 - i as f32 } else { 1.0 })
+                let global: &'static [u32] = Box::leak((first_row..first_row + size as u32).collect());
+                first_row += size as u32;
+                let scores = odd_on_top
+                    .iter()
+                    .map(|&on_top| {
+                        let odd_score = |i: usize| if on_top { 100.0 - i as f32 } else { 0.0 };
+                        ClassScores {
+                            scores: (0..size)
+                                .map(|i| if c == 0 && i < odd.len() { odd_score(i) } else { 1.0 })
+                                .collect(),
+                            stats: Vec::new(),
+                            signal: None,
+                            grouping: None,
+                            record_level: None,
+                            flagged: Vec::new(),
+                            fit: None,
+                        }
+                    })
                     .collect();
                 ClassEvidence {
                     class: c,
                     rows: global,
-                    scores: vec![ClassScores {
-                        scores: spectre,
-                        stats: Vec::new(),
-                        signal: None,
-                        grouping: None,
-                        record_level: None,
-                        flagged: Vec::new(),
-                        fit: None,
-                    }]
-                    .into(),
+                    scores,
                     geometry: Some(ClassGeometry { basis, x, dim: DIM }),
                 }
             })
@@ -358,6 +447,44 @@ mod tests {
         assert!(!clique_passes(&[(0, 0.9), (1, 0.7)], 2, 2, 300));
         // Three records need no such share.
         assert!(clique_passes(&[(0, 0.5), (1, 0.5), (2, 0.6)], 3, 2, 500));
+    }
+
+    #[test]
+    fn self_influence_is_asked_in_large_classes_where_spectre_top_holds_no_clique() {
+        // Six of another five classes' inputs with the trigger in a class of 1 000, none among
+        // SPECTRE's top records, all atop self-influence's.
+        let names = ["spectre", "self_influence"];
+        let poison = relabelled(&[1, 2, 3, 4, 5, 1], |_| TRIGGER);
+        let in_classes = |count: usize, rows: usize, odd: &[[f32; DIM]]| {
+            let mut sizes = vec![PER_CLASS; count];
+            sizes[0] = rows;
+            trigger_group(&classes(&sizes, odd, &[false, true]), 0, &names)
+        };
+        let large = |rows: usize, odd: &[[f32; DIM]]| in_classes(7, rows, odd);
+        let group = large(SECOND_PASS_MIN_ROWS, &poison).expect("a group");
+        let mut members: Vec<usize> = group.members.iter().map(|m| m.0).collect();
+        members.sort_unstable();
+        assert_eq!((members, group.sources), ((0..6).collect(), 5));
+        // Not in smaller classes, nor without self-influence, nor from fewer source classes.
+        assert!(large(SECOND_PASS_MIN_ROWS - 1, &poison).is_none());
+        let mut sizes = vec![PER_CLASS; 7];
+        sizes[0] = SECOND_PASS_MIN_ROWS;
+        assert!(trigger_group(&classes(&sizes, &poison, &[false]), 0, &names[..1]).is_none());
+        assert!(large(SECOND_PASS_MIN_ROWS, &relabelled(&[1, 2, 3, 4, 1, 2], |_| TRIGGER)).is_none());
+        // With more classes, half the others: 6 sources of 12 pass, 5 do not; with 14 classes
+        // the pass is not asked (7 sources of 13 would pass its test).
+        let six_sources = relabelled(&[1, 2, 3, 4, 5, 6], |_| TRIGGER);
+        assert!(in_classes(SECOND_PASS_MAX_CLASSES, SECOND_PASS_MIN_ROWS, &six_sources).is_some());
+        assert!(in_classes(SECOND_PASS_MAX_CLASSES, SECOND_PASS_MIN_ROWS, &poison).is_none());
+        let seven_sources = relabelled(&[1, 2, 3, 4, 5, 6, 7], |_| TRIGGER);
+        assert!(in_classes(SECOND_PASS_MAX_CLASSES + 1, SECOND_PASS_MIN_ROWS, &seven_sources).is_none());
+        assert!(second_pass_clique_passes(7, 7, 7, SECOND_PASS_MAX_CLASSES));
+        // The test itself: five records from five sources.
+        assert!(second_pass_clique_passes(5, 25, 5, 9) && second_pass_clique_passes(5, 6, 5, 10));
+        assert!(!second_pass_clique_passes(4, 6, 5, 9), "5 records");
+        assert!(!second_pass_clique_passes(9, 20, 4, 9), "5 sources");
+        assert!(!second_pass_clique_passes(5, 41, 5, 9), "a fifth of the marked");
+        assert!(!second_pass_clique_passes(8, 20, 5, 49), "half of 50 classes' others");
     }
 
     #[test]

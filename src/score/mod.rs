@@ -18,8 +18,9 @@
 //!    records look like other classes' inputs (neighbours of other labels, a label the
 //!    surrogate doubts), makes a class attacked whose signals are not outliers, and a tail that
 //!    does not undoes a verdict SPECTRE's signal alone gave. Where none of that speaks, a few
-//!    records atop the SPECTRE ranking that look like other classes' inputs and share what
-//!    their source classes lack (a trigger's fingerprint, `fingerprint`) make it attacked.
+//!    records atop the SPECTRE ranking (in classes of a thousand or more, then self-influence's)
+//!    that look like other classes' inputs and share what their source classes lack (a
+//!    trigger's fingerprint, `fingerprint`) make it attacked.
 //! 2. In an attacked class, recall matters more than a few clean records: a record is quarantined
 //!    when its SPECTRE score is in the tail (more than `record-threshold` sigmas, sigma estimated
 //!    from the class's median, which the poison minority cannot move much), or when it sits in
