@@ -13,8 +13,10 @@
 //! one class, from one), making up most of the records that look like other classes' inputs;
 //! in small classes a pair passes when both look clearly so ([`PAIR_MIN_SHARE`]). In classes of
 //! a thousand or more, where a 1% backdoor can sit far down SPECTRE's ranking, self-influence's
-//! top records are asked next ([`SECOND_PASS_MIN_ROWS`]), and that clique must draw on half the
-//! other classes.
+//! top records are asked next ([`SECOND_PASS_MIN_ROWS`]; datasets of up to
+//! [`SECOND_PASS_MAX_CLASSES`] classes); that clique needs 5 records and a fifth of the marked
+//! ones, from 5 source classes and at least half the other classes
+//! ([`second_pass_clique_passes`]).
 //!
 //! Measured on generated ReLU layers (tuning seeds 1-20 and 61-160, 1% backdoors at 64 units x
 //! 500 records per class and 128 x 300): of 117 target classes no other rule found, 34 passed,
@@ -28,7 +30,7 @@ use super::{ClassEvidence, detector};
 use crate::detect::ClassScores;
 use crate::stats::is_live;
 
-/// Records queried per class, highest SPECTRE score first.
+/// Records queried per class and pass, highest score of the pass's ranking first ([`Pass`]).
 const QUERIES: usize = 48;
 /// Cosine between two records' leftovers from which they share a fingerprint.
 const MIN_COSINE: f32 = 0.5;
@@ -73,48 +75,65 @@ const MAX_CLASS_ROWS: usize = 9_600;
 /// 1%): 13 missed target classes passed (4-16 poisoned records more quarantined each, 30 in
 /// one whose clique was grown; 1 clean record more in all), and no other class (without
 /// [`SECOND_PASS_MIN_SHARE_OF_MARKED`]: 3 classes in 2 of 40 label-flip runs, and on the unseen
-/// grid a clean class beside a 1% backdoor). Under 1 000 records the second pass (with the
-/// first pass's test) judged clean classes attacked (3 of 120 clean sets at 64 x 500) for 6
-/// more of 120 targets.
+/// grid a clean class beside a 1% backdoor). At 300-500 records (not measured between 500 and
+/// 1 000) the second pass, with the first pass's test, judged clean classes attacked (3 of 120
+/// clean sets at 64 x 500) for 6 more of 120 targets.
 const SECOND_PASS_MIN_ROWS: usize = 1_000;
 /// Source classes the second pass's clique must come from, at least: self-influence's top
-/// records of a clean class are boundary cases, near one or a few classes (cliques of 5 or more
-/// in clean classes of the tuning sets above came from 4 at most; the targets' from 5-6).
+/// records of a clean class are boundary cases, near one or a few classes. Cliques of 5 or more
+/// in classes without poison of the tuning sets above came from 4 at most, but in label-flip
+/// runs (flipped records come from every class) from 5, which the share of the marked keeps
+/// out; the targets' from 5-6.
 const SECOND_PASS_MIN_SOURCES: usize = 5;
 /// Least share of the second pass's marked records in its clique: self-influence's top records
 /// mostly look like other classes' inputs, so half (the first pass's) is too many, but cliques
 /// from 5 sources in classes without a backdoor held 10-14% of them (label-flip runs; one clean
 /// class of the unseen grid, 5 of 41), the targets' 21-64%.
 const SECOND_PASS_MIN_SHARE_OF_MARKED: f64 = 0.2;
-/// Datasets of more classes are not asked a second time: half their other classes is 7 source
-/// classes or more, more than any target's clique drew on in tuning (5-6), and the search costs
-/// (50 classes x 1 000 x 128 units: 4.5 -> 6.4 s a scan).
+/// Datasets of more (analysed) classes are not asked a second time: half their other classes
+/// is 7 source classes or more, more than any target's clique drew on in tuning (5-6; datasets
+/// of 11-13 classes were not measured), and the search costs (50 classes x 1 000 x 128 units:
+/// 4.5 -> 6.4 s a scan).
 const SECOND_PASS_MAX_CLASSES: usize = 13;
 
 /// Class `at`'s records sharing a trigger's fingerprint (with their outsiders' other-label
-/// share), if they pass the tests above; `None` too without vectors or SPECTRE.
-pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[&str]) -> Option<OtherInputs> {
+/// share) and the pass that found them, if they pass the tests above; `None` too without
+/// vectors or SPECTRE. `evidence` holds the analysed classes (the ones skipped as too small are
+/// not in it).
+pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[&str]) -> Option<(OtherInputs, Pass)> {
     let e = &evidence[at];
     let spectre = detector(e, names, "spectre")?;
     if e.geometry.is_none() || e.rows.len() > MAX_CLASS_ROWS {
         return None;
     }
-    let found = clique_among(evidence, at, names, spectre, Pass::Spectre);
-    if found.is_some() || e.rows.len() < SECOND_PASS_MIN_ROWS || evidence.len() > SECOND_PASS_MAX_CLASSES {
-        return found;
+    if let Some(group) = clique_among(evidence, at, names, spectre, Pass::Spectre) {
+        return Some((group, Pass::Spectre));
+    }
+    if e.rows.len() < SECOND_PASS_MIN_ROWS || evidence.len() > SECOND_PASS_MAX_CLASSES {
+        return None;
     }
     let influence = detector(e, names, "self_influence")?;
-    clique_among(evidence, at, names, influence, Pass::SelfInfluence)
+    clique_among(evidence, at, names, influence, Pass::SelfInfluence).map(|group| (group, Pass::SelfInfluence))
 }
 
 /// Which records a search asks, and so which test its clique must pass.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Pass {
+pub(super) enum Pass {
     /// SPECTRE's top records; the clique passes [`clique_passes`].
     Spectre,
     /// Self-influence's top records, where SPECTRE's held no clique in a class of
     /// [`SECOND_PASS_MIN_ROWS`] or more; the clique passes [`second_pass_clique_passes`].
     SelfInfluence,
+}
+
+impl Pass {
+    /// The ranking it asks, for reasons.
+    pub(super) fn ranking(self) -> &'static str {
+        match self {
+            Pass::Spectre => "SPECTRE",
+            Pass::SelfInfluence => "self-influence",
+        }
+    }
 }
 
 /// The records of class `at` atop `ranking` that share a trigger's fingerprint, if their
@@ -196,10 +215,11 @@ fn clique_among(
 
 /// Whether the second pass's clique of `members` records from `sources` source classes (of
 /// `other_classes`), of `marked` records that look like other classes' inputs, makes the class
-/// attacked: [`MAX_CLASS_CLIQUE`] records, [`SECOND_PASS_MIN_SHARE_OF_MARKED`], and
-/// [`SECOND_PASS_MIN_SOURCES`] source classes and half the other classes: all-to-one poison is
-/// drawn from across the dataset, a clean class's boundary cases from its neighbours, which are
-/// many where classes are (50 classes x 1 000 records, clean: cliques of 5-8 from 5-6 sources).
+/// attacked: [`MAX_CLASS_CLIQUE`] records (the first pass's cap is this pass's floor),
+/// [`SECOND_PASS_MIN_SHARE_OF_MARKED`], and [`SECOND_PASS_MIN_SOURCES`] source classes and at
+/// least half the other classes (rounded up): all-to-one poison is drawn from across the
+/// dataset, a clean class's boundary cases from its neighbours, which are many where classes
+/// are (50 classes x 1 000 records: cliques of 5-8 from 5-6 sources in classes without poison).
 fn second_pass_clique_passes(members: usize, marked: usize, sources: usize, other_classes: usize) -> bool {
     members as f64 >= MAX_CLASS_CLIQUE.max(SECOND_PASS_MIN_SHARE_OF_MARKED * marked as f64)
         && sources >= SECOND_PASS_MIN_SOURCES
@@ -381,7 +401,7 @@ mod tests {
     }
 
     fn group_of(odd: &[[f32; DIM]]) -> Option<OtherInputs> {
-        trigger_group(&four_classes(odd), 0, &["spectre"])
+        trigger_group(&four_classes(odd), 0, &["spectre"]).map(|(group, _)| group)
     }
 
     #[test]
@@ -451,25 +471,30 @@ mod tests {
 
     #[test]
     fn self_influence_is_asked_in_large_classes_where_spectre_top_holds_no_clique() {
-        // Six of another five classes' inputs with the trigger in a class of 1 000, none among
-        // SPECTRE's top records, all atop self-influence's.
+        // Six inputs of five other classes with the trigger, labelled class 0 (1 000 records):
+        // last in its SPECTRE ranking, first in its self-influence ranking.
         let names = ["spectre", "self_influence"];
         let poison = relabelled(&[1, 2, 3, 4, 5, 1], |_| TRIGGER);
-        let in_classes = |count: usize, rows: usize, odd: &[[f32; DIM]]| {
+        let found_in = |count: usize, rows: usize, odd: &[[f32; DIM]], odd_on_top: &[bool]| {
             let mut sizes = vec![PER_CLASS; count];
             sizes[0] = rows;
-            trigger_group(&classes(&sizes, odd, &[false, true]), 0, &names)
+            trigger_group(&classes(&sizes, odd, odd_on_top), 0, &names[..odd_on_top.len()])
+        };
+        let in_classes = |count: usize, rows: usize, odd: &[[f32; DIM]]| {
+            found_in(count, rows, odd, &[false, true]).map(|(group, _)| group)
         };
         let large = |rows: usize, odd: &[[f32; DIM]]| in_classes(7, rows, odd);
-        let group = large(SECOND_PASS_MIN_ROWS, &poison).expect("a group");
+        let (group, pass) = found_in(7, SECOND_PASS_MIN_ROWS, &poison, &[false, true]).expect("a group");
+        assert_eq!(pass, Pass::SelfInfluence);
         let mut members: Vec<usize> = group.members.iter().map(|m| m.0).collect();
         members.sort_unstable();
         assert_eq!((members, group.sources), ((0..6).collect(), 5));
         // Not in smaller classes, nor without self-influence, nor from fewer source classes.
         assert!(large(SECOND_PASS_MIN_ROWS - 1, &poison).is_none());
-        let mut sizes = vec![PER_CLASS; 7];
-        sizes[0] = SECOND_PASS_MIN_ROWS;
-        assert!(trigger_group(&classes(&sizes, &poison, &[false]), 0, &names[..1]).is_none());
+        assert!(found_in(7, SECOND_PASS_MIN_ROWS, &poison, &[false]).is_none());
+        // Where SPECTRE's top holds the clique, the first pass's finding stands.
+        let first = found_in(7, SECOND_PASS_MIN_ROWS, &poison, &[true, true]).expect("a group");
+        assert_eq!((first.0.members.len(), first.1), (6, Pass::Spectre));
         assert!(large(SECOND_PASS_MIN_ROWS, &relabelled(&[1, 2, 3, 4, 1, 2], |_| TRIGGER)).is_none());
         // With more classes, half the others: 6 sources of 12 pass, 5 do not; with 14 classes
         // the pass is not asked (7 sources of 13 would pass its test).
@@ -478,7 +503,8 @@ mod tests {
         assert!(in_classes(SECOND_PASS_MAX_CLASSES, SECOND_PASS_MIN_ROWS, &poison).is_none());
         let seven_sources = relabelled(&[1, 2, 3, 4, 5, 6, 7], |_| TRIGGER);
         assert!(in_classes(SECOND_PASS_MAX_CLASSES + 1, SECOND_PASS_MIN_ROWS, &seven_sources).is_none());
-        assert!(second_pass_clique_passes(7, 7, 7, SECOND_PASS_MAX_CLASSES));
+        let others_of_fourteen = SECOND_PASS_MAX_CLASSES;
+        assert!(second_pass_clique_passes(7, 7, 7, others_of_fourteen));
         // The test itself: five records from five sources.
         assert!(second_pass_clique_passes(5, 25, 5, 9) && second_pass_clique_passes(5, 6, 5, 10));
         assert!(!second_pass_clique_passes(4, 6, 5, 9), "5 records");

@@ -200,8 +200,8 @@ pub(super) struct TailVerdict {
 /// data (label noise spread over every class), and confident learning flags its records one by
 /// one.
 ///
-/// Then, of the classes left, those whose top SPECTRE records share a trigger's fingerprint
-/// ([`fingerprint`]; those records are quarantined), while all the classes found stay within
+/// Then, of the classes left, those whose top SPECTRE (or self-influence) records share a
+/// trigger's fingerprint ([`fingerprint`]; those records are quarantined), while all the classes found stay within
 /// the same limit; past it, none of these: they add to what the tails found, never undo it
 /// (label-flip runs, tuning seeds: a flipped class's fingerprint would otherwise have pushed two
 /// classes the tails found past the limit).
@@ -350,15 +350,16 @@ fn over_its_bound(
     })
 }
 
-/// The verdict on a class whose top SPECTRE records hold a group sharing a trigger's fingerprint
-/// (see [`fingerprint`]); those records are quarantined.
+/// The verdict on a class whose top SPECTRE (or self-influence) records hold a group sharing a
+/// trigger's fingerprint (see [`fingerprint`]); those records are quarantined.
 fn fingerprinted(evidence: &[ClassEvidence<'_>], at: usize, names: &[&str]) -> Option<TailVerdict> {
-    let group = fingerprint::trigger_group(evidence, at, names)?;
+    let (group, pass) = fingerprint::trigger_group(evidence, at, names)?;
     Some(TailVerdict {
         why: format!(
-            "{} records atop its SPECTRE ranking look like other classes' inputs and share what their source \
+            "{} records atop its {} ranking look like other classes' inputs and share what their source \
              classes' nearest records lack (a trigger's fingerprint), from {} source classes",
             group.members.len(),
+            pass.ranking(),
             group.sources
         ),
         margin: (group.mean_share() / other_inputs::MIN_OUTSIDER_SHARE).ln().max(0.1),
