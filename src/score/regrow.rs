@@ -242,7 +242,11 @@ pub(super) fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
 /// bound included): populations found as such (a separated group), not tails; `None` when there
 /// is none. Unlike [`whole_groups_only`] it asks no detector to attack the class: it seeds a
 /// regrowth, it does not judge. (So a lean group, not regrown when it alone judged its class,
-/// does seed the regrowth where another detector attacks the class: not measured apart.)
+/// does seed the regrowth where another detector attacks the class. Measured in 0.2.40 against
+/// seeding only from signals over their clean bound, generated ReLU layers, tuning seeds: 3 of
+/// 1 080 runs changed: of 960 at 300-500 per class two 5% runs, 8 clean records fewer in one
+/// and 35 more in the other; of 120 at 3 000 per class (1%, faint, label flips) one label-flip
+/// run, 93 records fewer. Kept.)
 fn whole_group(e: &ClassEvidence<'_>) -> Option<Vec<u8>> {
     let groups = whole_suspect_groups(e.scores.iter().filter(|s| s.signal.is_some_and(|sig| sig.over_bound())));
     union_of(&groups)
