@@ -475,34 +475,34 @@ mod tests {
         // last in its SPECTRE ranking, first in its self-influence ranking.
         let names = ["spectre", "self_influence"];
         let poison = relabelled(&[1, 2, 3, 4, 5, 1], |_| TRIGGER);
+        // `count` classes, class 0 of `rows` records; `odd_on_top` per detector of `names`.
         let found_in = |count: usize, rows: usize, odd: &[[f32; DIM]], odd_on_top: &[bool]| {
             let mut sizes = vec![PER_CLASS; count];
             sizes[0] = rows;
             trigger_group(&classes(&sizes, odd, odd_on_top), 0, &names[..odd_on_top.len()])
         };
-        let in_classes = |count: usize, rows: usize, odd: &[[f32; DIM]]| {
-            found_in(count, rows, odd, &[false, true]).map(|(group, _)| group)
-        };
-        let large = |rows: usize, odd: &[[f32; DIM]]| in_classes(7, rows, odd);
-        let (group, pass) = found_in(7, SECOND_PASS_MIN_ROWS, &poison, &[false, true]).expect("a group");
+        let second_only = [false, true];
+        let (group, pass) = found_in(7, SECOND_PASS_MIN_ROWS, &poison, &second_only).expect("a group");
         assert_eq!(pass, Pass::SelfInfluence);
         let mut members: Vec<usize> = group.members.iter().map(|m| m.0).collect();
         members.sort_unstable();
         assert_eq!((members, group.sources), ((0..6).collect(), 5));
         // Not in smaller classes, nor without self-influence, nor from fewer source classes.
-        assert!(large(SECOND_PASS_MIN_ROWS - 1, &poison).is_none());
+        assert!(found_in(7, SECOND_PASS_MIN_ROWS - 1, &poison, &second_only).is_none());
         assert!(found_in(7, SECOND_PASS_MIN_ROWS, &poison, &[false]).is_none());
         // Where SPECTRE's top holds the clique, the first pass's finding stands.
         let first = found_in(7, SECOND_PASS_MIN_ROWS, &poison, &[true, true]).expect("a group");
         assert_eq!((first.0.members.len(), first.1), (6, Pass::Spectre));
-        assert!(large(SECOND_PASS_MIN_ROWS, &relabelled(&[1, 2, 3, 4, 1, 2], |_| TRIGGER)).is_none());
+        let four_sources = relabelled(&[1, 2, 3, 4, 1, 2], |_| TRIGGER);
+        assert!(found_in(7, SECOND_PASS_MIN_ROWS, &four_sources, &second_only).is_none());
         // With more classes, half the others: 6 sources of 12 pass, 5 do not; with 14 classes
         // the pass is not asked (7 sources of 13 would pass its test).
         let six_sources = relabelled(&[1, 2, 3, 4, 5, 6], |_| TRIGGER);
-        assert!(in_classes(SECOND_PASS_MAX_CLASSES, SECOND_PASS_MIN_ROWS, &six_sources).is_some());
-        assert!(in_classes(SECOND_PASS_MAX_CLASSES, SECOND_PASS_MIN_ROWS, &poison).is_none());
+        let most = SECOND_PASS_MAX_CLASSES;
+        assert!(found_in(most, SECOND_PASS_MIN_ROWS, &six_sources, &second_only).is_some());
+        assert!(found_in(most, SECOND_PASS_MIN_ROWS, &poison, &second_only).is_none());
         let seven_sources = relabelled(&[1, 2, 3, 4, 5, 6, 7], |_| TRIGGER);
-        assert!(in_classes(SECOND_PASS_MAX_CLASSES + 1, SECOND_PASS_MIN_ROWS, &seven_sources).is_none());
+        assert!(found_in(most + 1, SECOND_PASS_MIN_ROWS, &seven_sources, &second_only).is_none());
         let others_of_fourteen = SECOND_PASS_MAX_CLASSES;
         assert!(second_pass_clique_passes(7, 7, 7, others_of_fourteen));
         // The test itself: five records from five sources.

@@ -201,10 +201,10 @@ pub(super) struct TailVerdict {
 /// one.
 ///
 /// Then, of the classes left, those whose top SPECTRE (or self-influence) records share a
-/// trigger's fingerprint ([`fingerprint`]; those records are quarantined), while all the classes found stay within
-/// the same limit; past it, none of these: they add to what the tails found, never undo it
-/// (label-flip runs, tuning seeds: a flipped class's fingerprint would otherwise have pushed two
-/// classes the tails found past the limit).
+/// trigger's fingerprint ([`fingerprint`]; those records are quarantined), while all the classes
+/// found stay within the same limit; past it, none of these: they add to what the tails found,
+/// never undo it (label-flip runs, tuning seeds: a flipped class's fingerprint would otherwise
+/// have pushed two classes the tails found past the limit).
 pub(super) fn tails_of_other_inputs(
     evidence: &[ClassEvidence<'_>],
     names: &[&str],
