@@ -11,12 +11,14 @@
 //! way while boundary cases' point at random. The test is a clique of such records, from
 //! several source classes (all-to-one poison comes from many; a boundary or records flipped from
 //! one class, from one), making up most of the records that look like other classes' inputs;
-//! in small classes a pair passes when both look clearly so ([`PAIR_MIN_SHARE`]). In classes of
-//! a thousand or more, where a 1% backdoor can sit far down SPECTRE's ranking, self-influence's
-//! top records are asked next ([`SECOND_PASS_MIN_ROWS`]; datasets of up to
-//! [`SECOND_PASS_MAX_CLASSES`] classes); that clique needs 5 records and a fifth of the marked
-//! ones, from 5 source classes and at least half the other classes
-//! ([`second_pass_clique_passes`]).
+//! in small classes a pair passes when both look clearly so ([`PAIR_MIN_SHARE`]). Where SPECTRE's
+//! top records hold no such clique, self-influence's are asked next (datasets of up to
+//! [`SECOND_PASS_MAX_CLASSES`] classes): a backdoor of a few records can sit below SPECTRE's top
+//! while the surrogate struggles to fit it. In classes of a thousand or more
+//! ([`SECOND_PASS_MIN_ROWS`]) that clique needs 5 records and a fifth of the marked ones, from 5
+//! source classes and at least half the other classes ([`second_pass_clique_passes`]); in
+//! smaller ones 3 records, a quarter of the marked, 3 sources, and a fingerprint the rest of the
+//! class lacks ([`small_class_clique_passes`]).
 //!
 //! Measured on generated ReLU layers (tuning seeds 1-20 and 61-160, 1% backdoors at 64 units x
 //! 500 records per class and 128 x 300): of 117 target classes no other rule found, 34 passed,
@@ -28,7 +30,7 @@
 use super::other_inputs::{self, MIN_GROUP, MIN_OUTSIDER_SHARE, MIN_SOURCES, OtherInputs, most_common};
 use super::{ClassEvidence, detector};
 use crate::detect::ClassScores;
-use crate::stats::is_live;
+use crate::stats::{is_live, mad_sigma, median};
 
 /// Records queried per class and pass, highest score of the pass's ranking first ([`Pass`]).
 const QUERIES: usize = 48;
@@ -77,7 +79,8 @@ const MAX_CLASS_ROWS: usize = 9_600;
 /// [`SECOND_PASS_MIN_SHARE_OF_MARKED`]: 3 classes in 2 of 40 label-flip runs, and on the unseen
 /// grid a clean class beside a 1% backdoor). At 300-500 records (not measured between 500 and
 /// 1 000) the second pass, with the first pass's test, judged clean classes attacked (3 of 120
-/// clean sets at 64 x 500) for 6 more of 120 targets.
+/// clean sets at 64 x 500) for 6 more of 120 targets: smaller classes have a test of their own
+/// ([`small_class_clique_passes`], 0.2.41).
 const SECOND_PASS_MIN_ROWS: usize = 1_000;
 /// Source classes the second pass's clique must come from, at least: self-influence's top
 /// records of a clean class are boundary cases, near one or a few classes. Cliques of 5 or more
@@ -90,6 +93,23 @@ const SECOND_PASS_MIN_SOURCES: usize = 5;
 /// from 5 sources in classes without a backdoor held 10-14% of them (label-flip runs; one clean
 /// class of the unseen grid, 5 of 41), the targets' 21-64%.
 const SECOND_PASS_MIN_SHARE_OF_MARKED: f64 = 0.2;
+/// In classes under [`SECOND_PASS_MIN_ROWS`] (0.2.41) the second pass's clique passes with
+/// [`MIN_GROUP`] records from this many source classes, this share of the marked records, and a
+/// fingerprint the rest of the class lacks ([`MIN_STANDOUT`]). Why: at 300-500 records a 1%
+/// backdoor of 3-5 often is not atop SPECTRE's ranking but atop self-influence's, whose top
+/// records mostly look like other classes' inputs (10-30 marked); there clean classes form
+/// cliques of 3-4 from 2-3 sources too, and label-flip runs hold such cliques in most classes
+/// (from flipped records, 6-23% of the marked: rare in their class as poison is). Measured on
+/// the tuning sets (64 x 500 and 128 x 300, seeds 201-320 clean and 1%, 64 x 500 201-260 5%,
+/// 15%, faint 5% and label flips; 128 x 300 201-260 likewise): cliques of 3 or more from 3
+/// sources and a quarter of the marked stood out by 0.3-2.2 in the 22 classes without poison
+/// that held one, by 3.6-29.8 in 9 target classes no other rule found (2.3-2.9 in 5 others);
+/// label-flip runs' cliques, 6-23% of their marked, fail the quarter.
+const SMALL_CLASS_MIN_SOURCES: usize = 3;
+const SMALL_CLASS_MIN_SHARE_OF_MARKED: f64 = 0.25;
+/// Least standout ([`standout_along`]) of a small class's second-pass clique along its mean
+/// leftover: the trigger's units, which the class's own records leave off.
+const MIN_STANDOUT: f64 = 3.5;
 /// Datasets of more (analysed) classes are not asked a second time: half their other classes
 /// is 7 source classes or more, more than any target's clique drew on in tuning (5-6; datasets
 /// of 11-13 classes were not measured), and the search costs (50 classes x 1 000 x 128 units:
@@ -109,7 +129,7 @@ pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[
     if let Some(group) = clique_among(evidence, at, names, spectre, Pass::Spectre) {
         return Some((group, Pass::Spectre));
     }
-    if e.rows.len() < SECOND_PASS_MIN_ROWS || evidence.len() > SECOND_PASS_MAX_CLASSES {
+    if evidence.len() > SECOND_PASS_MAX_CLASSES {
         return None;
     }
     let influence = detector(e, names, "self_influence")?;
@@ -206,8 +226,18 @@ fn clique_among(
     );
     let passes = match pass {
         Pass::Spectre => clique_passes(&members, marked.len(), sources.len(), e.rows.len()),
-        Pass::SelfInfluence => {
+        Pass::SelfInfluence if e.rows.len() >= SECOND_PASS_MIN_ROWS => {
             second_pass_clique_passes(members.len(), marked.len(), sources.len(), evidence.len() - 1)
+        }
+        Pass::SelfInfluence => {
+            let fingerprint = mean_rows(clique.iter().map(|&m| &marked[m].leftover[..]), dim);
+            let class_rows = (0..e.rows.len()).map(|i| row(at, i));
+            let standout = standout_along(&fingerprint, class_rows, &members);
+            log::debug!(
+                "fingerprint ({pass:?}), class {}: it stands out by {standout:.1}",
+                e.class
+            );
+            small_class_clique_passes(members.len(), marked.len(), sources.len(), standout)
         }
     };
     passes.then(|| OtherInputs::from_fingerprint(e, names, members, sources.len()))
@@ -224,6 +254,38 @@ fn second_pass_clique_passes(members: usize, marked: usize, sources: usize, othe
     members as f64 >= MAX_CLASS_CLIQUE.max(SECOND_PASS_MIN_SHARE_OF_MARKED * marked as f64)
         && sources >= SECOND_PASS_MIN_SOURCES
         && 2 * sources >= other_classes
+}
+
+/// Whether the second pass's clique in a class under [`SECOND_PASS_MIN_ROWS`] records makes it
+/// attacked: [`MIN_GROUP`] records, [`SMALL_CLASS_MIN_SHARE_OF_MARKED`], [`SMALL_CLASS_MIN_SOURCES`]
+/// and a fingerprint that `standout` (see [`standout_along`]) shows rare in the class
+/// ([`MIN_STANDOUT`]).
+fn small_class_clique_passes(members: usize, marked: usize, sources: usize, standout: f64) -> bool {
+    members >= MIN_GROUP
+        && members as f64 >= SMALL_CLASS_MIN_SHARE_OF_MARKED * marked as f64
+        && sources >= SMALL_CLASS_MIN_SOURCES
+        && standout >= MIN_STANDOUT
+}
+
+/// How far the `members` (class-local indices, first of each pair) stand out from the rest of
+/// the class's live `rows` along `direction`: the members' median projection less the rest's,
+/// over the rest's spread (MAD sigma, or the mean absolute deviation where most of the rest
+/// project to one value, as a ReLU class does on units it leaves off).
+fn standout_along<'r>(direction: &[f32], rows: impl Iterator<Item = &'r [f32]>, members: &[(usize, f64)]) -> f64 {
+    let mut member = Vec::new();
+    let mut rest = Vec::new();
+    for (i, r) in rows.enumerate() {
+        let projection = dot(r, direction) as f64;
+        if members.iter().any(|m| m.0 == i) {
+            member.push(projection);
+        } else if is_live(r) {
+            rest.push(projection);
+        }
+    }
+    let centre = median(&rest);
+    let mean_deviation = rest.iter().map(|p| (p - centre).abs()).sum::<f64>() / rest.len().max(1) as f64;
+    let spread = mad_sigma(&rest, centre).max(mean_deviation).max(f64::MIN_POSITIVE);
+    (median(&member) - centre) / spread
 }
 
 /// Whether a clique of `members` (class-local index, outsiders' other-label share) from `sources`
@@ -400,6 +462,18 @@ mod tests {
             .collect()
     }
 
+    /// `count` inputs of class 0 with the trigger's feature at 6.
+    fn own_with_trigger(count: usize, seed: u64) -> Vec<[f32; DIM]> {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+        (0..count)
+            .map(|_| {
+                let mut row = input_of(0, &mut rng);
+                row[TRIGGER] = 6.0;
+                row
+            })
+            .collect()
+    }
+
     fn group_of(odd: &[[f32; DIM]]) -> Option<OtherInputs> {
         trigger_group(&four_classes(odd), 0, &["spectre"]).map(|(group, _)| group)
     }
@@ -429,15 +503,7 @@ mod tests {
         let one_source = relabelled(&[1, 1, 1, 1], |_| TRIGGER);
         assert!(group_of(&one_source).is_none());
         // The trigger on the class's own inputs: they look like the class's, none is marked.
-        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(4);
-        let own: Vec<[f32; DIM]> = (0..4)
-            .map(|_| {
-                let mut row = input_of(0, &mut rng);
-                row[TRIGGER] = 6.0;
-                row
-            })
-            .collect();
-        assert!(group_of(&own).is_none());
+        assert!(group_of(&own_with_trigger(4, 4)).is_none());
     }
 
     #[test]
@@ -487,14 +553,15 @@ mod tests {
         let mut members: Vec<usize> = group.members.iter().map(|m| m.0).collect();
         members.sort_unstable();
         assert_eq!((members, group.sources), ((0..6).collect(), 5));
-        // Not in smaller classes, nor without self-influence, nor from fewer source classes.
-        assert!(found_in(7, SECOND_PASS_MIN_ROWS - 1, &poison, &second_only).is_none());
+        // Not without self-influence, nor from fewer source classes.
         assert!(found_in(7, SECOND_PASS_MIN_ROWS, &poison, &[false]).is_none());
         // Where SPECTRE's top holds the clique, the first pass's finding stands.
         let first = found_in(7, SECOND_PASS_MIN_ROWS, &poison, &[true, true]).expect("a group");
         assert_eq!((first.0.members.len(), first.1), (6, Pass::Spectre));
         let four_sources = relabelled(&[1, 2, 3, 4, 1, 2], |_| TRIGGER);
         assert!(found_in(7, SECOND_PASS_MIN_ROWS, &four_sources, &second_only).is_none());
+        // One record fewer in the class and the smaller classes' test applies, which it passes.
+        assert!(found_in(7, SECOND_PASS_MIN_ROWS - 1, &four_sources, &second_only).is_some());
         // With more classes, half the others: 6 sources of 12 pass, 5 do not; with 14 classes
         // the pass is not asked (7 sources of 13 would pass its test).
         let six_sources = relabelled(&[1, 2, 3, 4, 5, 6], |_| TRIGGER);
@@ -511,6 +578,50 @@ mod tests {
         assert!(!second_pass_clique_passes(9, 20, 4, 9), "5 sources");
         assert!(!second_pass_clique_passes(5, 41, 5, 9), "a fifth of the marked");
         assert!(!second_pass_clique_passes(8, 20, 5, 49), "half of 50 classes' others");
+    }
+
+    #[test]
+    fn in_smaller_classes_the_second_pass_asks_for_a_fingerprint_the_class_lacks() {
+        // Class 0 of 300 records (of 7 classes); four inputs of three other classes with the
+        // trigger, last in its SPECTRE ranking and first in its self-influence ranking.
+        let names = ["spectre", "self_influence"];
+        let found_in = |odd: &[[f32; DIM]]| {
+            let mut sizes = vec![PER_CLASS; 7];
+            sizes[0] = 300;
+            trigger_group(&classes(&sizes, odd, &[false, true]), 0, &names)
+        };
+        let poison = relabelled(&[1, 2, 3, 1], |_| TRIGGER);
+        let (group, pass) = found_in(&poison).expect("a group");
+        assert_eq!((group.members.len(), group.sources, pass), (4, 3, Pass::SelfInfluence));
+        assert!(found_in(&relabelled(&[1, 2, 1, 2], |_| TRIGGER)).is_none(), "3 sources");
+        // The same records where most of the class has the trigger's feature too (class 0's own
+        // inputs with it, next in the ranking): their fingerprint does not stand out.
+        assert!(found_in(&[&poison[..], &own_with_trigger(200, 5)[..]].concat()).is_none());
+        // The test: 3 records, a quarter of the marked, 3 sources, standing out by 3.5.
+        assert!(small_class_clique_passes(3, 12, 3, 3.5));
+        assert!(!small_class_clique_passes(2, 4, 3, 9.0), "3 records");
+        assert!(!small_class_clique_passes(3, 13, 3, 9.0), "a quarter of the marked");
+        assert!(!small_class_clique_passes(3, 4, 2, 9.0), "3 sources");
+        assert!(!small_class_clique_passes(3, 4, 3, 3.4), "standing out");
+    }
+
+    #[test]
+    fn standout_is_the_members_median_over_the_rests_spread() {
+        // Along the first axis: members at 4 and 6; the rest at 0 but for two records at 1 (MAD
+        // 0, so the mean absolute deviation, 2/5, is the spread); all-zero rows do not count.
+        let rows: Vec<[f32; 2]> = vec![
+            [4.0, 1.0],
+            [0.0, 3.0],
+            [1.0, 0.0],
+            [0.0, 2.0],
+            [6.0, 0.0],
+            [1.0, 1.0],
+            [0.0, 1.0],
+            [0.0, 0.0],
+        ];
+        let members = [(0, 0.9), (4, 0.8)];
+        let standout = standout_along(&[1.0, 0.0], rows.iter().map(|r| &r[..]), &members);
+        assert!((standout - 5.0 / 0.4).abs() < 1e-9, "{standout}");
     }
 
     #[test]
