@@ -269,8 +269,9 @@ fn small_class_clique_passes(members: usize, marked: usize, sources: usize, stan
 
 /// How far the `members` (class-local indices, first of each pair) stand out from the rest of
 /// the class's live `rows` along `direction`: the members' median projection less the rest's,
-/// over the rest's spread (MAD sigma, or the mean absolute deviation where most of the rest
-/// project to one value, as a ReLU class does on units it leaves off).
+/// over the rest's spread, the larger of its MAD sigma and its mean absolute deviation from the
+/// median (the MAD is 0 where most of the rest project to one value, as a ReLU class does on
+/// units it leaves off).
 fn standout_along<'r>(direction: &[f32], rows: impl Iterator<Item = &'r [f32]>, members: &[(usize, f64)]) -> f64 {
     let mut member = Vec::new();
     let mut rest = Vec::new();
