@@ -68,8 +68,9 @@ const PAIR_MIN_SHARE: f64 = 0.8;
 /// the [`QUERIES`]): cliques in classes that large were not measured, and each costs a search
 /// (0.4-0.6 s on a ReLU set of 200 000 x 256 with classes of 20 000).
 const MAX_CLASS_ROWS: usize = 9_600;
-/// Classes of this many records or more whose SPECTRE top held no clique are asked again by
-/// self-influence's top records (0.2.40): at 3 000 per class a 1% backdoor (30 records) can sit
+/// Classes of this many records or more judge the second pass's clique (self-influence's top
+/// records, asked where SPECTRE's held no clique; 0.2.40) by [`second_pass_clique_passes`],
+/// smaller ones by [`small_class_clique_passes`] (0.2.41). At 3 000 per class a 1% backdoor (30 records) can sit
 /// at SPECTRE ranks in the hundreds, none among the 48 asked, while self-influence's top 48
 /// hold 5-25 of them (tuning seeds 281-340, the 31 targets missed). Tuning (64 and 128 units,
 /// 10 classes: 3 000 per class seeds 281-340 clean and 1%, 281-310 5% / 15% / faint, 281-300
@@ -79,8 +80,7 @@ const MAX_CLASS_ROWS: usize = 9_600;
 /// [`SECOND_PASS_MIN_SHARE_OF_MARKED`]: 3 classes in 2 of 40 label-flip runs, and on the unseen
 /// grid a clean class beside a 1% backdoor). At 300-500 records (not measured between 500 and
 /// 1 000) the second pass, with the first pass's test, judged clean classes attacked (3 of 120
-/// clean sets at 64 x 500) for 6 more of 120 targets: smaller classes have a test of their own
-/// ([`small_class_clique_passes`], 0.2.41).
+/// clean sets at 64 x 500) for 6 more of 120 targets: hence a test of their own.
 const SECOND_PASS_MIN_ROWS: usize = 1_000;
 /// Source classes the second pass's clique must come from, at least: self-influence's top
 /// records of a clean class are boundary cases, near one or a few classes. Cliques of 5 or more
@@ -103,17 +103,25 @@ const SECOND_PASS_MIN_SHARE_OF_MARKED: f64 = 0.2;
 /// the tuning sets (64 x 500 and 128 x 300, seeds 201-320 clean and 1%, 64 x 500 201-260 5%,
 /// 15%, faint 5% and label flips; 128 x 300 201-260 likewise): cliques of 3 or more from 3
 /// sources and a quarter of the marked stood out by 0.3-2.2 in the 22 classes without poison
-/// that held one, by 3.6-29.8 in 9 target classes no other rule found (2.3-2.9 in 5 others);
-/// label-flip runs' cliques, 6-23% of their marked, fail the quarter.
+/// that held one, by 3.6-29.8 in 9 target classes no other rule found (2.3-2.9 in 5 others).
+/// Classes of 500-1 000 records were not measured; at 3 000 (tried, not used) a clean class's
+/// clique stood out by 3.6, so larger classes may need more.
 const SMALL_CLASS_MIN_SOURCES: usize = 3;
+/// Label-flip runs' cliques made up 6-23% of their marked records (flipped records look like
+/// other classes' inputs and are rare in their class, as poison is); the missed targets' 25-80%.
 const SMALL_CLASS_MIN_SHARE_OF_MARKED: f64 = 0.25;
 /// Least standout ([`standout_along`]) of a small class's second-pass clique along its mean
-/// leftover: the trigger's units, which the class's own records leave off.
+/// leftover (the trigger's units, which the class's own records leave off): between the 2.2
+/// of classes without poison and the 3.6 of the lowest target that passed.
 const MIN_STANDOUT: f64 = 3.5;
 /// Datasets of more (analysed) classes are not asked a second time: half their other classes
 /// is 7 source classes or more, more than any target's clique drew on in tuning (5-6; datasets
 /// of 11-13 classes were not measured), and the search costs (50 classes x 1 000 x 128 units:
-/// 4.5 -> 6.4 s a scan).
+/// 4.5 -> 6.4 s a scan). Small classes keep the limit too, though asking them changed nothing
+/// on 50 x 200 x 128 (seeds 11-30 clean and 5%, 7000-7009 clean, 7000-7004 1% and 5%) and
+/// 100 x 100 x 128 sets (7000-7004 clean): with that many classes self-influence's top 48 mark
+/// 16-44 records and cliques of 3-7 are under a quarter of them, targets' too (standouts of
+/// 3.8-16.5 against up to 4.0 for classes without poison: no margin to loosen the quarter).
 const SECOND_PASS_MAX_CLASSES: usize = 13;
 
 /// Class `at`'s records sharing a trigger's fingerprint (with their outsiders' other-label
@@ -141,8 +149,9 @@ pub(super) fn trigger_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[
 pub(super) enum Pass {
     /// SPECTRE's top records; the clique passes [`clique_passes`].
     Spectre,
-    /// Self-influence's top records, where SPECTRE's held no clique in a class of
-    /// [`SECOND_PASS_MIN_ROWS`] or more; the clique passes [`second_pass_clique_passes`].
+    /// Self-influence's top records, where SPECTRE's held no clique (datasets of up to
+    /// [`SECOND_PASS_MAX_CLASSES`] classes); the clique passes [`second_pass_clique_passes`] in
+    /// classes of [`SECOND_PASS_MIN_ROWS`] or more, [`small_class_clique_passes`] below.
     SelfInfluence,
 }
 
@@ -229,16 +238,17 @@ fn clique_among(
         Pass::SelfInfluence if e.rows.len() >= SECOND_PASS_MIN_ROWS => {
             second_pass_clique_passes(members.len(), marked.len(), sources.len(), evidence.len() - 1)
         }
-        Pass::SelfInfluence => {
+        Pass::SelfInfluence => small_class_clique_passes(members.len(), marked.len(), sources.len(), || {
             let fingerprint = mean_rows(clique.iter().map(|&m| &marked[m].leftover[..]), dim);
             let class_rows = (0..e.rows.len()).map(|i| row(at, i));
-            let standout = standout_along(&fingerprint, class_rows, &members);
+            let member_indices: Vec<usize> = members.iter().map(|m| m.0).collect();
+            let standout = standout_along(&fingerprint, class_rows, &member_indices);
             log::debug!(
                 "fingerprint ({pass:?}), class {}: it stands out by {standout:.1}",
                 e.class
             );
-            small_class_clique_passes(members.len(), marked.len(), sources.len(), standout)
-        }
+            standout
+        }),
     };
     passes.then(|| OtherInputs::from_fingerprint(e, names, members, sources.len()))
 }
@@ -258,35 +268,42 @@ fn second_pass_clique_passes(members: usize, marked: usize, sources: usize, othe
 
 /// Whether the second pass's clique in a class under [`SECOND_PASS_MIN_ROWS`] records makes it
 /// attacked: [`MIN_GROUP`] records, [`SMALL_CLASS_MIN_SHARE_OF_MARKED`], [`SMALL_CLASS_MIN_SOURCES`]
-/// and a fingerprint that `standout` (see [`standout_along`]) shows rare in the class
-/// ([`MIN_STANDOUT`]).
-fn small_class_clique_passes(members: usize, marked: usize, sources: usize, standout: f64) -> bool {
+/// and a fingerprint that `standout` (see [`standout_along`]; a pass over the class, asked only
+/// when the counts pass) shows rare in the class ([`MIN_STANDOUT`]).
+fn small_class_clique_passes(members: usize, marked: usize, sources: usize, standout: impl FnOnce() -> f64) -> bool {
     members >= MIN_GROUP
         && members as f64 >= SMALL_CLASS_MIN_SHARE_OF_MARKED * marked as f64
         && sources >= SMALL_CLASS_MIN_SOURCES
-        && standout >= MIN_STANDOUT
+        && standout() >= MIN_STANDOUT
 }
 
-/// How far the `members` (class-local indices, first of each pair) stand out from the rest of
+/// How far the `members` (class-local indices) stand out from the rest of
 /// the class's live `rows` along `direction`: the members' median projection less the rest's,
 /// over the rest's spread, the larger of its MAD sigma and its mean absolute deviation from the
 /// median (the MAD is 0 where most of the rest project to one value, as a ReLU class does on
 /// units it leaves off).
-fn standout_along<'r>(direction: &[f32], rows: impl Iterator<Item = &'r [f32]>, members: &[(usize, f64)]) -> f64 {
-    let mut member = Vec::new();
-    let mut rest = Vec::new();
+/// 0 where no other live record is left to compare with.
+fn standout_along<'r>(direction: &[f32], rows: impl Iterator<Item = &'r [f32]>, members: &[usize]) -> f64 {
+    let mut member_projections = Vec::new();
+    let mut rest_projections = Vec::new();
     for (i, r) in rows.enumerate() {
         let projection = dot(r, direction) as f64;
-        if members.iter().any(|m| m.0 == i) {
-            member.push(projection);
+        if members.contains(&i) {
+            member_projections.push(projection);
         } else if is_live(r) {
-            rest.push(projection);
+            rest_projections.push(projection);
         }
     }
-    let centre = median(&rest);
-    let mean_deviation = rest.iter().map(|p| (p - centre).abs()).sum::<f64>() / rest.len().max(1) as f64;
-    let spread = mad_sigma(&rest, centre).max(mean_deviation).max(f64::MIN_POSITIVE);
-    (median(&member) - centre) / spread
+    if rest_projections.is_empty() || member_projections.is_empty() {
+        return 0.0;
+    }
+    let centre = median(&rest_projections);
+    let mean_deviation =
+        rest_projections.iter().map(|p| (p - centre).abs()).sum::<f64>() / rest_projections.len() as f64;
+    let spread = mad_sigma(&rest_projections, centre)
+        .max(mean_deviation)
+        .max(f64::MIN_POSITIVE);
+    (median(&member_projections) - centre) / spread
 }
 
 /// Whether a clique of `members` (class-local index, outsiders' other-label share) from `sources`
@@ -593,24 +610,37 @@ mod tests {
         };
         let poison = relabelled(&[1, 2, 3, 1], |_| TRIGGER);
         let (group, pass) = found_in(&poison).expect("a group");
-        assert_eq!((group.members.len(), group.sources, pass), (4, 3, Pass::SelfInfluence));
+        let mut members: Vec<usize> = group.members.iter().map(|m| m.0).collect();
+        members.sort_unstable();
+        assert_eq!(
+            (members, group.sources, pass),
+            ((0..4).collect(), 3, Pass::SelfInfluence)
+        );
         assert!(found_in(&relabelled(&[1, 2, 1, 2], |_| TRIGGER)).is_none(), "3 sources");
         // The same records where most of the class has the trigger's feature too (class 0's own
-        // inputs with it, next in the ranking): their fingerprint does not stand out.
+        // inputs with it, the next 44 of the 48 asked): their fingerprint does not stand out.
         assert!(found_in(&[&poison[..], &own_with_trigger(200, 5)[..]].concat()).is_none());
         // The test: 3 records, a quarter of the marked, 3 sources, standing out by 3.5.
-        assert!(small_class_clique_passes(3, 12, 3, 3.5));
-        assert!(!small_class_clique_passes(2, 4, 3, 9.0), "3 records");
-        assert!(!small_class_clique_passes(3, 13, 3, 9.0), "a quarter of the marked");
-        assert!(!small_class_clique_passes(3, 4, 2, 9.0), "3 sources");
-        assert!(!small_class_clique_passes(3, 4, 3, 3.4), "standing out");
+        assert!(small_class_clique_passes(3, 12, 3, || 3.5));
+        assert!(!small_class_clique_passes(2, 4, 3, || 9.0), "3 records");
+        assert!(!small_class_clique_passes(3, 13, 3, || 9.0), "a quarter of the marked");
+        assert!(!small_class_clique_passes(3, 4, 2, || 9.0), "3 sources");
+        assert!(!small_class_clique_passes(3, 4, 3, || 3.4), "standing out");
+        let asked = std::cell::Cell::new(false);
+        small_class_clique_passes(2, 4, 3, || {
+            asked.set(true);
+            9.0
+        });
+        assert!(!asked.get(), "the standout is computed only where the counts pass");
     }
 
     #[test]
     fn standout_is_the_members_median_over_the_rests_spread() {
-        // Along the first axis: members at 4 and 6; the rest at 0 but for two records at 1 (MAD
-        // 0, so the mean absolute deviation, 2/5, is the spread); all-zero rows do not count.
-        let rows: Vec<[f32; 2]> = vec![
+        let along_first =
+            |rows: &[[f32; 2]], members: &[usize]| standout_along(&[1.0, 0.0], rows.iter().map(|r| &r[..]), members);
+        // Members at 4 and 6; the rest at 0 but for two records at 1 (MAD 0, so the mean
+        // absolute deviation, 2/5, is the spread); all-zero rows do not count.
+        let sparse = [
             [4.0, 1.0],
             [0.0, 3.0],
             [1.0, 0.0],
@@ -620,9 +650,21 @@ mod tests {
             [0.0, 1.0],
             [0.0, 0.0],
         ];
-        let members = [(0, 0.9), (4, 0.8)];
-        let standout = standout_along(&[1.0, 0.0], rows.iter().map(|r| &r[..]), &members);
-        assert!((standout - 5.0 / 0.4).abs() < 1e-9, "{standout}");
+        assert!((along_first(&sparse, &[0, 4]) - 5.0 / 0.4).abs() < 1e-9);
+        // The rest at 0-4: the MAD sigma (1.4826) is the larger spread, above the mean absolute
+        // deviation (6/5); members at 8 and 10.
+        let spread = [
+            [0.0, 1.0],
+            [1.0, 1.0],
+            [2.0, 1.0],
+            [3.0, 1.0],
+            [4.0, 1.0],
+            [8.0, 1.0],
+            [10.0, 1.0],
+        ];
+        assert!((along_first(&spread, &[5, 6]) - 7.0 / 1.4826).abs() < 1e-9);
+        // Nothing to compare with: no standout.
+        assert_eq!(along_first(&[[4.0, 1.0], [0.0, 0.0]], &[0]), 0.0);
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //!    records look like other classes' inputs (neighbours of other labels, a label the
 //!    surrogate doubts), makes a class attacked whose signals are not outliers, and a tail that
 //!    does not undoes a verdict SPECTRE's signal alone gave. Where none of that speaks, a few
-//!    records atop the SPECTRE ranking (in classes of a thousand or more, then self-influence's)
+//!    records atop the SPECTRE ranking (then self-influence's, in datasets of up to 13 classes)
 //!    that look like other classes' inputs and share what their source classes lack (a
 //!    trigger's fingerprint, `fingerprint`) make it attacked.
 //! 2. In an attacked class, recall matters more than a few clean records: a record is quarantined
