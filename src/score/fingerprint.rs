@@ -70,9 +70,9 @@ const PAIR_MIN_SHARE: f64 = 0.8;
 const MAX_CLASS_ROWS: usize = 9_600;
 /// Classes of this many records or more judge the second pass's clique (self-influence's top
 /// records, asked where SPECTRE's held no clique; 0.2.40) by [`second_pass_clique_passes`],
-/// smaller ones by [`small_class_clique_passes`] (0.2.41). At 3 000 per class a 1% backdoor (30 records) can sit
-/// at SPECTRE ranks in the hundreds, none among the 48 asked, while self-influence's top 48
-/// hold 5-25 of them (tuning seeds 281-340, the 31 targets missed). Tuning (64 and 128 units,
+/// smaller ones by [`small_class_clique_passes`] (0.2.41). At 3 000 per class a 1% backdoor
+/// (30 records) can sit at SPECTRE ranks in the hundreds, none among the 48 asked, while
+/// self-influence's top 48 hold 5-25 of them (tuning seeds 281-340, the 31 targets missed). Tuning (64 and 128 units,
 /// 10 classes: 3 000 per class seeds 281-340 clean and 1%, 281-310 5% / 15% / faint, 281-300
 /// label flips and near-copies; 1 500 per class 401-430 and 6 000 per class 401-415, clean and
 /// 1%): 13 missed target classes passed (4-16 poisoned records more quarantined each, 30 in
