@@ -70,17 +70,18 @@ const PAIR_MIN_SHARE: f64 = 0.8;
 const MAX_CLASS_ROWS: usize = 9_600;
 /// Classes of this many records or more judge the second pass's clique (self-influence's top
 /// records, asked where SPECTRE's held no clique; 0.2.40) by [`second_pass_clique_passes`],
-/// smaller ones by [`small_class_clique_passes`] (0.2.41). At 3 000 per class a 1% backdoor
-/// (30 records) can sit at SPECTRE ranks in the hundreds, none among the 48 asked, while
-/// self-influence's top 48 hold 5-25 of them (tuning seeds 281-340, the 31 targets missed). Tuning (64 and 128 units,
-/// 10 classes: 3 000 per class seeds 281-340 clean and 1%, 281-310 5% / 15% / faint, 281-300
-/// label flips and near-copies; 1 500 per class 401-430 and 6 000 per class 401-415, clean and
-/// 1%): 13 missed target classes passed (4-16 poisoned records more quarantined each, 30 in
-/// one whose clique was grown; 1 clean record more in all), and no other class (without
-/// [`SECOND_PASS_MIN_SHARE_OF_MARKED`]: 3 classes in 2 of 40 label-flip runs, and on the unseen
-/// grid a clean class beside a 1% backdoor). At 300-500 records (not measured between 500 and
-/// 1 000) the second pass, with the first pass's test, judged clean classes attacked (3 of 120
-/// clean sets at 64 x 500) for 6 more of 120 targets: hence a test of their own.
+/// smaller ones by [`small_class_clique_passes`] (0.2.41). At 3 000 per class a 1% backdoor (30
+/// records) can sit at SPECTRE ranks in the hundreds, none among the 48 asked, while
+/// self-influence's top 48 hold 5-25 of them (tuning seeds 281-340, the 31 targets missed).
+/// Tuning (64 and 128 units, 10 classes: 3 000 per class seeds 281-340 clean and 1%, 281-310
+/// 5%, 15% and faint, 281-300 label flips and near-copies; 1 500 per class 401-430 and 6 000
+/// per class 401-415, clean and 1%): 13 missed target classes passed (4-16 poisoned records
+/// more quarantined each, 30 in one whose clique was grown; 1 clean record more in all), and no
+/// other class (without [`SECOND_PASS_MIN_SHARE_OF_MARKED`]: 3 classes in 2 of 40 label-flip
+/// runs, and on the unseen grid a clean class beside a 1% backdoor). At 300-500 records (not
+/// measured between 500 and 1 000) the second pass, with the first pass's test, judged clean
+/// classes attacked (3 of 120 clean sets at 64 x 500) for 6 more of 120 targets: hence a test
+/// of their own.
 const SECOND_PASS_MIN_ROWS: usize = 1_000;
 /// Source classes the second pass's clique must come from, at least: self-influence's top
 /// records of a clean class are boundary cases, near one or a few classes. Cliques of 5 or more
@@ -267,9 +268,10 @@ fn second_pass_clique_passes(members: usize, marked: usize, sources: usize, othe
 }
 
 /// Whether the second pass's clique in a class under [`SECOND_PASS_MIN_ROWS`] records makes it
-/// attacked: [`MIN_GROUP`] records, [`SMALL_CLASS_MIN_SHARE_OF_MARKED`], [`SMALL_CLASS_MIN_SOURCES`]
-/// and a fingerprint that `standout` (see [`standout_along`]; a pass over the class, asked only
-/// when the counts pass) shows rare in the class ([`MIN_STANDOUT`]).
+/// attacked: [`MIN_GROUP`] records, [`SMALL_CLASS_MIN_SHARE_OF_MARKED`],
+/// [`SMALL_CLASS_MIN_SOURCES`] and a fingerprint that `standout` (see [`standout_along`]; a
+/// pass over the class, asked only when the counts pass) shows rare in the class
+/// ([`MIN_STANDOUT`]).
 fn small_class_clique_passes(members: usize, marked: usize, sources: usize, standout: impl FnOnce() -> f64) -> bool {
     members >= MIN_GROUP
         && members as f64 >= SMALL_CLASS_MIN_SHARE_OF_MARKED * marked as f64
