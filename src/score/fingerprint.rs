@@ -279,12 +279,11 @@ fn small_class_clique_passes(members: usize, marked: usize, sources: usize, stan
         && standout() >= MIN_STANDOUT
 }
 
-/// How far the `members` (class-local indices) stand out from the rest of
-/// the class's live `rows` along `direction`: the members' median projection less the rest's,
-/// over the rest's spread, the larger of its MAD sigma and its mean absolute deviation from the
-/// median (the MAD is 0 where most of the rest project to one value, as a ReLU class does on
-/// units it leaves off).
-/// 0 where no other live record is left to compare with.
+/// How far the `members` (class-local indices) stand out from the rest of the class's live
+/// `rows` along `direction`: the members' median projection less the rest's, over the rest's
+/// spread, the larger of its MAD sigma and its mean absolute deviation from the median (the MAD
+/// is 0 where most of the rest project to one value, as a ReLU class does on units it leaves
+/// off). 0 where no other live record is left to compare with.
 fn standout_along<'r>(direction: &[f32], rows: impl Iterator<Item = &'r [f32]>, members: &[usize]) -> f64 {
     let mut member_projections = Vec::new();
     let mut rest_projections = Vec::new();
