@@ -18,7 +18,9 @@
 //! ([`SECOND_PASS_MIN_ROWS`]) that clique needs 5 records and a fifth of the marked ones, from 5
 //! source classes and at least half the other classes ([`second_pass_clique_passes`]); in
 //! smaller ones 3 records, a quarter of the marked, 3 sources, and a fingerprint the rest of the
-//! class lacks ([`small_class_clique_passes`]).
+//! class lacks ([`small_class_clique_passes`]). A clique that passes is joined by the class's
+//! records whose leftover points its way ([`sharing_the_fingerprint`]): the poison beyond the
+//! ranking's top, and the poison that looks like the class's own inputs.
 //!
 //! Measured on generated ReLU layers (tuning seeds 1-20 and 61-160, 1% backdoors at 64 units x
 //! 500 records per class and 128 x 300): of 117 target classes no other rule found, 34 passed,
@@ -27,7 +29,7 @@
 //! pass (2 clean records quarantined in all). At 3 000 records per class see
 //! [`MIN_SHARE_OF_CLASS`].
 
-use super::other_inputs::{self, MIN_GROUP, MIN_OUTSIDER_SHARE, MIN_SOURCES, OtherInputs, most_common};
+use super::other_inputs::{self, Found, MIN_GROUP, MIN_OUTSIDER_SHARE, MIN_SOURCES, OtherInputs, most_common};
 use super::{ClassEvidence, detector};
 use crate::detect::ClassScores;
 use crate::stats::{is_live, mad_sigma, median};
@@ -115,6 +117,17 @@ const SMALL_CLASS_MIN_SHARE_OF_MARKED: f64 = 0.25;
 /// leftover (the trigger's units, which the class's own records leave off): between the 2.2
 /// of classes without poison and the 3.6 of the lowest target that passed.
 const MIN_STANDOUT: f64 = 3.5;
+/// Least cosine between a record's leftover and the clique's mean leftover for it to join the
+/// clique (see [`sharing_the_fingerprint`]).
+const GROW_MIN_COSINE: f64 = 0.8;
+/// ...and least length of its leftover along the fingerprint, as a share of the members'
+/// median: a record with nothing beyond its source's records has a leftover of noise, whose
+/// direction is chance's (in a few dimensions it can point anywhere). The tuning sets' grown
+/// records all passed a half (poison and clean alike: 132 of 137 poisoned and 11 of 11 clean
+/// records at a half).
+const GROW_MIN_STRENGTH: f64 = 0.25;
+/// Records asked whether they share a passed clique's fingerprint.
+const GROW_CANDIDATES: usize = 4 * QUERIES;
 /// Datasets of more (analysed) classes are not asked a second time: half their other classes
 /// is 7 source classes or more, more than any target's clique drew on in tuning (5-6; datasets
 /// of 11-13 classes were not measured), and the search costs (50 classes x 1 000 x 128 units:
@@ -197,28 +210,18 @@ fn clique_among(
         }
     }
     let found = other_inputs::search(evidence, at, &vec![false; e.rows.len()], &queries, false);
-    // Class centres: each class's basis holds its mean.
-    let mean_of = |c: usize| evidence[c].geometry.map_or(&[][..], |g| &g.basis.mean[..]);
     let mut marked: Vec<Marked> = Vec::new();
     for (&q, found) in queries.iter().zip(&found) {
-        let (other, share) = found.other_classes_than(e.class);
+        let share = found.other_classes_than(e.class).1;
         if share < MIN_OUTSIDER_SHARE {
             continue;
         }
-        let source = most_common(&other);
-        let near: Vec<_> = found.outsiders.iter().filter(|o| o.class == source).collect();
-        let source_at = near[0].at;
-        let near_mean = mean_rows(near.iter().map(|o| row(o.at, o.index)), dim);
-        let toward_own: Vec<f32> = mean_of(at)
-            .iter()
-            .zip(mean_of(source_at))
-            .map(|(a, b)| (a - b).max(0.0) as f32)
-            .collect();
+        let (source_at, leftover) = leftover_from_source(evidence, at, q, found);
         marked.push(Marked {
             index: q,
             share,
             source_at,
-            leftover: leftover(row(at, q), &near_mean, &toward_own),
+            leftover: unit(leftover),
         });
     }
     let adjacent = |a: usize, b: usize| dot(&marked[a].leftover, &marked[b].leftover) >= MIN_COSINE;
@@ -251,7 +254,107 @@ fn clique_among(
             standout
         }),
     };
-    passes.then(|| OtherInputs::from_fingerprint(e, names, members, sources.len()))
+    passes.then(|| {
+        let member_indices: Vec<usize> = members.iter().map(|m| m.0).collect();
+        let grown = sharing_the_fingerprint(evidence, at, &member_indices);
+        log::debug!(
+            "fingerprint ({pass:?}), class {}: {} more records share it",
+            e.class,
+            grown.len()
+        );
+        OtherInputs::from_fingerprint(e, names, members, sources.len(), grown)
+    })
+}
+
+/// The class's records beyond the clique's `members` (class-local indices) whose leftover points
+/// the way the members' do (cosine [`GROW_MIN_COSINE`] or more with their mean), with that
+/// cosine. Why: the clique is at most the [`QUERIES`] top records of one ranking that look like
+/// other classes' inputs, while a backdoor of 30 spreads over ranks in the hundreds, and many of
+/// its records look like the target class's own inputs by their nearest records (the network
+/// learned the trigger), so the clique's tests cannot find them. Their leftover still holds the
+/// trigger. Here every record's leftover is taken against its nearest records of other classes
+/// (its own class's set aside), so that it is defined for a record whose nearest are its own
+/// class's; the members' too, for one scale. Asked are the [`GROW_CANDIDATES`] records furthest
+/// along the members' mean from the class's centre: the poison sits there (ranks under 60 in the
+/// tuning sets below), and the search costs what the clique's does.
+///
+/// Measured on the tuning sets (prototyped in Python on 0.2.41's scans first): 3 000 per class,
+/// 64 and 128 units, seeds 281-340 1%: of the 14 target classes a fingerprint judged, 9 had
+/// left 19-24 of their 30 poisoned records out; 113 of those joined, with 6 clean records (the
+/// prototype at cosine 0.75 over 0.8 on all the sets below: +31 poisoned, +19 clean; at 0.85:
+/// -39 and -9). Clean sets, 5%, faint 5% and label flips at 3 000 (seeds 281-340 / 281-310 /
+/// 281-300): no class judged by a fingerprint grew. 300-500 per class (64 x 500 and 128 x 300,
+/// seeds 201-320 clean and 1%, 201-260 5%, 15%, faint 5% and label flips): 24 poisoned and 4
+/// clean records more, none in a clean or label-flip set.
+fn sharing_the_fingerprint(evidence: &[ClassEvidence<'_>], at: usize, members: &[usize]) -> Vec<(usize, f64)> {
+    let Some(geometry) = evidence[at].geometry else {
+        return Vec::new();
+    };
+    let dim = geometry.dim;
+    let rows = geometry.x.len() / dim.max(1);
+    let row = |i: usize| &geometry.x[i * dim..(i + 1) * dim];
+    let members_mean = mean_rows(members.iter().map(|&i| row(i)), dim);
+    let away: Vec<f32> = members_mean
+        .iter()
+        .zip(&geometry.basis.mean)
+        .map(|(m, c)| m - *c as f32)
+        .collect();
+    let mut candidates: Vec<(usize, f32)> = (0..rows)
+        .filter(|&i| !members.contains(&i) && is_live(row(i)))
+        .map(|i| (i, dot(row(i), &away)))
+        .collect();
+    candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    candidates.truncate(GROW_CANDIDATES);
+    let queries: Vec<usize> = members.iter().copied().chain(candidates.iter().map(|c| c.0)).collect();
+    let found = other_inputs::search(evidence, at, &vec![true; rows], &queries, false);
+    let leftovers: Vec<Vec<f32>> = queries
+        .iter()
+        .zip(&found)
+        .map(|(&q, found)| leftover_from_source(evidence, at, q, found).1)
+        .collect();
+    let directions: Vec<Vec<f32>> = leftovers.iter().map(|l| unit(l.clone())).collect();
+    let fingerprint = unit(mean_rows(directions[..members.len()].iter().map(|l| &l[..]), dim));
+    let strengths: Vec<f64> = leftovers.iter().map(|l| dot(l, &fingerprint) as f64).collect();
+    let least_strength = GROW_MIN_STRENGTH * median(&strengths[..members.len()]);
+    let cosines = directions.iter().map(|d| dot(d, &fingerprint) as f64);
+    queries
+        .iter()
+        .zip(&strengths)
+        .zip(cosines)
+        .skip(members.len())
+        .filter(|&((_, &strength), cosine)| cosine >= GROW_MIN_COSINE && strength >= least_strength)
+        .map(|((&q, _), cosine)| (q, cosine))
+        .collect()
+}
+
+/// Class `at`'s record `q` (class-local)'s source class (the evidence index of the class most of
+/// its `found` outsiders of other classes are) and its [`leftover`] against those outsiders of
+/// the source; `(usize::MAX, zeros)` when it has no outsider of another class.
+fn leftover_from_source(evidence: &[ClassEvidence<'_>], at: usize, q: usize, found: &Found) -> (usize, Vec<f32>) {
+    let Some(geometry) = evidence[at].geometry else {
+        return (usize::MAX, Vec::new());
+    };
+    let dim = geometry.dim;
+    let row = |c: usize, i: usize| {
+        let x = evidence[c].geometry.map_or(&[][..], |g| g.x);
+        &x[i * dim..(i + 1) * dim]
+    };
+    let (other, _) = found.other_classes_than(evidence[at].class);
+    if other.is_empty() {
+        return (usize::MAX, vec![0.0; dim]);
+    }
+    let source = most_common(&other);
+    let near: Vec<_> = found.outsiders.iter().filter(|o| o.class == source).collect();
+    let source_at = near[0].at;
+    let near_mean = mean_rows(near.iter().map(|o| row(o.at, o.index)), dim);
+    // Class centres: each class's basis holds its mean.
+    let mean_of = |c: usize| evidence[c].geometry.map_or(&[][..], |g| &g.basis.mean[..]);
+    let toward_own: Vec<f32> = mean_of(at)
+        .iter()
+        .zip(mean_of(source_at))
+        .map(|(a, b)| (a - b).max(0.0) as f32)
+        .collect();
+    (source_at, leftover(row(at, q), &near_mean, &toward_own))
 }
 
 /// Whether the second pass's clique of `members` records from `sources` source classes (of
@@ -353,7 +456,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// What `x` has that `near` (its source class's nearest records, averaged) does not, without
-/// the component along `toward_own` (its class's centre seen from the source's), unit length.
+/// the component along `toward_own` (its class's centre seen from the source's); see
+/// [`unit`] for its direction.
 fn leftover(x: &[f32], near: &[f32], toward_own: &[f32]) -> Vec<f32> {
     let mut r: Vec<f32> = x.iter().zip(near).map(|(a, b)| (a - b).max(0.0)).collect();
     let norm = dot(toward_own, toward_own).sqrt();
@@ -361,11 +465,16 @@ fn leftover(x: &[f32], near: &[f32], toward_own: &[f32]) -> Vec<f32> {
         let along = dot(&r, toward_own) / (norm * norm);
         r.iter_mut().zip(toward_own).for_each(|(v, t)| *v -= along * t);
     }
-    let length = dot(&r, &r).sqrt();
-    if length > 0.0 {
-        r.iter_mut().for_each(|v| *v /= length);
-    }
     r
+}
+
+/// `v` at unit length (zeros stay zeros).
+fn unit(mut v: Vec<f32>) -> Vec<f32> {
+    let length = dot(&v, &v).sqrt();
+    if length > 0.0 {
+        v.iter_mut().for_each(|x| *x /= length);
+    }
+    v
 }
 
 /// A large clique of the graph on `n` vertices, greedily: from each vertex by falling degree,
@@ -526,6 +635,32 @@ mod tests {
     }
 
     #[test]
+    fn records_sharing_a_passed_cliques_fingerprint_join_it() {
+        // Class 0 of 300 records: four inputs of three other classes with the trigger (the
+        // clique), six of its own inputs with the trigger (they look like the class's own inputs,
+        // so no clique test could take them), and three of its own with another feature on.
+        let poison = relabelled(&[1, 2, 3, 1], |_| TRIGGER);
+        let other_feature = relabelled(&[0, 0, 0], |_| 8);
+        let mut sizes = [PER_CLASS; 4];
+        sizes[0] = 300;
+        let found_in = |odd: &[[f32; DIM]]| {
+            trigger_group(&classes(&sizes, odd, &[true]), 0, &["spectre"])
+                .expect("a group")
+                .0
+        };
+        let group = found_in(&[&poison[..], &own_with_trigger(6, 6)[..], &other_feature[..]].concat());
+        let mut members: Vec<usize> = group.members.iter().map(|m| m.0).collect();
+        members.sort_unstable();
+        assert_eq!(members, vec![0, 1, 2, 3]);
+        let mut sharing: Vec<usize> = group.sharing.iter().map(|s| s.0).collect();
+        sharing.sort_unstable();
+        assert_eq!(sharing, (4..10).collect::<Vec<_>>(), "{:?}", group.sharing);
+        assert!(group.sharing.iter().all(|s| s.1 >= GROW_MIN_COSINE));
+        // Without such records, none joins.
+        assert!(found_in(&[&poison[..], &other_feature[..]].concat()).sharing.is_empty());
+    }
+
+    #[test]
     fn a_clique_needs_three_half_the_marked_and_half_a_percent_of_the_class_up_to_five() {
         // Classes of 300-500: three records, or half of those marked.
         assert_eq!(clique_needed(MIN_GROUP, 4, 300), 3.0);
@@ -671,9 +806,10 @@ mod tests {
     #[test]
     fn leftover_keeps_what_the_source_lacks_but_the_way_to_the_own_class() {
         let r = leftover(&[3.0, 1.0, 4.0, 0.0], &[1.0, 2.0, 0.0, 0.0], &[0.0, 0.0, 2.0, 0.0]);
-        // (2, 0, 4, 0) less its part along the third axis, unit length.
-        assert_eq!(r, vec![1.0, 0.0, 0.0, 0.0]);
-        assert_eq!(leftover(&[1.0, 1.0], &[2.0, 2.0], &[1.0, 0.0]), vec![0.0, 0.0]);
+        // (2, 0, 4, 0) less its part along the third axis.
+        assert_eq!(r, vec![2.0, 0.0, 0.0, 0.0]);
+        assert_eq!(unit(r), vec![1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(unit(leftover(&[1.0, 1.0], &[2.0, 2.0], &[1.0, 0.0])), vec![0.0, 0.0]);
     }
 
     #[test]

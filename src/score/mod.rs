@@ -52,7 +52,7 @@ use records::{RecordEvidence, record_evidence};
 use regrow::{grow_flagged, mark_population, separated_minority, whole_groups_only};
 use signals::{class_anomaly_indices, common_signals, compared_signals, judged_by_a_signal, seconded, signal_margins};
 use tails::{
-    flag_only, flags_cover_the_signal, separated_group_at_the_dense_core,
+    flag_only, flag_sharing, flags_cover_the_signal, separated_group_at_the_dense_core,
     separated_group_in_a_class_that_overlaps_others, tail_among_its_own_class, tails_of_other_inputs,
 };
 
@@ -254,6 +254,7 @@ pub fn decide(
                 if group.learned() {
                     grow_flagged(e, &mut record);
                 }
+                flag_sharing(&mut record, &group);
             }
         }
         if class_margin > 0.0 && !attacked_by_comparison && !attacked_by_tail {

@@ -78,6 +78,9 @@ pub(super) struct OtherInputs {
     /// Whether they were found by a shared trigger's fingerprint (`fingerprint`; the tail was
     /// not set aside to search their nearest records) rather than as each other's nearest.
     pub by_fingerprint: bool,
+    /// Records beyond the members that share their fingerprint (class-local index, cosine of
+    /// their leftover with the members' mean); empty for a group not found by one.
+    pub sharing: Vec<(usize, f64)>,
 }
 
 impl OtherInputs {
@@ -86,13 +89,14 @@ impl OtherInputs {
     }
 
     /// The records of class `e` sharing a trigger's fingerprint (`members`, from `sources`
-    /// source classes), as a group: each one's nearest of the class is not asked (the
-    /// fingerprint ties them), so all count as grouped.
+    /// source classes, and the records found `sharing` it beyond them), as a group: each one's
+    /// nearest of the class is not asked (the fingerprint ties them), so all count as grouped.
     pub fn from_fingerprint(
         e: &ClassEvidence<'_>,
         names: &[&str],
         members: Vec<(usize, f64)>,
         sources: usize,
+        sharing: Vec<(usize, f64)>,
     ) -> OtherInputs {
         let label_doubt = mean_label_doubt(e, names, members.iter().map(|m| m.0));
         OtherInputs {
@@ -101,6 +105,7 @@ impl OtherInputs {
             sources,
             label_doubt,
             by_fingerprint: true,
+            sharing,
         }
     }
 
@@ -230,6 +235,7 @@ fn group_of(e: &ClassEvidence<'_>, names: &[&str], marked: Vec<Marked>, min_grou
         sources: sources.len(),
         label_doubt,
         by_fingerprint: false,
+        sharing: Vec::new(),
         members: marked.into_iter().map(|m| (m.index, m.share)).collect(),
     };
     let mut in_group = vec![false; e.rows.len()];
