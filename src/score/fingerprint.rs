@@ -126,7 +126,12 @@ const GROW_MIN_COSINE: f64 = 0.8;
 /// records all passed a half (poison and clean alike: 132 of 137 poisoned and 11 of 11 clean
 /// records at a half).
 const GROW_MIN_STRENGTH: f64 = 0.25;
-/// Records asked whether they share a passed clique's fingerprint.
+/// Records asked whether they share a passed clique's fingerprint. Where more than half of them
+/// do, the fingerprint is a direction the class has, not a trigger's, and none joins: cliques
+/// of boundary cases in classes without poison (which the tests keep from passing) were shared
+/// by up to 146 of 192 (25 of 215 such cliques by 60 or more; 3 000 per class, 64 units, tuning
+/// seeds 281-340 1%), the targets' by at most 23. A safeguard for the class a fingerprint
+/// judges wrongly: it loses its clique, not a hundred records more.
 const GROW_CANDIDATES: usize = 4 * QUERIES;
 /// Datasets of more (analysed) classes are not asked a second time: half their other classes
 /// is 7 source classes or more, more than any target's clique drew on in tuning (5-6; datasets
@@ -317,14 +322,23 @@ fn sharing_the_fingerprint(evidence: &[ClassEvidence<'_>], at: usize, members: &
     let strengths: Vec<f64> = leftovers.iter().map(|l| dot(l, &fingerprint) as f64).collect();
     let least_strength = GROW_MIN_STRENGTH * median(&strengths[..members.len()]);
     let cosines = directions.iter().map(|d| dot(d, &fingerprint) as f64);
-    queries
+    let sharing: Vec<(usize, f64)> = queries
         .iter()
         .zip(&strengths)
         .zip(cosines)
         .skip(members.len())
         .filter(|&((_, &strength), cosine)| cosine >= GROW_MIN_COSINE && strength >= least_strength)
         .map(|((&q, _), cosine)| (q, cosine))
-        .collect()
+        .collect();
+    if 2 * sharing.len() > GROW_CANDIDATES {
+        log::debug!(
+            "fingerprint, class {}: {} of the {GROW_CANDIDATES} asked share it, a direction the class has: none joins",
+            evidence[at].class,
+            sharing.len()
+        );
+        return Vec::new();
+    }
+    sharing
 }
 
 /// Class `at`'s record `q` (class-local)'s source class (the evidence index of the class most of
@@ -658,6 +672,17 @@ mod tests {
         assert!(group.sharing.iter().all(|s| s.1 >= GROW_MIN_COSINE));
         // Without such records, none joins.
         assert!(found_in(&[&poison[..], &other_feature[..]].concat()).sharing.is_empty());
+        // Nor where most of the records asked share it: the class's own direction.
+        let group = found_in(&[&poison[..], &own_with_trigger(120, 6)[..]].concat());
+        assert_eq!(group.members.len(), 4);
+        assert!(group.sharing.is_empty(), "{} joined", group.sharing.len());
+        // 90 of them: under half the 192 asked, they join (88; two are noisier than the bar).
+        let group = found_in(&[&poison[..], &own_with_trigger(90, 6)[..]].concat());
+        assert!(
+            (80..=GROW_CANDIDATES / 2).contains(&group.sharing.len()),
+            "{}",
+            group.sharing.len()
+        );
     }
 
     #[test]
