@@ -122,16 +122,17 @@ const MIN_STANDOUT: f64 = 3.5;
 const GROW_MIN_COSINE: f64 = 0.8;
 /// ...and least length of its leftover along the fingerprint, as a share of the members'
 /// median: a record with nothing beyond its source's records has a leftover of noise, whose
-/// direction is chance's (in a few dimensions it can point anywhere). The tuning sets' grown
-/// records all passed a half (poison and clean alike: 132 of 137 poisoned and 11 of 11 clean
-/// records at a half).
+/// direction is chance's (in few dimensions it can point anywhere: the 6-dimension test of
+/// `score` had a clean record join without this floor). On the tuning sets it changed nothing;
+/// a half would have kept out 5 of the 137 poisoned records that joined in the prototype and
+/// none of its 11 clean ones, so a quarter stays well below what poison reaches.
 const GROW_MIN_STRENGTH: f64 = 0.25;
 /// Records asked whether they share a passed clique's fingerprint. Where more than half of them
 /// do, the fingerprint is a direction the class has, not a trigger's, and none joins: cliques
 /// of boundary cases in classes without poison (which the tests keep from passing) were shared
 /// by up to 146 of 192 (25 of 215 such cliques by 60 or more; 3 000 per class, 64 units, tuning
 /// seeds 281-340 1%), the targets' by at most 23. A safeguard for the class a fingerprint
-/// judges wrongly: it loses its clique, not a hundred records more.
+/// judges wrongly: it quarantines its clique only, not a hundred records more.
 const GROW_CANDIDATES: usize = 4 * QUERIES;
 /// Datasets of more (analysed) classes are not asked a second time: half their other classes
 /// is 7 source classes or more, more than any target's clique drew on in tuning (5-6; datasets
@@ -221,7 +222,10 @@ fn clique_among(
         if share < MIN_OUTSIDER_SHARE {
             continue;
         }
-        let (source_at, leftover) = leftover_from_source(evidence, at, q, found);
+        // A marked record has outsiders of other classes (its share is over 0).
+        let Some((source_at, leftover)) = leftover_from_source(evidence, at, q, found) else {
+            continue;
+        };
         marked.push(Marked {
             index: q,
             share,
@@ -242,6 +246,7 @@ fn clique_among(
         marked.len(),
         sources.len()
     );
+    let member_indices: Vec<usize> = members.iter().map(|m| m.0).collect();
     let passes = match pass {
         Pass::Spectre => clique_passes(&members, marked.len(), sources.len(), e.rows.len()),
         Pass::SelfInfluence if e.rows.len() >= SECOND_PASS_MIN_ROWS => {
@@ -250,7 +255,6 @@ fn clique_among(
         Pass::SelfInfluence => small_class_clique_passes(members.len(), marked.len(), sources.len(), || {
             let fingerprint = mean_rows(clique.iter().map(|&m| &marked[m].leftover[..]), dim);
             let class_rows = (0..e.rows.len()).map(|i| row(at, i));
-            let member_indices: Vec<usize> = members.iter().map(|m| m.0).collect();
             let standout = standout_along(&fingerprint, class_rows, &member_indices);
             log::debug!(
                 "fingerprint ({pass:?}), class {}: it stands out by {standout:.1}",
@@ -260,7 +264,6 @@ fn clique_among(
         }),
     };
     passes.then(|| {
-        let member_indices: Vec<usize> = members.iter().map(|m| m.0).collect();
         let grown = sharing_the_fingerprint(evidence, at, &member_indices);
         log::debug!(
             "fingerprint ({pass:?}), class {}: {} more records share it",
@@ -272,16 +275,19 @@ fn clique_among(
 }
 
 /// The class's records beyond the clique's `members` (class-local indices) whose leftover points
-/// the way the members' do (cosine [`GROW_MIN_COSINE`] or more with their mean), with that
-/// cosine. Why: the clique is at most the [`QUERIES`] top records of one ranking that look like
-/// other classes' inputs, while a backdoor of 30 spreads over ranks in the hundreds, and many of
-/// its records look like the target class's own inputs by their nearest records (the network
-/// learned the trigger), so the clique's tests cannot find them. Their leftover still holds the
-/// trigger. Here every record's leftover is taken against its nearest records of other classes
-/// (its own class's set aside), so that it is defined for a record whose nearest are its own
-/// class's; the members' too, for one scale. Asked are the [`GROW_CANDIDATES`] records furthest
-/// along the members' mean from the class's centre: the poison sits there (ranks under 60 in the
-/// tuning sets below), and the search costs what the clique's does.
+/// the way the members' do, with that cosine: [`GROW_MIN_COSINE`] or more with their mean
+/// direction, and a length along it of [`GROW_MIN_STRENGTH`] of theirs; none where more than
+/// half of the records asked would join ([`GROW_CANDIDATES`]). Why: the clique is at most the
+/// [`QUERIES`] top records of one ranking that look like other classes' inputs, while a backdoor
+/// of 30 spreads over ranks in the hundreds, and many of its records look like the target
+/// class's own inputs by their nearest records (the network learned the trigger), so the
+/// clique's tests cannot find them. Their leftover still holds the trigger. Here each record's
+/// leftover is taken against its nearest records of other classes (its own class set aside:
+/// the records among those 10 of the class most of them are), so that it is defined for a
+/// record whose nearest are its own class's; the members' too, for one scale. Asked are the
+/// [`GROW_CANDIDATES`] live records furthest along the members' mean from the class's centre:
+/// the poison sits there (ranks under 60 in the tuning sets below). The search costs 4 times
+/// the clique's, in classes a fingerprint judged only.
 ///
 /// Measured on the tuning sets (prototyped in Python on 0.2.41's scans first): 3 000 per class,
 /// 64 and 128 units, seeds 281-340 1%: of the 14 target classes a fingerprint judged, 9 had
@@ -298,8 +304,7 @@ fn sharing_the_fingerprint(evidence: &[ClassEvidence<'_>], at: usize, members: &
     let dim = geometry.dim;
     let rows = geometry.x.len() / dim.max(1);
     let row = |i: usize| &geometry.x[i * dim..(i + 1) * dim];
-    let members_mean = mean_rows(members.iter().map(|&i| row(i)), dim);
-    let away: Vec<f32> = members_mean
+    let away: Vec<f32> = mean_rows(members.iter().map(|&i| row(i)), dim)
         .iter()
         .zip(&geometry.basis.mean)
         .map(|(m, c)| m - *c as f32)
@@ -315,26 +320,29 @@ fn sharing_the_fingerprint(evidence: &[ClassEvidence<'_>], at: usize, members: &
     let leftovers: Vec<Vec<f32>> = queries
         .iter()
         .zip(&found)
-        .map(|(&q, found)| leftover_from_source(evidence, at, q, found).1)
+        .map(|(&q, found)| leftover_from_source(evidence, at, q, found).map_or_else(|| vec![0.0; dim], |l| l.1))
         .collect();
-    let directions: Vec<Vec<f32>> = leftovers.iter().map(|l| unit(l.clone())).collect();
-    let fingerprint = unit(mean_rows(directions[..members.len()].iter().map(|l| &l[..]), dim));
-    let strengths: Vec<f64> = leftovers.iter().map(|l| dot(l, &fingerprint) as f64).collect();
-    let least_strength = GROW_MIN_STRENGTH * median(&strengths[..members.len()]);
-    let cosines = directions.iter().map(|d| dot(d, &fingerprint) as f64);
-    let sharing: Vec<(usize, f64)> = queries
+    let (of_members, of_candidates) = leftovers.split_at(members.len());
+    let member_directions: Vec<Vec<f32>> = of_members.iter().map(|l| unit(l.clone())).collect();
+    let fingerprint = unit(mean_rows(member_directions.iter().map(Vec::as_slice), dim));
+    let along = |l: &[f32]| dot(l, &fingerprint) as f64;
+    let member_strengths: Vec<f64> = of_members.iter().map(|l| along(l)).collect();
+    let least_strength = GROW_MIN_STRENGTH * median(&member_strengths);
+    let sharing: Vec<(usize, f64)> = candidates
         .iter()
-        .zip(&strengths)
-        .zip(cosines)
-        .skip(members.len())
-        .filter(|&((_, &strength), cosine)| cosine >= GROW_MIN_COSINE && strength >= least_strength)
-        .map(|((&q, _), cosine)| (q, cosine))
+        .zip(of_candidates)
+        .filter_map(|(&(q, _), l)| {
+            let strength = along(l);
+            let cosine = strength / (dot(l, l) as f64).sqrt();
+            (cosine >= GROW_MIN_COSINE && strength >= least_strength).then_some((q, cosine))
+        })
         .collect();
-    if 2 * sharing.len() > GROW_CANDIDATES {
+    if 2 * sharing.len() > candidates.len() {
         log::debug!(
-            "fingerprint, class {}: {} of the {GROW_CANDIDATES} asked share it, a direction the class has: none joins",
+            "fingerprint, class {}: {} of the {} asked share it, a direction the class has: none joins",
             evidence[at].class,
-            sharing.len()
+            sharing.len(),
+            candidates.len()
         );
         return Vec::new();
     }
@@ -343,19 +351,21 @@ fn sharing_the_fingerprint(evidence: &[ClassEvidence<'_>], at: usize, members: &
 
 /// Class `at`'s record `q` (class-local)'s source class (the evidence index of the class most of
 /// its `found` outsiders of other classes are) and its [`leftover`] against those outsiders of
-/// the source; `(usize::MAX, zeros)` when it has no outsider of another class.
-fn leftover_from_source(evidence: &[ClassEvidence<'_>], at: usize, q: usize, found: &Found) -> (usize, Vec<f32>) {
-    let Some(geometry) = evidence[at].geometry else {
-        return (usize::MAX, Vec::new());
-    };
-    let dim = geometry.dim;
+/// the source; `None` when it has no outsider of another class (or the class no vectors).
+fn leftover_from_source(
+    evidence: &[ClassEvidence<'_>],
+    at: usize,
+    q: usize,
+    found: &Found,
+) -> Option<(usize, Vec<f32>)> {
+    let dim = evidence[at].geometry?.dim;
     let row = |c: usize, i: usize| {
         let x = evidence[c].geometry.map_or(&[][..], |g| g.x);
         &x[i * dim..(i + 1) * dim]
     };
     let (other, _) = found.other_classes_than(evidence[at].class);
     if other.is_empty() {
-        return (usize::MAX, vec![0.0; dim]);
+        return None;
     }
     let source = most_common(&other);
     let near: Vec<_> = found.outsiders.iter().filter(|o| o.class == source).collect();
@@ -368,7 +378,7 @@ fn leftover_from_source(evidence: &[ClassEvidence<'_>], at: usize, q: usize, fou
         .zip(mean_of(source_at))
         .map(|(a, b)| (a - b).max(0.0) as f32)
         .collect();
-    (source_at, leftover(row(at, q), &near_mean, &toward_own))
+    Some((source_at, leftover(row(at, q), &near_mean, &toward_own)))
 }
 
 /// Whether the second pass's clique of `members` records from `sources` source classes (of
@@ -652,9 +662,11 @@ mod tests {
     fn records_sharing_a_passed_cliques_fingerprint_join_it() {
         // Class 0 of 300 records: four inputs of three other classes with the trigger (the
         // clique), six of its own inputs with the trigger (they look like the class's own inputs,
-        // so no clique test could take them), and three of its own with another feature on.
+        // so no clique test could take them), and three boundary cases without it.
         let poison = relabelled(&[1, 2, 3, 1], |_| TRIGGER);
-        let other_feature = relabelled(&[0, 0, 0], |_| 8);
+        // Boundary cases of three other classes, each with a feature of its own: far along the
+        // members' mean from the class's centre (their source classes' features), so asked.
+        let other_feature = relabelled(&[1, 2, 3], |k| [8, 9, 10][k]);
         let mut sizes = [PER_CLASS; 4];
         sizes[0] = 300;
         let found_in = |odd: &[[f32; DIM]]| {

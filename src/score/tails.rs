@@ -394,7 +394,10 @@ pub(super) fn flag_only(record: &mut RecordEvidence, group: &other_inputs::Other
 /// `fingerprint`). Done after the members' flags are regrown, and not regrown themselves: the
 /// fingerprint says which records are the population, where the regrowth's split of the class
 /// would add what lies beside them (one 1% target class at 3 000 per class, 64 units: 43
-/// clean records more with the shared records regrown, 0 without).
+/// clean records more with the shared records regrown, 0 without). Not asked whether the
+/// surrogate learned the clique's label, as the regrowth is: the 1% cliques at 3 000 per class
+/// whose fingerprint others shared had a mean label doubt of 0.65-0.92 (a linear surrogate
+/// does not learn a trigger out of fold), and the fingerprint, not the label, ties them.
 pub(super) fn flag_sharing(record: &mut RecordEvidence, group: &other_inputs::OtherInputs) {
     for &(i, cosine) in &group.sharing {
         let why = format!(
