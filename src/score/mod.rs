@@ -1505,6 +1505,42 @@ mod tests {
     }
 
     #[test]
+    fn records_sharing_the_fingerprint_are_quarantined_with_the_clique_and_say_why() {
+        let names: Vec<String> = (0..5).map(|c| c.to_string()).collect();
+        // As above (signals under the bound, the fingerprint speaks), and four of class 0's own
+        // inputs (records 6-9, low in its SPECTRE ranking) carry the trigger too: they look like
+        // the class's own inputs, so only their shared fingerprint can name them.
+        let (mut ev, total) = five_sparse_classes(false);
+        for e in ev.iter_mut() {
+            e.scores.to_mut()[0].signal.as_mut().unwrap().value = 1.0;
+        }
+        let geometry = ev[0].geometry.unwrap();
+        let dim = geometry.dim;
+        let mut x = geometry.x.to_vec();
+        (6..10).for_each(|i| x[i * dim + dim - 1] = 6.0);
+        let x: &'static [f32] = Box::leak(x.into_boxed_slice());
+        let basis: &'static BasisFit = Box::leak(Box::new(BasisFit::fit(x, dim, 2)));
+        ev[0].geometry = Some(ClassGeometry { basis, x, dim });
+        let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
+        let verdict = d.verdicts[0].clone().unwrap();
+        assert!(
+            verdict.attacked && verdict.why.contains("and 4 more of its records share it"),
+            "{}",
+            verdict.why
+        );
+        let quarantined: Vec<usize> = (0..total).filter(|&g| d.quarantined[g]).collect();
+        assert_eq!(quarantined, (0..10).collect::<Vec<_>>());
+        for g in 6..10 {
+            assert!(
+                d.reasons[g].contains("shares the trigger's fingerprint of the records flagged atop the ranking"),
+                "{}",
+                d.reasons[g]
+            );
+        }
+        assert!(d.verdicts[1..].iter().all(|v| !v.as_ref().unwrap().attacked));
+    }
+
+    #[test]
     fn a_signal_many_classes_share_attacks_none_but_two_outliers_are_both_attacked() {
         let names: Vec<String> = (0..10).map(|c| c.to_string()).collect();
         // 4 of 10 classes high: the data's structure (more than a quarter), nothing quarantined.
