@@ -127,12 +127,15 @@ const GROW_MIN_COSINE: f64 = 0.8;
 /// a half would have kept out 5 of the 137 poisoned records that joined in the prototype and
 /// none of its 11 clean ones, so a quarter stays well below what poison reaches.
 const GROW_MIN_STRENGTH: f64 = 0.25;
-/// Records asked whether they share a passed clique's fingerprint. Where more than half of them
-/// do, the fingerprint is a direction the class has, not a trigger's, and none joins: cliques
-/// of boundary cases in classes without poison (which the tests keep from passing) were shared
-/// by up to 146 of 192 (25 of 215 such cliques by 60 or more; 3 000 per class, 64 units, tuning
-/// seeds 281-340 1%), the targets' by at most 23. A safeguard for the class a fingerprint
-/// judges wrongly: it quarantines its clique only, not a hundred records more.
+/// Records asked whether they share a passed clique's fingerprint. Where more than a quarter of
+/// them do, the fingerprint is a direction the class has, not a trigger's, and none joins:
+/// cliques of boundary cases in classes without poison (which the tests keep from passing) were
+/// shared by up to 146 of 192 (25 of 215 such cliques by 60 or more; 3 000 per class, 64 units,
+/// tuning seeds 281-340 1%), the targets' by at most 23 (40 at 6 000 per class, seeds 406 and
+/// 410), while the one class a fingerprint judged wrongly in the 1 500-per-class tuning sets
+/// (seed 425, 4 records) was shared by 81. A safeguard: such a class quarantines its clique
+/// only, not a hundred records more; a 1% backdoor of more than 48 records found by a
+/// fingerprint (classes of 5 000 or more) may keep its clique only too.
 const GROW_CANDIDATES: usize = 4 * QUERIES;
 /// Datasets of more (analysed) classes are not asked a second time: half their other classes
 /// is 7 source classes or more, more than any target's clique drew on in tuning (5-6; datasets
@@ -276,8 +279,8 @@ fn clique_among(
 
 /// The class's records beyond the clique's `members` (class-local indices) whose leftover points
 /// the way the members' do, with that cosine: [`GROW_MIN_COSINE`] or more with their mean
-/// direction, and a length along it of [`GROW_MIN_STRENGTH`] of theirs; none where more than
-/// half of the records asked would join ([`GROW_CANDIDATES`]). Why: the clique is at most the
+/// direction, and a length along it of [`GROW_MIN_STRENGTH`] of theirs; none where more than a
+/// quarter of the records asked would join ([`GROW_CANDIDATES`]). Why: the clique is at most the
 /// [`QUERIES`] top records of one ranking that look like other classes' inputs, while a backdoor
 /// of 30 spreads over ranks in the hundreds, and many of its records look like the target
 /// class's own inputs by their nearest records (the network learned the trigger), so the
@@ -337,7 +340,7 @@ fn sharing_the_fingerprint(evidence: &[ClassEvidence<'_>], at: usize, members: &
             (cosine >= GROW_MIN_COSINE && strength >= least_strength).then_some((q, cosine))
         })
         .collect();
-    if 2 * sharing.len() > candidates.len() {
+    if 4 * sharing.len() > candidates.len() {
         log::debug!(
             "fingerprint, class {}: {} of the {} asked share it, a direction the class has: none joins",
             evidence[at].class,
@@ -684,17 +687,14 @@ mod tests {
         assert!(group.sharing.iter().all(|s| s.1 >= GROW_MIN_COSINE));
         // Without such records, none joins.
         assert!(found_in(&[&poison[..], &other_feature[..]].concat()).sharing.is_empty());
-        // Nor where most of the records asked share it: the class's own direction.
-        let group = found_in(&[&poison[..], &own_with_trigger(120, 6)[..]].concat());
+        // Nor where more than a quarter of the records asked share it: the class's own direction.
+        let group = found_in(&[&poison[..], &own_with_trigger(60, 6)[..]].concat());
         assert_eq!(group.members.len(), 4);
         assert!(group.sharing.is_empty(), "{} joined", group.sharing.len());
-        // 90 of them: under half the 192 asked, they join (88; two are noisier than the bar).
-        let group = found_in(&[&poison[..], &own_with_trigger(90, 6)[..]].concat());
-        assert!(
-            (80..=GROW_CANDIDATES / 2).contains(&group.sharing.len()),
-            "{}",
-            group.sharing.len()
-        );
+        // 45 of them: under a quarter of the 192 asked, they join (but a noisy one or two).
+        let group = found_in(&[&poison[..], &own_with_trigger(45, 6)[..]].concat());
+        let joined = group.sharing.len();
+        assert!((40..=GROW_CANDIDATES / 4).contains(&joined), "{joined}");
     }
 
     #[test]
