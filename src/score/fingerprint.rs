@@ -199,10 +199,7 @@ fn clique_among(
 ) -> Option<OtherInputs> {
     let e = &evidence[at];
     let dim = e.geometry?.dim;
-    let row = |c: usize, i: usize| {
-        let x = evidence[c].geometry.map_or(&[][..], |g| g.x);
-        &x[i * dim..(i + 1) * dim]
-    };
+    let row = |c: usize, i: usize| vector_of(evidence, c, i, dim);
     let mut queries: Vec<usize> = (0..e.rows.len()).filter(|&i| is_live(row(at, i))).collect();
     queries.sort_by(|&a, &b| ranking.scores[b].total_cmp(&ranking.scores[a]).then(a.cmp(&b)));
     queries.truncate(QUERIES);
@@ -362,10 +359,7 @@ fn leftover_from_source(
     found: &Found,
 ) -> Option<(usize, Vec<f32>)> {
     let dim = evidence[at].geometry?.dim;
-    let row = |c: usize, i: usize| {
-        let x = evidence[c].geometry.map_or(&[][..], |g| g.x);
-        &x[i * dim..(i + 1) * dim]
-    };
+    let row = |c: usize, i: usize| vector_of(evidence, c, i, dim);
     let (other, _) = found.other_classes_than(evidence[at].class);
     if other.is_empty() {
         return None;
@@ -465,6 +459,12 @@ struct Marked {
     source_at: usize,
     /// See [`leftover`].
     leftover: Vec<f32>,
+}
+
+/// Record `i` (class-local) of the class at evidence index `c`, `dim` long; empty for a class
+/// without vectors.
+fn vector_of<'e>(evidence: &'e [ClassEvidence<'_>], c: usize, i: usize, dim: usize) -> &'e [f32] {
+    evidence[c].geometry.map_or(&[][..], |g| &g.x[i * dim..(i + 1) * dim])
 }
 
 /// Mean of `rows` (each `dim` long); zeros for none.

@@ -1470,18 +1470,20 @@ mod tests {
         assert!(!d.quarantined.iter().any(|&q| q));
     }
 
+    /// [`five_sparse_classes`] with SPECTRE's signal under its clean bound in every class: the
+    /// tail rules do not ask, a trigger's fingerprint can.
+    fn five_sparse_classes_under_their_bound(twin: bool) -> (Vec<ClassEvidence<'static>>, usize) {
+        let (mut ev, total) = five_sparse_classes(twin);
+        for e in ev.iter_mut() {
+            e.scores.to_mut()[0].signal.as_mut().unwrap().value = 1.0;
+        }
+        (ev, total)
+    }
+
     #[test]
     fn a_sparse_class_whose_top_records_share_a_trigger_s_fingerprint_is_attacked_under_its_bound() {
         let names: Vec<String> = (0..5).map(|c| c.to_string()).collect();
-        // SPECTRE's signal under its clean bound in every class: the tail rules do not ask.
-        let under_the_bound = |twin: bool| {
-            let (mut ev, total) = five_sparse_classes(twin);
-            for e in ev.iter_mut() {
-                e.scores.to_mut()[0].signal.as_mut().unwrap().value = 1.0;
-            }
-            (ev, total)
-        };
-        let (ev, total) = under_the_bound(false);
+        let (ev, total) = five_sparse_classes_under_their_bound(false);
         let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
         let verdict = d.verdicts[0].clone().unwrap();
         assert!(
@@ -1498,7 +1500,7 @@ mod tests {
         );
         assert!(d.verdicts[1..].iter().all(|v| !v.as_ref().unwrap().attacked));
         // Two of five classes are more than a quarter: none.
-        let (ev, total) = under_the_bound(true);
+        let (ev, total) = five_sparse_classes_under_their_bound(true);
         let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
         assert!(d.verdicts.iter().all(|v| !v.as_ref().unwrap().attacked));
         assert!(!d.quarantined.iter().any(|&q| q));
@@ -1510,10 +1512,7 @@ mod tests {
         // As above (signals under the bound, the fingerprint speaks), and four of class 0's own
         // inputs (records 6-9, low in its SPECTRE ranking) carry the trigger too: they look like
         // the class's own inputs, so only their shared fingerprint can name them.
-        let (mut ev, total) = five_sparse_classes(false);
-        for e in ev.iter_mut() {
-            e.scores.to_mut()[0].signal.as_mut().unwrap().value = 1.0;
-        }
+        let (mut ev, total) = five_sparse_classes_under_their_bound(false);
         let geometry = ev[0].geometry.unwrap();
         let dim = geometry.dim;
         let mut x = geometry.x.to_vec();
