@@ -18,7 +18,9 @@
 //! ([`SECOND_PASS_MIN_ROWS`]) that clique needs 5 records and a fifth of the marked ones, from 5
 //! source classes and at least half the other classes ([`second_pass_clique_passes`]); in
 //! smaller ones 3 records, a quarter of the marked, 3 sources, and a fingerprint the rest of the
-//! class lacks ([`small_class_clique_passes`]). A clique that passes is joined by the class's
+//! class lacks ([`small_class_clique_passes`]); where a large class's clique fails, its marked
+//! records are asked again against other classes' records alone
+//! ([`clique_against_other_classes`]). A clique that passes is joined by the class's
 //! records whose leftover points its way ([`sharing_the_fingerprint`]): the poison beyond the
 //! ranking's top, and the poison that looks like the class's own inputs.
 //!
@@ -137,6 +139,21 @@ const GROW_MIN_STRENGTH: f64 = 0.25;
 /// only, not a hundred records more; a 1% backdoor of more than 48 records found by a
 /// fingerprint (classes of 5 000 or more) may keep its clique only too.
 const GROW_CANDIDATES: usize = 4 * QUERIES;
+/// Least records of [`clique_against_other_classes`]'s clique (0.2.43)... Prototyped in Python
+/// over the 3 000-per-class tuning sets (64 and 128 units: 1% and clean 281-340, 5% and faint
+/// 281-300, label flips 281-300; about 3 600 classes): at 6 records no class without poison
+/// passed, at 5 four did (5 records from 4 sources each).
+const OTHER_CLASS_MIN_CLIQUE: usize = 6;
+/// ...and source classes they come from (and one fewer than half the other classes): backdoors
+/// drawn from 4 source classes held cliques of 6-10 from 4, which the second pass's 5 sources
+/// kept out. In Rust, on the tuning sets above plus 1 500 and 6 000 per class (seeds 401-430 /
+/// 401-415, clean and 1%), near-copies and 15% (281-310): 7 target classes passed (5 at 1 500
+/// and 6 000, 2 at 3 000) and one clean class at 6 000 (10 of 35 from 4 sources). The unseen
+/// 3 000-per-class grid (seeds 1000-1019) had 3 more classes without poison pass, in runs with
+/// a 5% or 15% backdoor elsewhere (6-8 records from 4 sources): all 4 stood out by 1.0-2.5,
+/// while 7 of the 10 targets stood out by 3.9-33 (the other 3 by 1.3-2.4): hence
+/// [`MIN_STANDOUT`] here too.
+const OTHER_CLASS_MIN_SOURCES: usize = 4;
 /// Datasets of more (analysed) classes are not asked a second time: half their other classes
 /// is 7 source classes or more, more than any target's clique drew on in tuning (5-6; datasets
 /// of 11-13 classes were not measured), and the search costs (50 classes x 1 000 x 128 units:
@@ -246,32 +263,130 @@ fn clique_among(
         marked.len(),
         sources.len()
     );
-    let member_indices: Vec<usize> = members.iter().map(|m| m.0).collect();
+    if pass == Pass::SelfInfluence && e.rows.len() >= SECOND_PASS_MIN_ROWS {
+        let (members, sources) =
+            if second_pass_clique_passes(members.len(), marked.len(), sources.len(), evidence.len() - 1) {
+                (members, sources.len())
+            } else {
+                clique_against_other_classes(evidence, at, &marked)?
+            };
+        return Some(grown_group(evidence, at, names, members, sources, pass));
+    }
     let passes = match pass {
         Pass::Spectre => clique_passes(&members, marked.len(), sources.len(), e.rows.len()),
-        Pass::SelfInfluence if e.rows.len() >= SECOND_PASS_MIN_ROWS => {
-            second_pass_clique_passes(members.len(), marked.len(), sources.len(), evidence.len() - 1)
-        }
         Pass::SelfInfluence => small_class_clique_passes(members.len(), marked.len(), sources.len(), || {
-            let fingerprint = mean_rows(clique.iter().map(|&m| &marked[m].leftover[..]), dim);
-            let class_rows = (0..e.rows.len()).map(|i| row(at, i));
-            let standout = standout_along(&fingerprint, class_rows, &member_indices);
-            log::debug!(
-                "fingerprint ({pass:?}), class {}: it stands out by {standout:.1}",
-                e.class
-            );
-            standout
+            clique_standout(evidence, at, clique.iter().map(|&m| &marked[m].leftover[..]), &members)
         }),
     };
-    passes.then(|| {
-        let grown = sharing_the_fingerprint(evidence, at, &member_indices);
-        log::debug!(
-            "fingerprint ({pass:?}), class {}: {} more records share it",
-            e.class,
-            grown.len()
-        );
-        OtherInputs::from_fingerprint(e, names, members, sources.len(), grown)
-    })
+    passes.then(|| grown_group(evidence, at, names, members, sources.len(), pass))
+}
+
+/// The group of class `at`'s passed clique of `members` (class-local index, outsiders'
+/// other-label share) from `sources` source classes, with the records that share its
+/// fingerprint ([`sharing_the_fingerprint`]).
+fn grown_group(
+    evidence: &[ClassEvidence<'_>],
+    at: usize,
+    names: &[&str],
+    members: Vec<(usize, f64)>,
+    sources: usize,
+    pass: Pass,
+) -> OtherInputs {
+    let member_indices: Vec<usize> = members.iter().map(|m| m.0).collect();
+    let grown = sharing_the_fingerprint(evidence, at, &member_indices);
+    log::debug!(
+        "fingerprint ({pass:?}), class {}: {} more records share it",
+        evidence[at].class,
+        grown.len()
+    );
+    OtherInputs::from_fingerprint(&evidence[at], names, members, sources, grown)
+}
+
+/// The second pass's clique in a class of [`SECOND_PASS_MIN_ROWS`] or more, asked again where
+/// [`second_pass_clique_passes`] failed: the `marked` records' leftovers taken against their
+/// nearest records of OTHER classes (the class set aside, as [`sharing_the_fingerprint`] does),
+/// with its members (and their outsiders' share) and source count if it passes
+/// [`other_class_clique_passes`]. Why: a 1% backdoor drawn from 4 source classes fails the
+/// second pass's 5 sources, and 4 alone lets boundary cases through. Poison often has records
+/// of the target among its nearest (the network learned the trigger), so its leftover against
+/// the nearest of any class is taken against fewer source records; against other classes'
+/// records alone it is taken as [`sharing_the_fingerprint`] takes it. On the tuning sets (see
+/// [`OTHER_CLASS_MIN_SOURCES`]) the same counts on the first search's cliques would have passed
+/// 3 classes without poison more and one target fewer (before the standout was asked).
+fn clique_against_other_classes(
+    evidence: &[ClassEvidence<'_>],
+    at: usize,
+    marked: &[Marked],
+) -> Option<(Vec<(usize, f64)>, usize)> {
+    let e = &evidence[at];
+    let queries: Vec<usize> = marked.iter().map(|m| m.index).collect();
+    let found = other_inputs::search(evidence, at, &vec![true; e.rows.len()], &queries, false);
+    let leftovers: Vec<(&Marked, usize, Vec<f32>)> = marked
+        .iter()
+        .zip(&found)
+        .filter_map(|(m, found)| {
+            let (source_at, leftover) = leftover_from_source(evidence, at, m.index, found)?;
+            Some((m, source_at, unit(leftover)))
+        })
+        .collect();
+    let adjacent = |a: usize, b: usize| dot(&leftovers[a].2, &leftovers[b].2) >= MIN_COSINE;
+    let clique = greedy_clique(leftovers.len(), adjacent);
+    let mut sources: Vec<usize> = clique.iter().map(|&m| leftovers[m].1).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    log::debug!(
+        "fingerprint (against other classes), class {}: {} of {} marked records share one, from {} sources",
+        e.class,
+        clique.len(),
+        marked.len(),
+        sources.len()
+    );
+    let members: Vec<(usize, f64)> = clique
+        .iter()
+        .map(|&m| (leftovers[m].0.index, leftovers[m].0.share))
+        .collect();
+    let passes = other_class_clique_passes(clique.len(), marked.len(), sources.len(), evidence.len() - 1, || {
+        let member_leftovers = clique.iter().map(|&m| &leftovers[m].2[..]);
+        clique_standout(evidence, at, member_leftovers, &members)
+    });
+    passes.then_some((members, sources.len()))
+}
+
+/// Whether [`clique_against_other_classes`]'s clique of `members` records from `sources`
+/// source classes, of `marked`, makes the class attacked: [`OTHER_CLASS_MIN_CLIQUE`] records,
+/// [`SECOND_PASS_MIN_SHARE_OF_MARKED`], [`OTHER_CLASS_MIN_SOURCES`] and one fewer than half the
+/// `other_classes` (rounded up; [`second_pass_clique_passes`] asks half), and a fingerprint
+/// that `standout` (asked only when the counts pass) shows rare in the class, as the small
+/// classes' test asks ([`MIN_STANDOUT`]).
+fn other_class_clique_passes(
+    members: usize,
+    marked: usize,
+    sources: usize,
+    other_classes: usize,
+    standout: impl FnOnce() -> f64,
+) -> bool {
+    members >= OTHER_CLASS_MIN_CLIQUE
+        && members as f64 >= SECOND_PASS_MIN_SHARE_OF_MARKED * marked as f64
+        && sources >= OTHER_CLASS_MIN_SOURCES.max(other_classes.div_ceil(2).saturating_sub(1))
+        && standout() >= MIN_STANDOUT
+}
+
+/// How far a clique of `members` (class-local index, share) of class `at` stands out from the
+/// rest of the class along the mean of their `leftovers` (unit vectors): see [`standout_along`].
+fn clique_standout<'l>(
+    evidence: &[ClassEvidence<'_>],
+    at: usize,
+    leftovers: impl Iterator<Item = &'l [f32]>,
+    members: &[(usize, f64)],
+) -> f64 {
+    let e = &evidence[at];
+    let dim = e.geometry.map_or(0, |g| g.dim);
+    let fingerprint = mean_rows(leftovers, dim);
+    let class_rows = (0..e.rows.len()).map(|i| vector_of(evidence, at, i, dim));
+    let member_indices: Vec<usize> = members.iter().map(|m| m.0).collect();
+    let standout = standout_along(&fingerprint, class_rows, &member_indices);
+    log::debug!("fingerprint, class {}: it stands out by {standout:.1}", e.class);
+    standout
 }
 
 /// The class's records beyond the clique's `members` (class-local indices) whose leftover points
@@ -749,16 +864,28 @@ mod tests {
         // Where SPECTRE's top holds the clique, the first pass's finding stands.
         let first = found_in(7, SECOND_PASS_MIN_ROWS, &poison, &[true, true]).expect("a group");
         assert_eq!((first.0.members.len(), first.1), (6, Pass::Spectre));
-        let four_sources = relabelled(&[1, 2, 3, 4, 1, 2], |_| TRIGGER);
+        // Five records from four sources fail; six pass, asked again against other classes'
+        // records (clique_against_other_classes).
+        let four_sources = relabelled(&[1, 2, 3, 4, 1], |_| TRIGGER);
         assert!(found_in(7, SECOND_PASS_MIN_ROWS, &four_sources, &second_only).is_none());
+        let six_from_four = relabelled(&[1, 2, 3, 4, 1, 2], |_| TRIGGER);
+        let (group, pass) = found_in(7, SECOND_PASS_MIN_ROWS, &six_from_four, &second_only).expect("a group");
+        assert_eq!((group.members.len(), group.sources, pass), (6, 4, Pass::SelfInfluence));
+        // Not where much of the class has the trigger's feature too: it does not stand out.
+        let with_own = [&six_from_four[..], &own_with_trigger(600, 5)[..]].concat();
+        assert!(found_in(7, SECOND_PASS_MIN_ROWS, &with_own, &second_only).is_none());
+        let three_sources = relabelled(&[1, 2, 3, 1, 2, 3, 1], |_| TRIGGER);
+        assert!(found_in(7, SECOND_PASS_MIN_ROWS, &three_sources, &second_only).is_none());
         // One record fewer in the class and the smaller classes' test applies, which it passes.
         assert!(found_in(7, SECOND_PASS_MIN_ROWS - 1, &four_sources, &second_only).is_some());
-        // With more classes, half the others: 6 sources of 12 pass, 5 do not; with 14 classes
-        // the pass is not asked (7 sources of 13 would pass its test).
+        // With more classes, half the others: 6 sources of 12 pass, and against other classes
+        // one fewer, 5, but not 4; with 14 classes the pass is not asked (7 sources of 13 would
+        // pass its test).
         let six_sources = relabelled(&[1, 2, 3, 4, 5, 6], |_| TRIGGER);
         let most = SECOND_PASS_MAX_CLASSES;
         assert!(found_in(most, SECOND_PASS_MIN_ROWS, &six_sources, &second_only).is_some());
-        assert!(found_in(most, SECOND_PASS_MIN_ROWS, &poison, &second_only).is_none());
+        assert!(found_in(most, SECOND_PASS_MIN_ROWS, &poison, &second_only).is_some());
+        assert!(found_in(most, SECOND_PASS_MIN_ROWS, &six_from_four, &second_only).is_none());
         let seven_sources = relabelled(&[1, 2, 3, 4, 5, 6, 7], |_| TRIGGER);
         assert!(found_in(most + 1, SECOND_PASS_MIN_ROWS, &seven_sources, &second_only).is_none());
         let others_of_fourteen = SECOND_PASS_MAX_CLASSES;
@@ -769,6 +896,17 @@ mod tests {
         assert!(!second_pass_clique_passes(9, 20, 4, 9), "5 sources");
         assert!(!second_pass_clique_passes(5, 41, 5, 9), "a fifth of the marked");
         assert!(!second_pass_clique_passes(8, 20, 5, 49), "half of 50 classes' others");
+        // Against other classes: six records from four sources, a fifth of the marked, standing
+        // out by 3.5.
+        assert!(other_class_clique_passes(6, 30, 4, 9, || 3.5));
+        assert!(!other_class_clique_passes(5, 6, 9, 9, || 9.0), "6 records");
+        assert!(!other_class_clique_passes(9, 20, 3, 9, || 9.0), "4 sources");
+        assert!(
+            !other_class_clique_passes(9, 20, 4, 12, || 9.0),
+            "one fewer than half of 12"
+        );
+        assert!(!other_class_clique_passes(6, 31, 4, 9, || 9.0), "a fifth of the marked");
+        assert!(!other_class_clique_passes(6, 30, 4, 9, || 3.4), "standing out");
     }
 
     #[test]
