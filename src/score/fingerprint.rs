@@ -250,56 +250,69 @@ fn clique_among(
             leftover: unit(leftover),
         });
     }
-    let adjacent = |a: usize, b: usize| dot(&marked[a].leftover, &marked[b].leftover) >= MIN_COSINE;
-    let clique = greedy_clique(marked.len(), adjacent);
-    let mut sources: Vec<usize> = clique.iter().map(|&m| marked[m].source_at).collect();
-    sources.sort_unstable();
-    sources.dedup();
-    let members: Vec<(usize, f64)> = clique.iter().map(|&m| (marked[m].index, marked[m].share)).collect();
+    let clique = clique_of(&marked);
     log::debug!(
         "fingerprint ({pass:?}), class {}: {} of {} records that look like other classes' inputs share one, from {} sources",
         e.class,
-        members.len(),
+        clique.members.len(),
         marked.len(),
-        sources.len()
+        clique.sources
     );
+    let Clique { members, sources, .. } = &clique;
     if pass == Pass::SelfInfluence && e.rows.len() >= SECOND_PASS_MIN_ROWS {
-        let (members, sources) =
-            if second_pass_clique_passes(members.len(), marked.len(), sources.len(), evidence.len() - 1) {
-                (members, sources.len())
-            } else {
-                clique_against_other_classes(evidence, at, &marked)?
-            };
-        return Some(grown_group(evidence, at, names, members, sources, pass));
+        let passed = if second_pass_clique_passes(members.len(), marked.len(), *sources, evidence.len() - 1) {
+            clique
+        } else {
+            clique_against_other_classes(evidence, at, &marked)?
+        };
+        return Some(grown_group(evidence, at, names, passed, pass));
     }
     let passes = match pass {
-        Pass::Spectre => clique_passes(&members, marked.len(), sources.len(), e.rows.len()),
-        Pass::SelfInfluence => small_class_clique_passes(members.len(), marked.len(), sources.len(), || {
-            clique_standout(evidence, at, clique.iter().map(|&m| &marked[m].leftover[..]), &members)
+        Pass::Spectre => clique_passes(members, marked.len(), *sources, e.rows.len()),
+        Pass::SelfInfluence => small_class_clique_passes(members.len(), marked.len(), *sources, || {
+            clique_standout(evidence, at, &marked, &clique)
         }),
     };
-    passes.then(|| grown_group(evidence, at, names, members, sources.len(), pass))
+    passes.then(|| grown_group(evidence, at, names, clique, pass))
 }
 
-/// The group of class `at`'s passed clique of `members` (class-local index, outsiders'
-/// other-label share) from `sources` source classes, with the records that share its
-/// fingerprint ([`sharing_the_fingerprint`]).
-fn grown_group(
-    evidence: &[ClassEvidence<'_>],
-    at: usize,
-    names: &[&str],
+/// A clique of marked records: their leftovers share a direction.
+struct Clique {
+    /// Its records' indices into the marked records.
+    of_marked: Vec<usize>,
+    /// Its records (class-local index, outsiders' other-label share).
     members: Vec<(usize, f64)>,
+    /// How many source classes they come from.
     sources: usize,
-    pass: Pass,
-) -> OtherInputs {
-    let member_indices: Vec<usize> = members.iter().map(|m| m.0).collect();
+}
+
+/// The largest clique of `marked` records (greedily) whose leftovers are [`MIN_COSINE`] apart
+/// or closer.
+fn clique_of(marked: &[Marked]) -> Clique {
+    let adjacent = |a: usize, b: usize| dot(&marked[a].leftover, &marked[b].leftover) >= MIN_COSINE;
+    let of_marked = greedy_clique(marked.len(), adjacent);
+    let mut sources: Vec<usize> = of_marked.iter().map(|&m| marked[m].source_at).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    let members = of_marked.iter().map(|&m| (marked[m].index, marked[m].share)).collect();
+    Clique {
+        of_marked,
+        members,
+        sources: sources.len(),
+    }
+}
+
+/// The group of class `at`'s passed `clique`, with the records that share its fingerprint
+/// ([`sharing_the_fingerprint`]).
+fn grown_group(evidence: &[ClassEvidence<'_>], at: usize, names: &[&str], clique: Clique, pass: Pass) -> OtherInputs {
+    let member_indices: Vec<usize> = clique.members.iter().map(|m| m.0).collect();
     let grown = sharing_the_fingerprint(evidence, at, &member_indices);
     log::debug!(
         "fingerprint ({pass:?}), class {}: {} more records share it",
         evidence[at].class,
         grown.len()
     );
-    OtherInputs::from_fingerprint(&evidence[at], names, members, sources, grown)
+    OtherInputs::from_fingerprint(&evidence[at], names, clique.members, clique.sources, grown)
 }
 
 /// The second pass's clique in a class of [`SECOND_PASS_MIN_ROWS`] or more, asked again where
@@ -313,43 +326,35 @@ fn grown_group(
 /// records alone it is taken as [`sharing_the_fingerprint`] takes it. On the tuning sets (see
 /// [`OTHER_CLASS_MIN_SOURCES`]) the same counts on the first search's cliques would have passed
 /// 3 classes without poison more and one target fewer (before the standout was asked).
-fn clique_against_other_classes(
-    evidence: &[ClassEvidence<'_>],
-    at: usize,
-    marked: &[Marked],
-) -> Option<(Vec<(usize, f64)>, usize)> {
+fn clique_against_other_classes(evidence: &[ClassEvidence<'_>], at: usize, marked: &[Marked]) -> Option<Clique> {
     let e = &evidence[at];
     let queries: Vec<usize> = marked.iter().map(|m| m.index).collect();
     let found = other_inputs::search(evidence, at, &vec![true; e.rows.len()], &queries, false);
-    let leftovers: Vec<(&Marked, usize, Vec<f32>)> = marked
+    let again: Vec<Marked> = marked
         .iter()
         .zip(&found)
         .filter_map(|(m, found)| {
             let (source_at, leftover) = leftover_from_source(evidence, at, m.index, found)?;
-            Some((m, source_at, unit(leftover)))
+            Some(Marked {
+                source_at,
+                leftover: unit(leftover),
+                ..*m
+            })
         })
         .collect();
-    let adjacent = |a: usize, b: usize| dot(&leftovers[a].2, &leftovers[b].2) >= MIN_COSINE;
-    let clique = greedy_clique(leftovers.len(), adjacent);
-    let mut sources: Vec<usize> = clique.iter().map(|&m| leftovers[m].1).collect();
-    sources.sort_unstable();
-    sources.dedup();
+    let clique = clique_of(&again);
     log::debug!(
         "fingerprint (against other classes), class {}: {} of {} marked records share one, from {} sources",
         e.class,
-        clique.len(),
+        clique.members.len(),
         marked.len(),
-        sources.len()
+        clique.sources
     );
-    let members: Vec<(usize, f64)> = clique
-        .iter()
-        .map(|&m| (leftovers[m].0.index, leftovers[m].0.share))
-        .collect();
-    let passes = other_class_clique_passes(clique.len(), marked.len(), sources.len(), evidence.len() - 1, || {
-        let member_leftovers = clique.iter().map(|&m| &leftovers[m].2[..]);
-        clique_standout(evidence, at, member_leftovers, &members)
+    let members = clique.members.len();
+    let passes = other_class_clique_passes(members, marked.len(), clique.sources, evidence.len() - 1, || {
+        clique_standout(evidence, at, &again, &clique)
     });
-    passes.then_some((members, sources.len()))
+    passes.then_some(clique)
 }
 
 /// Whether [`clique_against_other_classes`]'s clique of `members` records from `sources`
@@ -371,19 +376,14 @@ fn other_class_clique_passes(
         && standout() >= MIN_STANDOUT
 }
 
-/// How far a clique of `members` (class-local index, share) of class `at` stands out from the
-/// rest of the class along the mean of their `leftovers` (unit vectors): see [`standout_along`].
-fn clique_standout<'l>(
-    evidence: &[ClassEvidence<'_>],
-    at: usize,
-    leftovers: impl Iterator<Item = &'l [f32]>,
-    members: &[(usize, f64)],
-) -> f64 {
+/// How far `clique` (of the `marked` records of class `at`) stands out from the rest of the
+/// class along the mean of its leftovers: see [`standout_along`].
+fn clique_standout(evidence: &[ClassEvidence<'_>], at: usize, marked: &[Marked], clique: &Clique) -> f64 {
     let e = &evidence[at];
     let dim = e.geometry.map_or(0, |g| g.dim);
-    let fingerprint = mean_rows(leftovers, dim);
+    let fingerprint = mean_rows(clique.of_marked.iter().map(|&m| &marked[m].leftover[..]), dim);
     let class_rows = (0..e.rows.len()).map(|i| vector_of(evidence, at, i, dim));
-    let member_indices: Vec<usize> = members.iter().map(|m| m.0).collect();
+    let member_indices: Vec<usize> = clique.members.iter().map(|m| m.0).collect();
     let standout = standout_along(&fingerprint, class_rows, &member_indices);
     log::debug!("fingerprint, class {}: it stands out by {standout:.1}", e.class);
     standout

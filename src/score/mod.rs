@@ -1480,17 +1480,21 @@ mod tests {
         (ev, total)
     }
 
+    /// The decision on the five sparse classes `ev` (SPECTRE only), whose class 0 must be judged
+    /// attacked with `why` in its verdict.
+    fn decided_attacked_by(ev: &[ClassEvidence<'static>], total: usize, why: &str) -> Decision {
+        let names: Vec<String> = (0..5).map(|c| c.to_string()).collect();
+        let d = decide(ev, &["spectre"], &names, total, &DecisionParams::default());
+        let verdict = d.verdicts[0].clone().unwrap();
+        assert!(verdict.attacked && verdict.why.contains(why), "{}", verdict.why);
+        d
+    }
+
     #[test]
     fn a_sparse_class_whose_top_records_share_a_trigger_s_fingerprint_is_attacked_under_its_bound() {
         let names: Vec<String> = (0..5).map(|c| c.to_string()).collect();
         let (ev, total) = five_sparse_classes_under_their_bound(false);
-        let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
-        let verdict = d.verdicts[0].clone().unwrap();
-        assert!(
-            verdict.attacked && verdict.why.contains("a trigger's fingerprint"),
-            "{}",
-            verdict.why
-        );
+        let d = decided_attacked_by(&ev, total, "a trigger's fingerprint");
         let quarantined: Vec<usize> = (0..total).filter(|&g| d.quarantined[g]).collect();
         assert_eq!(quarantined, (0..6).collect::<Vec<_>>());
         assert!(
@@ -1508,7 +1512,6 @@ mod tests {
 
     #[test]
     fn records_sharing_the_fingerprint_are_quarantined_with_the_clique_and_say_why() {
-        let names: Vec<String> = (0..5).map(|c| c.to_string()).collect();
         // As above (signals under the bound, the fingerprint speaks), and four of class 0's own
         // inputs (records 6-9, low in its SPECTRE ranking) carry the trigger too: they look like
         // the class's own inputs, so only their shared fingerprint can name them.
@@ -1520,13 +1523,7 @@ mod tests {
         let x: &'static [f32] = Box::leak(x.into_boxed_slice());
         let basis: &'static BasisFit = Box::leak(Box::new(BasisFit::fit(x, dim, 2)));
         ev[0].geometry = Some(ClassGeometry { basis, x, dim });
-        let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
-        let verdict = d.verdicts[0].clone().unwrap();
-        assert!(
-            verdict.attacked && verdict.why.contains("and 4 more of its records share it"),
-            "{}",
-            verdict.why
-        );
+        let d = decided_attacked_by(&ev, total, "and 4 more of its records share it");
         let quarantined: Vec<usize> = (0..total).filter(|&g| d.quarantined[g]).collect();
         assert_eq!(quarantined, (0..10).collect::<Vec<_>>());
         for g in 6..10 {
