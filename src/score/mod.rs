@@ -1222,17 +1222,32 @@ mod tests {
     fn a_separated_group_that_is_a_dense_clump_at_a_sparse_class_s_core_does_not_make_it_attacked() {
         // Class 3 (records 70-99 all zero when `sparse`) has a separated group, records 10-21,
         // its only signal over the bound. SPECTRE scores the group `group_spectre` and the rest
-        // 1; density, the group `group_density` and the rest 0. Only a group both denser than
-        // the class (z over 1) and lower in SPECTRE's ranking than the rest, in a sparse class,
-        // is overturned; otherwise the group alone is quarantined.
-        for (sparse, group_spectre, group_density, attacked) in [
-            (true, 0.5, 2.0, false),
-            (true, 2.0, 2.0, true),
-            (true, 0.5, 0.8, true),
-            (false, 0.5, 2.0, true),
+        // 1; density, the group `group_density` and the rest 0. With `elsewhere` the group's
+        // records have units on that the rest leave off: unit 0, or (`spread`) units 0 and 1 in
+        // turn. Only a group denser than the class (z over 1) and lower in SPECTRE's ranking than
+        // the rest, in a sparse class, and pointing the class's way or all one way, is
+        // overturned; otherwise the group alone is quarantined.
+        for (sparse, group_spectre, group_density, elsewhere, spread, attacked) in [
+            (true, 0.5, 2.0, false, false, false),
+            (true, 2.0, 2.0, false, false, true),
+            (true, 0.5, 0.8, false, false, true),
+            (true, 0.5, 2.0, true, false, false),
+            (true, 0.5, 2.0, true, true, true),
+            (false, 0.5, 2.0, false, false, true),
         ] {
             let (mut ev, total) = six_classes_with_a_tail_in_class_3(
-                |i, _, noise| if sparse && i >= 70 { 0.0 } else { 1.0 + noise * 0.3 },
+                |i, j, noise| {
+                    let on = match (elsewhere, (10..22).contains(&i)) {
+                        (false, _) => true,
+                        (true, false) => j >= 2,
+                        (true, true) => j == if spread { i % 2 } else { 0 },
+                    };
+                    if (sparse && i >= 70) || !on {
+                        0.0
+                    } else {
+                        1.0 + noise * 0.3
+                    }
+                },
                 0..0,
             );
             for (c, e) in ev.iter_mut().enumerate() {
@@ -1245,7 +1260,10 @@ mod tests {
                 e.scores = vec![spectre, density, separated_group_of_class_3(c, 0.0)].into();
             }
             let (quarantined, verdict) = class_3_outcome(&ev, &["spectre", "density", SEPARATED_GROUP], total);
-            let case = format!("sparse {sparse}, group SPECTRE {group_spectre}, density {group_density}");
+            let case = format!(
+                "sparse {sparse}, group SPECTRE {group_spectre}, density {group_density}, \
+                 elsewhere {elsewhere}, spread {spread}"
+            );
             assert_eq!(verdict.attacked, attacked, "{case}: {}", verdict.why);
             if attacked {
                 assert_eq!(quarantined, (310..322).collect::<Vec<_>>(), "{case}");

@@ -91,6 +91,15 @@ pub(super) fn tail_among_its_own_class(
 /// rightly, 26 had a median SPECTRE score above the rest's, and the other three (0.16-0.81 of
 /// it; a 15% backdoor SPECTRE's robust fit centred on, and two at 3 000 per class) a median
 /// density z of 0.20-0.88.
+///
+/// A trigger can make its inputs short too, the network switching few units on for them (the
+/// trigger's), and such a group, all poison, is as dense and as low in SPECTRE's ranking: five
+/// seen at 3 000 per class (tuning seeds 300, 302, 315; fresh seeds 2004, 2009). It points
+/// elsewhere than its class ([`GroupDirections`]: likeness 0.04-0.19) while its records spread
+/// (mean cosine among them 0.59-0.90). Of 18 clean clumps found in about 850 generated sets (10
+/// to 200 classes x 100-3 000 records), 16 pointed the class's way (0.33-1.02) and the 2 that
+/// did not (0.06 and 0.08, fresh seeds 3002 and 3008 at 3 000 per class) were records of one
+/// direction (0.98-1.00): a group pointing elsewhere and spread is not a clump.
 pub(super) fn separated_group_at_the_dense_core(
     e: &ClassEvidence<'_>,
     names: &[&str],
@@ -116,13 +125,64 @@ pub(super) fn separated_group_at_the_dense_core(
     };
     let (group_spectre, rest_spectre) = (median_of(&spectre.scores, true)?, median_of(&spectre.scores, false)?);
     let group_density = median_of(&density.scores, true)?;
-    (group_density > CORE_MIN_DENSITY && group_spectre < rest_spectre).then(|| {
-        format!(
-            "its separated group is a dense clump at the class's core (median density z {group_density:.2}, \
-             median SPECTRE score {group_spectre:.2} against {rest_spectre:.2} for the rest): short records, \
-             which sit near other classes' short records, not other classes' inputs"
-        )
-    })
+    if !(group_density > CORE_MIN_DENSITY && group_spectre < rest_spectre) {
+        return None;
+    }
+    let in_group: Vec<bool> = grouping.cluster.iter().map(|&c| c == suspect).collect();
+    let directions = GroupDirections::of(geometry.x, geometry.dim, &in_group);
+    if directions.is_some_and(|d| d.likeness_to_the_rest < CORE_MIN_LIKENESS && d.within_group < CORE_MAX_ALIKE) {
+        return None;
+    }
+    Some(format!(
+        "its separated group is a dense clump at the class's core (median density z {group_density:.2}, \
+         median SPECTRE score {group_spectre:.2} against {rest_spectre:.2} for the rest): short records, \
+         which sit near other classes' short records, not other classes' inputs"
+    ))
+}
+
+/// Where a group's records point, against the rest of their class: mean cosines between
+/// records (zero vectors, which have no direction, left out).
+#[derive(Debug, Clone, Copy)]
+struct GroupDirections {
+    /// The group's mean cosine with the rest's records over the rest's mean cosine among
+    /// themselves: about 1 when the group points the class's way, near 0 when elsewhere.
+    likeness_to_the_rest: f64,
+    /// The group's mean cosine among its own records (1: all one direction).
+    within_group: f64,
+}
+
+impl GroupDirections {
+    /// `None` with fewer than 2 records on either side.
+    fn of(x: &[f32], dim: usize, in_group: &[bool]) -> Option<Self> {
+        let (mut group_sum, mut rest_sum) = (vec![0.0f64; dim], vec![0.0f64; dim]);
+        let (mut group_rows, mut rest_rows) = (0usize, 0usize);
+        for (vector, &member) in x.chunks_exact(dim).zip(in_group) {
+            let norm = vector.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+            if norm == 0.0 {
+                continue;
+            }
+            let (sum, rows) = if member {
+                (&mut group_sum, &mut group_rows)
+            } else {
+                (&mut rest_sum, &mut rest_rows)
+            };
+            sum.iter_mut().zip(vector).for_each(|(s, &v)| *s += v as f64 / norm);
+            *rows += 1;
+        }
+        if group_rows < 2 || rest_rows < 2 {
+            return None;
+        }
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
+        // Mean cosine over distinct pairs: the squared sum of unit vectors counts each pair
+        // twice and each vector with itself once.
+        let among = |sum: &[f64], n: f64| (dot(sum, sum) - n) / (n * (n - 1.0));
+        let (g, r) = (group_rows as f64, rest_rows as f64);
+        let rest_among = among(&rest_sum, r);
+        (rest_among > 0.0).then(|| Self {
+            likeness_to_the_rest: dot(&group_sum, &rest_sum) / (g * r) / rest_among,
+            within_group: among(&group_sum, g),
+        })
+    }
 }
 
 /// Why a class judged attacked on its separated group alone (`attacking`, no other signal judging
@@ -175,6 +235,15 @@ fn judged_by_separated_group_alone<'e>(
 /// See [`separated_group_at_the_dense_core`]: the group's median density z above this (and its
 /// median SPECTRE score below the rest of the class's).
 const CORE_MIN_DENSITY: f64 = 1.0;
+
+/// See [`separated_group_at_the_dense_core`]: a group pointing the class's way under this
+/// ([`GroupDirections::likeness_to_the_rest`]) and spread more than [`CORE_MAX_ALIKE`] is a
+/// trigger's records, not a clump.
+const CORE_MIN_LIKENESS: f64 = 0.25;
+
+/// See [`separated_group_at_the_dense_core`]: clean clumps pointing elsewhere than their class
+/// were records of one direction (mean cosine among them 0.98-1.00); a trigger's, 0.59-0.90.
+const CORE_MAX_ALIKE: f64 = 0.95;
 
 /// How much more than the rest of the class a sparse tail's other-label share (and label
 /// doubt) must be for a verdict SPECTRE alone gave to stand (see [`tail_among_its_own_class`]),

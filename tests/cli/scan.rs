@@ -168,11 +168,16 @@ fn backdoored(path: &Path, classes: usize, dim: usize, rate: f64, seed: u64) -> 
 /// A generated ReLU layer of 10 classes x 300 records x 128 units, `rate` of class 3 a backdoor
 /// of `strength`, written to `path`.
 fn relu_backdoored(path: &Path, rate: f64, strength: f64, seed: u64) -> testkit::Synthetic {
+    relu_backdoored_at(path, 300, 128, rate, strength, seed)
+}
+
+/// [`relu_backdoored`] with `rows` records per class and `dim` units.
+fn relu_backdoored_at(path: &Path, rows: usize, dim: usize, rate: f64, strength: f64, seed: u64) -> testkit::Synthetic {
     let spec = Spec {
         kind: Kind::Relu,
         classes: 10,
-        rows_per_class: 300,
-        dim: 128,
+        rows_per_class: rows,
+        dim,
         attack: Attack::Backdoor {
             target: 3,
             rate,
@@ -183,6 +188,16 @@ fn relu_backdoored(path: &Path, rate: f64, strength: f64, seed: u64) -> testkit:
     let data = testkit::generate(&spec);
     data.write_parquet(path, 1000).unwrap();
     data
+}
+
+/// How many of `data`'s poisoned records the scan in `fx` quarantined, and how many it
+/// quarantined in all.
+fn poisoned_found(fx: &Fixture, data: &testkit::Synthetic) -> (usize, usize) {
+    let q = read_all(&fx.out().join("quarantine.parquet"));
+    let ids = q.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let poisoned: Vec<i64> = data.poisoned_ids();
+    let found = ids.values().iter().filter(|id| poisoned.contains(id)).count();
+    (found, q.num_rows())
 }
 
 #[test]
@@ -270,15 +285,33 @@ fn a_backdoor_at_the_end_its_class_leans_toward_is_quarantined() {
     fx.scan(&input, &[]).success().stdout(contains("attacked classes: 3\n"));
     let why = verdict_why(&report_of(&fx), "3");
     assert!(why.contains("0.500 with the group it holds"), "{why}");
-    let q = read_all(&fx.out().join("quarantine.parquet"));
-    let ids = q.column_by_name("id").unwrap().as_primitive::<Int64Type>();
-    let poisoned: Vec<i64> = data.poisoned_ids();
-    let found = ids.values().iter().filter(|id| poisoned.contains(id)).count();
+    let (found, quarantined) = poisoned_found(&fx, &data);
     assert!(
-        found >= 40 && q.num_rows() - found <= 10,
-        "{found} of {} poisoned among {} quarantined",
-        poisoned.len(),
-        q.num_rows()
+        found >= 40 && quarantined - found <= 10,
+        "{found} of {} poisoned among {quarantined} quarantined",
+        data.poisoned_ids().len()
+    );
+    assert_rows_conserved(&input, &fx.out());
+}
+
+#[test]
+fn a_backdoor_the_network_maps_to_short_records_is_quarantined() {
+    // A ReLU layer of 10 classes x 3 000 records x 128 units, 15% of class 3 triggered: the
+    // network switches few units on for the triggered inputs (the trigger's), so the poison is
+    // a dense group of short records low in SPECTRE's ranking, as a clean clump of short
+    // records is, but pointing elsewhere than its class and spread. Fresh seed 2004: 7 of 450
+    // found before 0.2.44 (taken for a clean clump).
+    let fx = Fixture::new();
+    let input = fx.path("relu.parquet");
+    let data = relu_backdoored_at(&input, 3000, 128, 0.15, 3.0, 2004);
+    fx.scan(&input, &[]).success().stdout(contains("attacked classes: 3\n"));
+    let why = verdict_why(&report_of(&fx), "3");
+    assert!(!why.contains("dense clump"), "{why}");
+    let (found, quarantined) = poisoned_found(&fx, &data);
+    assert!(
+        found * 10 >= data.poisoned_ids().len() * 9 && quarantined - found <= 30,
+        "{found} of {} poisoned among {quarantined} quarantined",
+        data.poisoned_ids().len()
     );
     assert_rows_conserved(&input, &fx.out());
 }
@@ -357,14 +390,10 @@ fn a_backdoor_that_is_a_large_share_of_its_class_is_still_found() {
     let input = fx.path("in.parquet");
     let data = backdoored(&input, 10, 32, 0.4, 7);
     fx.scan(&input, &[]).success().stdout(contains("attacked classes: 3"));
-    let q = read_all(&fx.out().join("quarantine.parquet"));
-    let ids = q.column_by_name("id").unwrap().as_primitive::<Int64Type>();
-    let poison: Vec<i64> = data.poisoned_ids();
-    let found = ids.values().iter().filter(|id| poison.contains(id)).count();
+    let (found, quarantined) = poisoned_found(&fx, &data);
     assert!(
-        found >= 50 && found * 10 >= q.num_rows() * 8,
-        "{found} of {} quarantined",
-        q.num_rows()
+        found >= 50 && found * 10 >= quarantined * 8,
+        "{found} of {quarantined} quarantined"
     );
 }
 
