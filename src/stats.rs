@@ -12,6 +12,11 @@ pub fn zero_vectors(x: &[f32], dim: usize) -> usize {
     x.chunks_exact(dim.max(1)).filter(|row| !is_live(row)).count()
 }
 
+/// Inner product of two equal-length f64 vectors.
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 /// Mean of the `values` whose index `keep` accepts; `None` when it accepts none.
 pub fn mean_where(values: &[f32], keep: impl Fn(usize) -> bool) -> Option<f64> {
     let (sum, count) = values

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::linalg::eigh_desc;
 use super::mixture::{CLEAN_SEPARATION, Split, fit_two_gaussians};
 use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, Grouping, ParamError, Stat};
+use crate::stats::dot;
 
 /// Top whitened directions searched for a two-group split.
 const SPLIT_DIRECTIONS: usize = 3;
@@ -267,10 +268,6 @@ impl Spectre {
             fit: super::store_fit(&fit),
         }
     }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Over the top whitened directions (rows of `u`), the two-group split with the largest Ashman's

@@ -8,6 +8,7 @@
 use rayon::prelude::*;
 
 use crate::detect::linalg::{add_atb, mul_abt};
+use crate::stats::dot;
 
 /// Rows per parallel chunk of the loss, gradient and Hessian-vector sums.
 const CHUNK_ROWS: usize = 2048;
@@ -183,7 +184,6 @@ impl Softmax {
 
 /// Limited-memory BFGS with a backtracking (Armijo) line search on a smooth convex objective.
 fn lbfgs(f: impl Fn(&[f64]) -> (f64, Vec<f64>), mut w: Vec<f64>, settings: &FitSettings) -> (Vec<f64>, FitReport) {
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
     let inf_norm = |g: &[f64]| g.iter().fold(0f64, |m, v| m.max(v.abs()));
     let (mut loss, mut grad) = f(&w);
     let mut pairs: std::collections::VecDeque<(Vec<f64>, Vec<f64>, f64)> = Default::default();
@@ -257,7 +257,6 @@ pub fn conjugate_gradient(
     tolerance: f64,
     max_iterations: usize,
 ) -> (Vec<f64>, f64, usize) {
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
     let b_norm = dot(b, b).sqrt().max(f64::MIN_POSITIVE);
     let mut s = vec![0.0; b.len()];
     let mut r = b.to_vec();

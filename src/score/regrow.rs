@@ -10,6 +10,7 @@ use crate::detect::untangle::{
     MIN_MEMBERS, MIN_SEPARATION, beyond_the_rest, discriminant, population_along_centroids, separated_population,
 };
 use crate::detect::{ClassBasis, ClassScores, Grouping};
+use crate::stats::dot;
 
 impl ClassGeometry<'_> {
     fn coordinates(&self) -> (Vec<f64>, usize) {
@@ -31,7 +32,6 @@ impl ClassGeometry<'_> {
         if members < 2 || members == group.len() {
             return (basis, None);
         }
-        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
         let centred_dot = |row: &[f32], v: &[f64]| {
             row.iter()
                 .zip(mean)

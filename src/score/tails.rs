@@ -8,7 +8,7 @@ use super::records::RecordEvidence;
 use super::{ClassEvidence, detector, is_sparse_class, label_issues};
 use super::{fingerprint, other_inputs};
 use crate::detect::ClassSignal;
-use crate::stats::{is_live, mean_where, median, robust_z};
+use crate::stats::{dot, is_live, mean_where, median, robust_z};
 
 /// The share of the class's non-zero vectors that its record flags cover, when over
 /// [`MAX_NONZERO_FLAGGED`]. Poison is never (nearly) every record that carries a signal, while a
@@ -172,7 +172,6 @@ impl GroupDirections {
         if group_rows < 2 || rest_rows < 2 {
             return None;
         }
-        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
         // Mean cosine over distinct pairs: the squared sum of unit vectors counts each pair
         // twice and each vector with itself once.
         let among = |sum: &[f64], n: f64| (dot(sum, sum) - n) / (n * (n - 1.0));
