@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::{BasisFit, ClassScores, ParamError};
 
+mod directions;
 mod fingerprint;
 mod other_inputs;
 mod records;
@@ -52,8 +53,9 @@ use records::{RecordEvidence, record_evidence};
 use regrow::{grow_flagged, mark_population, separated_minority, whole_groups_only};
 use signals::{class_anomaly_indices, common_signals, compared_signals, judged_by_a_signal, seconded, signal_margins};
 use tails::{
-    flag_only, flag_sharing, flags_cover_the_signal, separated_group_at_the_dense_core,
-    separated_group_in_a_class_that_overlaps_others, tail_among_its_own_class, tails_of_other_inputs,
+    TailQuarantine, flag_only, flag_pointing_elsewhere, flag_sharing, flags_cover_the_signal,
+    separated_group_at_the_dense_core, separated_group_in_a_class_that_overlaps_others, tail_among_its_own_class,
+    tails_of_other_inputs,
 };
 
 /// `[decision]` in a pipeline file.
@@ -249,12 +251,16 @@ pub fn decide(
             attacked_by.push(verdict.why);
             class_margin = verdict.margin.min(params.anomaly_threshold);
             attacked_by_tail = true;
-            if let Some(group) = verdict.group {
-                flag_only(&mut record, &group);
-                if group.learned() {
-                    grow_flagged(e, &mut record);
+            match verdict.quarantine {
+                TailQuarantine::Flags => {}
+                TailQuarantine::Group(group) => {
+                    flag_only(&mut record, &group);
+                    if group.learned() {
+                        grow_flagged(e, &mut record);
+                    }
+                    flag_sharing(&mut record, &group);
                 }
-                flag_sharing(&mut record, &group);
+                TailQuarantine::PointingElsewhere(elsewhere) => flag_pointing_elsewhere(&mut record, &elsewhere),
             }
         }
         if class_margin > 0.0 && !attacked_by_comparison && !attacked_by_tail {
@@ -1483,6 +1489,59 @@ mod tests {
                 "class {c}"
             );
         }
+        let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
+        assert!(d.verdicts.iter().all(|v| !v.as_ref().unwrap().attacked));
+        assert!(!d.quarantined.iter().any(|&q| q));
+    }
+
+    /// Five sparse classes (13 units, each class on two of its own), SPECTRE's signal under its
+    /// bound in every one; the classes in `planted` end in 40 short records on the last three
+    /// units, a trigger's mapped to few units of its own.
+    fn five_classes_with_short_records_elsewhere(planted: &[usize]) -> (Vec<ClassEvidence<'static>>, usize) {
+        use directions::tests::{Planted, sparse_class};
+        const DIM: usize = 13;
+        let sizes: Vec<u32> = (0..5).map(|c| if planted.contains(&c) { 340 } else { 300 }).collect();
+        let starts: Vec<u32> = sizes
+            .iter()
+            .scan(0, |at, &n| Some(std::mem::replace(at, *at + n)))
+            .collect();
+        let rows: Vec<Vec<u32>> = starts.iter().zip(&sizes).map(|(&s, &n)| (s..s + n).collect()).collect();
+        let (mut ev, total) = classes(&[1.0; 5], &rows);
+        for (c, e) in ev.iter_mut().enumerate() {
+            let records = if planted.contains(&c) { 40 } else { 0 };
+            let planted = Planted {
+                records,
+                length: 0.1,
+                one_direction: false,
+            };
+            let x: &'static [f32] = Box::leak(sparse_class(DIM, 2 * c..2 * c + 2, true, planted).into_boxed_slice());
+            let basis: &'static BasisFit = Box::leak(Box::new(BasisFit::fit(x, DIM, 2)));
+            e.geometry = Some(ClassGeometry { basis, x, dim: DIM });
+        }
+        (ev, total)
+    }
+
+    #[test]
+    fn a_sparse_class_whose_short_records_point_elsewhere_quarantines_every_record_that_does() {
+        let names: Vec<String> = (0..5).map(|c| c.to_string()).collect();
+        let (ev, total) = five_classes_with_short_records_elsewhere(&[2]);
+        let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
+        let verdict = d.verdicts[2].clone().unwrap();
+        assert!(
+            verdict.attacked && verdict.why.contains("point elsewhere"),
+            "{}",
+            verdict.why
+        );
+        let quarantined: Vec<usize> = (0..total).filter(|&g| d.quarantined[g]).collect();
+        assert_eq!(quarantined, (900..940).collect::<Vec<_>>());
+        assert!(
+            d.reasons[900].contains("points elsewhere than its class"),
+            "{}",
+            d.reasons[900]
+        );
+        assert_eq!(d.verdicts.iter().filter(|v| v.as_ref().unwrap().attacked).count(), 1);
+        // Two of five classes so are more than a quarter: the data, not an attack.
+        let (ev, total) = five_classes_with_short_records_elsewhere(&[1, 3]);
         let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
         assert!(d.verdicts.iter().all(|v| !v.as_ref().unwrap().attacked));
         assert!(!d.quarantined.iter().any(|&q| q));

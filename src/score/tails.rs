@@ -4,11 +4,12 @@
 //! class that overlaps others (any activations), undoes one a separated group alone gave, and
 //! flags covering nearly every non-zero vector are the class's shape.
 
+use super::directions::{GroupDirections, PointingElsewhere, short_records_pointing_elsewhere};
 use super::records::RecordEvidence;
 use super::{ClassEvidence, detector, is_sparse_class, label_issues};
 use super::{fingerprint, other_inputs};
 use crate::detect::ClassSignal;
-use crate::stats::{dot, is_live, mean_where, median, robust_z};
+use crate::stats::{is_live, mean_where, median, robust_z};
 
 /// The share of the class's non-zero vectors that its record flags cover, when over
 /// [`MAX_NONZERO_FLAGGED`]. Poison is never (nearly) every record that carries a signal, while a
@@ -130,7 +131,7 @@ pub(super) fn separated_group_at_the_dense_core(
     }
     let in_group: Vec<bool> = grouping.cluster.iter().map(|&c| c == suspect).collect();
     let directions = GroupDirections::of(geometry.x, geometry.dim, &in_group);
-    if directions.is_some_and(|d| d.likeness_to_the_rest < CORE_MIN_LIKENESS && d.within_group < CORE_MAX_ALIKE) {
+    if directions.is_some_and(|d| d.points_elsewhere_and_spreads(CORE_MIN_LIKENESS)) {
         return None;
     }
     Some(format!(
@@ -138,50 +139,6 @@ pub(super) fn separated_group_at_the_dense_core(
          median SPECTRE score {group_spectre:.2} against {rest_spectre:.2} for the rest): short records, \
          which sit near other classes' short records, not other classes' inputs"
     ))
-}
-
-/// Where a group's records point, against the rest of their class: mean cosines between
-/// records (zero vectors, which have no direction, left out).
-#[derive(Debug, Clone, Copy)]
-struct GroupDirections {
-    /// The group's mean cosine with the rest's records over the rest's mean cosine among
-    /// themselves: about 1 when the group points the class's way, near 0 when elsewhere.
-    likeness_to_the_rest: f64,
-    /// The group's mean cosine among its own records (1: all one direction).
-    within_group: f64,
-}
-
-impl GroupDirections {
-    /// `None` with fewer than 2 records on either side.
-    fn of(x: &[f32], dim: usize, in_group: &[bool]) -> Option<Self> {
-        let (mut group_sum, mut rest_sum) = (vec![0.0f64; dim], vec![0.0f64; dim]);
-        let (mut group_rows, mut rest_rows) = (0usize, 0usize);
-        for (vector, &member) in x.chunks_exact(dim).zip(in_group) {
-            let norm = vector.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
-            if norm == 0.0 {
-                continue;
-            }
-            let (sum, rows) = if member {
-                (&mut group_sum, &mut group_rows)
-            } else {
-                (&mut rest_sum, &mut rest_rows)
-            };
-            sum.iter_mut().zip(vector).for_each(|(s, &v)| *s += v as f64 / norm);
-            *rows += 1;
-        }
-        if group_rows < 2 || rest_rows < 2 {
-            return None;
-        }
-        // Mean cosine over distinct pairs: the squared sum of unit vectors counts each pair
-        // twice and each vector with itself once.
-        let among = |sum: &[f64], n: f64| (dot(sum, sum) - n) / (n * (n - 1.0));
-        let (g, r) = (group_rows as f64, rest_rows as f64);
-        let rest_among = among(&rest_sum, r);
-        (rest_among > 0.0).then(|| Self {
-            likeness_to_the_rest: dot(&group_sum, &rest_sum) / (g * r) / rest_among,
-            within_group: among(&group_sum, g),
-        })
-    }
 }
 
 /// Why a class judged attacked on its separated group alone (`attacking`, no other signal judging
@@ -236,13 +193,9 @@ fn judged_by_separated_group_alone<'e>(
 const CORE_MIN_DENSITY: f64 = 1.0;
 
 /// See [`separated_group_at_the_dense_core`]: a group pointing the class's way under this
-/// ([`GroupDirections::likeness_to_the_rest`]) and spread more than [`CORE_MAX_ALIKE`] is a
+/// ([`GroupDirections::likeness_to_the_rest`]) and spread more than [`super::directions::ONE_DIRECTION`] is a
 /// trigger's records, not a clump.
 const CORE_MIN_LIKENESS: f64 = 0.25;
-
-/// See [`separated_group_at_the_dense_core`]: clean clumps pointing elsewhere than their class
-/// were records of one direction (mean cosine among them 0.98-1.00); a trigger's, 0.59-0.90.
-const CORE_MAX_ALIKE: f64 = 0.95;
 
 /// How much more than the rest of the class a sparse tail's other-label share (and label
 /// doubt) must be for a verdict SPECTRE alone gave to stand (see [`tail_among_its_own_class`]),
@@ -250,12 +203,21 @@ const CORE_MAX_ALIKE: f64 = 0.95;
 /// [`separated_group_in_a_class_that_overlaps_others`]).
 const KEEP_VERDICT_RATIO: f64 = 3.0;
 
-/// What a class's SPECTRE tail says of a class no signal judges attacked.
+/// What a class's tail says of a class no signal judges attacked.
 pub(super) struct TailVerdict {
     pub(super) why: String,
     pub(super) margin: f64,
-    /// The group whose records are quarantined in place of the class's flags; `None`: its flags.
-    pub(super) group: Option<other_inputs::OtherInputs>,
+    pub(super) quarantine: TailQuarantine,
+}
+
+/// What a [`TailVerdict`] quarantines in its class.
+pub(super) enum TailQuarantine {
+    /// The class's record flags.
+    Flags,
+    /// A group of other classes' inputs, in place of the flags.
+    Group(other_inputs::OtherInputs),
+    /// The records pointing elsewhere than the class, in place of the flags.
+    PointingElsewhere(PointingElsewhere),
 }
 
 /// Per class no signal judges attacked (`judged`), on sparse activations: when its SPECTRE
@@ -273,6 +235,10 @@ pub(super) struct TailVerdict {
 /// found stay within the same limit; past it, none of these: they add to what the tails found,
 /// never undo it (label-flip runs, tuning seeds: a flipped class's fingerprint would otherwise
 /// have pushed two classes the tails found past the limit).
+///
+/// Last, of the sparse classes still left, those whose short records point elsewhere than the
+/// rest of them ([`short_records_pointing_elsewhere`]; every record pointing elsewhere is
+/// quarantined), within the same limit and in the same way.
 pub(super) fn tails_of_other_inputs(
     evidence: &[ClassEvidence<'_>],
     names: &[&str],
@@ -311,17 +277,44 @@ pub(super) fn tails_of_other_inputs(
             return evidence.iter().map(|_| None).collect();
         }
     }
-    let mut fingerprints = Vec::new();
-    for at in (0..evidence.len()).filter(|&at| found[at].is_none() && applies(at).is_some()) {
-        fingerprints.extend(fingerprinted(evidence, at, names).map(|verdict| (at, verdict)));
-        if found.iter().flatten().count() + fingerprints.len() > most {
-            return found;
-        }
-    }
-    for (at, verdict) in fingerprints {
-        found[at] = Some(verdict);
+    let added = add_while_few(&mut found, most, |at| {
+        applies(at)?;
+        fingerprinted(evidence, at, names)
+    });
+    if added {
+        add_while_few(&mut found, most, |at| {
+            let e = &evidence[at];
+            let geometry = e.geometry.filter(|_| !judged[at] && is_sparse_class(e))?;
+            let elsewhere = short_records_pointing_elsewhere(geometry.x, geometry.dim)?;
+            Some(TailVerdict {
+                why: elsewhere.why(),
+                margin: elsewhere.margin(),
+                quarantine: TailQuarantine::PointingElsewhere(elsewhere),
+            })
+        });
     }
     found
+}
+
+/// Adds to `found` the verdict `verdict_of` gives each class still without one, unless that
+/// takes the classes found past `most`: then none of them (a later rule adds to what the
+/// earlier found, never undoes it). Whether they were added.
+fn add_while_few(
+    found: &mut [Option<TailVerdict>],
+    most: usize,
+    verdict_of: impl Fn(usize) -> Option<TailVerdict>,
+) -> bool {
+    let mut added = Vec::new();
+    for at in (0..found.len()).filter(|&at| found[at].is_none()) {
+        added.extend(verdict_of(at).map(|verdict| (at, verdict)));
+        if found.iter().flatten().count() + added.len() > most {
+            return false;
+        }
+    }
+    for (at, verdict) in added {
+        found[at] = Some(verdict);
+    }
+    true
 }
 
 /// Fewest classes whose tails were searched for [`tails_that_stand_out`] to compare them: under
@@ -403,7 +396,7 @@ fn over_its_bound(
             // As for the tail rule: ln of how far the evidence clears its bound, at
             // least 0.1 (here at most ln 2, a share of 1).
             margin: (group.mean_share() / other_inputs::MIN_OUTSIDER_SHARE).ln().max(0.1),
-            group: Some(group),
+            quarantine: TailQuarantine::Group(group),
         });
     }
     let origin = TailOrigin::of_flags_but_label_issues(e, names, record)?;
@@ -414,7 +407,7 @@ fn over_its_bound(
              {OTHER_INPUTS_RATIO}x)"
         ),
         margin,
-        group: None,
+        quarantine: TailQuarantine::Flags,
     })
 }
 
@@ -435,7 +428,7 @@ fn fingerprinted(evidence: &[ClassEvidence<'_>], at: usize, names: &[&str]) -> O
             group.sources
         ),
         margin: (group.mean_share() / other_inputs::MIN_OUTSIDER_SHARE).ln().max(0.1),
-        group: Some(group),
+        quarantine: TailQuarantine::Group(group),
     })
 }
 
@@ -454,6 +447,18 @@ pub(super) fn flag_only(record: &mut RecordEvidence, group: &other_inputs::Other
                  other classes'"
             )
         };
+        record.flag_member(i, &why);
+    }
+}
+
+/// Flags exactly the records found pointing elsewhere than their class, saying why.
+pub(super) fn flag_pointing_elsewhere(record: &mut RecordEvidence, elsewhere: &PointingElsewhere) {
+    record.flag.iter_mut().for_each(|f| *f = false);
+    for &(i, cosine) in &elsewhere.members {
+        let why = format!(
+            "points elsewhere than its class (cosine {cosine:.2} with the class's direction, under {:.2})",
+            elsewhere.cosine_bar
+        );
         record.flag_member(i, &why);
     }
 }

@@ -316,6 +316,27 @@ fn a_backdoor_the_network_maps_to_short_records_is_quarantined() {
     assert_rows_conserved(&input, &fx.out());
 }
 
+#[test]
+fn a_backdoor_whose_short_records_point_elsewhere_is_quarantined() {
+    // A ReLU layer of 10 classes x 3 000 records x 64 units, 5% of class 3 triggered and mapped
+    // to short records with the trigger's few units on, and no group forms: no class signal
+    // stands out. Its short records point elsewhere than the class. Fresh seed 2008: 4 of 150
+    // found before 0.2.45.
+    let fx = Fixture::new();
+    let input = fx.path("relu.parquet");
+    let data = relu_backdoored_at(&input, 3000, 64, 0.05, 3.0, 2008);
+    fx.scan(&input, &[]).success().stdout(contains("attacked classes: 3\n"));
+    let why = verdict_why(&report_of(&fx), "3");
+    assert!(why.contains("point elsewhere than the rest of it"), "{why}");
+    let (found, quarantined) = poisoned_found(&fx, &data);
+    assert!(
+        found * 10 >= data.poisoned_ids().len() * 9 && quarantined - found <= 30,
+        "{found} of {} poisoned among {quarantined} quarantined",
+        data.poisoned_ids().len()
+    );
+    assert_rows_conserved(&input, &fx.out());
+}
+
 /// Scans a clean generated ReLU layer of `classes` x `rows` records x `dim` units (seed `seed`),
 /// checks that no class is judged attacked and that every input row is kept or quarantined, and
 /// returns the report.
