@@ -1,5 +1,6 @@
 //! What a class's record flags and groups say about the class (mostly on sparse activations): a
-//! tail of other classes' inputs makes a class attacked that no signal marks, a tail among the
+//! tail of other classes' inputs, or short records pointing elsewhere than the class
+//! (`directions`), makes a class attacked that no signal marks, a tail among the
 //! class's own records undoes a verdict SPECTRE alone gave, a dense clump of short records, or a
 //! class that overlaps others (any activations), undoes one a separated group alone gave, and
 //! flags covering nearly every non-zero vector are the class's shape.
@@ -193,8 +194,8 @@ fn judged_by_separated_group_alone<'e>(
 const CORE_MIN_DENSITY: f64 = 1.0;
 
 /// See [`separated_group_at_the_dense_core`]: a group pointing the class's way under this
-/// ([`GroupDirections::likeness_to_the_rest`]) and spread more than [`super::directions::ONE_DIRECTION`] is a
-/// trigger's records, not a clump.
+/// ([`GroupDirections::likeness_to_the_rest`]) and spread more than
+/// [`super::directions::ONE_DIRECTION`] is a trigger's records, not a clump.
 const CORE_MIN_LIKENESS: f64 = 0.25;
 
 /// How much more than the rest of the class a sparse tail's other-label share (and label
