@@ -245,6 +245,8 @@ pub fn decide(
         let mut unproven = None;
         // Its tail, not a class signal, says so: compared with the classes by `tails_of_other_inputs`.
         let mut attacked_by_tail = false;
+        // Its records pointing elsewhere flagged already (see below).
+        let mut pointed_elsewhere = false;
         if class_margin <= 0.0
             && let Some(verdict) = tail
         {
@@ -260,7 +262,10 @@ pub fn decide(
                     }
                     flag_sharing(&mut record, &group);
                 }
-                TailQuarantine::PointingElsewhere(elsewhere) => flag_pointing_elsewhere(&mut record, &elsewhere),
+                TailQuarantine::PointingElsewhere(elsewhere) => {
+                    flag_pointing_elsewhere(&mut record, &elsewhere, true);
+                    pointed_elsewhere = true;
+                }
             }
         }
         if class_margin > 0.0 && !attacked_by_comparison && !attacked_by_tail {
@@ -310,6 +315,19 @@ pub fn decide(
                 share * 100.0
             );
             unproven = Some(overturn(&mut attacked_by, &mut class_margin, params, &why));
+        }
+        if class_margin > 0.0
+            && !pointed_elsewhere
+            && let Some(elsewhere) = e
+                .geometry
+                .filter(|_| is_sparse_class(e))
+                .and_then(|g| directions::short_records_pointing_elsewhere(g.x, g.dim))
+        {
+            // Whatever judged the class, a trigger mapped to short records is the records
+            // pointing elsewhere: a fingerprint's clique and those sharing it held 57 of 150 in
+            // a faint backdoor whose records pointing elsewhere were 115 of them (seed 2009).
+            flag_pointing_elsewhere(&mut record, &elsewhere, false);
+            attacked_by.push(elsewhere.why());
         }
         let attacked = class_margin > 0.0;
         let class_evidence = logistic(class_margin.max(-20.0) * 1.5);
@@ -1539,6 +1557,21 @@ mod tests {
         let d = decide(&ev, &["spectre"], &names, total, &DecisionParams::default());
         assert!(d.verdicts.iter().all(|v| !v.as_ref().unwrap().attacked));
         assert!(!d.quarantined.iter().any(|&q| q));
+    }
+
+    #[test]
+    fn a_class_judged_attacked_otherwise_quarantines_its_records_pointing_elsewhere_too() {
+        let (mut ev, total) = five_classes_with_short_records_elsewhere(&[0]);
+        ev[0].scores.to_mut()[0].signal.as_mut().unwrap().value = 6.0;
+        let d = decided_attacked_by(&ev, total, "spectre");
+        let verdict = d.verdicts[0].clone().unwrap();
+        assert!(verdict.why.contains("point elsewhere"), "{}", verdict.why);
+        assert!((300..340).all(|g| d.quarantined[g]));
+        assert!(
+            d.reasons[300].contains("points elsewhere than its class"),
+            "{}",
+            d.reasons[300]
+        );
     }
 
     /// [`five_sparse_classes`] with SPECTRE's signal under its clean bound in every class: the

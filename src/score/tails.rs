@@ -452,9 +452,11 @@ pub(super) fn flag_only(record: &mut RecordEvidence, group: &other_inputs::Other
     }
 }
 
-/// Flags exactly the records found pointing elsewhere than their class, saying why.
-pub(super) fn flag_pointing_elsewhere(record: &mut RecordEvidence, elsewhere: &PointingElsewhere) {
-    record.flag.iter_mut().for_each(|f| *f = false);
+/// Flags the records found pointing elsewhere than their class, saying why; `only`: those alone.
+pub(super) fn flag_pointing_elsewhere(record: &mut RecordEvidence, elsewhere: &PointingElsewhere, only: bool) {
+    if only {
+        record.flag.iter_mut().for_each(|f| *f = false);
+    }
     for &(i, cosine) in &elsewhere.members {
         let why = format!(
             "points elsewhere than its class (cosine {cosine:.2} with the class's direction, under {:.2})",
