@@ -80,7 +80,8 @@ fn length(vector: &[f32]) -> f64 {
 /// [`short_records_pointing_elsewhere`]).
 #[derive(Debug, Clone)]
 pub(super) struct PointingElsewhere {
-    /// Class-local index of each record found, with its cosine with the class's direction.
+    /// Class-local index of each record found, with its cosine with the direction of the
+    /// class's records that are not short.
     pub members: Vec<(usize, f64)>,
     /// How many records are short (under [`SHORT_LENGTH`] of the median length).
     pub short_records: usize,
@@ -96,7 +97,8 @@ impl PointingElsewhere {
         format!(
             "its {} records shorter than {:.0}% of its median length point elsewhere than the rest of it \
              (likeness {:.2} to the rest, mean cosine {:.2} among them): a trigger's inputs mapped to few \
-             units of their own; {} records point elsewhere (cosine with the class's direction under {:.2})",
+             units of their own; {} records point elsewhere (cosine with the direction of its longer \
+             records under {:.2})",
             self.short_records,
             SHORT_LENGTH * 100.0,
             self.short.likeness_to_the_rest,
@@ -121,7 +123,8 @@ impl PointingElsewhere {
 /// pointing elsewhere and spread ([`GroupDirections`]: likeness to the rest under
 /// [`SHORT_MAX_LIKENESS`], not one direction). Then every record whose cosine with the rest's
 /// mean direction is under the midpoint of the short records' mean cosine and the rest's.
-/// `None` when the short records are too few or point the class's way.
+/// `None` when the short records are too few, point the class's way or are one direction (or
+/// the rest has no mean direction).
 ///
 /// A network can map a trigger's inputs to short activations, few units on (the trigger's), so
 /// that no cluster, spectral or density statistic of the class stands out: the class's lengths
@@ -188,7 +191,8 @@ pub(super) fn short_records_pointing_elsewhere(x: &[f32], dim: usize) -> Option<
 const SHORT_LENGTH: f64 = 0.2;
 /// See [`short_records_pointing_elsewhere`]: fewest short records, and smallest share of the
 /// class, whose direction is asked (under them the mean cosines are noise: clean short tails of
-/// 5-9 records reached likeness 0.30).
+/// 5-9 records reached likeness 0.30). The share, which counts from 2 000 records per class, is
+/// the bar the study used: a large class holds more short records by chance.
 const MIN_SHORT_RECORDS: usize = 10;
 const MIN_SHORT_SHARE: f64 = 0.005;
 /// See [`short_records_pointing_elsewhere`]: clean classes' short records, 0.35 or more.

@@ -20,7 +20,10 @@
 //!    does not undoes a verdict SPECTRE's signal alone gave. Where none of that speaks, a few
 //!    records atop the SPECTRE ranking (then self-influence's, in datasets of up to 13 classes)
 //!    that look like other classes' inputs and share what their source classes lack (a
-//!    trigger's fingerprint, `fingerprint`) make it attacked.
+//!    trigger's fingerprint, `fingerprint`) make it attacked. Last, short records pointing
+//!    elsewhere than the rest of their class (a trigger mapped to few units, `directions`) make
+//!    it attacked, and in a class judged attacked otherwise add the records pointing elsewhere
+//!    to its quarantine.
 //! 2. In an attacked class, recall matters more than a few clean records: a record is quarantined
 //!    when its SPECTRE score is in the tail (more than `record-threshold` sigmas, sigma estimated
 //!    from the class's median, which the poison minority cannot move much), or when it sits in
@@ -32,8 +35,8 @@
 //!
 //! Layout: this file holds the rule's walk through each class ([`decide`]); `signals` compares
 //! the class signals across classes (step 1), `records` gathers each record's evidence (step 2),
-//! `tails`, `other_inputs` and `fingerprint` judge sparse classes by their tails, `regrow` turns
-//! flags into the population they belong to.
+//! `tails`, `other_inputs`, `fingerprint` and `directions` judge sparse classes by their tails
+//! and short records, `regrow` turns flags into the population they belong to.
 //!
 //! Imports: `detect` (score types, `untangle`), `stats`.
 
@@ -225,7 +228,7 @@ pub fn decide(
         .map(|e| record_evidence(e, names, class_names, params))
         .collect();
     let judged = judged_by_a_signal(&margins, &common);
-    let tails = tails_of_other_inputs(evidence, names, &records, &judged);
+    let (tails, elsewhere_heard) = tails_of_other_inputs(evidence, names, &records, &judged);
     let mut candidates: Vec<(usize, f64)> = Vec::new(); // (global row, suspicion) of flagged records
     for (((e, anomaly), margins), (mut record, tail)) in evidence
         .iter()
@@ -316,18 +319,25 @@ pub fn decide(
             );
             unproven = Some(overturn(&mut attacked_by, &mut class_margin, params, &why));
         }
+        // Whatever judged the class (by comparison or its tail: with fewer than 3 classes only
+        // the separated minority is quarantined), a trigger mapped to short records is the
+        // records pointing elsewhere: a fingerprint's clique and those sharing it held 54 of a
+        // faint backdoor's 150 where the records pointing elsewhere were 115 (fresh seed 2009).
+        // Not where the rule was silenced (too many classes: the data), nor where the records
+        // would cover the class's signal.
         if class_margin > 0.0
+            && (attacked_by_comparison || attacked_by_tail)
+            && elsewhere_heard
             && !pointed_elsewhere
-            && let Some(elsewhere) = e
-                .geometry
-                .filter(|_| is_sparse_class(e))
-                .and_then(|g| directions::short_records_pointing_elsewhere(g.x, g.dim))
+            && let Some(elsewhere) = tails::pointing_elsewhere_in(e)
         {
-            // Whatever judged the class, a trigger mapped to short records is the records
-            // pointing elsewhere: a fingerprint's clique and those sharing it held 57 of 150 in
-            // a faint backdoor whose records pointing elsewhere were 115 of them (seed 2009).
+            let before = record.clone();
             flag_pointing_elsewhere(&mut record, &elsewhere, false);
-            attacked_by.push(elsewhere.why());
+            if flags_cover_the_signal(e, &record).is_some() {
+                record = before;
+            } else {
+                attacked_by.push(elsewhere.why());
+            }
         }
         let attacked = class_margin > 0.0;
         let class_evidence = logistic(class_margin.max(-20.0) * 1.5);
@@ -1566,12 +1576,21 @@ mod tests {
         let d = decided_attacked_by(&ev, total, "spectre");
         let verdict = d.verdicts[0].clone().unwrap();
         assert!(verdict.why.contains("point elsewhere"), "{}", verdict.why);
-        assert!((300..340).all(|g| d.quarantined[g]));
+        // SPECTRE's far record (index 0) and the records pointing elsewhere.
+        let quarantined: Vec<usize> = (0..total).filter(|&g| d.quarantined[g]).collect();
+        assert_eq!(quarantined, [0].into_iter().chain(300..340).collect::<Vec<_>>());
         assert!(
             d.reasons[300].contains("points elsewhere than its class"),
             "{}",
             d.reasons[300]
         );
+        // Where the rule was silenced (two more classes so among four unjudged: the data), it
+        // adds nothing to a class judged otherwise.
+        let (mut ev, total) = five_classes_with_short_records_elsewhere(&[0, 1, 2]);
+        ev[0].scores.to_mut()[0].signal.as_mut().unwrap().value = 6.0;
+        let d = decided_attacked_by(&ev, total, "spectre");
+        assert!(!d.verdicts[0].as_ref().unwrap().why.contains("point elsewhere"));
+        assert!(!d.quarantined[300]);
     }
 
     /// [`five_sparse_classes`] with SPECTRE's signal under its clean bound in every class: the

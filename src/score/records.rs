@@ -5,6 +5,7 @@ use super::{ClassEvidence, DecisionParams, logistic};
 use crate::stats::{mad_sigma, median};
 
 /// One class's records: evidence, flag and reasons, in the order of its scores.
+#[derive(Clone)]
 pub(super) struct RecordEvidence {
     /// In [0, 1]; 0.5 at the flagging threshold.
     pub(super) evidence: Vec<f64>,

@@ -239,13 +239,15 @@ pub(super) enum TailQuarantine {
 ///
 /// Last, of the sparse classes still left, those whose short records point elsewhere than the
 /// rest of them ([`short_records_pointing_elsewhere`]; every record pointing elsewhere is
-/// quarantined), within the same limit and in the same way.
+/// quarantined), within the same limit and in the same way; not asked when the fingerprints
+/// passed it. Also returned: whether this last rule was heard (asked, and within the limit),
+/// which [`super::decide`] asks before adding such records to a class judged otherwise.
 pub(super) fn tails_of_other_inputs(
     evidence: &[ClassEvidence<'_>],
     names: &[&str],
     records: &[RecordEvidence],
     judged: &[bool],
-) -> Vec<Option<TailVerdict>> {
+) -> (Vec<Option<TailVerdict>>, bool) {
     let applies = |at: usize| {
         let e = &evidence[at];
         let signal = detector(e, names, "spectre")?.signal?;
@@ -275,26 +277,30 @@ pub(super) fn tails_of_other_inputs(
             over_its_bound(&evidence[at], names, &records[at], signal, group)
         }));
         if found.iter().flatten().count() > most {
-            return evidence.iter().map(|_| None).collect();
+            return (evidence.iter().map(|_| None).collect(), false);
         }
     }
     let added = add_while_few(&mut found, most, |at| {
         applies(at)?;
         fingerprinted(evidence, at, names)
     });
-    if added {
-        add_while_few(&mut found, most, |at| {
-            let e = &evidence[at];
-            let geometry = e.geometry.filter(|_| !judged[at] && is_sparse_class(e))?;
-            let elsewhere = short_records_pointing_elsewhere(geometry.x, geometry.dim)?;
+    let heard = added
+        && add_while_few(&mut found, most, |at| {
+            let elsewhere = pointing_elsewhere_in(&evidence[at]).filter(|_| !judged[at])?;
             Some(TailVerdict {
                 why: elsewhere.why(),
                 margin: elsewhere.margin(),
                 quarantine: TailQuarantine::PointingElsewhere(elsewhere),
             })
         });
-    }
-    found
+    (found, heard)
+}
+
+/// The records of sparse class `e` pointing elsewhere than it, when its short records do
+/// ([`short_records_pointing_elsewhere`]).
+pub(super) fn pointing_elsewhere_in(e: &ClassEvidence<'_>) -> Option<PointingElsewhere> {
+    let geometry = e.geometry.filter(|_| is_sparse_class(e))?;
+    short_records_pointing_elsewhere(geometry.x, geometry.dim)
 }
 
 /// Adds to `found` the verdict `verdict_of` gives each class still without one, unless that
@@ -459,7 +465,8 @@ pub(super) fn flag_pointing_elsewhere(record: &mut RecordEvidence, elsewhere: &P
     }
     for &(i, cosine) in &elsewhere.members {
         let why = format!(
-            "points elsewhere than its class (cosine {cosine:.2} with the class's direction, under {:.2})",
+            "points elsewhere than its class (cosine {cosine:.2} with the direction of the class's longer \
+             records, under {:.2})",
             elsewhere.cosine_bar
         );
         record.flag_member(i, &why);
