@@ -22,10 +22,9 @@ pub(super) const ONE_DIRECTION: f64 = 0.95;
 impl GroupDirections {
     /// `None` with fewer than 2 records on either side.
     pub fn of(x: &[f32], dim: usize, in_group: &[bool]) -> Option<Self> {
-        Self::of_sums(
-            &UnitSum::of(x, dim, |i| in_group[i]),
-            &UnitSum::of(x, dim, |i| !in_group[i]),
-        )
+        let lengths: Vec<f64> = x.chunks_exact(dim).map(length).collect();
+        let (group, rest) = UnitSum::of_group_and_rest(x, dim, &lengths, in_group);
+        Self::of_sums(&group, &rest)
     }
 
     /// From the group's and the rest's unit vectors, summed.
@@ -58,17 +57,25 @@ struct UnitSum {
 }
 
 impl UnitSum {
-    /// Over the records (row-major `x`, `dim` values each) that `keep` selects.
-    fn of(x: &[f32], dim: usize, keep: impl Fn(usize) -> bool) -> Self {
-        let (mut sum, mut rows) = (vec![0.0f64; dim], 0usize);
-        for (_, vector) in x.chunks_exact(dim).enumerate().filter(|&(i, _)| keep(i)) {
-            let norm = length(vector);
+    /// Over the records (row-major `x`, `dim` values each, of `lengths`) in the group and over
+    /// the rest, in one pass.
+    fn of_group_and_rest(x: &[f32], dim: usize, lengths: &[f64], in_group: &[bool]) -> (Self, Self) {
+        let empty = || UnitSum {
+            sum: vec![0.0f64; dim],
+            rows: 0,
+        };
+        let (mut group, mut rest) = (empty(), empty());
+        for ((vector, &norm), &member) in x.chunks_exact(dim).zip(lengths).zip(in_group) {
             if norm > 0.0 {
-                sum.iter_mut().zip(vector).for_each(|(s, &v)| *s += v as f64 / norm);
-                rows += 1;
+                let side = if member { &mut group } else { &mut rest };
+                side.sum
+                    .iter_mut()
+                    .zip(vector)
+                    .for_each(|(s, &v)| *s += v as f64 / norm);
+                side.rows += 1;
             }
         }
-        UnitSum { sum, rows }
+        (group, rest)
     }
 }
 
@@ -149,8 +156,8 @@ pub(super) fn short_records_pointing_elsewhere(x: &[f32], dim: usize) -> Option<
     if short_records < MIN_SHORT_RECORDS.max((MIN_SHORT_SHARE * lengths.len() as f64).ceil() as usize) {
         return None;
     }
-    let rest = UnitSum::of(x, dim, |i| !short[i]);
-    let directions = GroupDirections::of_sums(&UnitSum::of(x, dim, |i| short[i]), &rest)?;
+    let (short_sum, rest) = UnitSum::of_group_and_rest(x, dim, &lengths, &short);
+    let directions = GroupDirections::of_sums(&short_sum, &rest)?;
     if !directions.points_elsewhere_and_spreads(SHORT_MAX_LIKENESS) {
         return None;
     }
