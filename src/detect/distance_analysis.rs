@@ -422,7 +422,7 @@ fn lean_group(view: &ClassView<'_>, cluster_median: &[f32]) -> Option<LeanGroup>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{ActivationClusteringParams, ClassBasis};
+    use crate::detect::ActivationClusteringParams;
 
     const DIM: usize = 4;
 
@@ -446,26 +446,7 @@ mod tests {
 
     /// `f` of class `class`'s view among `classes` (row-major vectors, DIM each).
     fn with_view<R>(classes: &[Vec<f32>], class: usize, f: impl FnOnce(&ClassView<'_>) -> R) -> R {
-        let medians: Vec<Vec<f32>> = classes
-            .iter()
-            .map(|x| coordinate_median(x, DIM, &(0..x.len() / DIM).collect::<Vec<_>>()))
-            .collect();
-        let x = &classes[class];
-        let basis = ClassBasis::fit(x, DIM, 2);
-        let names: Vec<String> = (0..classes.len()).map(|c| c.to_string()).collect();
-        f(&ClassView {
-            class,
-            x,
-            dim: DIM,
-            basis: &basis,
-            class_medians: &medians,
-            seed: 7,
-            class_names: &names,
-            offset: 0,
-            influence: None,
-            probs: None,
-            losses: None,
-        })
+        super::super::with_view(classes, DIM, class, f)
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod model_probs;
 pub mod near_duplicates;
 pub mod self_influence;
 pub mod separated_group;
+pub mod shared_shift;
 pub mod spectral;
 pub mod spectre;
 pub mod trusted_influence;
@@ -316,6 +317,19 @@ pub struct Grouping {
     pub suspect_is_whole: bool,
 }
 
+impl Grouping {
+    /// A whole population found as such (1 = member): the suspect cluster, and all the detector
+    /// found ([`Grouping::suspect_is_whole`]).
+    pub fn whole(members: Vec<u8>) -> Grouping {
+        Grouping {
+            cluster: members,
+            suspect: Some(1),
+            closer_to_class: None,
+            suspect_is_whole: true,
+        }
+    }
+}
+
 /// What one detector says about one class: scores, never decisions.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClassScores {
@@ -337,6 +351,21 @@ pub struct ClassScores {
     /// one: an incremental scan scores new records under it ([`Detector::rescore`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fit: Option<serde_json::Value>,
+}
+
+impl ClassScores {
+    /// Record scores and nothing else: no statistics, signal, group, flags or fit.
+    pub fn scores_only(scores: Vec<f32>) -> ClassScores {
+        ClassScores {
+            scores,
+            stats: Vec::new(),
+            signal: None,
+            grouping: None,
+            record_level: None,
+            flagged: Vec::new(),
+            fit: None,
+        }
+    }
 }
 
 /// One record a detector's method marks on its own, with how strongly and why.
@@ -450,6 +479,7 @@ pub fn registry(params: &DetectorParams, available: Available) -> Result<Vec<Box
     if params.spectre.enabled {
         detectors.push(Box::new(params.spectre.clone().check()?));
     }
+    detectors.push(Box::new(shared_shift::SharedShift));
     params.influence.check()?;
     if available.surrogate {
         detectors.push(Box::new(confident_learning::ConfidentLearning));
@@ -509,6 +539,32 @@ pub fn coordinate_median(x: &[f32], dim: usize, rows: &[usize]) -> Vec<f32> {
         .collect()
 }
 
+/// `f` of class `class`'s view among `classes` (row-major vectors, `dim` each), with a basis of
+/// 2 directions and no influence state: for detectors' unit tests.
+#[cfg(test)]
+pub(crate) fn with_view<R>(classes: &[Vec<f32>], dim: usize, class: usize, f: impl FnOnce(&ClassView<'_>) -> R) -> R {
+    let medians: Vec<Vec<f32>> = classes
+        .iter()
+        .map(|x| coordinate_median(x, dim, &(0..x.len() / dim).collect::<Vec<_>>()))
+        .collect();
+    let x = &classes[class];
+    let basis = ClassBasis::fit(x, dim, 2);
+    let names: Vec<String> = (0..classes.len()).map(|c| c.to_string()).collect();
+    f(&ClassView {
+        class,
+        x,
+        dim,
+        basis: &basis,
+        class_medians: &medians,
+        seed: 7,
+        class_names: &names,
+        offset: 0,
+        influence: None,
+        probs: None,
+        losses: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,21 +580,24 @@ mod tests {
     #[test]
     fn registry_respects_spectre_switch() {
         let mut p = DetectorParams::default();
-        assert_eq!(registry(&p, Available::default()).unwrap().len(), 4);
+        assert_eq!(registry(&p, Available::default()).unwrap().len(), 5);
         p.spectre.enabled = false;
         let names: Vec<_> = registry(&p, Available::default())
             .unwrap()
             .iter()
             .map(|d| d.name())
             .collect();
-        assert_eq!(names, ["activation_clustering", "distance_analysis", "spectral"]);
+        assert_eq!(
+            names,
+            ["activation_clustering", "distance_analysis", "spectral", "shared_shift"]
+        );
         p.activation_clustering.distance_analysis = false;
         let names: Vec<_> = registry(&p, Available::default())
             .unwrap()
             .iter()
             .map(|d| d.name())
             .collect();
-        assert_eq!(names, ["activation_clustering", "spectral"]);
+        assert_eq!(names, ["activation_clustering", "spectral", "shared_shift"]);
         p.activation_clustering.distance_analysis = true;
         let all = Available {
             neighbours: true,
@@ -554,6 +613,7 @@ mod tests {
                 "activation_clustering",
                 "distance_analysis",
                 "spectral",
+                "shared_shift",
                 "confident_learning",
                 "self_influence",
                 "deep_knn",
@@ -582,6 +642,7 @@ mod tests {
                 "activation_clustering",
                 "distance_analysis",
                 "spectral",
+                "shared_shift",
                 "deep_knn",
                 "density",
                 "near_duplicates",

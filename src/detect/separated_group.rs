@@ -41,12 +41,7 @@ impl Detector for SeparatedGroup {
             // Classes without a group all sit at 0: one record of spread (the MAD floor) keeps a
             // group of MIN_GROUP an outlier by MIN_GROUP MADs, whatever the other classes do.
             signal: Some(ClassSignal::new(largest as f64, (MIN_GROUP - 1) as f64, 1.0)),
-            grouping: (in_groups > 0).then_some(Grouping {
-                cluster: members,
-                suspect: Some(1),
-                closer_to_class: None,
-                suspect_is_whole: true,
-            }),
+            grouping: (in_groups > 0).then(|| Grouping::whole(members)),
             record_level: None,
             flagged: Vec::new(),
             fit: None,

@@ -695,17 +695,11 @@ mod tests {
                     .iter()
                     .map(|&on_top| {
                         let odd_score = |i: usize| if on_top { 100.0 - i as f32 } else { 0.0 };
-                        ClassScores {
-                            scores: (0..size)
+                        ClassScores::scores_only(
+                            (0..size)
                                 .map(|i| if c == 0 && i < odd.len() { odd_score(i) } else { 1.0 })
                                 .collect(),
-                            stats: Vec::new(),
-                            signal: None,
-                            grouping: None,
-                            record_level: None,
-                            flagged: Vec::new(),
-                            fit: None,
-                        }
+                        )
                     })
                     .collect();
                 ClassEvidence {

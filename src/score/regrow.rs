@@ -153,6 +153,13 @@ fn group_beyond_the_tails(features: &[f64], width: usize) -> Option<(Vec<u8>, f6
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
+/// Fewest records of a whole group that replaces a class's other flags as the regrowth's seed: a
+/// handful is a population's core at best (a shared shift's 4-10 records, `detect::shared_shift`,
+/// inside a 15% backdoor of 75, where SPECTRE's tail holds most of them: Gaussian 64 dims x 500,
+/// tuning seed 11, seeded from the group alone 14 of the 75 were found). The separated groups'
+/// least size ([`crate::influence::separated::MIN_GROUP`]), so their regrowth is as it was.
+const MIN_SEED_GROUP: usize = crate::influence::separated::MIN_GROUP;
+
 /// In a class judged attacked by comparison, the flagged records are often only the poison
 /// cluster's core: SPECTRE's tail and a split's small side miss its edge members. As the density
 /// detector does for its dense core (`detect::untangle`), the flags are regrown to the separated
@@ -186,7 +193,8 @@ fn group_beyond_the_tails(features: &[f64], width: usize) -> Option<(Vec<u8>, f6
 /// poisoned record of 90 lost. At 300-500 per class (700 tuning runs) 6 runs changed: 13-73
 /// clean records fewer in 4, 3 more flipped records found (6 clean fewer) in a label-flip run,
 /// and in one faint-trigger run 5 of its 25 poisoned records lost (with 100 clean fewer). Dense
-/// classes held no such group in the Gaussian grids (160 tuning runs unchanged).
+/// classes held no such group in the Gaussian grids (160 tuning runs unchanged). A whole group of
+/// fewer than [`MIN_SEED_GROUP`] records joins the other flags instead of replacing them.
 pub(super) fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
     let Some(geometry) = e.geometry else { return };
     let flagged: Vec<u8> = record.flag.iter().map(|&f| f as u8).collect();
@@ -204,7 +212,7 @@ pub(super) fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
         );
         return;
     }
-    let flagged = match whole_group(e) {
+    let flagged = match whole_group(e).filter(|group| group.iter().filter(|&&m| m == 1).count() >= MIN_SEED_GROUP) {
         Some(group) => {
             mark_population(record, &group, true);
             group

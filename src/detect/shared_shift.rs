@@ -1,0 +1,403 @@
+//! Shared shift: a handful of a class's records moved together along a direction the rest of the
+//! class does not vary along.
+//!
+//! Why: a backdoor of 1% (5 records in 500) adds too little variance to own a principal
+//! direction, so the class's spectrum, a 2-means split and SPECTRE's top-k whitened space all
+//! miss it (its share times its squared distance stays under the noise edge, Tran et al. 2018).
+//! Yet every poisoned record carries the trigger's shift: in the class's whitened space each one
+//! stands far out along the mean direction of the *others*, while a clean record's place along a
+//! direction fitted on other records is ordinary. That leave-one-out test is what this detector
+//! asks: for each record, its most co-directional partners (cosines of whitened vectors), pruned
+//! to the group whose weakest member stands furthest out along the others' mean direction, in
+//! units of the rest of the class's spread along it ([`leave_one_out`]).
+//!
+//! Measured on generated dense classes (64 dims x 500, tuning seeds 11-40): clean classes'
+//! best groups of 4 or more stood out by 3.4-4.5, 1% backdoors' (4-5 records, all poison) by
+//! 4.9-7.3. Asked only of dense classes (a ReLU layer's sparse classes have rules of their own,
+//! and natural co-directional clumps of records with the same few units on) with at least
+//! [`MIN_RECORDS_PER_DIM`] records per dimension (the whitening needs them), and at most
+//! [`MAX_WORK`] (the partner search is quadratic in the class): larger classes are left to
+//! SPECTRE, whose signal sharpens as the class grows. Records closer to another class's median
+//! than to their own (label flips, boundary inputs) join no group: confident learning and the
+//! distance analysis speak for them.
+
+use rayon::prelude::*;
+
+use super::linalg::{Moments, eigh_desc, mul_abt};
+use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, Grouping, Stat};
+use crate::stats::dot;
+
+/// The detector's name, in scores and reasons.
+pub const NAME: &str = "shared_shift";
+/// Records per dimension below which the class is not asked: its covariance, and so its
+/// whitening, would be mostly noise.
+const MIN_RECORDS_PER_DIM: usize = 5;
+/// Largest class asked, as records^2 x dimensions (the partner search's multiply-adds): about
+/// a second of one core; 5 500 records at 64 dimensions, 2 800 at 256.
+const MAX_WORK: f64 = 2e9;
+/// Share of the mean eigenvalue added to every eigenvalue before whitening, so directions the
+/// class barely varies along are not blown up into noise.
+const SHRINKAGE: f64 = 0.1;
+/// Co-directional partners each record starts its group from.
+const PARTNERS: usize = 9;
+/// Fewest records in a group: a pair or three stand out together by chance too often.
+pub const MIN_GROUP: usize = 4;
+/// Above this a group is beyond what the measured clean classes reached (4.5 at most).
+const CLEAN_BOUND: f64 = 5.0;
+/// Smallest spread between classes to assume when comparing them (clean classes: 3.4-4.5).
+const MIN_SPREAD: f64 = 0.3;
+/// A record joins the class's best group when it stands this far out along the group's mean
+/// direction (the group did not choose it, so this is an ordinary z for a clean record).
+const JOIN_Z: f64 = 4.0;
+
+pub struct SharedShift;
+
+impl Detector for SharedShift {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn score_class(&self, view: &ClassView<'_>) -> Result<ClassScores, DetectError> {
+        let (n, dim) = (view.n(), view.dim);
+        let asked = !super::is_sparse(view.x)
+            && n >= MIN_RECORDS_PER_DIM * dim
+            && n > PARTNERS
+            && (n as f64) * (n as f64) * (dim as f64) <= MAX_WORK;
+        if !asked {
+            // Zero scores, no signal, no group.
+            return Ok(ClassScores::scores_only(vec![0.0; n]));
+        }
+        let eligible = nearest_their_own_class(view);
+        let space = Whitened::of(view.x, dim, &eligible);
+        let partners = co_directional_partners(&space, &eligible);
+        let best: Vec<Option<(f64, Vec<usize>)>> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let group: Vec<usize> = std::iter::once(i).chain(partners[i].iter().copied()).collect();
+                (eligible[i] && group.len() >= MIN_GROUP).then(|| strongest_group(&space, group))
+            })
+            .collect();
+        let scores: Vec<f32> = best
+            .iter()
+            .map(|b| b.as_ref().map_or(0.0, |(z, _)| z.max(0.0) as f32))
+            .collect();
+        let top = best.iter().flatten().max_by(|a, b| a.0.total_cmp(&b.0)).cloned();
+        let (value, members) = match top {
+            Some((z, group)) => (z, joined(&space, &group, &eligible)),
+            None => (0.0, Vec::new()),
+        };
+        let mut cluster = vec![0u8; n];
+        members.iter().for_each(|&i| cluster[i] = 1);
+        Ok(ClassScores {
+            scores,
+            stats: vec![
+                Stat {
+                    name: "best_group_standout".into(),
+                    value,
+                },
+                Stat {
+                    name: "best_group_records".into(),
+                    value: members.len() as f64,
+                },
+            ],
+            signal: Some(ClassSignal::new(value, CLEAN_BOUND, MIN_SPREAD)),
+            grouping: Some(Grouping::whole(cluster)),
+            record_level: None,
+            flagged: Vec::new(),
+            fit: None,
+        })
+    }
+}
+
+/// Per record: whether it sits nearer its own class's median than any other class's.
+fn nearest_their_own_class(view: &ClassView<'_>) -> Vec<bool> {
+    let squared =
+        |row: &[f32], median: &[f32]| -> f64 { row.iter().zip(median).map(|(&a, &b)| ((a - b) as f64).powi(2)).sum() };
+    view.x
+        .par_chunks_exact(view.dim)
+        .map(|row| {
+            let own = squared(row, &view.class_medians[view.class]);
+            view.class_medians
+                .iter()
+                .enumerate()
+                .all(|(c, median)| c == view.class || squared(row, median) >= own)
+        })
+        .collect()
+}
+
+/// The class in its whitened principal coordinates (shrunk: [`SHRINKAGE`]), fitted on the records
+/// that look like its own (`kept`): six flipped records far out along the trigger's direction
+/// would whiten a 1% shift away.
+struct Whitened {
+    /// `n * dim` row-major, every record, centred on the kept records' mean.
+    w: Vec<f64>,
+    /// Mean square of each coordinate over the kept records (under 1 where the shrinkage damped
+    /// it).
+    variance: Vec<f64>,
+    /// How many records were kept.
+    kept: usize,
+    dim: usize,
+}
+
+impl Whitened {
+    fn of(x: &[f32], dim: usize, kept: &[bool]) -> Whitened {
+        let moments = if kept.iter().all(|&k| k) {
+            Moments::from_rows(x, dim)
+        } else {
+            let rows: Vec<f32> = x
+                .chunks_exact(dim)
+                .zip(kept)
+                .filter(|(_, k)| **k)
+                .flat_map(|(row, _)| row.iter().copied())
+                .collect();
+            Moments::from_rows(&rows, dim)
+        };
+        let (values, vectors) = eigh_desc(&moments.covariance(), dim);
+        let floor = SHRINKAGE * values.iter().map(|v| v.max(0.0)).sum::<f64>() / dim as f64;
+        let scale: Vec<f64> = values
+            .iter()
+            .map(|v| 1.0 / (v.max(0.0) + floor).max(1e-300).sqrt())
+            .collect();
+        let w: Vec<f64> = x
+            .par_chunks_exact(dim)
+            .flat_map_iter(|row| {
+                let centred: Vec<f64> = row.iter().zip(&moments.mean).map(|(&v, m)| v as f64 - m).collect();
+                (0..dim)
+                    .map(|k| dot(&vectors[k * dim..(k + 1) * dim], &centred) * scale[k])
+                    .collect::<Vec<f64>>()
+            })
+            .collect();
+        let n = moments.n.max(1) as f64;
+        let mut variance = vec![0.0; dim];
+        for (row, _) in w.chunks_exact(dim).zip(kept).filter(|(_, k)| **k) {
+            variance.iter_mut().zip(row).for_each(|(s, v)| *s += v * v / n);
+        }
+        Whitened {
+            w,
+            variance,
+            kept: moments.n,
+            dim,
+        }
+    }
+
+    fn n(&self) -> usize {
+        self.w.len() / self.dim
+    }
+
+    fn row(&self, i: usize) -> &[f64] {
+        &self.w[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Where the kept records outside a group lie along unit direction `u`: mean and standard
+    /// deviation, from the kept records' moments less the group's `inside` projections (the
+    /// group's members are kept records; the whitened coordinates are centred and uncorrelated
+    /// over the kept records, so their own are known without a pass).
+    fn rest_along(&self, u: &[f64], inside: impl Iterator<Item = f64>) -> (f64, f64) {
+        let n = self.kept as f64;
+        let all: f64 = u.iter().zip(&self.variance).map(|(a, v)| a * a * v).sum::<f64>() * n;
+        let (mut sum, mut squares, mut m) = (0.0, 0.0, 0.0);
+        for p in inside {
+            sum += p;
+            squares += p * p;
+            m += 1.0;
+        }
+        let mean = -sum / (n - m);
+        let var = (all - squares) / (n - m) - mean * mean;
+        (mean, var.max(1e-12).sqrt())
+    }
+}
+
+/// Each eligible record's [`PARTNERS`] most co-directional eligible records (cosine of whitened
+/// vectors), by blocks of rows so the cosines never fill an n x n matrix.
+fn co_directional_partners(space: &Whitened, eligible: &[bool]) -> Vec<Vec<usize>> {
+    const BLOCK: usize = 256;
+    let dim = space.dim;
+    let unit: Vec<f32> = space
+        .w
+        .chunks_exact(dim)
+        .flat_map(|row| {
+            let norm = dot(row, row).sqrt().max(1e-300);
+            row.iter().map(move |v| (v / norm) as f32)
+        })
+        .collect();
+    let n = space.n();
+    unit.par_chunks(BLOCK * dim)
+        .enumerate()
+        .flat_map_iter(|(b, block)| {
+            let rows = block.len() / dim;
+            let mut cosines = vec![0f32; rows * n];
+            mul_abt(block, &unit, dim, &mut cosines);
+            (0..rows)
+                .map(|r| {
+                    let i = b * BLOCK + r;
+                    if !eligible[i] {
+                        return Vec::new();
+                    }
+                    let row = &cosines[r * n..(r + 1) * n];
+                    let mut others: Vec<usize> = (0..n).filter(|&j| j != i && eligible[j]).collect();
+                    let keep = PARTNERS.min(others.len());
+                    if keep == 0 {
+                        return Vec::new();
+                    }
+                    others.select_nth_unstable_by(keep - 1, |&a, &b| row[b].total_cmp(&row[a]));
+                    others.truncate(keep);
+                    others
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// From a record and its partners (`group`, the record first), drops the member that stands
+/// out least until [`MIN_GROUP`] remain; the best stage: (its weakest member's standout, members).
+fn strongest_group(space: &Whitened, mut group: Vec<usize>) -> (f64, Vec<usize>) {
+    let mut best = (f64::NEG_INFINITY, Vec::new());
+    while group.len() >= MIN_GROUP {
+        let standout = leave_one_out(space, &group);
+        let (weakest, &least) = standout
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .expect("a group holds records");
+        if least > best.0 {
+            best = (least, group.clone());
+        }
+        group.remove(weakest);
+    }
+    best
+}
+
+/// For each member of `group`: how far it stands out along the mean direction of the *other*
+/// members, in standard deviations of the records outside the group along that direction.
+fn leave_one_out(space: &Whitened, group: &[usize]) -> Vec<f64> {
+    let dim = space.dim;
+    let mut sum = vec![0.0; dim];
+    for &g in group {
+        sum.iter_mut().zip(space.row(g)).for_each(|(s, v)| *s += v);
+    }
+    group
+        .iter()
+        .map(|&j| {
+            let mut u: Vec<f64> = sum.iter().zip(space.row(j)).map(|(s, v)| s - v).collect();
+            let norm = dot(&u, &u).sqrt().max(1e-300);
+            u.iter_mut().for_each(|v| *v /= norm);
+            let (mean, sd) = space.rest_along(&u, group.iter().map(|&g| dot(space.row(g), &u)));
+            (dot(space.row(j), &u) - mean) / sd
+        })
+        .collect()
+}
+
+/// The best group and every eligible record standing [`JOIN_Z`] out along its mean direction.
+fn joined(space: &Whitened, group: &[usize], eligible: &[bool]) -> Vec<usize> {
+    let dim = space.dim;
+    let mut u = vec![0.0; dim];
+    for &g in group {
+        u.iter_mut().zip(space.row(g)).for_each(|(s, v)| *s += v);
+    }
+    let norm = dot(&u, &u).sqrt().max(1e-300);
+    u.iter_mut().for_each(|v| *v /= norm);
+    let (mean, sd) = space.rest_along(&u, group.iter().map(|&g| dot(space.row(g), &u)));
+    (0..space.n())
+        .filter(|&i| group.contains(&i) || (eligible[i] && (dot(space.row(i), &u) - mean) / sd >= JOIN_Z))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    fn normal(rng: &mut Xoshiro256PlusPlus) -> f64 {
+        // Box-Muller: the tests need no distribution crate.
+        let (a, b): (f64, f64) = (rng.r#gen::<f64>().max(1e-12), rng.r#gen());
+        (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
+    }
+
+    /// `n` records in `dim` dimensions, isotropic unit noise; the last `shifted` moved by
+    /// `shift` along the first axis.
+    fn class(n: usize, dim: usize, shifted: usize, shift: f64, seed: u64) -> Vec<f32> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        (0..n * dim)
+            .map(|v| {
+                let (i, j) = (v / dim, v % dim);
+                let moved = if i >= n - shifted && j == 0 { shift } else { 0.0 };
+                (normal(&mut rng) + moved) as f32
+            })
+            .collect()
+    }
+
+    fn group_of(x: &[f32], dim: usize) -> (f64, Vec<usize>) {
+        let n = x.len() / dim;
+        let eligible = vec![true; n];
+        let space = Whitened::of(x, dim, &eligible);
+        let partners = co_directional_partners(&space, &eligible);
+        let best = (0..n)
+            .map(|i| strongest_group(&space, std::iter::once(i).chain(partners[i].iter().copied()).collect()))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap();
+        let members = joined(&space, &best.1, &eligible);
+        (best.0, members)
+    }
+
+    #[test]
+    fn five_records_shifted_together_stand_out_and_are_the_group() {
+        let (n, dim) = (400, 32);
+        let x = class(n, dim, 5, 8.0, 7);
+        let (standout, members) = group_of(&x, dim);
+        assert!(standout > CLEAN_BOUND, "standout {standout}");
+        assert_eq!(members, (n - 5..n).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_clean_class_holds_no_group_over_the_bound() {
+        for seed in 0..3 {
+            let (standout, _) = group_of(&class(400, 32, 0, 0.0, seed), 32);
+            assert!(standout < CLEAN_BOUND, "seed {seed}: standout {standout}");
+        }
+    }
+
+    #[test]
+    fn records_nearer_another_class_join_no_group_and_the_shifted_ones_are_the_suspect() {
+        // Class 0: 400 records, 5 shifted together, and 6 more sitting at class 1's centre
+        // (flipped labels: shifted alike too, but their place is another class's).
+        let (n, dim) = (400, 32);
+        let mut own = class(n, dim, 5, 8.0, 11);
+        let other_centre = 30.0;
+        let mut other = class(300, dim, 0, 0.0, 12);
+        other.iter_mut().step_by(dim).for_each(|v| *v += other_centre);
+        for r in 0..6 {
+            own[(100 + r) * dim] += other_centre;
+        }
+        let classes = [own, other];
+        let scores = super::super::with_view(&classes, dim, 0, |view| SharedShift.score_class(view).unwrap());
+        assert!(scores.signal.unwrap().over_bound());
+        let grouping = scores.grouping.unwrap();
+        let members: Vec<usize> = (0..n).filter(|&i| grouping.cluster[i] == 1).collect();
+        assert_eq!(members, (n - 5..n).collect::<Vec<_>>());
+        assert!(
+            (100..106).all(|i| scores.scores[i] == 0.0),
+            "flipped records score nothing"
+        );
+    }
+
+    #[test]
+    fn the_spread_outside_a_group_is_measured_without_it() {
+        let x = class(200, 4, 0, 0.0, 3);
+        let space = Whitened::of(&x, 4, &[true; 200]);
+        let u = [0.6, 0.8, 0.0, 0.0];
+        let group = [3usize, 17, 40];
+        let (mean, sd) = space.rest_along(&u, group.iter().map(|&g| dot(space.row(g), &u)));
+        let rest: Vec<f64> = (0..200)
+            .filter(|i| !group.contains(i))
+            .map(|i| dot(space.row(i), &u))
+            .collect();
+        let m = rest.iter().sum::<f64>() / rest.len() as f64;
+        let s = (rest.iter().map(|p| (p - m).powi(2)).sum::<f64>() / rest.len() as f64).sqrt();
+        // Equal up to the eigenvectors' rounding (the moments shortcut assumes them exact).
+        assert!(
+            (mean - m).abs() < 1e-9 && (sd - s).abs() < 1e-6,
+            "{mean} {sd} vs {m} {s}"
+        );
+    }
+}
