@@ -40,6 +40,10 @@ const MAX_WORK: f64 = 2e9;
 const SHRINKAGE: f64 = 0.1;
 /// Co-directional partners each record starts its group from.
 const PARTNERS: usize = 9;
+/// A record this close to one of its partners, as a share of the typical distance between two
+/// of the class's records in the whitened space, is a copy of it (the near-copy detector's link
+/// is 0.05 of the median nearest-neighbour distance).
+const COPY_DISTANCE: f64 = 0.05;
 /// Fewest records in a group: a pair or three stand out together by chance too often.
 pub const MIN_GROUP: usize = 4;
 /// Above this a group is beyond what the measured clean classes reached (4.5 at most).
@@ -69,21 +73,14 @@ impl Detector for SharedShift {
         }
         let eligible = nearest_their_own_class(view);
         let space = Whitened::of(view.x, dim, &eligible);
-        let partners = co_directional_partners(&space, &eligible);
-        let best: Vec<Option<(f64, Vec<usize>)>> = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let group: Vec<usize> = std::iter::once(i).chain(partners[i].iter().copied()).collect();
-                (eligible[i] && group.len() >= MIN_GROUP).then(|| strongest_group(&space, group))
-            })
-            .collect();
+        let (best, joins) = strongest_group_of_each(&space, &eligible);
         let scores: Vec<f32> = best
             .iter()
             .map(|b| b.as_ref().map_or(0.0, |(z, _)| z.max(0.0) as f32))
             .collect();
         let top = best.iter().flatten().max_by(|a, b| a.0.total_cmp(&b.0)).cloned();
         let (value, members) = match top {
-            Some((z, group)) => (z, joined(&space, &group, &eligible)),
+            Some((z, group)) => (z, joined(&space, &group, &joins)),
             None => (0.0, Vec::new()),
         };
         let mut cluster = vec![0u8; n];
@@ -101,7 +98,10 @@ impl Detector for SharedShift {
                 },
             ],
             signal: Some(ClassSignal::new(value, CLEAN_BOUND, MIN_SPREAD)),
-            grouping: Some(Grouping::whole(cluster)),
+            grouping: Some(Grouping {
+                may_be_part: true,
+                ..Grouping::whole(cluster)
+            }),
             record_level: None,
             flagged: Vec::new(),
             fit: None,
@@ -248,9 +248,45 @@ fn co_directional_partners(space: &Whitened, eligible: &[bool]) -> Vec<Vec<usize
         .collect()
 }
 
+/// A group's weakest member's standout, and the group's records.
+type Standout = (f64, Vec<usize>);
+
+/// Per record: the strongest group it starts ([`strongest_group`]; `None` where it may join
+/// none), and which records may join groups: those `eligible` that have no copy among their
+/// partners. A copy (within [`COPY_DISTANCE`] of the typical distance between two records) is
+/// the near-copy detector's: four copies of one record stand out together by about its whitened
+/// length, a shift of nothing.
+fn strongest_group_of_each(space: &Whitened, eligible: &[bool]) -> (Vec<Option<Standout>>, Vec<bool>) {
+    let partners = co_directional_partners(space, eligible);
+    let typical = (2.0 * space.variance.iter().sum::<f64>()).sqrt();
+    let joins: Vec<bool> = (0..space.n())
+        .map(|i| {
+            eligible[i]
+                && partners[i].iter().all(|&j| {
+                    let squared: f64 = space
+                        .row(i)
+                        .iter()
+                        .zip(space.row(j))
+                        .map(|(a, b)| (a - b).powi(2))
+                        .sum();
+                    squared.sqrt() >= COPY_DISTANCE * typical
+                })
+        })
+        .collect();
+    let best = (0..space.n())
+        .into_par_iter()
+        .map(|i| {
+            let partners = partners[i].iter().copied().filter(|&j| joins[j]);
+            let group: Vec<usize> = std::iter::once(i).chain(partners).collect();
+            (joins[i] && group.len() >= MIN_GROUP).then(|| strongest_group(space, group))
+        })
+        .collect();
+    (best, joins)
+}
+
 /// From a record and its partners (`group`, the record first), drops the member that stands
 /// out least until [`MIN_GROUP`] remain; the best stage: (its weakest member's standout, members).
-fn strongest_group(space: &Whitened, mut group: Vec<usize>) -> (f64, Vec<usize>) {
+fn strongest_group(space: &Whitened, mut group: Vec<usize>) -> Standout {
     let mut best = (f64::NEG_INFINITY, Vec::new());
     while group.len() >= MIN_GROUP {
         let standout = leave_one_out(space, &group);
@@ -331,12 +367,9 @@ mod tests {
         let n = x.len() / dim;
         let eligible = vec![true; n];
         let space = Whitened::of(x, dim, &eligible);
-        let partners = co_directional_partners(&space, &eligible);
-        let best = (0..n)
-            .map(|i| strongest_group(&space, std::iter::once(i).chain(partners[i].iter().copied()).collect()))
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .unwrap();
-        let members = joined(&space, &best.1, &eligible);
+        let (best, joins) = strongest_group_of_each(&space, &eligible);
+        let best = best.into_iter().flatten().max_by(|a, b| a.0.total_cmp(&b.0)).unwrap();
+        let members = joined(&space, &best.1, &joins);
         (best.0, members)
     }
 
@@ -347,6 +380,19 @@ mod tests {
         let (standout, members) = group_of(&x, dim);
         assert!(standout > CLEAN_BOUND, "standout {standout}");
         assert_eq!(members, (n - 5..n).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn copies_of_one_record_are_no_shift() {
+        let (n, dim) = (400, 32);
+        let mut x = class(n, dim, 0, 0.0, 5);
+        let copied = x[..dim].to_vec();
+        for r in 1..6 {
+            x[r * dim..(r + 1) * dim].copy_from_slice(&copied);
+        }
+        let (standout, members) = group_of(&x, dim);
+        assert!(standout < CLEAN_BOUND, "standout {standout}");
+        assert!(members.iter().all(|&i| i > 5), "no copy in the group: {members:?}");
     }
 
     #[test]

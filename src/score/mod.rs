@@ -862,6 +862,7 @@ mod tests {
                             suspect: Some(1),
                             closer_to_class: None,
                             suspect_is_whole: true,
+                            may_be_part: false,
                         }),
                         ..scores(vec![0.0; n], 0.0)
                     }]
@@ -940,6 +941,7 @@ mod tests {
                 suspect: Some(1),
                 closer_to_class: None,
                 suspect_is_whole: true,
+                may_be_part: false,
             }),
             signal: Some(ClassSignal::new(60.0, 11.0, 1.0)),
             ..scores(vec![0.0; n], 60.0)
@@ -1248,6 +1250,7 @@ mod tests {
             suspect: Some(1),
             closer_to_class: None,
             suspect_is_whole: true,
+            may_be_part: false,
         });
         group
     }
@@ -1719,6 +1722,7 @@ mod tests {
                                 suspect: Some(1),
                                 closer_to_class: None,
                                 suspect_is_whole: true,
+                                may_be_part: false,
                             }),
                             record_level: None,
                             flagged: Vec::new(),
@@ -1790,6 +1794,7 @@ mod tests {
                         suspect: Some(1),
                         closer_to_class: None,
                         suspect_is_whole,
+                        may_be_part: false,
                     }),
                     record_level: None,
                     flagged: Vec::new(),
@@ -1865,6 +1870,7 @@ mod tests {
                 suspect: Some(suspect),
                 closer_to_class: None,
                 suspect_is_whole,
+                may_be_part: false,
             }),
             ..scores(vec![1.0; 10], 1.0)
         };
@@ -1916,6 +1922,7 @@ mod tests {
                         suspect: (c == 3).then_some(1),
                         closer_to_class: None,
                         suspect_is_whole: true,
+                        may_be_part: false,
                     }),
                     ..scores(vec![0.0; r.len()], value)
                 }]

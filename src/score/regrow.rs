@@ -153,13 +153,6 @@ fn group_beyond_the_tails(features: &[f64], width: usize) -> Option<(Vec<u8>, f6
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-/// Fewest records of a whole group that replaces a class's other flags as the regrowth's seed: a
-/// handful is a population's core at best (a shared shift's 4-10 records, `detect::shared_shift`,
-/// inside a 15% backdoor of 75, where SPECTRE's tail holds most of them: Gaussian 64 dims x 500,
-/// tuning seed 11, seeded from the group alone 14 of the 75 were found). The separated groups'
-/// least size ([`crate::influence::separated::MIN_GROUP`]), so their regrowth is as it was.
-const MIN_SEED_GROUP: usize = crate::influence::separated::MIN_GROUP;
-
 /// In a class judged attacked by comparison, the flagged records are often only the poison
 /// cluster's core: SPECTRE's tail and a split's small side miss its edge members. As the density
 /// detector does for its dense core (`detect::untangle`), the flags are regrown to the separated
@@ -193,8 +186,8 @@ const MIN_SEED_GROUP: usize = crate::influence::separated::MIN_GROUP;
 /// poisoned record of 90 lost. At 300-500 per class (700 tuning runs) 6 runs changed: 13-73
 /// clean records fewer in 4, 3 more flipped records found (6 clean fewer) in a label-flip run,
 /// and in one faint-trigger run 5 of its 25 poisoned records lost (with 100 clean fewer). Dense
-/// classes held no such group in the Gaussian grids (160 tuning runs unchanged). A whole group of
-/// fewer than [`MIN_SEED_GROUP`] records joins the other flags instead of replacing them.
+/// classes held no such group in the Gaussian grids (160 tuning runs unchanged). A group that may
+/// be only part of its population ([`Grouping::may_be_part`], a shared shift's) is no such seed.
 pub(super) fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
     let Some(geometry) = e.geometry else { return };
     let flagged: Vec<u8> = record.flag.iter().map(|&f| f as u8).collect();
@@ -212,7 +205,7 @@ pub(super) fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
         );
         return;
     }
-    let flagged = match whole_group(e).filter(|group| group.iter().filter(|&&m| m == 1).count() >= MIN_SEED_GROUP) {
+    let flagged = match whole_group(e) {
         Some(group) => {
             mark_population(record, &group, true);
             group
@@ -256,7 +249,10 @@ pub(super) fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
 /// and 35 more in the other; of 120 at 3 000 per class (1%, faint, label flips) one label-flip
 /// run, 93 records fewer. Kept.)
 fn whole_group(e: &ClassEvidence<'_>) -> Option<Vec<u8>> {
-    let groups = whole_suspect_groups(e.scores.iter().filter(|s| s.signal.is_some_and(|sig| sig.over_bound())));
+    let groups: Vec<_> = whole_suspect_groups(e.scores.iter().filter(|s| s.signal.is_some_and(|sig| sig.over_bound())))
+        .into_iter()
+        .filter(|(g, _)| !g.may_be_part)
+        .collect();
     union_of(&groups)
 }
 
