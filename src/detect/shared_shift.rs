@@ -19,7 +19,8 @@
 //! [`MAX_WORK`] (the partner search is quadratic in the class): larger classes are left to
 //! SPECTRE, whose signal sharpens as the class grows. Records closer to another class's median
 //! than to their own (label flips, boundary inputs) join no group: confident learning and the
-//! distance analysis speak for them.
+//! distance analysis speak for them. It keeps no fit: an incremental scan searches tonight's class
+//! again, yesterday's records and tonight's together, as a full scan would.
 
 use rayon::prelude::*;
 
@@ -234,14 +235,17 @@ fn co_directional_partners(space: &Whitened, eligible: &[bool]) -> Vec<Vec<usize
                         return Vec::new();
                     }
                     let row = &cosines[r * n..(r + 1) * n];
-                    let mut others: Vec<usize> = (0..n).filter(|&j| j != i && eligible[j]).collect();
-                    let keep = PARTNERS.min(others.len());
-                    if keep == 0 {
-                        return Vec::new();
+                    // The best PARTNERS so far, by cosine, descending: one comparison per record
+                    // once it is full.
+                    let mut top: Vec<(f32, usize)> = Vec::with_capacity(PARTNERS + 1);
+                    for j in (0..n).filter(|&j| j != i && eligible[j]) {
+                        if top.len() < PARTNERS || row[j] > top[top.len() - 1].0 {
+                            let at = top.partition_point(|&(c, _)| c >= row[j]);
+                            top.insert(at, (row[j], j));
+                            top.truncate(PARTNERS);
+                        }
                     }
-                    others.select_nth_unstable_by(keep - 1, |&a, &b| row[b].total_cmp(&row[a]));
-                    others.truncate(keep);
-                    others
+                    top.into_iter().map(|(_, j)| j).collect()
                 })
                 .collect::<Vec<_>>()
         })
@@ -286,41 +290,90 @@ fn strongest_group_of_each(space: &Whitened, eligible: &[bool]) -> (Vec<Option<S
 
 /// From a record and its partners (`group`, the record first), drops the member that stands
 /// out least until [`MIN_GROUP`] remain; the best stage: (its weakest member's standout, members).
-fn strongest_group(space: &Whitened, mut group: Vec<usize>) -> Standout {
+fn strongest_group(space: &Whitened, group: Vec<usize>) -> Standout {
+    let grams = Grams::of(space, &group);
+    // Positions in `group` still in the group.
+    let mut members: Vec<usize> = (0..group.len()).collect();
     let mut best = (f64::NEG_INFINITY, Vec::new());
-    while group.len() >= MIN_GROUP {
-        let standout = leave_one_out(space, &group);
+    while members.len() >= MIN_GROUP {
+        let standout = grams.leave_one_out(&members, space.kept as f64);
         let (weakest, &least) = standout
             .iter()
             .enumerate()
             .min_by(|a, b| a.1.total_cmp(b.1))
             .expect("a group holds records");
         if least > best.0 {
-            best = (least, group.clone());
+            best = (least, members.iter().map(|&m| group[m]).collect());
         }
-        group.remove(weakest);
+        members.remove(weakest);
     }
     best
 }
 
-/// For each member of `group`: how far it stands out along the mean direction of the *other*
-/// members, in standard deviations of the records outside the group along that direction.
-fn leave_one_out(space: &Whitened, group: &[usize]) -> Vec<f64> {
-    let dim = space.dim;
-    let mut sum = vec![0.0; dim];
-    for &g in group {
-        sum.iter_mut().zip(space.row(g)).for_each(|(s, v)| *s += v);
+/// The inner products among a candidate group's whitened vectors, plain and weighted by the
+/// coordinates' variances: with them every leave-one-out direction, and the spread of the rest
+/// of the class along it, costs no pass over the dimensions (the pruning asks up to 7 groups).
+struct Grams {
+    size: usize,
+    /// `size * size`: w_a . w_b.
+    plain: Vec<f64>,
+    /// `size * size`: sum_k w_ak variance_k w_bk.
+    weighted: Vec<f64>,
+}
+
+impl Grams {
+    fn of(space: &Whitened, group: &[usize]) -> Grams {
+        let size = group.len();
+        let (mut plain, mut weighted) = (vec![0.0; size * size], vec![0.0; size * size]);
+        for a in 0..size {
+            for b in a..size {
+                let (wa, wb) = (space.row(group[a]), space.row(group[b]));
+                let p = dot(wa, wb);
+                let q: f64 = wa
+                    .iter()
+                    .zip(wb)
+                    .zip(&space.variance)
+                    .map(|((x, y), v)| x * y * v)
+                    .sum();
+                (plain[a * size + b], plain[b * size + a]) = (p, p);
+                (weighted[a * size + b], weighted[b * size + a]) = (q, q);
+            }
+        }
+        Grams { size, plain, weighted }
     }
-    group
-        .iter()
-        .map(|&j| {
-            let mut u: Vec<f64> = sum.iter().zip(space.row(j)).map(|(s, v)| s - v).collect();
-            let norm = dot(&u, &u).sqrt().max(1e-300);
-            u.iter_mut().for_each(|v| *v /= norm);
-            let (mean, sd) = space.rest_along(&u, group.iter().map(|&g| dot(space.row(g), &u)));
-            (dot(space.row(j), &u) - mean) / sd
-        })
-        .collect()
+
+    /// For each of `members` (positions in the group): how far it stands out along the mean
+    /// direction of the *other* members, in standard deviations of the `kept` records outside
+    /// the members along that direction (as [`Whitened::rest_along`] measures it).
+    fn leave_one_out(&self, members: &[usize], kept: f64) -> Vec<f64> {
+        let at = |m: &[f64], a: usize, b: usize| m[a * self.size + b];
+        // Each member's inner product with the members' sum, plain and weighted.
+        let with_sum = |m: &[f64], a: usize| members.iter().map(|&b| at(m, a, b)).sum::<f64>();
+        let plain_sums: Vec<f64> = members.iter().map(|&a| with_sum(&self.plain, a)).collect();
+        let weighted_sums: Vec<f64> = members.iter().map(|&a| with_sum(&self.weighted, a)).collect();
+        let (plain_total, weighted_total) = (plain_sums.iter().sum::<f64>(), weighted_sums.iter().sum::<f64>());
+        let inside = members.len() as f64;
+        members
+            .iter()
+            .enumerate()
+            .map(|(jj, &j)| {
+                // v = sum - w_j, the others' direction.
+                let length = (plain_total - 2.0 * plain_sums[jj] + at(&self.plain, j, j))
+                    .max(1e-300)
+                    .sqrt();
+                let along = |gg: usize, g: usize| (plain_sums[gg] - at(&self.plain, g, j)) / length;
+                let (sum, squares) = members.iter().enumerate().fold((0.0, 0.0), |(s, q), (gg, &g)| {
+                    let p = along(gg, g);
+                    (s + p, q + p * p)
+                });
+                let all =
+                    kept * (weighted_total - 2.0 * weighted_sums[jj] + at(&self.weighted, j, j)) / (length * length);
+                let mean = -sum / (kept - inside);
+                let sd = ((all - squares) / (kept - inside) - mean * mean).max(1e-12).sqrt();
+                (along(jj, j) - mean) / sd
+            })
+            .collect()
+    }
 }
 
 /// The best group and every eligible record standing [`JOIN_Z`] out along its mean direction.
@@ -425,6 +478,42 @@ mod tests {
             (100..106).all(|i| scores.scores[i] == 0.0),
             "flipped records score nothing"
         );
+    }
+
+    /// The leave-one-out standouts computed directly, dimension by dimension.
+    fn leave_one_out(space: &Whitened, group: &[usize]) -> Vec<f64> {
+        let dim = space.dim;
+        let mut sum = vec![0.0; dim];
+        for &g in group {
+            sum.iter_mut().zip(space.row(g)).for_each(|(s, v)| *s += v);
+        }
+        group
+            .iter()
+            .map(|&j| {
+                let mut u: Vec<f64> = sum.iter().zip(space.row(j)).map(|(s, v)| s - v).collect();
+                let norm = dot(&u, &u).sqrt().max(1e-300);
+                u.iter_mut().for_each(|v| *v /= norm);
+                let (mean, sd) = space.rest_along(&u, group.iter().map(|&g| dot(space.row(g), &u)));
+                (dot(space.row(j), &u) - mean) / sd
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_grams_give_the_direct_leave_one_out_standouts() {
+        let (n, dim) = (300, 16);
+        let x = class(n, dim, 6, 5.0, 21);
+        let space = Whitened::of(&x, dim, &[true; 300]);
+        let group = vec![3, 296, 297, 298, 299, 40, 7];
+        let grams = Grams::of(&space, &group);
+        for members in [vec![0, 1, 2, 3, 4, 5, 6], vec![1, 2, 3, 4], vec![0, 2, 5, 6]] {
+            let records: Vec<usize> = members.iter().map(|&m| group[m]).collect();
+            let direct = leave_one_out(&space, &records);
+            let shortcut = grams.leave_one_out(&members, n as f64);
+            for (d, s) in direct.iter().zip(&shortcut) {
+                assert!((d - s).abs() < 1e-6 * d.abs().max(1.0), "{direct:?} vs {shortcut:?}");
+            }
+        }
     }
 
     #[test]
