@@ -315,11 +315,12 @@ pub struct Grouping {
     /// recall 0.56 -> 0.44 with it true).
     #[serde(default)]
     pub suspect_is_whole: bool,
-    /// The suspect group may be only part of its population: a shared shift's few records stand
-    /// out, while a large backdoor's others share the shift less. It never replaces the class's
-    /// other flags as the regrowth's seed (a 15% backdoor's shared-shift group of 14 did, and 200
-    /// of its 450 records were found where SPECTRE's tail found 450: Gaussian 64 dims x 3 000,
-    /// tuning seed 13).
+    /// The suspect group, whole in that it is all the detector found, may be only part of its
+    /// population: a shared shift's few records stand out, while a large backdoor's others share
+    /// the shift less. Alone it never replaces the class's other flags as the regrowth's seed (a
+    /// 15% backdoor's shared-shift group of 14 did, and 200 of its 450 records were found where
+    /// SPECTRE's tail found 450: Gaussian 64 dims x 3 000, tuning seed 13). Where it alone judges
+    /// the class, it is still what is flagged ([`Grouping::suspect_is_whole`]), then regrown.
     #[serde(default)]
     pub may_be_part: bool,
 }

@@ -9,7 +9,7 @@
 //! direction fitted on other records is ordinary. That leave-one-out test is what this detector
 //! asks: for each record, its most co-directional partners (cosines of whitened vectors), pruned
 //! to the group whose weakest member stands furthest out along the others' mean direction, in
-//! units of the rest of the class's spread along it ([`leave_one_out`]).
+//! units of the rest of the class's spread along it ([`Grams::leave_one_out`]).
 //!
 //! Measured on generated dense classes (64 dims x 500, tuning seeds 11-40): clean classes'
 //! best groups of 4 or more stood out by 3.4-4.5, 1% backdoors' (4-5 records, all poison) by
@@ -31,22 +31,28 @@ use crate::stats::dot;
 /// The detector's name, in scores and reasons.
 pub const NAME: &str = "shared_shift";
 /// Records per dimension below which the class is not asked: its covariance, and so its
-/// whitening, would be mostly noise.
+/// whitening, would be mostly noise. Counted among the records the whitening is fitted on.
 const MIN_RECORDS_PER_DIM: usize = 5;
-/// Largest class asked, as records^2 x dimensions (the partner search's multiply-adds): about
-/// a second of one core; 5 500 records at 64 dimensions, 2 800 at 256.
-const MAX_WORK: f64 = 2e9;
+/// ...and at least this many such records, so the rest of a group of up to [`PARTNERS`] + 1
+/// records always holds dozens.
+const MIN_KEPT: usize = 50;
+/// Largest class asked, as records^2 x dimensions (the partner search's multiply-adds): 3 000
+/// records at 64 dimensions, 1 530 at 256, none above 288 dimensions (which need 5 per
+/// dimension). The clean classes' standouts grow with the class (a numpy copy on isotropic
+/// classes: 3.5-4.1 at 500 records, 4.3-4.7 at 5 000), and the bound was measured up to 3 000.
+/// About 0.15 s of one core per class there.
+const MAX_WORK: f64 = 6e8;
 /// Share of the mean eigenvalue added to every eigenvalue before whitening, so directions the
 /// class barely varies along are not blown up into noise.
 const SHRINKAGE: f64 = 0.1;
 /// Co-directional partners each record starts its group from.
 const PARTNERS: usize = 9;
 /// A record this close to one of its partners, as a share of the typical distance between two
-/// of the class's records in the whitened space, is a copy of it (the near-copy detector's link
-/// is 0.05 of the median nearest-neighbour distance).
+/// of the class's records in the whitened space, is a copy of it (1% jitter is far under it, a
+/// clean record's nearest neighbour far over).
 const COPY_DISTANCE: f64 = 0.05;
 /// Fewest records in a group: a pair or three stand out together by chance too often.
-pub const MIN_GROUP: usize = 4;
+const MIN_GROUP: usize = 4;
 /// Above this a group is beyond what the measured clean classes reached (4.5 at most).
 const CLEAN_BOUND: f64 = 5.0;
 /// Smallest spread between classes to assume when comparing them (clean classes: 3.4-4.5).
@@ -64,22 +70,33 @@ impl Detector for SharedShift {
 
     fn score_class(&self, view: &ClassView<'_>) -> Result<ClassScores, DetectError> {
         let (n, dim) = (view.n(), view.dim);
-        let asked = !super::is_sparse(view.x)
-            && n >= MIN_RECORDS_PER_DIM * dim
-            && n > PARTNERS
-            && (n as f64) * (n as f64) * (dim as f64) <= MAX_WORK;
-        if !asked {
-            // Zero scores, no signal, no group.
-            return Ok(ClassScores::scores_only(vec![0.0; n]));
+        let not_asked = || Ok(ClassScores::scores_only(vec![0.0; n])); // no signal, no group
+        if dim < 2 || super::is_sparse(view.x) || (n as f64) * (n as f64) * (dim as f64) > MAX_WORK {
+            return not_asked();
         }
         let eligible = nearest_their_own_class(view);
+        // Counted on the records the whitening is fitted on: where most of a class sits nearer
+        // another class's median, a few kept records would make any spread look tiny.
+        let kept = eligible.iter().filter(|&&e| e).count();
+        if kept < (MIN_RECORDS_PER_DIM * dim).max(MIN_KEPT) {
+            return not_asked();
+        }
         let space = Whitened::of(view.x, dim, &eligible);
         let (best, joins) = strongest_group_of_each(&space, &eligible);
         let scores: Vec<f32> = best
             .iter()
-            .map(|b| b.as_ref().map_or(0.0, |(z, _)| z.max(0.0) as f32))
+            .map(|b| {
+                b.as_ref()
+                    .filter(|(z, _)| z.is_finite())
+                    .map_or(0.0, |(z, _)| z.max(0.0) as f32)
+            })
             .collect();
-        let top = best.iter().flatten().max_by(|a, b| a.0.total_cmp(&b.0)).cloned();
+        let top = best
+            .iter()
+            .flatten()
+            .filter(|(z, _)| z.is_finite())
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .cloned();
         let (value, members) = match top {
             Some((z, group)) => (z, joined(&space, &group, &joins)),
             None => (0.0, Vec::new()),
@@ -514,6 +531,24 @@ mod tests {
                 assert!((d - s).abs() < 1e-6 * d.abs().max(1.0), "{direct:?} vs {shortcut:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_class_mostly_nearer_another_class_or_of_one_dimension_is_not_asked() {
+        // 400 records in 64 dimensions would be asked (5 per dimension), but 150 sit at the
+        // other class's centre: 250 kept, under 5 per dimension.
+        let dim = 64;
+        let mut own = class(400, dim, 5, 8.0, 13);
+        own.iter_mut().step_by(dim).take(150).for_each(|v| *v += 30.0);
+        let mut other = class(300, dim, 0, 0.0, 14);
+        other.iter_mut().step_by(dim).for_each(|v| *v += 30.0);
+        let scores = super::super::with_view(&[own, other], dim, 0, |view| SharedShift.score_class(view).unwrap());
+        assert!(scores.signal.is_none() && scores.scores.iter().all(|&s| s == 0.0));
+        let line: Vec<f32> = (0..400).map(|i| i as f32).collect();
+        let scores = super::super::with_view(&[line.clone(), line], 1, 0, |view| {
+            SharedShift.score_class(view).unwrap()
+        });
+        assert!(scores.signal.is_none());
     }
 
     #[test]

@@ -1861,6 +1861,33 @@ mod tests {
     }
 
     #[test]
+    fn a_group_that_may_be_part_seeds_the_regrowth_only_beside_a_whole_one() {
+        // Both signals over their bound (2.0 > 1.5): a split's whole cluster (records 0-2) and a
+        // shared shift's group that may be part of its population (records 7-9).
+        let grouped = |cluster: Vec<u8>, may_be_part: bool| ClassScores {
+            grouping: Some(Grouping {
+                may_be_part,
+                ..Grouping::whole(cluster)
+            }),
+            ..scores(vec![1.0; 10], 2.0)
+        };
+        let split = grouped(vec![1, 1, 1, 0, 0, 0, 0, 0, 0, 0], false);
+        let shift = grouped(vec![0, 0, 0, 0, 0, 0, 0, 1, 1, 1], true);
+        let rows: Vec<u32> = (0..10).collect();
+        let evidence = |scores: Vec<ClassScores>| ClassEvidence {
+            class: 0,
+            rows: &rows,
+            scores: scores.into(),
+            geometry: None,
+        };
+        assert_eq!(regrow::whole_group(&evidence(vec![shift.clone()])), None);
+        assert_eq!(
+            regrow::whole_group(&evidence(vec![split, shift])),
+            Some(vec![1, 1, 1, 0, 0, 0, 0, 1, 1, 1])
+        );
+    }
+
+    #[test]
     fn whole_groups_only_unites_every_attacking_group_and_needs_one_from_each() {
         // Activation clustering's suspect is its cluster 0 (records 0-2); the separated group is
         // cluster 1 (records 7-9); SPECTRE (detector 2) has no group.

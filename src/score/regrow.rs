@@ -187,7 +187,9 @@ fn group_beyond_the_tails(features: &[f64], width: usize) -> Option<(Vec<u8>, f6
 /// clean records fewer in 4, 3 more flipped records found (6 clean fewer) in a label-flip run,
 /// and in one faint-trigger run 5 of its 25 poisoned records lost (with 100 clean fewer). Dense
 /// classes held no such group in the Gaussian grids (160 tuning runs unchanged). A group that may
-/// be only part of its population ([`Grouping::may_be_part`], a shared shift's) is no such seed.
+/// be only part of its population ([`Grouping::may_be_part`], a shared shift's) is never such a
+/// seed on its own: the flags stay as they were (SPECTRE's tail, other splits) and seed the
+/// regrowth; beside a whole group it joins the union that does.
 pub(super) fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
     let Some(geometry) = e.geometry else { return };
     let flagged: Vec<u8> = record.flag.iter().map(|&f| f as u8).collect();
@@ -248,11 +250,13 @@ pub(super) fn grow_flagged(e: &ClassEvidence<'_>, record: &mut RecordEvidence) {
 /// 1 080 runs changed: of 960 at 300-500 per class two 5% runs, 8 clean records fewer in one
 /// and 35 more in the other; of 120 at 3 000 per class (1%, faint, label flips) one label-flip
 /// run, 93 records fewer. Kept.)
-fn whole_group(e: &ClassEvidence<'_>) -> Option<Vec<u8>> {
-    let groups: Vec<_> = whole_suspect_groups(e.scores.iter().filter(|s| s.signal.is_some_and(|sig| sig.over_bound())))
-        .into_iter()
-        .filter(|(g, _)| !g.may_be_part)
-        .collect();
+pub(super) fn whole_group(e: &ClassEvidence<'_>) -> Option<Vec<u8>> {
+    let groups = whole_suspect_groups(e.scores.iter().filter(|s| s.signal.is_some_and(|sig| sig.over_bound())));
+    // A group that may be part of its population seeds alone never; beside a whole one, it
+    // stays in the union (its records are why its detector judged the class).
+    if groups.iter().all(|(g, _)| g.may_be_part) {
+        return None;
+    }
     union_of(&groups)
 }
 
