@@ -24,6 +24,7 @@
 
 use rayon::prelude::*;
 
+use super::activation_clustering::dist;
 use super::linalg::{Moments, eigh_desc, mul_abt};
 use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, Grouping, Stat};
 use crate::stats::dot;
@@ -85,18 +86,9 @@ impl Detector for SharedShift {
         let (best, joins) = strongest_group_of_each(&space, &eligible);
         let scores: Vec<f32> = best
             .iter()
-            .map(|b| {
-                b.as_ref()
-                    .filter(|(z, _)| z.is_finite())
-                    .map_or(0.0, |(z, _)| z.max(0.0) as f32)
-            })
+            .map(|b| b.as_ref().map_or(0.0, |(z, _)| z.max(0.0) as f32))
             .collect();
-        let top = best
-            .iter()
-            .flatten()
-            .filter(|(z, _)| z.is_finite())
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .cloned();
+        let top = best.iter().flatten().max_by(|a, b| a.0.total_cmp(&b.0)).cloned();
         let (value, members) = match top {
             Some((z, group)) => (z, joined(&space, &group, &joins)),
             None => (0.0, Vec::new()),
@@ -129,16 +121,14 @@ impl Detector for SharedShift {
 
 /// Per record: whether it sits nearer its own class's median than any other class's.
 fn nearest_their_own_class(view: &ClassView<'_>) -> Vec<bool> {
-    let squared =
-        |row: &[f32], median: &[f32]| -> f64 { row.iter().zip(median).map(|(&a, &b)| ((a - b) as f64).powi(2)).sum() };
     view.x
         .par_chunks_exact(view.dim)
         .map(|row| {
-            let own = squared(row, &view.class_medians[view.class]);
+            let own = dist(row, &view.class_medians[view.class]);
             view.class_medians
                 .iter()
                 .enumerate()
-                .all(|(c, median)| c == view.class || squared(row, median) >= own)
+                .all(|(c, median)| c == view.class || dist(row, median) >= own)
         })
         .collect()
 }
@@ -299,7 +289,10 @@ fn strongest_group_of_each(space: &Whitened, eligible: &[bool]) -> (Vec<Option<S
         .map(|i| {
             let partners = partners[i].iter().copied().filter(|&j| joins[j]);
             let group: Vec<usize> = std::iter::once(i).chain(partners).collect();
-            (joins[i] && group.len() >= MIN_GROUP).then(|| strongest_group(space, group))
+            // A standout that is not finite (a degenerate spread) is no group.
+            (joins[i] && group.len() >= MIN_GROUP)
+                .then(|| strongest_group(space, group))
+                .filter(|(z, _)| z.is_finite())
         })
         .collect();
     (best, joins)
