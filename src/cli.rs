@@ -229,6 +229,11 @@ pub struct ScanArgs {
     /// Turn off the SPECTRE-style robust detector (on by default; it drives most decisions).
     #[arg(long)]
     pub no_spectre: bool,
+    /// Turn off the shared-shift detector (on by default): a handful of a dense class's records
+    /// moved together along a direction the rest of the class does not vary along (a 1% backdoor).
+    /// A natural rare mode of 4+ records would look the same; turn it off where classes hold them.
+    #[arg(long)]
+    pub no_shared_shift: bool,
     /// Turn off activation clustering's distance analysis (on by default): the class signal that
     /// a class's cluster sits closer to another class, which assumes poison made of other
     /// classes' inputs.
@@ -351,6 +356,7 @@ impl ScanArgs {
         c.detectors.influence.label_overlap = self.label_overlap;
         c.detectors.activation_clustering.nb_dims = self.nb_dims;
         c.detectors.spectre.enabled = !self.no_spectre;
+        c.detectors.shared_shift.enabled = !self.no_shared_shift;
         c.detectors.activation_clustering.distance_analysis = !self.no_distance_analysis;
         c.detectors.activation_clustering.distance_max_cluster_share = self.distance_max_cluster_share;
         c.decision.max_quarantine_fraction = self.max_quarantine_fraction;

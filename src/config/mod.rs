@@ -278,10 +278,16 @@ fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, Config
         }
     }
     if let Err(e) = registry(&file.detect, crate::detect::Available::default()) {
-        let table = ["activation-clustering", "spectral", "spectre", "influence"]
-            .into_iter()
-            .find(|t| line_of(text, &format!("detect.{t}"), e.key).is_some())
-            .map(|t| format!("detect.{t}"));
+        let table = [
+            "activation-clustering",
+            "spectral",
+            "spectre",
+            "shared-shift",
+            "influence",
+        ]
+        .into_iter()
+        .find(|t| line_of(text, &format!("detect.{t}"), e.key).is_some())
+        .map(|t| format!("detect.{t}"));
         let line = table.as_deref().and_then(|t| line_of(text, t, e.key));
         problem(line, format!("[{}] {e}", table.unwrap_or_else(|| "detect".into())));
     }
@@ -397,6 +403,7 @@ mod tests {
             &[
                 "scan.seed=7".into(),
                 "detect.spectre.enabled=false".into(),
+                "detect.shared-shift.enabled=false".into(),
                 "detect.activation-clustering.distance-analysis=false".into(),
                 "output.dir=elsewhere".into(),
             ],
@@ -404,6 +411,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.scan.seed, 7);
         assert!(!p.scan.detectors.spectre.enabled);
+        assert!(!p.scan.detectors.shared_shift.enabled);
         assert!(!p.scan.detectors.activation_clustering.distance_analysis);
         assert_eq!(p.scan.out_dir, dir.path().join("elsewhere"));
         let err = load(&path, &["scan.sed=7".into()]).unwrap_err().to_string();

@@ -460,6 +460,7 @@ pub struct DetectorParams {
     pub activation_clustering: ActivationClusteringParams,
     pub spectral: SpectralParams,
     pub spectre: SpectreParams,
+    pub shared_shift: shared_shift::SharedShiftParams,
     pub influence: InfluenceParams,
 }
 
@@ -488,7 +489,9 @@ pub fn registry(params: &DetectorParams, available: Available) -> Result<Vec<Box
     if params.spectre.enabled {
         detectors.push(Box::new(params.spectre.clone().check()?));
     }
-    detectors.push(Box::new(shared_shift::SharedShift));
+    if params.shared_shift.enabled {
+        detectors.push(Box::new(shared_shift::SharedShift));
+    }
     params.influence.check()?;
     if available.surrogate {
         detectors.push(Box::new(confident_learning::ConfidentLearning));
@@ -587,7 +590,7 @@ mod tests {
     }
 
     #[test]
-    fn registry_respects_spectre_switch() {
+    fn registry_respects_detector_switches() {
         let mut p = DetectorParams::default();
         assert_eq!(registry(&p, Available::default()).unwrap().len(), 5);
         p.spectre.enabled = false;
@@ -607,6 +610,14 @@ mod tests {
             .map(|d| d.name())
             .collect();
         assert_eq!(names, ["activation_clustering", "spectral", "shared_shift"]);
+        p.shared_shift.enabled = false;
+        let names: Vec<_> = registry(&p, Available::default())
+            .unwrap()
+            .iter()
+            .map(|d| d.name())
+            .collect();
+        assert_eq!(names, ["activation_clustering", "spectral"]);
+        p.shared_shift.enabled = true;
         p.activation_clustering.distance_analysis = true;
         let all = Available {
             neighbours: true,

@@ -23,6 +23,7 @@
 //! again, yesterday's records and tonight's together, as a full scan would.
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::activation_clustering::dist;
 use super::linalg::{Moments, eigh_desc, mul_abt};
@@ -61,6 +62,22 @@ const MIN_SPREAD: f64 = 0.3;
 /// A record joins the class's best group when it stands this far out along the group's mean
 /// direction (the group did not choose it, so this is an ordinary z for a clean record).
 const JOIN_Z: f64 = 4.0;
+
+/// `[detect.shared-shift]` in a pipeline file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SharedShiftParams {
+    /// Run this detector (default true; `--no-shared-shift` turns it off). Its clean bound sits
+    /// close above the clean classes measured (generated ones): where a dataset's classes hold
+    /// natural rare modes of a few records each, this is the switch.
+    pub enabled: bool,
+}
+
+impl Default for SharedShiftParams {
+    fn default() -> Self {
+        SharedShiftParams { enabled: true }
+    }
+}
 
 pub struct SharedShift;
 
