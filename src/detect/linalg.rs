@@ -327,22 +327,47 @@ fn identity(dim: usize) -> Vec<f64> {
     m
 }
 
-/// `(x - mean) * components^T`: `n * k` coordinates of each row on `k` components (`k * dim`).
-pub fn project(x: &[f32], dim: usize, mean: &[f64], components: &[f32], k: usize) -> Vec<f32> {
+/// The float types [`project`] works in.
+pub trait Coordinate: faer::traits::ComplexField<Real = Self> + Copy + Default + 'static {
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Coordinate for f32 {
+    fn from_f64(v: f64) -> f32 {
+        v as f32
+    }
+}
+
+impl Coordinate for f64 {
+    fn from_f64(v: f64) -> f64 {
+        v
+    }
+}
+
+/// `(x - mean) * components^T`: `n * k` coordinates of each row on `k` components (`k * dim`),
+/// in the components' float type.
+pub fn project<T: Coordinate>(x: &[f32], dim: usize, mean: &[f64], components: &[T], k: usize) -> Vec<T> {
     let n = x.len() / dim;
-    let mut out = vec![0f32; n * k];
+    let mut out = vec![T::default(); n * k];
     let basis = MatRef::from_row_major_slice(components, k, dim);
-    let mut centred = vec![0f32; CHUNK_ROWS.min(n.max(1)) * dim];
+    let mut centred = vec![T::default(); CHUNK_ROWS.min(n.max(1)) * dim];
     for (chunk, out_chunk) in x.chunks(CHUNK_ROWS * dim).zip(out.chunks_mut(CHUNK_ROWS * k)) {
         let rows = chunk.len() / dim;
         for (c, row) in centred.chunks_exact_mut(dim).zip(chunk.chunks_exact(dim)) {
             for j in 0..dim {
-                c[j] = (row[j] as f64 - mean[j]) as f32;
+                c[j] = T::from_f64(row[j] as f64 - mean[j]);
             }
         }
         let c = MatRef::from_row_major_slice(&centred[..rows * dim], rows, dim);
-        let mut dst = Mat::<f32>::zeros(rows, k);
-        matmul(dst.as_mut(), Accum::Replace, c, basis.transpose(), 1.0f32, Par::Seq);
+        let mut dst = Mat::<T>::zeros(rows, k);
+        matmul(
+            dst.as_mut(),
+            Accum::Replace,
+            c,
+            basis.transpose(),
+            T::from_f64(1.0),
+            Par::Seq,
+        );
         for r in 0..rows {
             for j in 0..k {
                 out_chunk[r * k + j] = dst[(r, j)];

@@ -13,11 +13,13 @@
 //!
 //! Measured on generated dense classes (64 dims x 500, tuning seeds 11-40): clean classes'
 //! best groups of 4 or more stood out by 3.4-4.5, 1% backdoors' (4-5 records, all poison) by
-//! 4.9-7.3. Asked only of dense classes (a ReLU layer's sparse classes have rules of their own,
-//! and natural co-directional clumps of records with the same few units on) with at least
-//! [`MIN_RECORDS_PER_DIM`] records per dimension (the whitening needs them), and at most
-//! [`MAX_WORK`] (the partner search is quadratic in the class): larger classes are left to
-//! SPECTRE, whose signal sharpens as the class grows. Records closer to another class's median
+//! 4.9-7.3. A class with fewer than [`MIN_RECORDS_PER_DIM`] records per dimension is searched
+//! too ([`FEW_PER_DIM`]: harder shrinkage, groups of 3), down to one record per two dimensions.
+//! Asked only of dense classes (a ReLU layer's sparse classes have rules of their own, and
+//! natural co-directional clumps of records with the same few units on: searched by direction,
+//! clean generated classes' groups of 3 stood out by up to 13.6) and at most [`MAX_WORK`] (the
+//! partner search is quadratic in the class): larger classes are left to SPECTRE, whose signal
+//! sharpens as the class grows. Records closer to another class's median
 //! than to their own (label flips, boundary inputs) join no group: confident learning and the
 //! distance analysis speak for them. It keeps no fit: an incremental scan searches tonight's class
 //! again, yesterday's records and tonight's together, as a full scan would.
@@ -26,37 +28,67 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::activation_clustering::dist;
-use super::linalg::{Moments, eigh_desc, mul_abt};
+use super::linalg::{mul_abt, principal_by_gram, principal_by_moments, project};
 use super::{ClassScores, ClassSignal, ClassView, DetectError, Detector, Grouping, Stat};
 use crate::stats::dot;
 
 /// The detector's name, in scores and reasons.
 pub const NAME: &str = "shared_shift";
-/// Records per dimension below which the class is not asked: its covariance, and so its
-/// whitening, would be mostly noise. Counted among the records the whitening is fitted on.
+/// Records per dimension from which a class is searched as [`MANY_PER_DIM`]; counted among the
+/// records the whitening is fitted on.
 const MIN_RECORDS_PER_DIM: usize = 5;
-/// ...and at least this many such records, so the rest of a group of up to [`PARTNERS`] + 1
-/// records always holds dozens.
+/// At least this many such records in any class asked, so the rest of a group of up to
+/// [`PARTNERS`] + 1 records always holds dozens.
 const MIN_KEPT: usize = 50;
+/// Dimensions per kept record above which a class is not asked at all: measured down to 300
+/// records at 512 dims; at 2 048 a 1% backdoor of 3 records is left to the other detectors (its
+/// shift is small against the chance cosines there; they found 14 of its 15 records on unseen
+/// seeds 1000-1004).
+const MAX_DIMS_PER_RECORD: usize = 2;
 /// Largest class asked, as records^2 x dimensions (the partner search's multiply-adds): 3 000
-/// records at 64 dimensions, 1 530 at 256, none above 288 dimensions (which need 5 per
-/// dimension). The clean classes' standouts grow with the class (a numpy copy on isotropic
-/// classes: 3.5-4.1 at 500 records, 4.3-4.7 at 5 000), and the bound was measured up to 3 000.
-/// About 0.15 s of one core per class there.
+/// records at 64 dimensions, 1 530 at 256, 1 080 at 512. The clean classes' standouts grow with
+/// the class (a numpy copy on isotropic classes: 3.5-4.1 at 500 records, 4.3-4.7 at 5 000), and
+/// the bound was measured up to 3 000. About 0.15 s of one core per class there.
 const MAX_WORK: f64 = 6e8;
-/// Share of the mean eigenvalue added to every eigenvalue before whitening, so directions the
-/// class barely varies along are not blown up into noise.
-const SHRINKAGE: f64 = 0.1;
+
+/// How a class is searched, by how many records it has per dimension.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Regime {
+    /// Share of the mean eigenvalue added to every eigenvalue before whitening, so directions the
+    /// class barely varies along are not blown up into noise.
+    shrinkage: f64,
+    /// Fewest records in a group: a pair or three stand out together by chance too often where
+    /// groups of four can be asked.
+    min_group: usize,
+    /// Above this a group is beyond what the measured clean classes reached.
+    clean_bound: f64,
+}
+
+/// [`MIN_RECORDS_PER_DIM`] or more: the covariance is well estimated. Clean generated classes
+/// of 500 x 64 reached 3.4-4.5 (tuning seeds 11-40), 1% backdoors of 5 records 4.9-7.3.
+const MANY_PER_DIM: Regime = Regime {
+    shrinkage: 0.1,
+    min_group: 4,
+    clean_bound: 5.0,
+};
+
+/// Fewer: the small eigenvalues are noise, so they are shrunk hard (by the mean eigenvalue), and
+/// a 1% backdoor of a class of 300 is 3 records, so groups of 3 count. Fewer records than
+/// dimensions are whitened in the n - 1 directions they span (the Gram route). Generated classes
+/// (tuning seeds 11-40; 128, 256 and 512 dims x 300, 256 x 600; 1 170 classes without poison)
+/// reached 4.51; 1% backdoors passed 5.0 in 10, 12, 8 and 19 runs of 30 (a numpy prototype
+/// with shrinkage 0.1 and 5 put clean classes and targets closer together).
+const FEW_PER_DIM: Regime = Regime {
+    shrinkage: 1.0,
+    min_group: 3,
+    clean_bound: 5.0,
+};
 /// Co-directional partners each record starts its group from.
 const PARTNERS: usize = 9;
 /// A record this close to one of its partners, as a share of the typical distance between two
 /// of the class's records in the whitened space, is a copy of it (1% jitter is far under it, a
 /// clean record's nearest neighbour far over).
 const COPY_DISTANCE: f64 = 0.05;
-/// Fewest records in a group: a pair or three stand out together by chance too often.
-const MIN_GROUP: usize = 4;
-/// Above this a group is beyond what the measured clean classes reached (4.5 at most).
-const CLEAN_BOUND: f64 = 5.0;
 /// Smallest spread between classes to assume when comparing them (clean classes: 3.4-4.5).
 const MIN_SPREAD: f64 = 0.3;
 /// A record joins the class's best group when it stands this far out along the group's mean
@@ -96,11 +128,11 @@ impl Detector for SharedShift {
         // Counted on the records the whitening is fitted on: where most of a class sits nearer
         // another class's median, a few kept records would make any spread look tiny.
         let kept = eligible.iter().filter(|&&e| e).count();
-        if kept < (MIN_RECORDS_PER_DIM * dim).max(MIN_KEPT) {
+        let Some(regime) = regime(kept, dim) else {
             return not_asked();
-        }
-        let space = Whitened::of(view.x, dim, &eligible);
-        let (best, joins) = strongest_group_of_each(&space, &eligible);
+        };
+        let space = Whitened::of(view.x, dim, &eligible, regime.shrinkage);
+        let (best, joins) = strongest_group_of_each(&space, &eligible, regime.min_group);
         let scores: Vec<f32> = best
             .iter()
             .map(|b| b.as_ref().map_or(0.0, |(z, _)| z.max(0.0) as f32))
@@ -124,7 +156,7 @@ impl Detector for SharedShift {
                     value: members.len() as f64,
                 },
             ],
-            signal: Some(ClassSignal::new(value, CLEAN_BOUND, MIN_SPREAD)),
+            signal: Some(ClassSignal::new(value, regime.clean_bound, MIN_SPREAD)),
             grouping: Some(Grouping {
                 may_be_part: true,
                 ..Grouping::whole(cluster)
@@ -133,6 +165,18 @@ impl Detector for SharedShift {
             flagged: Vec::new(),
             fit: None,
         })
+    }
+}
+
+/// How a class with `kept` records to fit its whitening on, in `dim` dimensions, is searched;
+/// `None`: not at all.
+fn regime(kept: usize, dim: usize) -> Option<Regime> {
+    if kept < MIN_KEPT || kept * MAX_DIMS_PER_RECORD < dim {
+        None
+    } else if kept >= MIN_RECORDS_PER_DIM * dim {
+        Some(MANY_PER_DIM)
+    } else {
+        Some(FEW_PER_DIM)
     }
 }
 
@@ -150,11 +194,13 @@ fn nearest_their_own_class(view: &ClassView<'_>) -> Vec<bool> {
         .collect()
 }
 
-/// The class in its whitened principal coordinates (shrunk: [`SHRINKAGE`]), fitted on the records
-/// that look like its own (`kept`): six flipped records far out along the trigger's direction
-/// would whiten a 1% shift away.
+/// The class in its whitened principal coordinates (eigenvalues shrunk: [`Regime::shrinkage`]),
+/// fitted on the records that look like its own (`kept`): six flipped records far out along the
+/// trigger's direction would whiten a 1% shift away.
 struct Whitened {
-    /// `n * dim` row-major, every record, centred on the kept records' mean.
+    /// `n * dim` row-major, every record, centred on the kept records' mean. `dim` is the
+    /// number of principal directions: fewer than the class's dimensions where it has fewer
+    /// kept records (the rest carry none of their spread).
     w: Vec<f64>,
     /// Mean square of each coordinate over the kept records (under 1 where the shrinkage damped
     /// it).
@@ -165,43 +211,49 @@ struct Whitened {
 }
 
 impl Whitened {
-    fn of(x: &[f32], dim: usize, kept: &[bool]) -> Whitened {
-        let moments = if kept.iter().all(|&k| k) {
-            Moments::from_rows(x, dim)
+    fn of(x: &[f32], dim: usize, kept: &[bool], shrinkage: f64) -> Whitened {
+        let kept_rows: Vec<f32>;
+        let fitted_on = if kept.iter().all(|&k| k) {
+            x
         } else {
-            let rows: Vec<f32> = x
+            kept_rows = x
                 .chunks_exact(dim)
                 .zip(kept)
                 .filter(|(_, k)| **k)
                 .flat_map(|(row, _)| row.iter().copied())
                 .collect();
-            Moments::from_rows(&rows, dim)
+            &kept_rows
         };
-        let (values, vectors) = eigh_desc(&moments.covariance(), dim);
-        let floor = SHRINKAGE * values.iter().map(|v| v.max(0.0)).sum::<f64>() / dim as f64;
-        let scale: Vec<f64> = values
+        let fitted = fitted_on.len() / dim;
+        // Fewer records than dimensions: the Gram route, whose n - 1 directions are all the
+        // class spreads along (the co-moment route would decompose dim x dim for them).
+        let basis = (fitted <= dim)
+            .then(|| principal_by_gram(fitted_on, dim, fitted.saturating_sub(1)))
+            .flatten()
+            .unwrap_or_else(|| principal_by_moments(fitted_on, dim, dim));
+        let floor = shrinkage * basis.trace / dim as f64;
+        let width = basis.eigenvalues.len();
+        let scale: Vec<f64> = basis
+            .eigenvalues
             .iter()
             .map(|v| 1.0 / (v.max(0.0) + floor).max(1e-300).sqrt())
             .collect();
-        let w: Vec<f64> = x
-            .par_chunks_exact(dim)
-            .flat_map_iter(|row| {
-                let centred: Vec<f64> = row.iter().zip(&moments.mean).map(|(&v, m)| v as f64 - m).collect();
-                (0..dim)
-                    .map(|k| dot(&vectors[k * dim..(k + 1) * dim], &centred) * scale[k])
-                    .collect::<Vec<f64>>()
-            })
-            .collect();
-        let n = moments.n.max(1) as f64;
-        let mut variance = vec![0.0; dim];
-        for (row, _) in w.chunks_exact(dim).zip(kept).filter(|(_, k)| **k) {
-            variance.iter_mut().zip(row).for_each(|(s, v)| *s += v * v / n);
+        let mut w = project(x, dim, &basis.mean, &basis.components, width);
+        for row in w.chunks_exact_mut(width) {
+            row.iter_mut().zip(&scale).for_each(|(v, s)| *v *= s);
+        }
+        let mut variance = vec![0.0; width];
+        for (row, _) in w.chunks_exact(width).zip(kept).filter(|(_, k)| **k) {
+            variance
+                .iter_mut()
+                .zip(row)
+                .for_each(|(s, v)| *s += v * v / fitted as f64);
         }
         Whitened {
             w,
             variance,
-            kept: moments.n,
-            dim,
+            kept: fitted,
+            dim: width,
         }
     }
 
@@ -284,7 +336,11 @@ type Standout = (f64, Vec<usize>);
 /// partners. A copy (within [`COPY_DISTANCE`] of the typical distance between two records) is
 /// the near-copy detector's: four copies of one record stand out together by about its whitened
 /// length, a shift of nothing.
-fn strongest_group_of_each(space: &Whitened, eligible: &[bool]) -> (Vec<Option<Standout>>, Vec<bool>) {
+fn strongest_group_of_each(
+    space: &Whitened,
+    eligible: &[bool],
+    min_group: usize,
+) -> (Vec<Option<Standout>>, Vec<bool>) {
     let partners = co_directional_partners(space, eligible);
     let typical = (2.0 * space.variance.iter().sum::<f64>()).sqrt();
     let joins: Vec<bool> = (0..space.n())
@@ -307,8 +363,8 @@ fn strongest_group_of_each(space: &Whitened, eligible: &[bool]) -> (Vec<Option<S
             let partners = partners[i].iter().copied().filter(|&j| joins[j]);
             let group: Vec<usize> = std::iter::once(i).chain(partners).collect();
             // A standout that is not finite (a degenerate spread) is no group.
-            (joins[i] && group.len() >= MIN_GROUP)
-                .then(|| strongest_group(space, group))
+            (joins[i] && group.len() >= min_group)
+                .then(|| strongest_group(space, group, min_group))
                 .filter(|(z, _)| z.is_finite())
         })
         .collect();
@@ -316,13 +372,13 @@ fn strongest_group_of_each(space: &Whitened, eligible: &[bool]) -> (Vec<Option<S
 }
 
 /// From a record and its partners (`group`, the record first), drops the member that stands
-/// out least until [`MIN_GROUP`] remain; the best stage: (its weakest member's standout, members).
-fn strongest_group(space: &Whitened, group: Vec<usize>) -> Standout {
+/// out least until `min_group` remain; the best stage: (its weakest member's standout, members).
+fn strongest_group(space: &Whitened, group: Vec<usize>, min_group: usize) -> Standout {
     let grams = Grams::of(space, &group);
     // Positions in `group` still in the group.
     let mut members: Vec<usize> = (0..group.len()).collect();
     let mut best = (f64::NEG_INFINITY, Vec::new());
-    while members.len() >= MIN_GROUP {
+    while members.len() >= min_group {
         let standout = grams.leave_one_out(&members, space.kept as f64);
         let (weakest, &least) = standout
             .iter()
@@ -446,20 +502,46 @@ mod tests {
     fn group_of(x: &[f32], dim: usize) -> (f64, Vec<usize>) {
         let n = x.len() / dim;
         let eligible = vec![true; n];
-        let space = Whitened::of(x, dim, &eligible);
-        let (best, joins) = strongest_group_of_each(&space, &eligible);
+        let regime = regime(n, dim).expect("the class is asked");
+        let space = Whitened::of(x, dim, &eligible, regime.shrinkage);
+        let (best, joins) = strongest_group_of_each(&space, &eligible, regime.min_group);
         let best = best.into_iter().flatten().max_by(|a, b| a.0.total_cmp(&b.0)).unwrap();
         let members = joined(&space, &best.1, &joins);
         (best.0, members)
     }
 
+    /// In a [`class`] with its last `shifted` records moved by `shift`, those records are the
+    /// group, standing out over `bound`.
+    fn assert_shifted_records_are_the_group(n: usize, dim: usize, shifted: usize, shift: f64, bound: f64) {
+        let (standout, members) = group_of(&class(n, dim, shifted, shift, 7), dim);
+        assert!(standout > bound, "standout {standout}");
+        assert_eq!(members, (n - shifted..n).collect::<Vec<_>>());
+    }
+
     #[test]
     fn five_records_shifted_together_stand_out_and_are_the_group() {
-        let (n, dim) = (400, 32);
-        let x = class(n, dim, 5, 8.0, 7);
-        let (standout, members) = group_of(&x, dim);
-        assert!(standout > CLEAN_BOUND, "standout {standout}");
-        assert_eq!(members, (n - 5..n).collect::<Vec<_>>());
+        assert_shifted_records_are_the_group(400, 32, 5, 8.0, MANY_PER_DIM.clean_bound);
+    }
+
+    #[test]
+    fn classes_are_searched_by_how_many_records_they_have_per_dimension() {
+        assert_eq!(regime(500, 64), Some(MANY_PER_DIM));
+        assert_eq!(regime(319, 64), Some(FEW_PER_DIM));
+        assert_eq!(regime(300, 512), Some(FEW_PER_DIM));
+        assert_eq!(regime(300, 601), None);
+        assert_eq!(regime(49, 4), None, "too few records to search at all");
+    }
+
+    #[test]
+    fn with_fewer_records_than_dimensions_three_shifted_records_stand_out() {
+        // 200 records in 256 dimensions (the Gram route), 3 of them moved together: a 1%
+        // backdoor's size in a class of 300.
+        let (n, dim) = (200, 256);
+        assert_shifted_records_are_the_group(n, dim, 3, 12.0, FEW_PER_DIM.clean_bound);
+        for seed in 0..3 {
+            let (standout, _) = group_of(&class(n, dim, 0, 0.0, 20 + seed), dim);
+            assert!(standout < FEW_PER_DIM.clean_bound, "seed {seed}: standout {standout}");
+        }
     }
 
     #[test]
@@ -471,7 +553,7 @@ mod tests {
             x[r * dim..(r + 1) * dim].copy_from_slice(&copied);
         }
         let (standout, members) = group_of(&x, dim);
-        assert!(standout < CLEAN_BOUND, "standout {standout}");
+        assert!(standout < MANY_PER_DIM.clean_bound, "standout {standout}");
         assert!(members.iter().all(|&i| i > 5), "no copy in the group: {members:?}");
     }
 
@@ -479,7 +561,7 @@ mod tests {
     fn a_clean_class_holds_no_group_over_the_bound() {
         for seed in 0..3 {
             let (standout, _) = group_of(&class(400, 32, 0, 0.0, seed), 32);
-            assert!(standout < CLEAN_BOUND, "seed {seed}: standout {standout}");
+            assert!(standout < MANY_PER_DIM.clean_bound, "seed {seed}: standout {standout}");
         }
     }
 
@@ -530,7 +612,7 @@ mod tests {
     fn the_grams_give_the_direct_leave_one_out_standouts() {
         let (n, dim) = (300, 16);
         let x = class(n, dim, 6, 5.0, 21);
-        let space = Whitened::of(&x, dim, &[true; 300]);
+        let space = Whitened::of(&x, dim, &[true; 300], MANY_PER_DIM.shrinkage);
         let group = vec![3, 296, 297, 298, 299, 40, 7];
         let grams = Grams::of(&space, &group);
         for members in [vec![0, 1, 2, 3, 4, 5, 6], vec![1, 2, 3, 4], vec![0, 2, 5, 6]] {
@@ -545,11 +627,11 @@ mod tests {
 
     #[test]
     fn a_class_mostly_nearer_another_class_or_of_one_dimension_is_not_asked() {
-        // 400 records in 64 dimensions would be asked (5 per dimension), but 150 sit at the
-        // other class's centre: 250 kept, under 5 per dimension.
+        // 80 records in 64 dimensions would be asked, but 35 sit at the other class's centre:
+        // 45 kept, under the 50 any search needs.
         let dim = 64;
-        let mut own = class(400, dim, 5, 8.0, 13);
-        own.iter_mut().step_by(dim).take(150).for_each(|v| *v += 30.0);
+        let mut own = class(80, dim, 5, 8.0, 13);
+        own.iter_mut().step_by(dim).take(35).for_each(|v| *v += 30.0);
         let mut other = class(300, dim, 0, 0.0, 14);
         other.iter_mut().step_by(dim).for_each(|v| *v += 30.0);
         let scores = super::super::with_view(&[own, other], dim, 0, |view| SharedShift.score_class(view).unwrap());
@@ -564,7 +646,7 @@ mod tests {
     #[test]
     fn the_spread_outside_a_group_is_measured_without_it() {
         let x = class(200, 4, 0, 0.0, 3);
-        let space = Whitened::of(&x, 4, &[true; 200]);
+        let space = Whitened::of(&x, 4, &[true; 200], MANY_PER_DIM.shrinkage);
         let u = [0.6, 0.8, 0.0, 0.0];
         let group = [3usize, 17, 40];
         let (mean, sd) = space.rest_along(&u, group.iter().map(|&g| dot(space.row(g), &u)));
