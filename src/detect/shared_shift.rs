@@ -9,15 +9,15 @@
 //! direction fitted on other records is ordinary. That leave-one-out test is what this detector
 //! asks: for each record, its most co-directional partners (cosines of whitened vectors), pruned
 //! to the group whose weakest member stands furthest out along the others' mean direction, in
-//! units of the rest of the class's spread along it ([`Grams::leave_one_out`]).
+//! units of the rest of the class's spread along it (`Grams::leave_one_out`).
 //!
 //! Measured on generated dense classes (64 dims x 500, tuning seeds 11-40): clean classes'
 //! best groups of 4 or more stood out by 3.4-4.5, 1% backdoors' (4-5 records, all poison) by
-//! 4.9-7.3. A class with fewer than [`MIN_RECORDS_PER_DIM`] records per dimension is searched
-//! too ([`FEW_PER_DIM`]: harder shrinkage, groups of 3), down to one record per two dimensions.
+//! 4.9-7.3. A class with fewer than `MIN_RECORDS_PER_DIM` records per dimension is searched
+//! too (`FEW_PER_DIM`: harder shrinkage, groups of 3), down to one record per two dimensions.
 //! Asked only of dense classes (a ReLU layer's sparse classes have rules of their own, and
 //! natural co-directional clumps of records with the same few units on: searched by direction,
-//! clean generated classes' groups of 3 stood out by up to 13.6) and at most [`MAX_WORK`] (the
+//! clean generated classes' groups of 3 stood out by up to 13.6) and at most `MAX_WORK` (the
 //! partner search is quadratic in the class): larger classes are left to SPECTRE, whose signal
 //! sharpens as the class grows. Records closer to another class's median
 //! than to their own (label flips, boundary inputs) join no group: confident learning and the

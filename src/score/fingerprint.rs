@@ -599,7 +599,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// What `x` has that `near` (its source class's nearest records, averaged) does not, without
 /// the component along `toward_own` (its class's centre seen from the source's); see
-/// [`unit`] for its direction.
+/// [`unit()`] for its direction.
 fn leftover(x: &[f32], near: &[f32], toward_own: &[f32]) -> Vec<f32> {
     let mut r: Vec<f32> = x.iter().zip(near).map(|(a, b)| (a - b).max(0.0)).collect();
     let norm = dot(toward_own, toward_own).sqrt();
