@@ -231,7 +231,8 @@ pub struct ScanArgs {
     pub no_spectre: bool,
     /// Turn off the shared-shift detector (on by default): a handful of a dense class's records
     /// moved together along a direction the rest of the class does not vary along (a 1% backdoor).
-    /// A natural rare mode of 4+ records would look the same; turn it off where classes hold them.
+    /// A natural rare mode of 3+ records (4+ in classes of 5+ records per dimension) would look the
+    /// same; turn it off where classes hold them.
     #[arg(long)]
     pub no_shared_shift: bool,
     /// Turn off activation clustering's distance analysis (on by default): the class signal that

@@ -341,9 +341,9 @@ fn a_one_percent_cluster_of_five_records_is_found_by_its_shared_shift() {
 }
 
 #[test]
-fn three_records_shifted_together_among_more_dimensions_than_records_are_found() {
-    // 1% of a 300-record class at 256 dims is 3 triggered records, under one record per
-    // dimension: the shared shift's few-records search (harder shrinkage, groups of 3).
+fn three_records_shifted_together_in_a_class_of_few_records_per_dimension_are_found() {
+    // 1% of a 300-record class at 256 dims is 3 triggered records, 1.2 records per dimension:
+    // the shared shift's few-records search (harder shrinkage, groups of 3).
     // Tuning seeds 11-20: recall 0.300 -> 0.600. These seeds: found in 3 of 10 runs before it,
     // 6 with it (1092, 1096 and 1100 are missed by every detector; 1091 is found in part).
     let found = one_percent_backdoors_found(256, 300, 1091..1101, 0.6);

@@ -177,6 +177,20 @@ pub fn principal_by_moments(x: &[f32], dim: usize, k: usize) -> Principal {
 /// a wanted eigenvalue is (numerically) zero, the rows spanning fewer directions than asked (as
 /// copies of a few rows do): then the co-moment route picks the directions.
 pub fn principal_by_gram(x: &[f32], dim: usize, k: usize) -> Option<Principal> {
+    by_gram(x, dim, k, false)
+}
+
+/// Every direction `x`'s centred rows span (at most n - 1), from their Gram matrix as
+/// [`principal_by_gram`] finds them, but copies and other rank deficiency only drop the
+/// directions they leave without spread instead of giving `None` (still `None` under 3 rows or
+/// with no spread at all). For whitening a class with fewer records than dimensions, which
+/// needs the span, not a set number of directions.
+pub fn span_by_gram(x: &[f32], dim: usize) -> Option<Principal> {
+    by_gram(x, dim, (x.len() / dim.max(1)).saturating_sub(1), true)
+}
+
+/// [`principal_by_gram`]; `whole_span`: [`span_by_gram`].
+fn by_gram(x: &[f32], dim: usize, k: usize, whole_span: bool) -> Option<Principal> {
     if dim == 0 || x.len() / dim < 3 {
         return None;
     }
@@ -199,9 +213,16 @@ pub fn principal_by_gram(x: &[f32], dim: usize, k: usize) -> Option<Principal> {
     let denom = (n - 1) as f64;
     let trace = (0..n).map(|i| sym[i * n + i]).sum::<f64>() / denom;
     // Centred, the rows span at most n - 1 directions.
-    let (values, vectors) = top_eigh_desc(&sym, n, k.min(n - 1));
+    let (mut values, vectors) = top_eigh_desc(&sym, n, k.min(n - 1));
     let largest = values.first().copied().unwrap_or(0.0);
-    if values.iter().any(|&v| v <= largest * 1e-12 || v <= 0.0) {
+    let spread = |v: f64| v > largest * 1e-12 && v > 0.0;
+    if whole_span {
+        // Descending: the directions with spread come first.
+        values.truncate(values.iter().take_while(|&&v| spread(v)).count());
+        if values.is_empty() {
+            return None;
+        }
+    } else if !values.iter().all(|&v| spread(v)) {
         return None;
     }
     // Row j of U^T C, divided by sqrt(lambda_j).
