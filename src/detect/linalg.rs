@@ -512,6 +512,19 @@ mod tests {
         assert!(principal_by_gram(&x, 50, 1).is_some());
         assert!(principal_by_gram(&x, 50, 2).is_none());
         assert!(principal_by_gram(&x[..2 * 50], 50, 1).is_none(), "two rows");
+        // The span keeps what spreads: one direction, unit length.
+        let span = span_by_gram(&x, 50).expect("one direction spreads");
+        assert_eq!(span.eigenvalues.len(), 1);
+        let norm: f64 = span.components.iter().map(|v| v * v).sum();
+        assert!((norm - 1.0).abs() < 1e-9, "{norm}");
+        let same: Vec<f32> = two[..50].repeat(4);
+        assert!(span_by_gram(&same, 50).is_none(), "identical rows span nothing");
+        // Ten distinct rows and a copy of one: 9 directions, descending.
+        let mut rows = decaying_rows(10, 50, 3);
+        rows.extend_from_within(..50);
+        let span = span_by_gram(&rows, 50).unwrap();
+        assert_eq!(span.eigenvalues.len(), 9);
+        assert!(span.eigenvalues.windows(2).all(|w| w[0] >= w[1]));
     }
 
     #[test]
