@@ -19,9 +19,9 @@
 //! natural co-directional clumps of records with the same few units on: searched by direction,
 //! clean generated classes' groups of 3 stood out by up to 10.5) and at most `MAX_WORK` (the
 //! partner search is quadratic in the class): larger classes are left to SPECTRE, whose signal
-//! sharpens as the class grows. Nor are classes with a discrete coordinate or heavy tails
-//! (`MIN_DISTINCT_VALUES`, `MAX_EXCESS_KURTOSIS`), where records stand out together by
-//! construction. Records closer to another class's median
+//! sharpens as the class grows. Nor are classes with heavy tails (`MAX_EXCESS_KURTOSIS`), and
+//! discrete coordinates are left out of the search (`MIN_DISTINCT_VALUES`): along both, records
+//! stand out together by construction. Records closer to another class's median
 //! than to their own (label flips, boundary inputs) join no group: confident learning and the
 //! distance analysis speak for them. It keeps no fit: an incremental scan searches tonight's class
 //! again, yesterday's records and tonight's together, as a full scan would.
@@ -145,6 +145,9 @@ impl Detector for SharedShift {
         // Counted on the records the whitening is fitted on: where most of a class sits nearer
         // another class's median, a few kept records would make any spread look tiny.
         let kept = eligible.iter().filter(|&&e| e).count();
+        if kept < MIN_KEPT {
+            return not_asked();
+        }
         // Discrete coordinates (counts, categories, flags, a unit that rarely fires) are left
         // out: records sharing a rare value stand out together along one by construction.
         let continuous = continuous_coordinates(view.x, dim, &eligible);
@@ -714,6 +717,11 @@ mod tests {
             .step_by(dim)
             .enumerate()
             .for_each(|(i, v)| *v = if i < 5 { 4.0 } else { 0.0 });
+        let (searched, _) = group_of(&x, dim);
+        assert!(
+            searched > MANY_PER_DIM.clean_bound,
+            "searched, it stands out: {searched}"
+        );
         let flagged = scores_beside_another(x, dim);
         assert!(!flagged.signal.unwrap().over_bound());
         assert_eq!(stat(&flagged, "discrete_coordinates"), Some(1.0));
@@ -728,6 +736,24 @@ mod tests {
         let counted = scores_beside_another(x, dim);
         assert!(counted.signal.unwrap().over_bound());
         assert_eq!(stat(&counted, "discrete_coordinates"), Some(1.0));
+        let cluster = counted.grouping.unwrap().cluster;
+        let members: Vec<usize> = (0..400).filter(|&i| cluster[i] == 1).collect();
+        assert_eq!(
+            members,
+            (395..400).collect::<Vec<_>>(),
+            "the records, not the columns, kept"
+        );
+        // Two coordinates, one of them a count (1-3: no zeros, or the class would be sparse):
+        // one is left, too few to search.
+        let mut x = class(400, 2, 5, 10.0, 35);
+        x.iter_mut()
+            .skip(1)
+            .step_by(2)
+            .enumerate()
+            .for_each(|(i, v)| *v = (i % 3 + 1) as f32);
+        let one_left = scores_beside_another(x, 2);
+        assert!(one_left.signal.is_none());
+        assert_eq!(stat(&one_left, "discrete_coordinates"), Some(1.0));
     }
 
     #[test]
@@ -748,6 +774,12 @@ mod tests {
         let same: Vec<f32> = class(1, dim, 0, 0.0, 34).repeat(60);
         let flat = scores_beside_another(same, dim);
         assert!(flat.signal.is_none());
+        assert_eq!(
+            stat(&flat, "discrete_coordinates"),
+            Some(0.0),
+            "constant columns are no counts"
+        );
+        assert_eq!(stat(&flat, "whitened_excess_kurtosis"), None);
         assert!(flat.stats.iter().all(|s| s.value.is_finite()), "{:?}", flat.stats);
     }
 
