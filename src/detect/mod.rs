@@ -591,32 +591,23 @@ mod tests {
 
     #[test]
     fn registry_respects_detector_switches() {
+        let names = |p: &DetectorParams, available: Available| -> Vec<&'static str> {
+            registry(p, available).unwrap().iter().map(|d| d.name()).collect()
+        };
         let mut p = DetectorParams::default();
         assert_eq!(registry(&p, Available::default()).unwrap().len(), 5);
         p.spectre.enabled = false;
-        let names: Vec<_> = registry(&p, Available::default())
-            .unwrap()
-            .iter()
-            .map(|d| d.name())
-            .collect();
         assert_eq!(
-            names,
+            names(&p, Available::default()),
             ["activation_clustering", "distance_analysis", "spectral", "shared_shift"]
         );
         p.activation_clustering.distance_analysis = false;
-        let names: Vec<_> = registry(&p, Available::default())
-            .unwrap()
-            .iter()
-            .map(|d| d.name())
-            .collect();
-        assert_eq!(names, ["activation_clustering", "spectral", "shared_shift"]);
+        assert_eq!(
+            names(&p, Available::default()),
+            ["activation_clustering", "spectral", "shared_shift"]
+        );
         p.shared_shift.enabled = false;
-        let names: Vec<_> = registry(&p, Available::default())
-            .unwrap()
-            .iter()
-            .map(|d| d.name())
-            .collect();
-        assert_eq!(names, ["activation_clustering", "spectral"]);
+        assert_eq!(names(&p, Available::default()), ["activation_clustering", "spectral"]);
         p.shared_shift.enabled = true;
         p.activation_clustering.distance_analysis = true;
         let all = Available {
@@ -626,9 +617,8 @@ mod tests {
             probs: true,
             losses: true,
         };
-        let names: Vec<_> = registry(&p, all).unwrap().iter().map(|d| d.name()).collect();
         assert_eq!(
-            names,
+            names(&p, all),
             [
                 "activation_clustering",
                 "distance_analysis",
@@ -651,13 +641,8 @@ mod tests {
             surrogate: false,
             ..all
         };
-        let names: Vec<_> = registry(&p, neighbours_only)
-            .unwrap()
-            .iter()
-            .map(|d| d.name())
-            .collect();
         assert_eq!(
-            names,
+            names(&p, neighbours_only),
             [
                 "activation_clustering",
                 "distance_analysis",

@@ -137,16 +137,22 @@ impl Detector for SharedShift {
 
     fn score_class(&self, view: &ClassView<'_>) -> Result<ClassScores, DetectError> {
         let (n, dim) = (view.n(), view.dim);
-        let not_asked = || Ok(ClassScores::scores_only(vec![0.0; n])); // no signal, no group
+        // No signal, no group; `stats` say why where there is something to say.
+        let not_asked = |stats: Vec<Stat>| {
+            Ok(ClassScores {
+                stats,
+                ..ClassScores::scores_only(vec![0.0; n])
+            })
+        };
         if dim < 2 || super::is_sparse(view.x) || (n as f64) * (n as f64) * (dim as f64) > MAX_WORK {
-            return not_asked();
+            return not_asked(Vec::new());
         }
         let eligible = nearest_their_own_class(view);
         // Counted on the records the whitening is fitted on: where most of a class sits nearer
         // another class's median, a few kept records would make any spread look tiny.
         let kept = eligible.iter().filter(|&&e| e).count();
         if kept < MIN_KEPT {
-            return not_asked();
+            return not_asked(Vec::new());
         }
         // Discrete coordinates (counts, categories, flags, a unit that rarely fires) are left
         // out: records sharing a rare value stand out together along one by construction.
@@ -167,19 +173,13 @@ impl Detector for SharedShift {
         };
         let dim = continuous.len();
         let Some(regime) = (dim >= 2).then(|| regime(kept, dim)).flatten() else {
-            return Ok(ClassScores {
-                stats: vec![discrete],
-                ..ClassScores::scores_only(vec![0.0; n])
-            });
+            return not_asked(vec![discrete]);
         };
         let space = Whitened::of(&x, dim, &eligible, regime.shrinkage);
-        let tails = space.median_excess_kurtosis(&eligible);
+        let tails = space.excess_kurtosis;
         if !tails.is_finite() {
             // Every kept record alike: nothing spreads, nothing to search (and no NaN to report).
-            return Ok(ClassScores {
-                stats: vec![discrete],
-                ..ClassScores::scores_only(vec![0.0; n])
-            });
+            return not_asked(vec![discrete]);
         }
         let tails = Stat {
             name: "whitened_excess_kurtosis".into(),
@@ -187,10 +187,7 @@ impl Detector for SharedShift {
         };
         if tails.value > MAX_EXCESS_KURTOSIS {
             // Not asked, but the report says how heavy the tails were.
-            return Ok(ClassScores {
-                stats: vec![discrete, tails],
-                ..ClassScores::scores_only(vec![0.0; n])
-            });
+            return not_asked(vec![discrete, tails]);
         }
         let (best, joins) = strongest_group_of_each(&space, &eligible, regime.min_group);
         let scores: Vec<f32> = best
@@ -248,17 +245,36 @@ fn continuous_coordinates(x: &[f32], dim: usize, kept: &[bool]) -> Vec<usize> {
     (0..dim)
         .into_par_iter()
         .filter(|&j| {
-            let mut values: Vec<f32> = x
-                .chunks_exact(dim)
-                .zip(kept)
-                .filter(|(_, k)| **k)
-                .map(|(row, _)| row[j])
-                .collect();
+            let mut values: Vec<f32> = kept_rows(x, dim, kept).map(|row| row[j]).collect();
             values.sort_unstable_by(f32::total_cmp);
             values.dedup();
             !(2..MIN_DISTINCT_VALUES).contains(&values.len())
         })
         .collect()
+}
+
+/// The median, over the coordinates with any spread, of the excess kurtosis (0 for a Gaussian;
+/// NaN when no coordinate spreads), from each coordinate's mean second and fourth powers.
+fn median_excess_kurtosis(variance: &[f64], fourth: &[f64]) -> f64 {
+    let mut excess: Vec<f64> = variance
+        .iter()
+        .zip(fourth)
+        // Whitened, a coordinate with spread has variance near 1 (under it where shrunk);
+        // directions without (rounding noise of rank-deficient features) would let noise pick
+        // the median.
+        .filter(|(v, _)| **v > 1e-3)
+        .map(|(v, f)| f / (v * v) - 3.0)
+        .collect();
+    excess.sort_unstable_by(f64::total_cmp);
+    match excess.len() {
+        0 => f64::NAN,
+        len => excess[len / 2],
+    }
+}
+
+/// The rows of row-major `x` (`dim` wide) whose `kept` flag is set.
+fn kept_rows<'a, T>(x: &'a [T], dim: usize, kept: &'a [bool]) -> impl Iterator<Item = &'a [T]> {
+    x.chunks_exact(dim).zip(kept).filter(|(_, k)| **k).map(|(row, _)| row)
 }
 
 /// Per record: whether it sits nearer its own class's median than any other class's.
@@ -289,21 +305,18 @@ struct Whitened {
     /// How many records were kept.
     kept: usize,
     dim: usize,
+    /// Median excess kurtosis of the coordinates over the kept records ([`median_excess_kurtosis`]).
+    excess_kurtosis: f64,
 }
 
 impl Whitened {
     fn of(x: &[f32], dim: usize, kept: &[bool], shrinkage: f64) -> Whitened {
-        let kept_rows: Vec<f32>;
+        let rows: Vec<f32>;
         let fitted_on = if kept.iter().all(|&k| k) {
             x
         } else {
-            kept_rows = x
-                .chunks_exact(dim)
-                .zip(kept)
-                .filter(|(_, k)| **k)
-                .flat_map(|(row, _)| row.iter().copied())
-                .collect();
-            &kept_rows
+            rows = kept_rows(x, dim, kept).flatten().copied().collect();
+            &rows
         };
         let fitted = fitted_on.len() / dim;
         // Fewer records than dimensions: the Gram route, whose directions (at most n - 1; fewer
@@ -324,14 +337,17 @@ impl Whitened {
         for row in w.chunks_exact_mut(width) {
             row.iter_mut().zip(&scale).for_each(|(v, s)| *v *= s);
         }
-        let mut variance = vec![0.0; width];
-        for (row, _) in w.chunks_exact(width).zip(kept).filter(|(_, k)| **k) {
-            variance
-                .iter_mut()
-                .zip(row)
-                .for_each(|(s, v)| *s += v * v / fitted as f64);
+        // Second and fourth moments of each coordinate over the kept records, in one pass.
+        let (mut variance, mut fourth) = (vec![0.0; width], vec![0.0; width]);
+        for row in kept_rows(&w, width, kept) {
+            for (k, v) in row.iter().enumerate() {
+                let square = v * v / fitted as f64;
+                variance[k] += square;
+                fourth[k] += square * v * v;
+            }
         }
         Whitened {
+            excess_kurtosis: median_excess_kurtosis(&variance, &fourth),
             w,
             variance,
             kept: fitted,
@@ -341,39 +357,6 @@ impl Whitened {
 
     fn n(&self) -> usize {
         self.w.len() / self.dim
-    }
-
-    /// The median, over the coordinates with any spread, of the `kept` records' excess kurtosis
-    /// (0 for a Gaussian; NaN when no coordinate spreads).
-    fn median_excess_kurtosis(&self, kept: &[bool]) -> f64 {
-        debug_assert_eq!(
-            kept.iter().filter(|&&k| k).count(),
-            self.kept,
-            "the mask it was fitted on"
-        );
-        let (mut second, mut fourth) = (vec![0.0; self.dim], vec![0.0; self.dim]);
-        for (row, _) in self.w.chunks_exact(self.dim).zip(kept).filter(|(_, k)| **k) {
-            for (k, v) in row.iter().enumerate() {
-                let square = v * v;
-                second[k] += square;
-                fourth[k] += square * square;
-            }
-        }
-        let n = self.kept as f64;
-        let mut excess: Vec<f64> = second
-            .iter()
-            .zip(&fourth)
-            // Whitened, a coordinate with spread has variance near 1 (under it where shrunk);
-            // directions without (rounding noise of rank-deficient features) would let noise
-            // pick the median.
-            .filter(|(s, _)| **s / n > 1e-3)
-            .map(|(s, f)| (f / n) / (s / n).powi(2) - 3.0)
-            .collect();
-        excess.sort_unstable_by(f64::total_cmp);
-        match excess.len() {
-            0 => f64::NAN,
-            len => excess[len / 2],
-        }
     }
 
     fn row(&self, i: usize) -> &[f64] {
