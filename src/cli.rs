@@ -178,10 +178,11 @@ pub struct ScanArgs {
     /// Output directory (created if missing). Previous outputs are replaced only when the run succeeds.
     #[arg(short, long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Id column (integer or string, unique). Default: `id` if present, else keys are `file#row`.
+    /// Id column (integer or string, plain or dictionary-encoded; unique). Default: `id` if present,
+    /// else keys are `file#row`.
     #[arg(long, value_name = "NAME")]
     pub id_col: Option<String>,
-    /// Label column (integer, string or dictionary-encoded string).
+    /// Label column (integer, boolean, string or dictionary-encoded string).
     #[arg(long, value_name = "NAME", default_value = "label")]
     pub label_col: String,
     /// Vector column (List/LargeList/FixedSizeList of f16/f32/f64). Default: `activations`,

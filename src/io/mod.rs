@@ -17,7 +17,7 @@ pub use read::{
     ReadOptions, check_unchanged, for_each_parquet_batch, list_input_files, open_parquet_file, read_dataset,
     read_dataset_with_progress, read_parquet_columns, read_parquet_file,
 };
-pub use vectors::integer_values;
+pub use vectors::{decoded, integer_values};
 pub use write::{
     AtomicFile, OutputDirLock, ParquetSink, Piece, Retired, drop_in_background, for_each_piece, lock_output_dir,
     same_leaf_columns,

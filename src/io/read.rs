@@ -17,7 +17,10 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::vectors::{copy_vectors, first_length, integer_values, is_float_vector, is_numeric_scalar, numeric_column};
+use super::vectors::{
+    copy_vectors, decoded, first_length, integer_values, is_dictionary_of, is_float_vector, is_numeric_scalar,
+    numeric_column,
+};
 use super::{Dataset, FileInfo, InputError, RecordKeys, VectorSource};
 use crate::progress::{NoProgress, Progress};
 
@@ -279,8 +282,13 @@ fn resolve_roles(src: &Source, opts: &ReadOptions) -> Result<Roles, InputError> 
         let field = schema
             .field_with_name(name)
             .map_err(|_| missing("id", name, "use --id-col NAME"))?;
-        if !key_type_ok(field.data_type()) {
-            return Err(wrong("id", name, field.data_type(), "an integer or string"));
+        if !(key_type_ok(field.data_type()) || is_dictionary_of(field.data_type(), key_type_ok)) {
+            return Err(wrong(
+                "id",
+                name,
+                field.data_type(),
+                "an integer or string (plain or dictionary-encoded)",
+            ));
         }
     }
     let label = opts.label_col.clone();
@@ -289,7 +297,7 @@ fn resolve_roles(src: &Source, opts: &ReadOptions) -> Result<Roles, InputError> 
         .map_err(|_| missing("label", &label, "use --label-col NAME"))?;
     let label_ok = key_type_ok(field.data_type())
         || matches!(field.data_type(), DataType::Boolean)
-        || matches!(field.data_type(), DataType::Dictionary(k, v) if k.is_integer() && matches!(**v, DataType::Utf8 | DataType::LargeUtf8));
+        || is_dictionary_of(field.data_type(), |v| matches!(v, DataType::Utf8 | DataType::LargeUtf8));
     if !label_ok {
         return Err(wrong(
             "label",
@@ -782,7 +790,8 @@ fn read_keys_and_labels(s: &Source, roles: &Roles) -> Result<(Option<RecordKeys>
         };
         labels.extend(label_keys(col).map_err(null_at)?);
         if let Some(id) = &roles.id {
-            let col = b.column_by_name(id).expect("projected id column");
+            // Decoded first: a null can sit in a dictionary's values as well as in its keys.
+            let col = &decoded(b.column_by_name(id).expect("projected id column"));
             if let Some(row) = (0..col.len()).find(|&i| col.is_null(i)) {
                 return Err(InputError::NullValue {
                     path: s.path.clone(),

@@ -125,6 +125,22 @@ pub fn copy_vectors<'d>(
     Ok(())
 }
 
+/// Whether a column type is dictionary-encoded values of `value_ok` (pandas and polars write
+/// categorical columns so).
+pub fn is_dictionary_of(data_type: &DataType, value_ok: impl Fn(&DataType) -> bool) -> bool {
+    matches!(data_type, DataType::Dictionary(k, v) if k.is_integer() && value_ok(v))
+}
+
+/// A dictionary-encoded column as its plain values, any other column as it is: a key is the
+/// value, not its place in the dictionary.
+pub fn decoded(column: &ArrayRef) -> ArrayRef {
+    match column.data_type() {
+        DataType::Dictionary(_, values) => arrow_cast::cast(column, values)
+            .expect("the reader only accepts dictionaries of strings and integers, which cast to their values"),
+        _ => column.clone(),
+    }
+}
+
 /// An integer column (any width, signed or not) as i64, exactly; unsigned values above
 /// `i64::MAX` wrap, which keeps them distinct. Nulls read as 0 (callers reject nulls first).
 pub fn integer_values(column: &ArrayRef) -> Vec<i64> {

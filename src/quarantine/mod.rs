@@ -288,6 +288,7 @@ fn read_back(path: &Path, id_column: Option<&str>) -> Result<(u64, u64), crate::
 /// Wrapping sum of the hashes of every id in `col` (hashed as the reader keys them).
 fn id_hash_sum(col: &ArrayRef) -> u64 {
     let add = |acc: u64, h: u64| acc.wrapping_add(h);
+    let col = &crate::io::decoded(col);
     match col.data_type() {
         DataType::Utf8 => col
             .as_string::<i32>()

@@ -201,3 +201,58 @@ fn bad_settings_are_usage_errors() {
     fx.scan(&input, &["--nb-dims", "0"]).code(2).stderr(contains("nb-dims"));
     assert!(!fx.out().join("clean.parquet").exists());
 }
+
+/// Dictionary-encoded ids are checked as their values: two keys naming one value are a
+/// duplicate, a key naming a null value is a null id.
+#[test]
+fn dictionary_encoded_ids_are_checked_as_their_values() {
+    use std::sync::Arc;
+
+    use arrow_array::types::Int32Type;
+    use arrow_array::{
+        Array, DictionaryArray, FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    };
+    use arrow_schema::{DataType, Field, Schema};
+
+    let rows: usize = 120;
+    let write = |path: &std::path::Path, values: StringArray, keys: Vec<i32>| {
+        let ids = DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), Arc::new(values)).unwrap();
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let vectors = (0..rows * 4)
+            .map(|i| ((i * 7919) % 101) as f32 / 10.0)
+            .collect::<Vec<_>>();
+        let embedding = FixedSizeListArray::new(item, 4, Arc::new(Float32Array::from(vectors)), None);
+        let schema = Schema::new(vec![
+            Field::new("id", ids.data_type().clone(), true),
+            Field::new("label", DataType::Int64, false),
+            Field::new("embedding", embedding.data_type().clone(), false),
+        ]);
+        let labels = Int64Array::from((0..rows as i64).map(|i| i % 2).collect::<Vec<_>>());
+        let batch = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![Arc::new(ids), Arc::new(labels), Arc::new(embedding)],
+        )
+        .unwrap();
+        super::write_batch(path, &batch);
+    };
+    let names: Vec<String> = (0..rows).map(|i| format!("rec-{i}")).collect();
+    let fx = Fixture::new();
+    let duplicate = fx.path("duplicate.parquet");
+    let keys: Vec<i32> = (0..rows as i32).collect();
+    let mut values = names.clone();
+    values[7] = names[3].clone();
+    write(&duplicate, StringArray::from(values), keys.clone());
+    fx.scan(&duplicate, &["-q"])
+        .code(2)
+        .stderr(contains("duplicate.parquet"))
+        .stderr(contains("rec-3 already appears"));
+    let null = fx.path("null.parquet");
+    let mut values: Vec<Option<String>> = names.into_iter().map(Some).collect();
+    values[5] = None;
+    write(&null, StringArray::from(values), keys);
+    fx.scan(&null, &["-q"])
+        .code(2)
+        .stderr(contains("null.parquet"))
+        .stderr(contains("id column `id`, row 5"));
+    assert!(!fx.out().join("clean.parquet").exists());
+}

@@ -29,6 +29,7 @@ fn read_all(path: &Path) -> RecordBatch {
 }
 
 fn id_text(col: &ArrayRef, i: usize) -> String {
+    let col = &datavet::io::decoded(col);
     match col.data_type() {
         arrow_schema::DataType::Int64 => col.as_primitive::<Int64Type>().value(i).to_string(),
         _ => col.as_string::<i32>().value(i).to_string(),
@@ -238,6 +239,53 @@ fn outputs_hold_scores_and_reasons() {
         .unwrap()
         .as_primitive::<arrow_array::types::Float64Type>();
     assert!(suspicion.values().iter().all(|&s| (0.5..=1.0).contains(&s)));
+    assert_rows_conserved(&input, &fx.out());
+}
+
+/// Ids written as a categorical (pandas, polars: dictionary-encoded strings) key the records by
+/// their values: the scan conserves them, scores.parquet names them, a release finds them.
+#[test]
+fn dictionary_encoded_ids_key_the_records() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    let data = planted(&fx.path("plain.parquet"), 11);
+    let batch = data.to_batch();
+    let ids: arrow_array::DictionaryArray<arrow_array::types::Int32Type> = data
+        .ids
+        .iter()
+        .map(|id| format!("rec-{id}"))
+        .collect::<Vec<_>>()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[0] = std::sync::Arc::new(ids);
+    let mut fields: Vec<arrow_schema::Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[0] = arrow_schema::Field::new("id", columns[0].data_type().clone(), false);
+    let batch = RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
+    super::write_batch(&input, &batch);
+    fx.scan(&input, &["-q"]).success();
+    let report = report_of(&fx);
+    assert_eq!(report["conservation"]["ok"], true);
+    assert_eq!(report["conservation"]["checked"], "ids");
+    assert_rows_conserved(&input, &fx.out());
+    let quarantined = read_all(&fx.out().join("quarantine.parquet"));
+    assert!(quarantined.num_rows() > 0);
+    let scores = read_all(&fx.out().join("scores.parquet"));
+    let keys = scores.column_by_name("id").unwrap().as_string::<i32>();
+    assert!(
+        keys.iter().all(|k| k.unwrap().starts_with("rec-")),
+        "keys are the values, not dictionary indices"
+    );
+    let released = id_text(quarantined.column(0), 0);
+    std::fs::write(fx.path("ids.txt"), format!("{released}\n")).unwrap();
+    datavet()
+        .args(["release", fx.out().to_str().unwrap(), "--ids"])
+        .arg(fx.path("ids.txt"))
+        .args(["--reason", "checked"])
+        .assert()
+        .success()
+        .stdout(contains("released 1 rows"));
     assert_rows_conserved(&input, &fx.out());
 }
 
