@@ -499,6 +499,30 @@ pub fn same_leaf_columns(a: &SchemaDescriptor, b: &SchemaDescriptor) -> bool {
     a.num_columns() == b.num_columns() && a.columns().iter().zip(b.columns()).all(|(x, y)| x == y)
 }
 
+/// `batch` under `schema`: a column whose type differs only in nested field names or
+/// nullability (a list's `item` against pyarrow's `element`, Spark's required elements) is cast
+/// to the schema's type, the values untouched; the reader accepted the files as one schema.
+/// Why: the outputs have the first file's schema, and a batch of another writer's file would not
+/// go into them.
+pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                arrow_cast::cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
 /// A piece of the input, in input order: decoded rows, or a whole row group left encoded for
 /// the caller to copy ([`ParquetSink::append_row_group`]).
 pub enum Piece {
@@ -526,6 +550,7 @@ impl Piece {
 /// they are, never converted, so they are written back with the same values.
 pub fn for_each_piece(
     files: &[FileInfo],
+    schema: &SchemaRef,
     copy: impl Fn(&ParquetMetaData, usize, usize) -> bool + Send,
     mut visit: impl FnMut(Piece, usize) -> Result<(), crate::Error>,
 ) -> Result<(), crate::Error> {
@@ -536,7 +561,7 @@ pub fn for_each_piece(
         scope.spawn(move || {
             let mut first = 0usize;
             for info in files {
-                match send_file(info, &mut first, &copy, &sender) {
+                match send_file(info, (schema, &files[0].path), &mut first, &copy, &sender) {
                     Ok(true) => {}
                     // The consumer failed and stopped (a closed channel): stop too.
                     Ok(false) => return,
@@ -562,6 +587,7 @@ pub fn for_each_piece(
 /// first record, advanced past it. `false` when the channel closed (the consumer stopped).
 fn send_file(
     info: &FileInfo,
+    (schema, first_file): (&SchemaRef, &Path),
     first: &mut usize,
     copy: &impl Fn(&ParquetMetaData, usize, usize) -> bool,
     sender: &std::sync::mpsc::SyncSender<Result<Piece, InputError>>,
@@ -597,7 +623,11 @@ fn send_file(
             .build()
             .map_err(|e| corrupt(&e))?;
         for batch in reader {
-            let batch = batch.map_err(|e| corrupt(&e))?;
+            let batch = conform(batch.map_err(|e| corrupt(&e))?, schema).map_err(|e| InputError::SchemaMismatch {
+                path: info.path.clone(),
+                first: first_file.to_path_buf(),
+                difference: e.to_string(),
+            })?;
             if sender.send(Ok(Piece::Rows(batch))).is_err() {
                 return Ok(false);
             }

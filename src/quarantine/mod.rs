@@ -129,7 +129,7 @@ pub fn stage_outputs(
             && !decision.quarantined[g0..g0 + rows].contains(&true)
             && same_leaf_columns(&clean_schema, footer.file_metadata().schema_descr())
     };
-    let split = for_each_piece(&dataset.files, copy, |piece, g0| {
+    let split = for_each_piece(&dataset.files, &schema, copy, |piece, g0| {
         let n = piece.rows();
         if g0 + n > decision.quarantined.len() {
             let path = dataset.files.last().map(|f| f.path.clone()).unwrap_or_default();

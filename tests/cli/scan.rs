@@ -652,6 +652,61 @@ fn row_groups_are_copied_by_their_place_across_input_files() {
     assert_eq!(clean + quarantined, batch.num_rows());
 }
 
+/// Files of one dataset from different writers: the vector column's list item is `item` in one
+/// (arrow-rs, polars) and `element` in the other (pyarrow's default). The reader takes them as one
+/// schema; the outputs carry the first file's, and the second file's quarantined rows go into
+/// them too (0.2.47 stopped with exit 2 when a quarantined row sat in the second file).
+#[test]
+fn files_whose_lists_name_their_items_differently_scan_as_one_dataset() {
+    let fx = Fixture::new();
+    let dir = fx.path("in");
+    std::fs::create_dir(&dir).unwrap();
+    let batch = planted(&fx.path("unused.parquet"), 12).to_batch();
+    let split = batch.num_rows() / 3; // class 3 (the poison) in the second file
+    super::write_batch(&dir.join("a.parquet"), &batch.slice(0, split));
+    let rest = batch.slice(split, batch.num_rows() - split);
+    let embedding = rest.column_by_name("embedding").unwrap().as_fixed_size_list().clone();
+    let (item, size, values, nulls) = embedding.into_parts();
+    let element = std::sync::Arc::new(arrow_schema::Field::new("element", item.data_type().clone(), true));
+    let renamed = arrow_array::FixedSizeListArray::new(element, size, values, nulls);
+    let index = rest.schema().index_of("embedding").unwrap();
+    let mut fields: Vec<arrow_schema::Field> = rest.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[index] = arrow_schema::Field::new("embedding", renamed.data_type().clone(), false);
+    let mut columns = rest.columns().to_vec();
+    columns[index] = std::sync::Arc::new(renamed);
+    let rest = RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
+    super::write_batch(&dir.join("b.parquet"), &rest);
+
+    fx.scan(&dir, &[]).success().stdout(contains("attacked classes: 3"));
+    let report = report_of(&fx);
+    assert_eq!(report["conservation"]["ok"], true, "{:#}", report["conservation"]);
+    let clean = read_all(&fx.out().join("clean.parquet"));
+    let quarantine = read_all(&fx.out().join("quarantine.parquet"));
+    assert!(quarantine.num_rows() > 0);
+    assert_eq!(clean.num_rows() + quarantine.num_rows(), batch.num_rows());
+    // Every row's vector as it went in, under the first file's item name.
+    let vectors = |b: &RecordBatch| -> HashMap<String, Vec<f32>> {
+        let ids = b.column_by_name("id").unwrap();
+        let lists = b.column_by_name("embedding").unwrap().as_fixed_size_list();
+        (0..b.num_rows())
+            .map(|i| {
+                let v = lists.value(i);
+                (
+                    id_text(ids, i),
+                    v.as_primitive::<arrow_array::types::Float32Type>().values().to_vec(),
+                )
+            })
+            .collect()
+    };
+    let mut out = vectors(&clean);
+    out.extend(vectors(&quarantine));
+    assert_eq!(out, vectors(&batch));
+    assert_eq!(
+        quarantine.schema().field_with_name("embedding").unwrap(),
+        batch.schema().field_with_name("embedding").unwrap()
+    );
+}
+
 #[test]
 fn fail_if_quarantined_exits_3_but_writes_outputs() {
     let fx = Fixture::new();
