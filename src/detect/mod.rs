@@ -428,7 +428,7 @@ pub fn store_fit(fit: &impl Serialize) -> Option<serde_json::Value> {
 /// Detector failures on one class; the class is skipped and the report says why.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
-    #[error("class `{class}` has {rows} rows, fewer than the {min} needed to analyse it")]
+    #[error("{rows} rows, fewer than the {min} needed to analyse class `{class}`")]
     TooSmall { class: String, rows: usize, min: usize },
     #[error("{detector}: {message}")]
     Failed { detector: &'static str, message: String },

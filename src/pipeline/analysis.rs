@@ -170,7 +170,7 @@ pub fn features_stage(
         .map(|c| {
             let n = dataset.class_size(c);
             progress.advance(n as u64);
-            if n < config.min_class_rows.max(3) {
+            if n < config.rows_to_analyse(dataset.dim) {
                 return None;
             }
             match fits.and_then(|f| f.get(c)).and_then(Option::as_ref) {
@@ -215,7 +215,7 @@ pub fn cluster_stage(
                 let err = DetectError::TooSmall {
                     class: dataset.classes[c].clone(),
                     rows: n,
-                    min: config.min_class_rows,
+                    min: config.rows_to_analyse(dataset.dim),
                 };
                 progress.advance(n as u64);
                 return ClassResult {

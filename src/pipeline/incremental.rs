@@ -84,7 +84,7 @@ impl Plan {
             &matching,
             &drift,
             &config.reference.refit,
-            config.min_class_rows,
+            config.rows_to_analyse(dataset.dim),
         );
         let influence_wanted = config.detectors.influence.enabled && dataset.classes.len() >= 2;
         if influence_wanted && records.influence.as_ref().and_then(|s| s.model.as_ref()).is_none() {

@@ -104,6 +104,16 @@ pub fn trusted_fingerprints(config: &ScanConfig) -> Result<Vec<(PathBuf, u64)>, 
         .collect()
 }
 
+impl ScanConfig {
+    /// The fewest rows a class of `dim`-wide vectors needs to be analysed: `min_class_rows`, and
+    /// never fewer than its coordinates (`nb-dims` leading directions and the residual) + 2,
+    /// which SPECTRE's robust fit needs (a smaller class made it panic), nor 3.
+    pub fn rows_to_analyse(&self, dim: usize) -> usize {
+        let coordinates = self.detectors.activation_clustering.nb_dims.min(dim) + 1;
+        self.min_class_rows.max(coordinates + 2).max(3)
+    }
+}
+
 /// Default for [`ScanConfig::min_class_rows`]: below this a 10-dim covariance and a 2-way split
 /// are mostly noise.
 pub const DEFAULT_MIN_CLASS_ROWS: usize = 30;

@@ -832,6 +832,32 @@ fn the_distance_cluster_share_flag_is_checked_and_recorded() {
     assert_eq!(config["distance-max-cluster-share"], 0.3, "{config:#}");
 }
 
+/// A class needs more rows than its coordinates (`--nb-dims` directions and the residual) + 1,
+/// whatever `--min-class-rows` says: 0.2.47 panicked in SPECTRE's robust fit on such a class.
+#[test]
+fn a_class_with_fewer_rows_than_its_coordinates_is_skipped_not_a_panic() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    let spec = Spec {
+        kind: Kind::Gaussian,
+        classes: 4,
+        rows_per_class: 12,
+        dim: 16,
+        attack: Attack::None,
+        seed: 16,
+    };
+    testkit::generate(&spec).write_parquet(&input, 1000).unwrap();
+    // 10 directions + the residual + 2 = 13 rows needed: every class skipped, every row clean.
+    fx.scan(&input, &["--min-class-rows", "1"])
+        .success()
+        .stderr(contains("12 rows, fewer than the 13 needed to analyse class `0`"));
+    assert_eq!(report_of(&fx)["totals"]["classes_analysed"], 0);
+    assert_eq!(read_all(&fx.out().join("clean.parquet")).num_rows(), 48);
+    // With 4 directions the classes are analysed.
+    fx.scan(&input, &["--min-class-rows", "1", "--nb-dims", "4"]).success();
+    assert_eq!(report_of(&fx)["totals"]["classes_analysed"], 4);
+}
+
 #[test]
 fn too_small_class_is_skipped_and_kept_in_clean() {
     let fx = Fixture::new();
