@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config;
+use crate::detect::ParamError;
 use crate::pipeline::{self, ScanConfig};
 use crate::progress::Progress;
 use crate::testkit::{self, Attack, Kind, Spec};
@@ -341,6 +342,56 @@ pub struct SampleArgs {
     pub new_share: Option<f64>,
 }
 
+impl SampleArgs {
+    /// Every size at least 1, the target one of the classes, the rates shares: `sample` made a
+    /// panic of a zero size and silently clamped or spilled the others.
+    fn check(&self) -> Result<(), ParamError> {
+        let share = |key: &'static str, v: f64, rule: &'static str, ok: bool| {
+            if ok { Ok(()) } else { Err(ParamError::new(key, rule, v)) }
+        };
+        for (key, value) in [
+            ("--classes", self.classes),
+            ("--rows-per-class", self.rows_per_class),
+            ("--dim", self.dim),
+            ("--row-group-rows", self.row_group_rows),
+        ] {
+            if value == 0 {
+                return Err(ParamError::new(key, "must be at least 1", value));
+            }
+        }
+        if self.target >= self.classes {
+            return Err(ParamError::new(
+                "--target",
+                "must be one of the classes (0 to --classes - 1)",
+                self.target,
+            ));
+        }
+        share(
+            "--poison-rate",
+            self.poison_rate,
+            "must be a share between 0 and 1",
+            (0.0..=1.0).contains(&self.poison_rate),
+        )?;
+        share("--strength", self.strength, "must be finite", self.strength.is_finite())?;
+        if let Some(new_share) = self.new_share {
+            share(
+                "--new-share",
+                new_share,
+                "must be a share between 0 and 1, both excluded",
+                new_share > 0.0 && new_share < 1.0,
+            )?;
+        }
+        if self.new_out.as_ref() == Some(&self.out) {
+            return Err(ParamError::new(
+                "--new-out",
+                "must differ from --out",
+                self.out.display(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl ScanArgs {
     /// The scan these flags describe.
     pub fn to_config(&self) -> ScanConfig {
@@ -581,7 +632,8 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
             Ok(gate(0, d.newly_quarantined.len(), gates))
         }
         Command::Sample(a) => {
-            let target = a.target.min(a.classes.saturating_sub(1));
+            a.check()?;
+            let target = a.target;
             let attack = match a.attack {
                 _ if a.poison_rate <= 0.0 => Attack::None,
                 SampleAttack::Backdoor => Attack::Backdoor {

@@ -277,6 +277,12 @@ fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, Config
             );
         }
     }
+    if file.input.feature_cols.as_ref().is_some_and(Vec::is_empty) {
+        problem(
+            line_of(text, "input", "feature-cols"),
+            "[input] `feature-cols` names no column; list the numeric feature columns, or leave the key out to use a vector column".into(),
+        );
+    }
     if let Err(e) = registry(&file.detect, crate::detect::Available::default()) {
         let table = [
             "activation-clustering",

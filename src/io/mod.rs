@@ -226,6 +226,8 @@ pub enum InputError {
         found: String,
         expected: &'static str,
     },
+    #[error("{path}: --feature-cols {problem}")]
+    BadFeatureColumns { path: PathBuf, problem: String },
     #[error("{path}: no activations column (List/FixedSizeList of floats); {hint}")]
     NoVectorColumn { path: PathBuf, hint: String },
     #[error(

@@ -303,7 +303,7 @@ fn resolve_roles(src: &Source, opts: &ReadOptions) -> Result<Roles, InputError> 
             "label",
             &label,
             field.data_type(),
-            "an integer, string or dictionary-encoded string",
+            "an integer, boolean, string or dictionary-encoded string",
         ));
     }
     let probs = match &opts.probs_col {
@@ -343,6 +343,28 @@ fn resolve_roles(src: &Source, opts: &ReadOptions) -> Result<Roles, InputError> 
             || Some(name) == opts.loss_col.as_deref()
     };
     let vectors = if let Some(cols) = &opts.feature_cols {
+        let bad = |problem: String| InputError::BadFeatureColumns {
+            path: path.to_path_buf(),
+            problem,
+        };
+        if cols.is_empty() {
+            return Err(bad(
+                "names no column; list the numeric feature columns, comma-separated".into(),
+            ));
+        }
+        if let Some(c) = cols.iter().find(|c| reserved(c)) {
+            // Features that hold the label (or the id) would make every class trivially separable.
+            return Err(bad(format!(
+                "names `{c}`, which is the id, label, probabilities or loss column; features are the model's inputs only"
+            )));
+        }
+        if let Some((i, c)) = cols.iter().enumerate().find(|(i, c)| cols[..*i].contains(c)) {
+            return Err(bad(format!(
+                "names `{c}` twice (at {} and {})",
+                cols.iter().position(|x| x == c).unwrap_or(0) + 1,
+                i + 1
+            )));
+        }
         for c in cols {
             let f = schema
                 .field_with_name(c)

@@ -256,3 +256,72 @@ fn dictionary_encoded_ids_are_checked_as_their_values() {
         .stderr(contains("id column `id`, row 5"));
     assert!(!fx.out().join("clean.parquet").exists());
 }
+
+/// `--feature-cols` that name no column, the label or the id, or one column twice are refused
+/// before anything runs (the label as a feature made classes trivially separable; an empty list
+/// in a pipeline file panicked).
+#[test]
+fn feature_columns_must_be_distinct_inputs() {
+    let Some(input) = Fixture::format("fastparquet_feature_columns.parquet") else {
+        return;
+    };
+    let fx = Fixture::new();
+    for (cols, needle) in [
+        ("f00,label", "names `label`, which is the id, label"),
+        ("f00,id", "names `id`, which is the id, label"),
+        ("f00,f01,f00", "names `f00` twice"),
+    ] {
+        fx.scan(&input, &["--feature-cols", cols])
+            .code(2)
+            .stderr(contains(needle));
+    }
+    let pipeline = fx.path("empty.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[input]\npaths = [{:?}]\nfeature-cols = []\n[output]\ndir = {:?}\n",
+            input.display().to_string(),
+            fx.out().display().to_string()
+        ),
+    )
+    .unwrap();
+    for command in ["check", "run"] {
+        super::datavet()
+            .arg(command)
+            .arg(&pipeline)
+            .assert()
+            .code(2)
+            .stderr(contains("empty.toml:3: [input] `feature-cols` names no column"));
+    }
+    assert!(!fx.out().join("clean.parquet").exists());
+}
+
+/// `datavet sample` refuses sizes of zero, a target outside the classes and rates that are no
+/// share, naming the flag (it panicked on zero sizes and clamped or spilled the rest).
+#[test]
+fn sample_refuses_impossible_sizes_and_rates() {
+    let fx = Fixture::new();
+    let out = fx.path("s.parquet");
+    for (args, needle) in [
+        (vec!["--classes", "0"], "`--classes` must be at least 1"),
+        (vec!["--rows-per-class", "0"], "`--rows-per-class` must be at least 1"),
+        (vec!["--dim", "0"], "`--dim` must be at least 1"),
+        (vec!["--target", "10"], "`--target` must be one of the classes"),
+        (vec!["--poison-rate", "1.5"], "`--poison-rate` must be a share"),
+        (vec!["--poison-rate", "NaN"], "`--poison-rate` must be a share"),
+        (
+            vec!["--new-share", "1", "--new-out", "n.parquet"],
+            "`--new-share` must be a share",
+        ),
+    ] {
+        super::datavet()
+            .arg("sample")
+            .arg("--out")
+            .arg(&out)
+            .args(&args)
+            .assert()
+            .code(2)
+            .stderr(contains(needle));
+    }
+    assert!(!out.exists());
+}
