@@ -49,6 +49,10 @@ pub enum ReviewError {
     UnknownIds { path: PathBuf, count: usize, first: String },
     #[error("{path}: no ids listed (one id per line; blank lines and lines starting with # are skipped)")]
     NoIdsListed { path: PathBuf },
+    #[error("{path}: is one of the run's own outputs; export to a file outside {dir} or under another name")]
+    ExportOverRun { path: PathBuf, dir: PathBuf },
+    #[error("--{flag} is empty; the audit log records who released what and why")]
+    EmptyAuditField { flag: &'static str },
 }
 
 fn require(dir: &Path, file: &'static str) -> Result<PathBuf, ReviewError> {
@@ -66,6 +70,13 @@ fn require(dir: &Path, file: &'static str) -> Result<PathBuf, ReviewError> {
 /// Writes the run's quarantine (every column, plus suspicion and reasons) to `out`; returns the
 /// number of rows.
 pub fn export(dir: &Path, format: ExportFormat, out: &Path) -> Result<usize, crate::Error> {
+    if is_run_output(dir, out) {
+        return Err(ReviewError::ExportOverRun {
+            path: out.to_path_buf(),
+            dir: dir.to_path_buf(),
+        }
+        .into());
+    }
     let (schema, batches) = read_parquet_file(&require(dir, QUARANTINE_FILE)?)?;
     let rows = batches.iter().map(|b| b.num_rows()).sum();
     if format == ExportFormat::Parquet {
@@ -227,13 +238,49 @@ fn ids_of(batch: &RecordBatch, column: &str) -> Vec<String> {
     (0..c.len()).map(|i| text(c.as_ref(), i)).collect()
 }
 
+/// Whether `out` names one of the files a run keeps in `dir` (an export there would replace it).
+fn is_run_output(dir: &Path, out: &Path) -> bool {
+    const OWN: [&str; 9] = [
+        CLEAN_FILE,
+        QUARANTINE_FILE,
+        SCORES_FILE,
+        REPORT_FILE,
+        crate::report::HTML_FILE,
+        crate::report::MARKDOWN_FILE,
+        crate::report::diff::DIFF_FILE,
+        AUDIT_FILE,
+        "reference",
+    ];
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let same_dir = match (parent.canonicalize(), dir.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    same_dir
+        && out
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| OWN.contains(&n))
+}
+
 /// Moves the quarantined records whose ids are in `ids` back to clean.parquet, marks them
 /// released in scores.parquet and report.json, and appends who, when and why to the audit log.
 pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &str) -> Result<Released, crate::Error> {
+    for (flag, value) in [("reason", reason), ("by", by)] {
+        if value.trim().is_empty() {
+            return Err(ReviewError::EmptyAuditField { flag }.into());
+        }
+    }
     let clean_path = require(dir, CLEAN_FILE)?;
     let quarantine_path = require(dir, QUARANTINE_FILE)?;
     let scores_path = require(dir, SCORES_FILE)?;
     let report_path = require(dir, REPORT_FILE)?;
+    // A scan publishing into `dir` meanwhile would overwrite the release (or the release the
+    // scan's outputs), and another release would lose one of the two.
+    let _lock = crate::io::lock_output_dir(dir)?;
     let mut report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report_path).map_err(|source| InputError::Io {
             path: report_path.clone(),

@@ -258,6 +258,41 @@ fn release_moves_reviewed_rows_back_and_logs_who_when_why() {
     );
 }
 
+/// `export` never writes over the run's own files, `release` wants a reason and a name for the
+/// audit log, and waits for no one: while a scan holds the output directory it is refused (a
+/// scan publishing meanwhile overwrote a release the audit log recorded).
+#[test]
+fn review_commands_guard_the_run_directory() {
+    let fx = Fixture::new();
+    flipped_run(&fx);
+    let clean = std::fs::read(fx.out().join("clean.parquet")).unwrap();
+    for name in ["clean.parquet", "report.json"] {
+        datavet()
+            .args(["export", fx.out().to_str().unwrap(), "--format", "parquet", "--out"])
+            .arg(fx.out().join(name))
+            .assert()
+            .code(2)
+            .stderr(contains("is one of the run's own outputs"));
+    }
+    assert_eq!(std::fs::read(fx.out().join("clean.parquet")).unwrap(), clean);
+    let quarantined = read_quarantined_ids(&fx.out());
+    std::fs::write(fx.path("ids.txt"), format!("{}\n", quarantined[0])).unwrap();
+    let release = |reason: &str| {
+        let mut cmd = datavet();
+        cmd.args(["release", fx.out().to_str().unwrap(), "--ids"])
+            .arg(fx.path("ids.txt"))
+            .args(["--reason", reason, "--by", "alice"]);
+        cmd.assert()
+    };
+    release(" ").code(2).stderr(contains("--reason is empty"));
+    let lock = datavet::io::lock_output_dir(&fx.out()).unwrap();
+    release("checked")
+        .code(2)
+        .stderr(contains("another datavet run is writing"));
+    drop(lock);
+    release("checked").success().stdout(contains("released 1 rows"));
+}
+
 #[test]
 fn review_commands_name_a_directory_that_is_not_a_run() {
     let fx = Fixture::new();
