@@ -180,7 +180,7 @@ pub struct ScanArgs {
     #[arg(short, long, value_name = "DIR")]
     pub out: PathBuf,
     /// Id column (integer or string, plain or dictionary-encoded; unique). Default: `id` if present,
-    /// else keys are `file#row`.
+    /// else keys are `name#row` (the file's path below its --input folder).
     #[arg(long, value_name = "NAME")]
     pub id_col: Option<String>,
     /// Label column (integer, boolean, string or dictionary-encoded string).

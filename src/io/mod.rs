@@ -196,6 +196,8 @@ pub enum InputError {
         found: usize,
         expected: usize,
     },
+    #[error("{path}: not a regular file or a directory; give Parquet files or folders of them")]
+    NotAFile { path: PathBuf },
     #[error("{path}: no Parquet files found (looked for *.parquet, skipping _* and .* files)")]
     NoFiles { path: PathBuf },
     #[error("no input given; pass --input FILE_OR_DIR (repeatable)")]

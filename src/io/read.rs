@@ -77,33 +77,87 @@ impl Default for ReadOptions {
 /// In directories, `*.parquet`/`*.parq` files are taken (recursively); names starting with `_` or
 /// `.` (Spark's `_SUCCESS`, `.crc` files) are skipped.
 pub fn list_input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
+    Ok(list_inputs(inputs)?.into_iter().map(|f| f.path).collect())
+}
+
+/// One input file and the name its records are keyed by when the data has no id column.
+struct Listed {
+    path: PathBuf,
+    /// The path below the `--input` directory it was found in, or the file's name when it was
+    /// given itself: the same however the input is spelled (`data`, `./data`, an absolute path,
+    /// a pipeline file's folder), so a nightly scan keys yesterday's records as yesterday did.
+    key_name: String,
+}
+
+/// [`list_input_files`] with key names. A file reached twice (given twice, or through a
+/// symlinked directory) is read once; directory symlink loops are walked once; anything but a
+/// regular file or a directory (a FIFO would block the read forever) is an error.
+fn list_inputs(inputs: &[PathBuf]) -> Result<Vec<Listed>, InputError> {
     if inputs.is_empty() {
         return Err(InputError::NoInput);
     }
-    let mut files = Vec::new();
+    let mut files: Vec<Listed> = Vec::new();
+    let mut seen_files = std::collections::HashSet::new();
+    let mut seen_dirs = std::collections::HashSet::new();
     for input in inputs {
         let meta = std::fs::metadata(input).map_err(|source| InputError::Io {
             path: input.clone(),
             source,
         })?;
+        let mut found = Vec::new();
         if meta.is_dir() {
-            let before = files.len();
-            walk_dir(input, &mut files)?;
-            if files.len() == before {
+            if input.canonicalize().is_ok_and(|c| seen_dirs.contains(&c)) {
+                log::warn!("{} is reached twice among the inputs; read once", input.display());
+                continue;
+            }
+            walk_dir(input, &mut found, &mut seen_dirs)?;
+            if found.is_empty() {
                 return Err(InputError::NoFiles { path: input.clone() });
             }
+        } else if meta.is_file() {
+            found.push(input.clone());
         } else {
-            files.push(input.clone());
+            return Err(InputError::NotAFile { path: input.clone() });
         }
+        for path in found {
+            let canonical = path.canonicalize().map_err(|source| InputError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            if !seen_files.insert(canonical) {
+                log::warn!("{} is reached twice among the inputs; read once", path.display());
+                continue;
+            }
+            let key_name = match path.strip_prefix(input) {
+                Ok(below) if meta.is_dir() => below.display().to_string(),
+                _ => path
+                    .file_name()
+                    .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            };
+            files.push(Listed { path, key_name });
+        }
+    }
+    // Two inputs holding files of one name (`a/x.parquet`, `b/x.parquet`): keyed by the paths.
+    let mut names = std::collections::HashSet::new();
+    if !files.iter().all(|f| names.insert(f.key_name.clone())) {
+        files.iter_mut().for_each(|f| f.key_name = f.path.display().to_string());
     }
     Ok(files)
 }
 
-fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
+fn walk_dir(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    seen_dirs: &mut std::collections::HashSet<PathBuf>,
+) -> Result<(), InputError> {
     let io_err = |source| InputError::Io {
         path: dir.to_path_buf(),
         source,
     };
+    // A directory reached again (a symlink loop, or a link to one already walked) adds nothing.
+    if !seen_dirs.insert(dir.canonicalize().map_err(io_err)?) {
+        return Ok(());
+    }
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(io_err)?
         .collect::<Result<Vec<_>, _>>()
@@ -116,8 +170,11 @@ fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
         }
         let path = entry.path();
         if path.is_dir() {
-            walk_dir(&path, out)?;
+            walk_dir(&path, out, seen_dirs)?;
         } else if name.ends_with(".parquet") || name.ends_with(".parq") {
+            if !path.is_file() {
+                return Err(InputError::NotAFile { path });
+            }
             out.push(path);
         }
     }
@@ -455,6 +512,29 @@ fn resolve_roles(src: &Source, opts: &ReadOptions) -> Result<Roles, InputError> 
     })
 }
 
+/// The first file's schema, with a column made nullable where another file's is: the outputs
+/// hold every file's rows (one writer's required column beside another's optional one, with
+/// nulls, failed the write after the whole analysis).
+fn nullable_where_any_file_is(sources: &[Source]) -> SchemaRef {
+    let first = sources[0].schema();
+    let nullable: Vec<bool> = (0..first.fields().len())
+        .map(|i| sources.iter().any(|s| s.schema().field(i).is_nullable()))
+        .collect();
+    if first.fields().iter().zip(&nullable).all(|(f, &n)| f.is_nullable() == n) {
+        return first.clone();
+    }
+    let fields: Vec<arrow_schema::FieldRef> = first
+        .fields()
+        .iter()
+        .zip(nullable)
+        .map(|(f, n)| std::sync::Arc::new(f.as_ref().clone().with_nullable(n)))
+        .collect();
+    std::sync::Arc::new(arrow_schema::Schema::new_with_metadata(
+        fields,
+        first.metadata().clone(),
+    ))
+}
+
 /// First difference between two schemas, ignoring nullability and list item names, which
 /// writers set differently for the same data (Spark: `element` required; pyarrow: optional).
 fn schema_difference(a: &SchemaRef, b: &SchemaRef) -> Option<String> {
@@ -606,8 +686,11 @@ pub fn read_dataset_with_progress(
     opts: &ReadOptions,
     progress: &dyn Progress,
 ) -> Result<Dataset, InputError> {
-    let paths = list_input_files(inputs)?;
-    let sources: Vec<Source> = paths.par_iter().map(|p| Source::open(p)).collect::<Result<_, _>>()?;
+    let listed = list_inputs(inputs)?;
+    let sources: Vec<Source> = listed
+        .par_iter()
+        .map(|f| Source::open(&f.path))
+        .collect::<Result<_, _>>()?;
     let first = &sources[0];
     for s in &sources[1..] {
         if let Some(difference) = schema_difference(first.schema(), s.schema()) {
@@ -632,7 +715,8 @@ pub fn read_dataset_with_progress(
         .par_iter()
         .map(|s| read_keys_and_labels(s, &roles))
         .collect::<Result<_, _>>()?;
-    let keys = merge_keys(&sources, &roles, per_file.iter().map(|(k, _)| k.as_ref()))?;
+    let key_names: Vec<&str> = listed.iter().map(|f| f.key_name.as_str()).collect();
+    let keys = merge_keys(&sources, &key_names, &roles, per_file.iter().map(|(k, _)| k.as_ref()))?;
     let label_keys: Vec<&LabelKey> = per_file.iter().flat_map(|(_, l)| l.iter()).collect();
     let mut distinct: Vec<LabelKey> = label_keys
         .iter()
@@ -728,7 +812,7 @@ pub fn read_dataset_with_progress(
         }
         None => None,
     };
-    let schema = first.schema().clone();
+    let schema = nullable_where_any_file_is(&sources);
     Ok(Dataset {
         files: sources.into_iter().map(|s| s.info).collect(),
         schema,
@@ -842,9 +926,11 @@ fn read_keys_and_labels(s: &Source, roles: &Roles) -> Result<(Option<RecordKeys>
     Ok((keys, labels))
 }
 
-/// Concatenates per-file keys (or makes `file#row` keys) and rejects duplicates, naming both places.
+/// Concatenates per-file keys (or makes `name#row` keys from the files' key names) and rejects
+/// duplicates, naming both places.
 fn merge_keys<'a>(
     sources: &[Source],
+    key_names: &[&str],
     roles: &Roles,
     per_file: impl Iterator<Item = Option<&'a RecordKeys>>,
 ) -> Result<RecordKeys, InputError> {
@@ -852,7 +938,8 @@ fn merge_keys<'a>(
     let Some(id_col) = &roles.id else {
         let keys = sources
             .iter()
-            .flat_map(|s| (0..s.info.rows).map(move |r| format!("{}#{r}", s.path.display())))
+            .zip(key_names)
+            .flat_map(|(s, name)| (0..s.info.rows).map(move |r| format!("{name}#{r}")))
             .collect();
         return Ok(RecordKeys::Str(keys));
     };

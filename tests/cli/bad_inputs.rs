@@ -325,3 +325,24 @@ fn sample_refuses_impossible_sizes_and_rates() {
     }
     assert!(!out.exists());
 }
+
+/// A FIFO named like a Parquet file, given or inside a folder, is an error, not a read that
+/// never returns.
+#[cfg(unix)]
+#[test]
+fn a_fifo_is_not_read() {
+    let fx = Fixture::new();
+    let dir = fx.path("in");
+    std::fs::create_dir(&dir).unwrap();
+    let fifo = dir.join("pipe.parquet");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("note: mkfifo unavailable; skipping");
+        return;
+    }
+    for input in [&dir, &fifo] {
+        fx.scan(input, &["-q"])
+            .code(2)
+            .stderr(contains("pipe.parquet: not a regular file or a directory"));
+    }
+}

@@ -740,3 +740,44 @@ fn tabular_features_and_scans_without_influence_run_incrementally() {
         std::fs::remove_file(&day2).unwrap();
     }
 }
+
+/// Without an id column a record is keyed `name#row`, the name being the file's path below the
+/// `--input` folder: a nightly scan that spells the folder another way (relative, through a
+/// symlink, from a pipeline in another working directory) keys yesterday's records as yesterday
+/// did. A symlink loop in the folder, or a file reached twice, is read once.
+#[test]
+fn records_without_ids_keep_their_keys_however_the_input_is_spelled() {
+    let fx = Fixture::new();
+    let data = gaussian(4, 150, 16, backdoor(1), 71);
+    let dir = fx.path("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let batch = data.to_batch();
+    let without_id = batch.project(&(1..batch.num_columns()).collect::<Vec<_>>()).unwrap();
+    super::write_batch(&dir.join("day1.parquet"), &without_id);
+    let out = fx.path("out");
+    scan(&out, &dir, &["-q"]).success();
+    let scores = read_all(&out.join("scores.parquet"));
+    let keys = scores.column_by_name("key").unwrap().as_string::<i32>();
+    assert_eq!(keys.value(0), "day1.parquet#0");
+
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&dir, fx.path("latest")).unwrap();
+        std::os::unix::fs::symlink(".", dir.join("loop")).unwrap();
+    }
+    // Relative to the working directory, through a symlink, with a loop inside, and the file
+    // named a second time: the same 600 records, none new.
+    let assert = datavet()
+        .current_dir(fx.path(""))
+        .args(["scan", "--out", "out", "--input"])
+        .arg(if cfg!(unix) { "./latest/" } else { "data" })
+        .args(["--input", "data/day1.parquet", "--incremental", "--fail-if-new", "0"])
+        .assert()
+        .success();
+    assert!(
+        stdout(&assert).contains("0 new, 0 changed, 0 gone"),
+        "{}",
+        stdout(&assert)
+    );
+    assert_eq!(json(&out.join("report.json"))["totals"]["rows"], 600);
+}

@@ -653,9 +653,11 @@ fn row_groups_are_copied_by_their_place_across_input_files() {
 }
 
 /// Files of one dataset from different writers: the vector column's list item is `item` in one
-/// (arrow-rs, polars) and `element` in the other (pyarrow's default). The reader takes them as one
-/// schema; the outputs carry the first file's, and the second file's quarantined rows go into
-/// them too (0.2.47 stopped with exit 2 when a quarantined row sat in the second file).
+/// (arrow-rs, polars) and `element` in the other (pyarrow's default), and a column required in
+/// one is optional in the other. The reader takes them as one schema; the outputs carry the first
+/// file's item names, a column optional where any file has it so, and the second file's
+/// quarantined rows (0.2.47 stopped with exit 2 when a quarantined row sat in the second file,
+/// and on a null in the optional column after the whole analysis).
 #[test]
 fn files_whose_lists_name_their_items_differently_scan_as_one_dataset() {
     let fx = Fixture::new();
@@ -674,6 +676,15 @@ fn files_whose_lists_name_their_items_differently_scan_as_one_dataset() {
     fields[index] = arrow_schema::Field::new("embedding", renamed.data_type().clone(), false);
     let mut columns = rest.columns().to_vec();
     columns[index] = std::sync::Arc::new(renamed);
+    // ...and `source` optional there, with a null, where the first file has it required.
+    let source = rest.schema().index_of("source").unwrap();
+    fields[source] = fields[source].clone().with_nullable(true);
+    let sources = columns[source].as_string::<i32>();
+    columns[source] = std::sync::Arc::new(arrow_array::StringArray::from(
+        (0..sources.len())
+            .map(|i| (i != 7).then(|| sources.value(i)))
+            .collect::<Vec<_>>(),
+    ));
     let rest = RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
     super::write_batch(&dir.join("b.parquet"), &rest);
 
@@ -705,6 +716,9 @@ fn files_whose_lists_name_their_items_differently_scan_as_one_dataset() {
         quarantine.schema().field_with_name("embedding").unwrap(),
         batch.schema().field_with_name("embedding").unwrap()
     );
+    assert!(clean.schema().field_with_name("source").unwrap().is_nullable());
+    let nulls = |b: &RecordBatch| b.column_by_name("source").unwrap().null_count();
+    assert_eq!(nulls(&clean) + nulls(&quarantine), 1);
 }
 
 #[test]
