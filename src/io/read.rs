@@ -604,22 +604,24 @@ fn string_values(column: &ArrayRef) -> Vec<String> {
 }
 
 /// A reader over one Parquet file written by a run (read back by the reports and review
-/// commands), batch by batch; its schema is known even when it has no rows.
-pub fn open_parquet_file(path: &Path) -> Result<ParquetRecordBatchReader, InputError> {
+/// commands), batch by batch, with its schema (the file's metadata included), known even when it
+/// has no rows.
+pub fn open_parquet_file(path: &Path) -> Result<(SchemaRef, ParquetRecordBatchReader), InputError> {
     let file = File::open(path).map_err(|source| InputError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|cause| InputError::NotParquet {
-            path: path.to_path_buf(),
-            cause,
-        })?
-        .build()
-        .map_err(|e| InputError::Corrupt {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|cause| InputError::NotParquet {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    // The builder's schema, not the reader's: it keeps the file's key-value metadata.
+    let schema = builder.schema().clone();
+    let reader = builder.build().map_err(|e| InputError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok((schema, reader))
 }
 
 /// One whole Parquet file written by a run: its schema and every batch.
@@ -664,11 +666,14 @@ pub fn for_each_parquet_batch(
         path: path.to_path_buf(),
         message,
     };
+    // The projected reader's schema lacks the file's key-value metadata (pandas' index, a
+    // writer's notes), which a file rewritten from it (release, export) must keep.
+    let metadata = builder.schema().metadata().clone();
     let reader = builder
         .with_projection(mask)
         .build()
         .map_err(|e| corrupt(e.to_string()))?;
-    let schema = reader.schema();
+    let schema = std::sync::Arc::new(reader.schema().as_ref().clone().with_metadata(metadata));
     for batch in reader {
         visit(batch.map_err(|e| corrupt(e.to_string()))?)?;
     }

@@ -312,8 +312,7 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
 
     // New clean = old clean + released rows (input columns only); new quarantine = the rest.
     // The clean file (most of the data) is streamed, never held whole.
-    let clean = open_parquet_file(&clean_path)?;
-    let clean_schema = clean.schema();
+    let (clean_schema, clean) = open_parquet_file(&clean_path)?;
     let input_columns: Vec<usize> = (0..clean_schema.fields().len()).collect();
     let plain = super::plain_input_columns(&clean_schema, Some(&id_column));
     let mut clean_sink = ParquetSink::create(&clean_path, clean_schema.clone(), &plain)?;

@@ -96,7 +96,9 @@ pub struct Releases {
 
 impl Releases {
     /// The releases that still apply to `dataset` (same key, same content hash `hashes[p]` at
-    /// position `p`): (global row, note), and the releases kept for the next reference.
+    /// position `p`): (global row, note), and the releases kept for the next reference: those,
+    /// and those whose key is absent tonight (a record missing from one night's input keeps its
+    /// release for when it comes back unchanged). A key back with other content loses it.
     pub fn applying_to(&self, dataset: &crate::io::Dataset, hashes: &[u128]) -> (Vec<(u32, String)>, Releases) {
         let by_key: std::collections::HashMap<&str, usize> =
             self.keys.iter().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
@@ -105,19 +107,27 @@ impl Releases {
         if by_key.is_empty() {
             return (rows, kept);
         }
+        let mut present = vec![false; self.keys.len()];
         for p in 0..dataset.rows() {
             let g = dataset.order[p] as usize;
             let key = dataset.keys.display(g);
-            if let Some(&i) = by_key.get(key.as_str())
-                && self.hashes[i] == hashes[p]
-            {
+            let Some(&i) = by_key.get(key.as_str()) else { continue };
+            present[i] = true;
+            if self.hashes[i] == hashes[p] {
                 rows.push((g as u32, self.notes[i].clone()));
-                kept.keys.push(key);
-                kept.hashes.push(hashes[p]);
-                kept.notes.push(self.notes[i].clone());
+                kept.push(key, hashes[p], &self.notes[i]);
             }
         }
+        for i in (0..self.keys.len()).filter(|&i| !present[i]) {
+            kept.push(self.keys[i].clone(), self.hashes[i], &self.notes[i]);
+        }
         (rows, kept)
+    }
+
+    fn push(&mut self, key: String, hash: u128, note: &str) {
+        self.keys.push(key);
+        self.hashes.push(hash);
+        self.notes.push(note.to_string());
     }
 }
 

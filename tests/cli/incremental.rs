@@ -673,6 +673,17 @@ fn released_records_stay_in_clean_until_their_content_changes() {
     fx.scan(&input, &["--incremental"]).success();
     let now = Scores::read(&fx.out().join("scores.parquet")).quarantined();
     assert!(now.contains(&edited) && !now.contains(&kept));
+
+    // A night without the released record, then it comes back unchanged: still released (it
+    // was forgotten with the night it was missing).
+    let absent: Vec<bool> = data.ids.iter().map(|&id| id == kept).collect();
+    data.write_split(&absent, &input, &fx.path("aside.parquet"), 250)
+        .unwrap();
+    fx.scan(&input, &["--incremental"]).success();
+    data.write_parquet(&input, 250).unwrap();
+    let a = fx.scan(&input, &["--incremental", "--fail-if-new", "0"]).success();
+    let now = Scores::read(&fx.out().join("scores.parquet")).quarantined();
+    assert!(!now.contains(&kept), "{}", stdout(&a));
 }
 
 /// `data` as a tabular dataset: id, label and one Float64 column per dimension (f00, f01, ...),

@@ -293,6 +293,46 @@ fn review_commands_guard_the_run_directory() {
     release("checked").success().stdout(contains("released 1 rows"));
 }
 
+/// The input's schema metadata (pandas' index, a writer's notes) survives a release and an
+/// export as it survives a scan (both rewrote the files without it).
+#[test]
+fn release_and_export_keep_the_schema_metadata() {
+    let fx = Fixture::new();
+    let input = fx.path("flips.parquet");
+    let batch = flips(51).to_batch();
+    let metadata = std::collections::HashMap::from([("owner".to_string(), "ml-platform".to_string())]);
+    let schema = std::sync::Arc::new(batch.schema().as_ref().clone().with_metadata(metadata));
+    let batch = batch.with_schema(schema).unwrap();
+    write_batch(&input, &batch);
+    fx.scan(&input, &[]).success();
+    let quarantined = read_quarantined_ids(&fx.out());
+    std::fs::write(fx.path("ids.txt"), format!("{}\n", quarantined[0])).unwrap();
+    datavet()
+        .args(["release", fx.out().to_str().unwrap(), "--ids"])
+        .arg(fx.path("ids.txt"))
+        .args(["--reason", "checked", "--by", "alice"])
+        .assert()
+        .success();
+    datavet()
+        .args(["export", fx.out().to_str().unwrap(), "--format", "parquet", "--out"])
+        .arg(fx.path("export.parquet"))
+        .assert()
+        .success();
+    for path in [
+        fx.out().join("clean.parquet"),
+        fx.out().join("quarantine.parquet"),
+        fx.path("export.parquet"),
+    ] {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!(
+            builder.schema().metadata().get("owner").map(String::as_str),
+            Some("ml-platform"),
+            "{}",
+            path.display()
+        );
+    }
+}
+
 #[test]
 fn review_commands_name_a_directory_that_is_not_a_run() {
     let fx = Fixture::new();
