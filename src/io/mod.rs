@@ -196,6 +196,14 @@ pub enum InputError {
         found: usize,
         expected: usize,
     },
+    #[error(
+        "{path}: {role} column `{column}` has the name of another column of scores.parquet (a score, suspicion, quarantined, reasons, pc1, pc2, cluster, the key, or another role's column); rename it in the data or choose another with --{role}-col"
+    )]
+    ReservedName {
+        path: PathBuf,
+        role: &'static str,
+        column: String,
+    },
     #[error("{path}: not a regular file or a directory; give Parquet files or folders of them")]
     NotAFile { path: PathBuf },
     #[error("{path}: no Parquet files found (looked for *.parquet, skipping _* and .* files)")]

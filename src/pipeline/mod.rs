@@ -265,6 +265,7 @@ pub fn ingest(
     let mut read = config.read.clone();
     read.feature_scaling = reference.as_ref().and_then(|r| r.header.feature_scaling.clone());
     let mut dataset = io::read_dataset_with_progress(&config.inputs, &read, progress)?;
+    crate::quarantine::check_role_names(&dataset, &config.detectors)?;
     log::info!(
         "read {} rows x {} dims in {} classes from {} file(s)",
         dataset.rows(),

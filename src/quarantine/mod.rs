@@ -79,12 +79,52 @@ impl StagedOutputs {
 }
 
 /// Name for an added column, prefixed with `datavet_` if the input already has one of that name.
-fn added_name(schema: &Schema, name: &str) -> String {
-    if schema.index_of(name).is_ok() {
-        format!("datavet_{name}")
-    } else {
-        name.to_string()
+/// What scores.parquet holds beside the key, the label, the source and one score per detector.
+const SCORES_OWN_COLUMNS: [&str; 6] = ["pc1", "pc2", "cluster", "suspicion", "quarantined", "reasons"];
+
+/// Refuses id, label and source columns named like another column of scores.parquet (a
+/// detector's score, `suspicion`, `quarantined`, ..., the `key` of data without ids, or one
+/// another): scores.parquet would hold two columns of one name, which readers refuse, and a label
+/// named `quarantined` was read back as the quarantine flag (the report panicked on it).
+pub fn check_role_names(dataset: &Dataset, detectors: &crate::detect::DetectorParams) -> Result<(), InputError> {
+    let all = crate::detect::Available {
+        neighbours: true,
+        surrogate: true,
+        trusted: true,
+        probs: true,
+        losses: true,
+    };
+    let scores: Vec<String> = crate::detect::registry(detectors, all)
+        .map(|d| d.iter().map(|d| d.name().to_string()).collect())
+        .unwrap_or_default();
+    let key = dataset.id_column.clone().unwrap_or_else(|| "key".into());
+    let roles = [
+        ("id", Some(&key)),
+        ("label", Some(&dataset.label_column)),
+        ("source", dataset.source_column.as_ref()),
+    ];
+    for (i, (role, name)) in roles.iter().enumerate() {
+        let Some(name) = name else { continue };
+        let taken = scores.iter().any(|s| s == *name)
+            || SCORES_OWN_COLUMNS.contains(&name.as_str())
+            || roles[..i].iter().any(|(_, other)| *other == Some(*name));
+        if taken {
+            return Err(InputError::ReservedName {
+                path: dataset.files[0].path.clone(),
+                role,
+                column: (*name).clone(),
+            });
+        }
     }
+    Ok(())
+}
+
+fn added_name(schema: &Schema, name: &str) -> String {
+    let mut name = name.to_string();
+    while schema.index_of(&name).is_ok() {
+        name = format!("datavet_{name}");
+    }
+    name
 }
 
 /// Writes the three Parquet outputs to temp files in `out_dir` and checks conservation.

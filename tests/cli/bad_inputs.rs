@@ -346,3 +346,72 @@ fn a_fifo_is_not_read() {
             .stderr(contains("pipe.parquet: not a regular file or a directory"));
     }
 }
+
+/// Role columns named like a column of scores.parquet are refused before the analysis (a label
+/// named `quarantined` panicked the report after publishing; a source named `reasons` gave
+/// scores.parquet two `reasons` columns, which readers refuse); input columns named like the
+/// two quarantine.parquet adds (`suspicion`, `datavet_suspicion`) pass, under other names.
+#[test]
+fn role_columns_named_like_score_columns_are_refused() {
+    use std::sync::Arc;
+
+    use arrow_array::RecordBatch;
+    use arrow_schema::{Field, Schema};
+
+    let fx = Fixture::new();
+    let data = datavet::testkit::generate(&datavet::testkit::Spec {
+        kind: datavet::testkit::Kind::Gaussian,
+        classes: 4,
+        rows_per_class: 100,
+        dim: 8,
+        attack: datavet::testkit::Attack::None,
+        seed: 3,
+    });
+    let batch = data.to_batch();
+    let renamed = |names: [&str; 4]| {
+        let fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(names)
+            .map(|(f, n)| f.as_ref().clone().with_name(n))
+            .collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), batch.columns().to_vec()).unwrap()
+    };
+    let path = fx.path("q.parquet");
+    super::write_batch(&path, &renamed(["id", "quarantined", "embedding", "reasons"]));
+    for (args, needle) in [
+        (
+            &["--label-col", "quarantined"][..],
+            "label column `quarantined` has the name",
+        ),
+        (
+            &["--label-col", "quarantined", "--source-col", "reasons"][..],
+            "label column `quarantined`",
+        ),
+    ] {
+        fx.scan(&path, args).code(2).stderr(contains(needle));
+    }
+    let path = fx.path("s.parquet");
+    super::write_batch(&path, &renamed(["id", "label", "embedding", "reasons"]));
+    fx.scan(&path, &["--source-col", "reasons"])
+        .code(2)
+        .stderr(contains("source column `reasons` has the name"));
+    assert!(!fx.out().join("clean.parquet").exists());
+    let path = fx.path("suspicion.parquet");
+    super::write_batch(&path, &renamed(["id", "label", "suspicion", "datavet_suspicion"]));
+    fx.scan(&path, &["--activations-col", "suspicion"]).success();
+    let schema = super::read_all(&fx.out().join("quarantine.parquet")).schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "id",
+            "label",
+            "suspicion",
+            "datavet_suspicion",
+            "datavet_datavet_suspicion",
+            "reasons"
+        ]
+    );
+}
