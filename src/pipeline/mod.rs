@@ -322,9 +322,9 @@ pub fn prepare_reference(
     Ok(Some(prepared))
 }
 
-/// After publishing: the diff against the reference the scan started from (`diff.json`), and
-/// the reference for the next scan, prepared while the outputs were written, committed (its
-/// directory).
+/// After publishing: the reference for the next scan, prepared while the outputs were written,
+/// committed (its directory), and the diff against the reference the scan started from
+/// (`diff.json`).
 pub fn finish(
     config: &ScanConfig,
     plan: Option<&Plan>,
@@ -337,6 +337,18 @@ pub fn finish(
             source: Box::new(e),
         }
     };
+    // The next reference is committed first: a diff that fails (a damaged snapshot in the old
+    // reference) must not keep tonight's from becoming current, or every later night would
+    // fail on the same snapshot. The old generation stays (two are kept) for the diff.
+    let saving = after("saving the reference for the next scan");
+    let saved = match prepared.map_err(saving)? {
+        Some(prepared) => {
+            let dir = prepared.commit().map_err(|e| saving(e.into()))?;
+            log::info!("saved reference {}", dir.display());
+            Some(dir)
+        }
+        None => None,
+    };
     let clock = Instant::now();
     let diff = match plan {
         Some(p) => {
@@ -348,15 +360,6 @@ pub fn finish(
                 clock.elapsed().as_secs_f64()
             );
             Some(d)
-        }
-        None => None,
-    };
-    let saving = after("saving the reference for the next scan");
-    let saved = match prepared.map_err(saving)? {
-        Some(prepared) => {
-            let dir = prepared.commit().map_err(|e| saving(e.into()))?;
-            log::info!("saved reference {}", dir.display());
-            Some(dir)
         }
         None => None,
     };

@@ -176,7 +176,7 @@ fn named_columns_that_do_not_exist() {
     );
     rejects(
         "pyarrow_list_f32.parquet",
-        &["--feature-cols", "id,source"],
+        &["--feature-cols", "source"],
         &["feature column `source` has type Utf8"],
     );
 }

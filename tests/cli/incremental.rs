@@ -397,6 +397,22 @@ fn references_that_cannot_be_used_are_errors_that_name_the_file() {
         std::fs::read_to_string(fx.out().join("reference/CURRENT")).unwrap(),
         "000001\n"
     );
+    std::fs::write(&records, &bytes).unwrap();
+
+    // A damaged snapshot of the reference's outputs fails only the diff, after publishing: the
+    // next reference is saved all the same, so the night after diffs against it (every later
+    // night failed on the same snapshot).
+    std::fs::remove_file(fx.out().join("reference/000001/scores.parquet")).unwrap();
+    fx.scan(&input, &["--incremental"])
+        .code(2)
+        .stderr(contains("are complete, but the diff against the reference failed"));
+    assert_eq!(
+        std::fs::read_to_string(fx.out().join("reference/CURRENT")).unwrap(),
+        "000002\n"
+    );
+    fx.scan(&input, &["--incremental", "--fail-if-new", "0"])
+        .success()
+        .stdout(contains("against reference generation 2"));
 }
 
 #[test]
