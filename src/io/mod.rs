@@ -204,6 +204,10 @@ pub enum InputError {
         role: &'static str,
         column: String,
     },
+    #[error(
+        "{out}: the output directory is inside the input {input}, whose next scan would read its outputs as data; choose an --out outside the inputs (or one named _* or .*, which the walk skips)"
+    )]
+    OutputInsideInput { out: PathBuf, input: PathBuf },
     #[error("{path}: not a regular file or a directory; give Parquet files or folders of them")]
     NotAFile { path: PathBuf },
     #[error("{path}: no Parquet files found (looked for *.parquet, skipping _* and .* files)")]

@@ -254,6 +254,31 @@ pub struct Ingested {
     pub releases: Releases,
 }
 
+/// Refuses an output directory that the walk of an input directory would enter: its
+/// clean.parquet and quarantine.parquet would be read as input by the next scan (which then
+/// failed on their schema). A folder named `_*` or `.*` on the way is skipped by the walk, so it
+/// may hold the outputs.
+fn refuse_output_inside_inputs(config: &ScanConfig) -> Result<(), io::InputError> {
+    let Ok(out) = config.out_dir.canonicalize() else {
+        return Ok(());
+    };
+    for input in &config.inputs {
+        let Ok(root) = input.canonicalize() else { continue };
+        let Ok(below) = out.strip_prefix(&root) else { continue };
+        let walked = below.components().all(|c| {
+            let name = c.as_os_str().to_string_lossy();
+            !(name.starts_with('_') || name.starts_with('.'))
+        });
+        if root.is_dir() && walked {
+            return Err(io::InputError::OutputInsideInput {
+                out: config.out_dir.clone(),
+                input: input.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Reads the data (feature columns standardized as the reference did), plans against the
 /// reference, and finds the reviewed releases (`OUT/reference`) that still apply. Content hashes
 /// are computed only when a reference is read or saved, or releases are checked.
@@ -262,6 +287,7 @@ pub fn ingest(
     reference: Option<Reference>,
     progress: &dyn Progress,
 ) -> Result<Ingested, crate::Error> {
+    refuse_output_inside_inputs(config)?;
     let mut read = config.read.clone();
     read.feature_scaling = reference.as_ref().and_then(|r| r.header.feature_scaling.clone());
     let mut dataset = io::read_dataset_with_progress(&config.inputs, &read, progress)?;

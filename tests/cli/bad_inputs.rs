@@ -415,3 +415,33 @@ fn role_columns_named_like_score_columns_are_refused() {
         ]
     );
 }
+
+/// An --out inside an input folder is refused (its outputs would be read as data by the next
+/// scan, which then failed on their schema); one named `_*`, which the walk skips, is fine.
+#[test]
+fn an_output_directory_inside_the_input_is_refused() {
+    let Some(file) = Fixture::format("pyarrow_list_f32.parquet") else {
+        return;
+    };
+    let fx = Fixture::new();
+    let dir = fx.path("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(&file, dir.join("part.parquet")).unwrap();
+    super::datavet()
+        .args(["scan", "--input"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .assert()
+        .code(2)
+        .stderr(contains("the output directory is inside the input"));
+    for _ in 0..2 {
+        super::datavet()
+            .args(["scan", "-q", "--input"])
+            .arg(&dir)
+            .arg("--out")
+            .arg(dir.join("_datavet"))
+            .assert()
+            .success();
+    }
+}
