@@ -327,6 +327,18 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
         old_clean += b.num_rows();
         clean_sink.write(&b)?;
     }
+    // The files must hold the scan's input rows once before anything moves: a run killed
+    // between replacing clean.parquet and quarantine.parquet leaves rows in both, and a release
+    // on top would publish the duplicates as checked.
+    let input_rows = report["conservation"]["input_rows"].as_u64();
+    if input_rows.is_some_and(|rows| rows != (old_clean + old_quarantine) as u64) {
+        return Err(crate::Error::Conservation(format!(
+            "{}: clean.parquet {old_clean} + quarantine.parquet {old_quarantine} rows, but the scan read {} \
+             (a run killed while replacing them?); nothing was released: run the scan again",
+            dir.display(),
+            input_rows.unwrap_or_default()
+        )));
+    }
     let other = |path: &Path, e: arrow_schema::ArrowError| OutputError::Other {
         path: path.to_path_buf(),
         message: e.to_string(),

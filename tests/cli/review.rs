@@ -291,6 +291,15 @@ fn review_commands_guard_the_run_directory() {
         .stderr(contains("another datavet run is writing"));
     drop(lock);
     release("checked").success().stdout(contains("released 1 rows"));
+    // A run killed between replacing clean.parquet and quarantine.parquet leaves rows in both
+    // (here: every input row in clean): a release on top is refused, nothing moves.
+    std::fs::write(fx.path("ids.txt"), format!("{}\n", quarantined[1])).unwrap();
+    std::fs::copy(fx.path("flips.parquet"), fx.out().join("clean.parquet")).unwrap();
+    let quarantine = std::fs::read(fx.out().join("quarantine.parquet")).unwrap();
+    release("checked")
+        .code(2)
+        .stderr(contains("(a run killed while replacing them?); nothing was released"));
+    assert_eq!(std::fs::read(fx.out().join("quarantine.parquet")).unwrap(), quarantine);
 }
 
 /// The input's schema metadata (pandas' index, a writer's notes) survives a release and an
