@@ -118,12 +118,14 @@ pub struct ClassDrift {
     pub radius_ratio: f64,
 }
 
-/// Drift of every class that has new records and a fit.
+/// Drift of every class that has new records and a fit (the reference's class of its name).
 pub fn drift(dataset: &Dataset, matching: &Matching, header: &Header) -> Vec<ClassDrift> {
     let dim = dataset.dim;
     let mut out = Vec::new();
     for c in 0..dataset.classes.len() {
-        let Some(fit) = header.class_fits.get(c).and_then(Option::as_ref) else {
+        // The fit of the class of this name: a new label sorting first moves every index.
+        let fitted = header.classes.iter().position(|name| *name == dataset.classes[c]);
+        let Some(fit) = fitted.and_then(|f| header.class_fits.get(f)).and_then(Option::as_ref) else {
             continue;
         };
         let range = dataset.class_offsets[c]..dataset.class_offsets[c + 1];

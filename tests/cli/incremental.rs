@@ -808,3 +808,38 @@ fn records_without_ids_keep_their_keys_however_the_input_is_spelled() {
     );
     assert_eq!(json(&out.join("report.json"))["totals"]["rows"], 600);
 }
+
+/// A label new tonight that sorts before the others moves every class's index: each class's
+/// drift is still measured against its own fit, by name (it was measured against the fit at
+/// its index: the new class against class 0's, and the report gave false drift reasons).
+#[test]
+fn drift_is_measured_against_the_fit_of_the_same_class() {
+    let fx = Fixture::new();
+    let mut data = gaussian(4, 200, 16, Attack::None, 73);
+    let dir = fx.path("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tonight: Vec<bool> = (0..data.ids.len()).map(|i| i % 10 == 0).collect();
+    // Tonight's records of class 0 carry a new label, -1, which sorts first.
+    for (i, label) in data.labels.iter_mut().enumerate() {
+        if tonight[i] && *label == 0 {
+            *label = -1;
+        }
+    }
+    data.write_split(&tonight, &dir.join("day1.parquet"), &fx.path("day2.parquet"), 250)
+        .unwrap();
+    let out = fx.path("out");
+    scan(&out, &dir, &["-q"]).success();
+    arrive(&fx, &dir);
+    scan(&out, &dir, &["--incremental", "-q"]).success();
+    let incremental = &json(&out.join("report.json"))["incremental"];
+    let drift = incremental["drift"].as_array().unwrap();
+    assert_eq!(drift.len(), 3, "{incremental:#}");
+    for d in drift {
+        assert!(d["shift"].as_f64().unwrap() < 1.0, "{d}");
+    }
+    let reasons = incremental["refit_reasons"].to_string();
+    assert!(
+        reasons.contains("the classes changed") && !reasons.contains("drifted"),
+        "{reasons}"
+    );
+}
