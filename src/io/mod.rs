@@ -118,6 +118,9 @@ pub struct Dataset {
     pub sources: Option<Vec<String>>,
     /// Feature columns: the (mean, scale) each was standardized with.
     pub feature_scaling: Option<FeatureScaling>,
+    /// Feature columns: each record's hash of its values as read (by position), which
+    /// [`Dataset::content_hashes`] uses instead of the standardized vector.
+    pub feature_hashes: Option<Vec<u128>>,
 }
 
 impl Dataset {
@@ -126,7 +129,8 @@ impl Dataset {
     }
 
     /// A 128-bit hash (XXH3) of what the scan reads of each record, by position: its label, its
-    /// vector, and its probabilities and losses when the scan reads them. A record whose hash
+    /// vector (feature columns: their values as read, which no standardization changes), and
+    /// its probabilities and losses when the scan reads them. A record whose hash
     /// matches an earlier scan's is the same record to every detector.
     pub fn content_hashes(&self) -> Vec<u128> {
         use rayon::prelude::*;
@@ -141,8 +145,13 @@ impl Dataset {
                 bytes.clear();
                 bytes.extend_from_slice(self.classes[class_of[p] as usize].as_bytes());
                 bytes.push(0xff); // not UTF-8: ends the label unambiguously
+                if let Some(features) = &self.feature_hashes {
+                    bytes.extend_from_slice(&features[p].to_le_bytes());
+                }
                 let mut floats = |v: &[f32]| v.iter().for_each(|f| bytes.extend_from_slice(&f.to_le_bytes()));
-                floats(&self.x[p * self.dim..(p + 1) * self.dim]);
+                if self.feature_hashes.is_none() {
+                    floats(&self.x[p * self.dim..(p + 1) * self.dim]);
+                }
                 if let Some(probs) = &self.probs {
                     floats(&probs[p * k..(p + 1) * k]);
                 }

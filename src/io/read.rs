@@ -742,18 +742,18 @@ pub fn read_dataset_with_progress(
     let (class_offsets, position, order) = group_by_class(&labels, classes.len());
 
     // Pass 2: vectors, straight into class-grouped positions.
-    let (x, dim, feature_scaling) = match &roles.vectors {
+    let (x, dim, feature_scaling, feature_hashes) = match &roles.vectors {
         VectorSource::Column(col) => {
             progress.start("read", total);
             let read = read_vectors(&sources, col, &position, &keys, progress);
             progress.finish();
             let (x, dim) = read?;
-            (x, dim, None)
+            (x, dim, None, None)
         }
         VectorSource::Features(cols) => {
             let given = opts.feature_scaling.as_deref().filter(|s| s.len() == cols.len());
-            let (x, scaling) = read_scalars(&sources, cols, &position, Scaling::Standardize(given))?;
-            (x, cols.len(), Some(scaling))
+            let read = read_scalars(&sources, cols, &position, Scaling::Standardize(given))?;
+            (read.x, cols.len(), Some(read.scaling), read.raw_hashes)
         }
     };
     let probs = match &roles.probs {
@@ -780,7 +780,7 @@ pub fn read_dataset_with_progress(
     let losses = match &roles.losses {
         Some(col) if loss_is_vector => Some(read_vectors(&sources, col, &position, &keys, &NoProgress)?),
         Some(col) => Some((
-            read_scalars(&sources, std::slice::from_ref(col), &position, Scaling::Keep)?.0,
+            read_scalars(&sources, std::slice::from_ref(col), &position, Scaling::Keep)?.x,
             1,
         )),
         None => None,
@@ -836,6 +836,7 @@ pub fn read_dataset_with_progress(
         source_column: source_col,
         sources: record_sources,
         feature_scaling,
+        feature_hashes,
     })
 }
 
@@ -1151,12 +1152,21 @@ fn ask_for_huge_pages(values: &mut [f32]) {
 
 /// Scalar numeric columns as a row-major matrix in class-grouped positions, scaled as `scaling`
 /// says, with the (mean, scale) pair used for each column.
+/// Feature columns read as one vector per record, by position (class-grouped order), and the
+/// scaling applied; with [`Scaling::Standardize`], also each record's hash of its values as
+/// read (by position), which no scaling changes.
+struct Scalars {
+    x: Vec<f32>,
+    scaling: super::FeatureScaling,
+    raw_hashes: Option<Vec<u128>>,
+}
+
 fn read_scalars(
     sources: &[Source],
     cols: &[String],
     position: &[u32],
     scaling: Scaling<'_>,
-) -> Result<(Vec<f32>, super::FeatureScaling), InputError> {
+) -> Result<Scalars, InputError> {
     let dim = cols.len();
     let n = position.len();
     let mut columns = vec![Vec::<f64>::with_capacity(n); dim];
@@ -1196,5 +1206,23 @@ fn read_scalars(
         }
         used.push((mean, scale));
     }
-    Ok((x, used))
+    // A re-fit standardizes by tonight's data: hashes of the scaled values would change for
+    // every record, and reviewed releases (kept while a record's hash holds) would be lost.
+    let raw_hashes = matches!(scaling, Scaling::Standardize(_)).then(|| {
+        let mut hashes = vec![0u128; n];
+        let mut bytes = Vec::with_capacity(dim * 8);
+        for g in 0..n {
+            bytes.clear();
+            columns
+                .iter()
+                .for_each(|col| bytes.extend_from_slice(&col[g].to_le_bytes()));
+            hashes[position[g] as usize] = twox_hash::XxHash3_128::oneshot(&bytes);
+        }
+        hashes
+    });
+    Ok(Scalars {
+        x,
+        scaling: used,
+        raw_hashes,
+    })
 }

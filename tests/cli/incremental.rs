@@ -843,3 +843,41 @@ fn drift_is_measured_against_the_fit_of_the_same_class() {
         "{reasons}"
     );
 }
+
+/// A released record of feature columns stays released through scans that standardize the
+/// columns anew (a full scan with tonight's rows): its content hash is of the values as read.
+/// It was of the standardized vector, so any new scaling made every record "changed" and the
+/// release was lost.
+#[test]
+fn released_feature_records_stay_released_when_the_scaling_changes() {
+    let fx = Fixture::new();
+    let data = gaussian(5, 300, 12, Attack::LabelFlip { rate: 0.05 }, 84);
+    let new = data.new_rows(0.1);
+    let dir = fx.path("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    super::write_batch(
+        &dir.join("day1.parquet"),
+        &tabular(&data, &new.iter().map(|n| !n).collect::<Vec<_>>()),
+    );
+    let cols = (0..12).map(|j| format!("f{j:02}")).collect::<Vec<_>>().join(",");
+    let out = fx.path("out");
+    scan(&out, &dir, &["--feature-cols", &cols, "-q"]).success();
+    let quarantined = Scores::read(&out.join("scores.parquet")).quarantined();
+    let released = *quarantined.iter().min().unwrap();
+    std::fs::write(fx.path("ids.txt"), format!("{released}\n")).unwrap();
+    datavet()
+        .arg("release")
+        .arg(&out)
+        .arg("--ids")
+        .arg(fx.path("ids.txt"))
+        .args(["--reason", "checked", "--by", "alice"])
+        .assert()
+        .success();
+    super::write_batch(&dir.join("day2.parquet"), &tabular(&data, &new));
+    scan(&out, &dir, &["--feature-cols", &cols, "-q"]).success();
+    assert!(
+        !Scores::read(&out.join("scores.parquet"))
+            .quarantined()
+            .contains(&released)
+    );
+}
