@@ -43,7 +43,8 @@ impl From<ExitStatus> for ExitCode {
 /// records there, and writes clean.parquet (retrain on this), quarantine.parquet, scores.parquet
 /// and report.json. Every input row lands in exactly one of clean/quarantine, unchanged.
 ///
-/// Exit codes: 0 finished, 2 usage or input error, 3 quarantine over --fail-if-quarantined.
+/// Exit codes: 0 finished, 2 usage or input error, 3 quarantine over --fail-if-quarantined or
+/// newly quarantined records over --fail-if-new.
 #[derive(Debug, Parser)]
 #[command(name = "datavet", version, max_term_width = 100)]
 pub struct Cli {
@@ -202,7 +203,7 @@ pub struct ScanArgs {
     #[arg(long, value_name = "NAME")]
     pub source_col: Option<String>,
     /// Per-record training loss: one float, or a list of per-epoch losses. Records learned
-    /// unusually fast within their class (low early loss) look backdoored.
+    /// unusually fast or slow within their class look suspicious.
     #[arg(long, value_name = "NAME")]
     pub loss_col: Option<String>,
     /// A small verified-clean Parquet set with the same columns: records whose up-weighting

@@ -277,6 +277,25 @@ fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, Config
             );
         }
     }
+    if file.output.keep_runs == 0 {
+        problem(
+            line_of(text, "output", "keep-runs"),
+            "[output] `keep-runs` must be at least 1 (the run just made is kept)".into(),
+        );
+    }
+    for (key, empty) in [
+        ("dir", file.output.dir.as_os_str().is_empty()),
+        ("paths", file.input.paths.iter().any(|p| p.as_os_str().is_empty())),
+        ("trusted", file.input.trusted.iter().any(|p| p.as_os_str().is_empty())),
+    ] {
+        if empty {
+            let table = if key == "dir" { "output" } else { "input" };
+            problem(
+                line_of(text, table, key),
+                format!("[{table}] `{key}` holds an empty path (it would mean the pipeline file's own folder)"),
+            );
+        }
+    }
     if file.input.feature_cols.as_ref().is_some_and(Vec::is_empty) {
         problem(
             line_of(text, "input", "feature-cols"),

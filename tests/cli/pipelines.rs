@@ -89,4 +89,18 @@ fn a_bad_pipeline_names_file_line_and_key_and_exits_2() {
         .assert()
         .code(2)
         .stderr(contains("bad.toml:2: [input] `paths`: x.parquet not found"));
+    // Values no run can mean, all named at once: keep-runs = 0 (silently kept one) and an empty
+    // output path (wrote into the pipeline's own folder).
+    std::fs::write(
+        &file,
+        "[input]\npaths = [\"bad.toml\"]\n[output]\ndir = \"\"\nkeep-runs = 0\n",
+    )
+    .unwrap();
+    datavet()
+        .arg("check")
+        .arg(&file)
+        .assert()
+        .code(2)
+        .stderr(contains("bad.toml:5: [output] `keep-runs` must be at least 1"))
+        .stderr(contains("bad.toml:4: [output] `dir` holds an empty path"));
 }
