@@ -360,7 +360,15 @@ impl SampleArgs {
                 return Err(ParamError::new(key, "must be at least 1", value));
             }
         }
-        if self.target >= self.classes {
+        if self.poison_rate > 0.0 && self.classes < 2 {
+            return Err(ParamError::new(
+                "--classes",
+                "must be at least 2 to plant poison (it comes from, or is flipped to, another class)",
+                self.classes,
+            ));
+        }
+        let targeted = self.poison_rate > 0.0 && !matches!(self.attack, SampleAttack::LabelFlip);
+        if targeted && self.target >= self.classes {
             return Err(ParamError::new(
                 "--target",
                 "must be one of the classes (0 to --classes - 1)",
@@ -373,7 +381,12 @@ impl SampleArgs {
             "must be a share between 0 and 1",
             (0.0..=1.0).contains(&self.poison_rate),
         )?;
-        share("--strength", self.strength, "must be finite", self.strength.is_finite())?;
+        share(
+            "--strength",
+            self.strength,
+            "must be between -1e6 and 1e6",
+            self.strength.abs() <= 1e6,
+        )?;
         if let Some(new_share) = self.new_share {
             share(
                 "--new-share",
@@ -603,7 +616,7 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
         Command::Release(a) => {
             let ids = crate::quarantine::review::read_id_list(&a.ids)?;
             let by =
-                a.by.or_else(|| std::env::var("USER").ok())
+                a.by.or_else(|| std::env::var("USER").ok().filter(|u| !u.trim().is_empty()))
                     .unwrap_or_else(|| "unknown".into());
             let r = crate::quarantine::review::release(&a.dir, &a.ids, &ids, &a.reason, &by)?;
             if !cli.quiet {
@@ -634,7 +647,7 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
         }
         Command::Sample(a) => {
             a.check()?;
-            let target = a.target;
+            let target = a.target.min(a.classes - 1); // checked where it is used
             let attack = match a.attack {
                 _ if a.poison_rate <= 0.0 => Attack::None,
                 SampleAttack::Backdoor => Attack::Backdoor {

@@ -14,8 +14,8 @@ use arrow_schema::SchemaRef;
 use parquet::errors::ParquetError;
 
 pub use read::{
-    ReadOptions, check_unchanged, for_each_parquet_batch, list_input_files, open_parquet_file, read_dataset,
-    read_dataset_with_progress, read_parquet_columns, read_parquet_file,
+    ReadOptions, check_unchanged, for_each_parquet_batch, list_input_files, open_parquet_file, parquet_rows,
+    read_dataset, read_dataset_with_progress, read_parquet_columns, read_parquet_file,
 };
 pub use vectors::{decoded, integer_values};
 pub use write::{

@@ -87,6 +87,8 @@ struct Listed {
     /// given itself: the same however the input is spelled (`data`, `./data`, an absolute path,
     /// a pipeline file's folder), so a nightly scan keys yesterday's records as yesterday did.
     key_name: String,
+    /// The `--input` it was found under.
+    input: PathBuf,
 }
 
 /// [`list_input_files`] with key names. A file reached twice (given twice, or through a
@@ -98,7 +100,6 @@ fn list_inputs(inputs: &[PathBuf]) -> Result<Vec<Listed>, InputError> {
     }
     let mut files: Vec<Listed> = Vec::new();
     let mut seen_files = std::collections::HashSet::new();
-    let mut seen_dirs = std::collections::HashSet::new();
     for input in inputs {
         let meta = std::fs::metadata(input).map_err(|source| InputError::Io {
             path: input.clone(),
@@ -106,11 +107,8 @@ fn list_inputs(inputs: &[PathBuf]) -> Result<Vec<Listed>, InputError> {
         })?;
         let mut found = Vec::new();
         if meta.is_dir() {
-            if input.canonicalize().is_ok_and(|c| seen_dirs.contains(&c)) {
-                log::warn!("{} is reached twice among the inputs; read once", input.display());
-                continue;
-            }
-            walk_dir(input, &mut found, &mut seen_dirs)?;
+            // Loops are detected per input; files read by an earlier input are skipped below.
+            walk_dir(input, &mut found, &mut std::collections::HashSet::new())?;
             if found.is_empty() {
                 return Err(InputError::NoFiles { path: input.clone() });
             }
@@ -130,19 +128,48 @@ fn list_inputs(inputs: &[PathBuf]) -> Result<Vec<Listed>, InputError> {
             }
             let key_name = match path.strip_prefix(input) {
                 Ok(below) if meta.is_dir() => below.display().to_string(),
-                _ => path
-                    .file_name()
-                    .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
+                _ => file_name(&path),
             };
-            files.push(Listed { path, key_name });
+            files.push(Listed {
+                path,
+                key_name,
+                input: input.clone(),
+            });
         }
     }
-    // Two inputs holding files of one name (`a/x.parquet`, `b/x.parquet`): keyed by the paths.
-    let mut names = std::collections::HashSet::new();
-    if !files.iter().all(|f| names.insert(f.key_name.clone())) {
-        files.iter_mut().for_each(|f| f.key_name = f.path.display().to_string());
-    }
+    disambiguate_key_names(&mut files);
     Ok(files)
+}
+
+/// Files of one key name under two inputs (`a/x.parquet`, `b/x.parquet`): the first keeps it,
+/// a later one takes its input's name in front (`b/x.parquet`), or failing that its path as
+/// given. So an input added after the others does not re-key yesterday's records.
+fn disambiguate_key_names(files: &mut [Listed]) {
+    let mut used = std::collections::HashSet::new();
+    for f in files.iter_mut() {
+        if !used.contains(&f.key_name) {
+            used.insert(f.key_name.clone());
+            continue;
+        }
+        let prefixed = format!("{}/{}", file_name(&f.input), f.key_name);
+        f.key_name = if used.contains(&prefixed) {
+            f.path.display().to_string()
+        } else {
+            prefixed
+        };
+        used.insert(f.key_name.clone());
+    }
+}
+
+/// The last component of `path` as given (`data` for `./data/`), or the path itself.
+fn file_name(path: &Path) -> String {
+    path.components()
+        .rev()
+        .find_map(|c| match c {
+            std::path::Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 fn walk_dir(
@@ -172,7 +199,12 @@ fn walk_dir(
         if path.is_dir() {
             walk_dir(&path, out, seen_dirs)?;
         } else if name.ends_with(".parquet") || name.ends_with(".parq") {
-            if !path.is_file() {
+            // A dangling link is an error of its own (not found), a FIFO or device another.
+            let meta = std::fs::metadata(&path).map_err(|source| InputError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            if !meta.is_file() {
                 return Err(InputError::NotAFile { path });
             }
             out.push(path);
@@ -535,8 +567,9 @@ fn nullable_where_any_file_is(sources: &[Source]) -> SchemaRef {
     ))
 }
 
-/// First difference between two schemas, ignoring nullability and list item names, which
-/// writers set differently for the same data (Spark: `element` required; pyarrow: optional).
+/// First difference between two schemas, ignoring top-level nullability and list item names,
+/// which writers set differently for the same data (a list's `item` or `element`; a column
+/// required or optional). A list's elements required in one file and optional in another differ.
 fn schema_difference(a: &SchemaRef, b: &SchemaRef) -> Option<String> {
     let names = |s: &SchemaRef| s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
     if names(a) != names(b) {
@@ -622,6 +655,19 @@ pub fn open_parquet_file(path: &Path) -> Result<(SchemaRef, ParquetRecordBatchRe
         message: e.to_string(),
     })?;
     Ok((schema, reader))
+}
+
+/// The row count in a Parquet file's footer.
+pub fn parquet_rows(path: &Path) -> Result<u64, InputError> {
+    let file = File::open(path).map_err(|source| InputError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|cause| InputError::NotParquet {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
 /// One whole Parquet file written by a run: its schema and every batch.
@@ -1150,17 +1196,17 @@ fn ask_for_huge_pages(values: &mut [f32]) {
     let _ = values;
 }
 
-/// Scalar numeric columns as a row-major matrix in class-grouped positions, scaled as `scaling`
-/// says, with the (mean, scale) pair used for each column.
-/// Feature columns read as one vector per record, by position (class-grouped order), and the
-/// scaling applied; with [`Scaling::Standardize`], also each record's hash of its values as
-/// read (by position), which no scaling changes.
+/// What [`read_scalars`] read: one vector per record, by position (class-grouped order), the
+/// scaling applied, and with [`Scaling::Standardize`] each record's hash of its values as read
+/// (by position), which no scaling changes.
 struct Scalars {
     x: Vec<f32>,
     scaling: super::FeatureScaling,
     raw_hashes: Option<Vec<u128>>,
 }
 
+/// Scalar numeric columns as a row-major matrix in class-grouped positions, scaled as `scaling`
+/// says, with the (mean, scale) pair used for each column.
 fn read_scalars(
     sources: &[Source],
     cols: &[String],

@@ -208,19 +208,31 @@ pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
     }
 }
 
-/// Removes the temp files ([`AtomicFile`]'s `.datavet-*.tmp`) a killed run left in `dir`: with
-/// its lock held no other run writes there, and at 1M rows a killed write stage leaves about a
-/// gigabyte behind. Best effort: what cannot be removed stays.
+/// Removes the temp files ([`AtomicFile`]'s `.datavet-*.tmp`) a killed run left in `dir`, once
+/// untouched for [`STALE_TEMP`]: with the lock held no other scan or release writes there, and
+/// at 1M rows a killed write stage leaves about a gigabyte behind; the age spares an `export`
+/// writing into the directory meanwhile (it takes no lock). Best effort: what cannot be removed
+/// stays.
 fn remove_stale_temp_files(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(".datavet-") && name.ends_with(".tmp") && entry.file_type().is_ok_and(|t| t.is_file()) {
+        let stale = entry
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_TEMP);
+        if name.starts_with(".datavet-") && name.ends_with(".tmp") && stale {
             let _ = std::fs::remove_file(entry.path());
         }
     }
 }
+
+/// How long a temp file must have been left untouched before a run holding the lock removes it.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// Drops `value` on a thread of its own named `name`, for what takes the kernel a while to free
 /// (a replaced gigabyte file, a gigabyte of memory) while the caller goes on. Should no thread be
@@ -516,9 +528,9 @@ pub fn same_leaf_columns(a: &SchemaDescriptor, b: &SchemaDescriptor) -> bool {
     a.num_columns() == b.num_columns() && a.columns().iter().zip(b.columns()).all(|(x, y)| x == y)
 }
 
-/// `batch` under `schema`: a column whose type differs only in nested field names or
-/// nullability (a list's `item` against pyarrow's `element`, Spark's required elements) is cast
-/// to the schema's type, the values untouched; the reader accepted the files as one schema.
+/// `batch` under `schema`: a column whose type differs only in nested field names (a list's
+/// `item` against pyarrow's `element`) is cast to the schema's type, the values untouched; the
+/// reader accepted the files as one schema (`schema_difference`).
 /// Why: the outputs have the first file's schema, and a batch of another writer's file would not
 /// go into them.
 pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, arrow_schema::ArrowError> {
@@ -683,8 +695,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stale = dir.path().join(".datavet-abc123.tmp");
         std::fs::write(&stale, b"half a parquet file").unwrap();
-        let kept = ["clean.parquet", ".datavet-notes.txt", "x.tmp"].map(|n| dir.path().join(n));
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+        let kept = ["clean.parquet", ".datavet-notes.txt", "x.tmp", ".datavet-fresh.tmp"].map(|n| dir.path().join(n));
         kept.iter().for_each(|p| std::fs::write(p, b"mine").unwrap());
+        // Other files, and a temp file just written (an export's, which takes no lock), stay.
         let lock = lock_output_dir(dir.path()).unwrap();
         assert!(!stale.exists());
         assert!(kept.iter().all(|p| p.exists()));

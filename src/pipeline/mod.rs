@@ -348,9 +348,9 @@ pub fn prepare_reference(
     Ok(Some(prepared))
 }
 
-/// After publishing: the reference for the next scan, prepared while the outputs were written,
-/// committed (its directory), and the diff against the reference the scan started from
-/// (`diff.json`).
+/// After publishing: the diff against the reference the scan started from (`diff.json`), and
+/// the reference for the next scan, prepared while the outputs were written, committed (its
+/// directory), also when the diff failed.
 pub fn finish(
     config: &ScanConfig,
     plan: Option<&Plan>,
@@ -363,9 +363,22 @@ pub fn finish(
             source: Box::new(e),
         }
     };
-    // The next reference is committed first: a diff that fails (a damaged snapshot in the old
-    // reference) must not keep tonight's from becoming current, or every later night would
-    // fail on the same snapshot. The old generation stays (two are kept) for the diff.
+    let clock = Instant::now();
+    // The diff is taken first (committing may prune the generation it reads, as with
+    // --since-reference naming an older one), but a failed diff (a damaged snapshot) does not
+    // keep tonight's reference from becoming current: every later night would fail the same way.
+    let diff = match plan {
+        Some(p) => {
+            let d = incremental::diff_against(&p.reference.dir, &config.out_dir);
+            log::info!(
+                "diff against {} in {:.2}s",
+                p.reference.dir.display(),
+                clock.elapsed().as_secs_f64()
+            );
+            Some(d)
+        }
+        None => None,
+    };
     let saving = after("saving the reference for the next scan");
     let saved = match prepared.map_err(saving)? {
         Some(prepared) => {
@@ -375,18 +388,13 @@ pub fn finish(
         }
         None => None,
     };
-    let clock = Instant::now();
-    let diff = match plan {
-        Some(p) => {
-            let d = incremental::diff_against(&p.reference.dir, &config.out_dir)
-                .map_err(after("the diff against the reference"))?;
-            log::info!(
-                "diff against {} in {:.2}s",
-                p.reference.dir.display(),
-                clock.elapsed().as_secs_f64()
-            );
-            Some(d)
+    let diff = match diff {
+        Some(Err(e)) => {
+            // Yesterday's diff.json would pass for tonight's.
+            let _ = std::fs::remove_file(config.out_dir.join(crate::report::diff::DIFF_FILE));
+            return Err(after("the diff against the reference")(e));
         }
+        Some(Ok(d)) => Some(d),
         None => None,
     };
     Ok((diff, saved))

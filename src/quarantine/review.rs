@@ -310,6 +310,22 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
         .into());
     }
 
+    // The files must hold the scan's input rows once before anything moves (counted from the
+    // footers, before a byte is rewritten): a run killed between replacing clean.parquet and
+    // quarantine.parquet leaves rows in both, and a release on top would publish the duplicates
+    // as checked.
+    let old_quarantine: usize = quarantine.iter().map(|b| b.num_rows()).sum();
+    let footer_rows = crate::io::parquet_rows(&clean_path)?;
+    let input_rows = report["conservation"]["input_rows"].as_u64();
+    if input_rows.is_some_and(|rows| rows != footer_rows + old_quarantine as u64) {
+        return Err(crate::Error::Conservation(format!(
+            "{}: clean.parquet {footer_rows} + quarantine.parquet {old_quarantine} rows, but the scan read {} \
+             (a run killed while replacing them?); nothing was released: run the scan again",
+            dir.display(),
+            input_rows.unwrap_or_default()
+        )));
+    }
+
     // New clean = old clean + released rows (input columns only); new quarantine = the rest.
     // The clean file (most of the data) is streamed, never held whole.
     let (clean_schema, clean) = open_parquet_file(&clean_path)?;
@@ -317,7 +333,6 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
     let plain = super::plain_input_columns(&clean_schema, Some(&id_column));
     let mut clean_sink = ParquetSink::create(&clean_path, clean_schema.clone(), &plain)?;
     let mut quarantine_sink = ParquetSink::create(&quarantine_path, quarantine_schema, &plain)?;
-    let old_quarantine: usize = quarantine.iter().map(|b| b.num_rows()).sum();
     let mut old_clean = 0usize;
     for b in clean {
         let b = b.map_err(|e| InputError::Corrupt {
@@ -326,18 +341,6 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
         })?;
         old_clean += b.num_rows();
         clean_sink.write(&b)?;
-    }
-    // The files must hold the scan's input rows once before anything moves: a run killed
-    // between replacing clean.parquet and quarantine.parquet leaves rows in both, and a release
-    // on top would publish the duplicates as checked.
-    let input_rows = report["conservation"]["input_rows"].as_u64();
-    if input_rows.is_some_and(|rows| rows != (old_clean + old_quarantine) as u64) {
-        return Err(crate::Error::Conservation(format!(
-            "{}: clean.parquet {old_clean} + quarantine.parquet {old_quarantine} rows, but the scan read {} \
-             (a run killed while replacing them?); nothing was released: run the scan again",
-            dir.display(),
-            input_rows.unwrap_or_default()
-        )));
     }
     let other = |path: &Path, e: arrow_schema::ArrowError| OutputError::Other {
         path: path.to_path_buf(),

@@ -313,6 +313,11 @@ fn sample_refuses_impossible_sizes_and_rates() {
             vec!["--new-share", "1", "--new-out", "n.parquet"],
             "`--new-share` must be a share",
         ),
+        (
+            vec!["--classes", "1", "--attack", "label-flip", "--target", "0"],
+            "`--classes` must be at least 2",
+        ),
+        (vec!["--strength", "1e308"], "`--strength` must be between"),
     ] {
         super::datavet()
             .arg("sample")
@@ -324,6 +329,23 @@ fn sample_refuses_impossible_sizes_and_rates() {
             .stderr(contains(needle));
     }
     assert!(!out.exists());
+    // The target is asked only of attacks that have one.
+    super::datavet()
+        .arg("sample")
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--classes",
+            "2",
+            "--attack",
+            "label-flip",
+            "--rows-per-class",
+            "50",
+            "--dim",
+            "4",
+        ])
+        .assert()
+        .success();
 }
 
 /// A FIFO named like a Parquet file, given or inside a folder, is an error, not a read that
@@ -345,6 +367,12 @@ fn a_fifo_is_not_read() {
             .code(2)
             .stderr(contains("pipe.parquet: not a regular file or a directory"));
     }
+    // A dangling link is named as not found.
+    std::fs::remove_file(&fifo).unwrap();
+    std::os::unix::fs::symlink(fx.path("gone.parquet"), dir.join("link.parquet")).unwrap();
+    fx.scan(&dir, &["-q"])
+        .code(2)
+        .stderr(contains("link.parquet: cannot read: No such file"));
 }
 
 /// Role columns named like a column of scores.parquet are refused before the analysis (a label

@@ -807,6 +807,63 @@ fn records_without_ids_keep_their_keys_however_the_input_is_spelled() {
         stdout(&assert)
     );
     assert_eq!(json(&out.join("report.json"))["totals"]["rows"], 600);
+
+    // A second input holding a file of the same name: only its records take the input's name
+    // in front; yesterday's keep their keys (all of them were re-keyed, a false alert).
+    let other = fx.path("other");
+    std::fs::create_dir_all(&other).unwrap();
+    super::write_batch(&other.join("day1.parquet"), &without_id.slice(0, 100));
+    let assert = scan(&out, &dir, &["--input", other.to_str().unwrap(), "--incremental"]).success();
+    assert!(
+        stdout(&assert).contains("100 new, 0 changed, 0 gone"),
+        "{}",
+        stdout(&assert)
+    );
+    let scores = read_all(&out.join("scores.parquet"));
+    let keys = scores.column_by_name("key").unwrap().as_string::<i32>();
+    assert!(keys.iter().any(|k| k == Some("other/day1.parquet#0")));
+    assert!(keys.iter().any(|k| k == Some("day1.parquet#0")));
+
+    // Nested inputs in either order read each file once, and neither is "empty".
+    let nested = fx.path("nested");
+    std::fs::create_dir_all(nested.join("sub")).unwrap();
+    std::fs::copy(dir.join("day1.parquet"), nested.join("sub/part.parquet")).unwrap();
+    for first in [nested.join("sub"), nested.clone()] {
+        let second = if first == nested {
+            nested.join("sub")
+        } else {
+            nested.clone()
+        };
+        datavet()
+            .args(["scan", "-q", "--out"])
+            .arg(fx.path("nested_out"))
+            .arg("--input")
+            .arg(&first)
+            .arg("--input")
+            .arg(&second)
+            .assert()
+            .success();
+        assert_eq!(json(&fx.path("nested_out/report.json"))["totals"]["rows"], 600);
+    }
+}
+
+/// `--since-reference` naming an older generation of the same output directory: the diff reads
+/// it before the new reference is committed (committing prunes to two generations).
+#[test]
+fn a_scan_since_an_older_generation_diffs_against_it() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    gaussian(4, 150, 16, Attack::None, 74)
+        .write_parquet(&input, 250)
+        .unwrap();
+    let out = fx.path("out");
+    for _ in 0..3 {
+        scan(&out, &input, &["--incremental", "-q"]).success();
+    }
+    let older = out.join("reference/000002");
+    scan(&out, &input, &["--since-reference", older.to_str().unwrap()])
+        .success()
+        .stdout(contains("against reference generation 2"));
 }
 
 /// A label new tonight that sorts before the others moves every class's index: each class's
