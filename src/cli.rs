@@ -255,7 +255,8 @@ pub struct ScanArgs {
     /// Never quarantine more than this share of all rows.
     #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
     pub max_quarantine_fraction: f64,
-    /// Poison share you expect, if known (caps the quarantine at about twice it). Not needed.
+    /// Poison share you expect, if known: caps the quarantine at twice it plus 1% of all rows.
+    /// Not needed.
     #[arg(long, value_name = "FRACTION")]
     pub expected_poison_rate: Option<f64>,
     /// Robust z-score among classes that marks a class attacked. Higher = quieter.
@@ -467,6 +468,21 @@ pub fn init_logging(cli: &Cli) {
         });
     }
     let _ = builder.try_init();
+}
+
+/// The fatal error on stderr: `datavet: error: ...`, or with `--log-format json` one JSON log
+/// line of level ERROR, so a scheduler parsing the log sees why the run stopped.
+pub fn print_error(message: &str, json: bool) {
+    if json {
+        let line = serde_json::json!({
+            "ts": jiff::Timestamp::now().to_string(),
+            "level": "ERROR",
+            "msg": message,
+        });
+        eprintln!("{line}");
+    } else {
+        eprintln!("datavet: error: {message}");
+    }
 }
 
 /// Progress bars on stderr, one per long stage; hidden when stderr is not a terminal or with -q,

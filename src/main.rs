@@ -8,6 +8,7 @@ use datavet::cli::{Cli, ExitStatus};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     datavet::cli::init_logging(&cli);
+    let json = cli.log_format == datavet::cli::LogFormat::Json;
     let err = match datavet::cli::run(cli) {
         Ok(status) => return status.into(),
         Err(e) => anyhow::Error::from(e),
@@ -26,6 +27,6 @@ fn main() -> ExitCode {
             message = format!("{message}: {cause}");
         }
     }
-    eprintln!("datavet: error: {message}");
+    datavet::cli::print_error(&message, json);
     ExitStatus::Error.into()
 }

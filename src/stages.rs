@@ -401,6 +401,10 @@ pub fn run_staged(
             let mut report: serde_json::Value = read_json(&report_path)?;
             report["stages"] = settings(&statuses);
             report["run_directory"] = settings(&run_dir);
+            // How tonight's records matched the reference is this run's, also where the
+            // quarantine stage was reused from an earlier run on the same input (its report said
+            // the earlier run's match).
+            report["incremental"] = settings(plan.as_ref().map(|p| p.summary(dataset.rows())));
             AtomicFile::write_json(&report_path, &report, true)?;
             crate::report::write_human_reports(&config.out_dir)?;
             Ok((report, Vec::new()))

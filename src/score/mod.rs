@@ -71,8 +71,8 @@ pub struct DecisionParams {
     pub record_threshold: f64,
     /// Never quarantine more than this share of all rows (the most suspicious are kept in). Default 0.2.
     pub max_quarantine_fraction: f64,
-    /// The poison share you expect, if you know it; caps each attacked class at 2x this share of
-    /// its rows (plus the class's own clean tail). Not needed.
+    /// The poison share you expect, if you know it; caps the whole quarantine at twice this share
+    /// of all rows plus 1% of them (the most suspicious kept in). Not needed.
     pub expected_poison_rate: Option<f64>,
 }
 

@@ -612,6 +612,15 @@ fn a_nightly_pipeline_runs_incrementally() {
         .success()
         .stdout(contains("newly quarantined 0"));
     assert!(before == std::fs::read(out.join("scores.parquet")).unwrap());
+    // The re-run reused the quarantine stage; its report.json says the re-run's match (it kept
+    // the earlier run's: generation 1, 150 new).
+    let report = json(&out.join("report.json"));
+    assert_eq!(
+        report["incremental"]["reference_generation"], 2,
+        "{:#}",
+        report["incremental"]
+    );
+    assert_eq!(report["incremental"]["new"], 0);
 
     std::fs::write(
         &file,

@@ -376,6 +376,12 @@ fn json_logs_are_one_object_per_line() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["level"].is_string() && v["msg"].is_string() && v["ts"].is_string());
     }
+    // The error that stops a run is a JSON line too (it was plain text).
+    let failed = fx.scan(&fx.path("missing.parquet"), &["--log-format", "json"]).code(2);
+    let stderr = String::from_utf8(failed.get_output().stderr.clone()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(v["level"], "ERROR");
+    assert!(v["msg"].as_str().unwrap().contains("missing.parquet"), "{v}");
 }
 
 /// Headless Debian chromium, when installed (CI installs it): `None` with a note otherwise.
