@@ -768,6 +768,12 @@ pub fn read_dataset_with_progress(
         .collect::<Result<_, _>>()?;
     let key_names: Vec<&str> = listed.iter().map(|f| f.key_name.as_str()).collect();
     let keys = merge_keys(&sources, &key_names, &roles, per_file.iter().map(|(k, _)| k.as_ref()))?;
+    let id_type = roles
+        .id
+        .as_ref()
+        .and_then(|id| first.schema().field_with_name(id).ok())
+        .map(|f| f.data_type());
+    let keys = unsigned_above_i64(keys, id_type);
     let label_keys: Vec<&LabelKey> = per_file.iter().flat_map(|(_, l)| l.iter()).collect();
     let mut distinct: Vec<LabelKey> = label_keys
         .iter()
@@ -976,6 +982,18 @@ fn read_keys_and_labels(s: &Source, roles: &Roles) -> Result<(Option<RecordKeys>
         row0 += b.num_rows() as u64;
     }
     Ok((keys, labels))
+}
+
+/// UInt64 ids above `i64::MAX` (64-bit hashes as ids) as their decimal text: kept as i64 they
+/// wrapped to negative numbers in scores.parquet, and a release (which matches the quarantine's
+/// ids as written) left scores.parquet disagreeing with it. Smaller ids stay integers.
+fn unsigned_above_i64(keys: RecordKeys, id_type: Option<&DataType>) -> RecordKeys {
+    match keys {
+        RecordKeys::Int(v) if id_type == Some(&DataType::UInt64) && v.iter().any(|&k| k < 0) => {
+            RecordKeys::Str(v.into_iter().map(|k| (k as u64).to_string()).collect())
+        }
+        keys => keys,
+    }
 }
 
 /// Concatenates per-file keys (or makes `name#row` keys from the files' key names) and rejects

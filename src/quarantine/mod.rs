@@ -271,8 +271,10 @@ fn check_conservation(
     clean: &ParquetSink,
     quarantine: &ParquetSink,
 ) -> Result<Conservation, crate::Error> {
-    let (clean_rows, clean_ids) = read_back(clean.temp_path(), dataset.id_column.as_deref())?;
-    let (quarantine_rows, q_ids) = read_back(quarantine.temp_path(), dataset.id_column.as_deref())?;
+    // Integer ids the reader keyed as text (UInt64 above i64::MAX) are hashed as that text.
+    let as_text = matches!(dataset.keys, RecordKeys::Str(_));
+    let (clean_rows, clean_ids) = read_back(clean.temp_path(), dataset.id_column.as_deref(), as_text)?;
+    let (quarantine_rows, q_ids) = read_back(quarantine.temp_path(), dataset.id_column.as_deref(), as_text)?;
     let input_rows = dataset.rows() as u64;
     let expected_q = decision.quarantined.iter().filter(|&&q| q).count() as u64;
     let mut ok = clean_rows + quarantine_rows == input_rows && quarantine_rows == expected_q;
@@ -306,7 +308,7 @@ fn key_hash(keys: &RecordKeys, g: usize) -> u64 {
 }
 
 /// (rows in the footer, wrapping sum of id hashes) of a written file.
-fn read_back(path: &Path, id_column: Option<&str>) -> Result<(u64, u64), crate::Error> {
+fn read_back(path: &Path, id_column: Option<&str>, as_text: bool) -> Result<(u64, u64), crate::Error> {
     let err = |message: String| OutputError::Other {
         path: path.to_path_buf(),
         message: format!("read-back failed: {message}"),
@@ -320,13 +322,13 @@ fn read_back(path: &Path, id_column: Option<&str>) -> Result<(u64, u64), crate::
     let mut sum = 0u64;
     for batch in builder.with_projection(mask).build().map_err(|e| err(e.to_string()))? {
         let col = batch.map_err(|e| err(e.to_string()))?.column(0).clone();
-        sum = sum.wrapping_add(id_hash_sum(&col));
+        sum = sum.wrapping_add(id_hash_sum(&col, as_text));
     }
     Ok((rows, sum))
 }
 
 /// Wrapping sum of the hashes of every id in `col` (hashed as the reader keys them).
-fn id_hash_sum(col: &ArrayRef) -> u64 {
+fn id_hash_sum(col: &ArrayRef, as_text: bool) -> u64 {
     let add = |acc: u64, h: u64| acc.wrapping_add(h);
     let col = &crate::io::decoded(col);
     match col.data_type() {
@@ -344,6 +346,10 @@ fn id_hash_sum(col: &ArrayRef) -> u64 {
             .as_string_view()
             .iter()
             .map(|v| hash_of(v.unwrap_or_default()))
+            .fold(0, add),
+        DataType::UInt64 if as_text => integer_values(col)
+            .into_iter()
+            .map(|v| hash_of((v as u64).to_string().as_str()))
             .fold(0, add),
         _ => integer_values(col).into_iter().map(hash_of).fold(0, add),
     }

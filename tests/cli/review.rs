@@ -342,6 +342,70 @@ fn release_and_export_keep_the_schema_metadata() {
     }
 }
 
+/// UInt64 ids above i64::MAX (64-bit hashes as ids) are keyed by their decimal text: scores.parquet
+/// names them as the input does (it held them wrapped to negative numbers), and a release keeps
+/// scores.parquet and quarantine.parquet agreeing, also through the next scan.
+#[test]
+fn unsigned_ids_above_i64_max_keep_their_values() {
+    let fx = Fixture::new();
+    let input = fx.path("u64.parquet");
+    let batch = flips(51).to_batch();
+    let ids = arrow_array::UInt64Array::from((0..batch.num_rows() as u64).map(|i| u64::MAX - i).collect::<Vec<_>>());
+    let mut columns = batch.columns().to_vec();
+    columns[0] = std::sync::Arc::new(ids);
+    let mut fields: Vec<arrow_schema::Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[0] = arrow_schema::Field::new("id", arrow_schema::DataType::UInt64, false);
+    let batch =
+        arrow_array::RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
+    write_batch(&input, &batch);
+    fx.scan(&input, &[]).success();
+    let quarantined: Vec<u64> = {
+        let q = super::read_all(&fx.out().join("quarantine.parquet"));
+        let ids = q.column_by_name("id").unwrap();
+        let ids = ids.as_any().downcast_ref::<arrow_array::UInt64Array>().unwrap();
+        ids.values().to_vec()
+    };
+    assert!(quarantined.len() >= 2 && quarantined.iter().all(|&id| id > i64::MAX as u64));
+    let scores_quarantined = || {
+        let s = super::read_all(&fx.out().join("scores.parquet"));
+        let ids = s
+            .column_by_name("id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap()
+            .clone();
+        let flags = s
+            .column_by_name("quarantined")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::BooleanArray>()
+            .unwrap()
+            .clone();
+        (0..s.num_rows())
+            .filter(|&i| flags.value(i))
+            .map(|i| ids.value(i).parse::<u64>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let mut listed = scores_quarantined();
+    listed.sort();
+    let mut expected = quarantined.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    std::fs::write(fx.path("ids.txt"), format!("{}\n", quarantined[0])).unwrap();
+    datavet()
+        .args(["release", fx.out().to_str().unwrap(), "--ids"])
+        .arg(fx.path("ids.txt"))
+        .args(["--reason", "checked", "--by", "alice"])
+        .assert()
+        .success();
+    fx.scan(&input, &[]).success();
+    let after = scores_quarantined();
+    assert_eq!(after.len(), quarantined.len() - 1);
+    assert!(!after.contains(&quarantined[0]));
+    assert_eq!(rows(&fx.out().join("quarantine.parquet")), quarantined.len() - 1);
+}
+
 #[test]
 fn review_commands_name_a_directory_that_is_not_a_run() {
     let fx = Fixture::new();
