@@ -636,18 +636,23 @@ fn string_values(column: &ArrayRef) -> Vec<String> {
     }
 }
 
-/// A reader over one Parquet file written by a run (read back by the reports and review
-/// commands), batch by batch, with its schema (the file's metadata included), known even when it
-/// has no rows.
-pub fn open_parquet_file(path: &Path) -> Result<(SchemaRef, ParquetRecordBatchReader), InputError> {
+/// A Parquet file opened and its footer read, ready to build readers of it.
+fn parquet_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, InputError> {
     let file = File::open(path).map_err(|source| InputError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|cause| InputError::NotParquet {
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|cause| InputError::NotParquet {
         path: path.to_path_buf(),
         cause,
-    })?;
+    })
+}
+
+/// A reader over one Parquet file written by a run (read back by the reports and review
+/// commands), batch by batch, with its schema (the file's metadata included), known even when it
+/// has no rows.
+pub fn open_parquet_file(path: &Path) -> Result<(SchemaRef, ParquetRecordBatchReader), InputError> {
+    let builder = parquet_builder(path)?;
     // The builder's schema, not the reader's: it keeps the file's key-value metadata.
     let schema = builder.schema().clone();
     let reader = builder.build().map_err(|e| InputError::Corrupt {
@@ -659,14 +664,7 @@ pub fn open_parquet_file(path: &Path) -> Result<(SchemaRef, ParquetRecordBatchRe
 
 /// The row count in a Parquet file's footer.
 pub fn parquet_rows(path: &Path) -> Result<u64, InputError> {
-    let file = File::open(path).map_err(|source| InputError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|cause| InputError::NotParquet {
-        path: path.to_path_buf(),
-        cause,
-    })?;
+    let builder = parquet_builder(path)?;
     Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
@@ -695,14 +693,7 @@ pub fn for_each_parquet_batch(
     keep: impl Fn((usize, &str)) -> bool,
     mut visit: impl FnMut(RecordBatch) -> Result<(), InputError>,
 ) -> Result<SchemaRef, InputError> {
-    let file = File::open(path).map_err(|source| InputError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|cause| InputError::NotParquet {
-        path: path.to_path_buf(),
-        cause,
-    })?;
+    let builder = parquet_builder(path)?;
     let roots: Vec<usize> = (builder.schema().fields().iter().enumerate())
         .filter(|(i, f)| keep((*i, f.name().as_str())))
         .map(|(i, _)| i)

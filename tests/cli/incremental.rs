@@ -740,18 +740,25 @@ fn tabular(data: &Synthetic, keep: &[bool]) -> RecordBatch {
     RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap()
 }
 
-#[test]
-fn tabular_features_and_scans_without_influence_run_incrementally() {
-    let fx = Fixture::new();
-    let data = gaussian(5, 300, 12, backdoor(2), 83);
+/// Yesterday's records of `data` (all but a tenth) as `data/day1.parquet` with one Float64
+/// column per dimension: tonight's rows, the data directory and the `--feature-cols` list.
+fn tabular_day1(fx: &Fixture, data: &Synthetic) -> (Vec<bool>, PathBuf, String) {
     let new = data.new_rows(0.1);
     let dir = fx.path("data");
     std::fs::create_dir_all(&dir).unwrap();
     super::write_batch(
         &dir.join("day1.parquet"),
-        &tabular(&data, &new.iter().map(|n| !n).collect::<Vec<_>>()),
+        &tabular(data, &new.iter().map(|n| !n).collect::<Vec<_>>()),
     );
-    let cols = (0..12).map(|j| format!("f{j:02}")).collect::<Vec<_>>().join(",");
+    let cols = (0..data.dim).map(|j| format!("f{j:02}")).collect::<Vec<_>>().join(",");
+    (new, dir, cols)
+}
+
+#[test]
+fn tabular_features_and_scans_without_influence_run_incrementally() {
+    let fx = Fixture::new();
+    let data = gaussian(5, 300, 12, backdoor(2), 83);
+    let (new, dir, cols) = tabular_day1(&fx, &data);
     for extra in [&[][..], &["--no-influence"][..]] {
         let out = fx.path(&format!("out{}", extra.len()));
         let args: Vec<&str> = [&["--feature-cols", cols.as_str()][..], extra].concat();
@@ -918,14 +925,7 @@ fn drift_is_measured_against_the_fit_of_the_same_class() {
 fn released_feature_records_stay_released_when_the_scaling_changes() {
     let fx = Fixture::new();
     let data = gaussian(5, 300, 12, Attack::LabelFlip { rate: 0.05 }, 84);
-    let new = data.new_rows(0.1);
-    let dir = fx.path("data");
-    std::fs::create_dir_all(&dir).unwrap();
-    super::write_batch(
-        &dir.join("day1.parquet"),
-        &tabular(&data, &new.iter().map(|n| !n).collect::<Vec<_>>()),
-    );
-    let cols = (0..12).map(|j| format!("f{j:02}")).collect::<Vec<_>>().join(",");
+    let (new, dir, cols) = tabular_day1(&fx, &data);
     let out = fx.path("out");
     scan(&out, &dir, &["--feature-cols", &cols, "-q"]).success();
     let quarantined = Scores::read(&out.join("scores.parquet")).quarantined();

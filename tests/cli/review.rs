@@ -315,13 +315,7 @@ fn release_and_export_keep_the_schema_metadata() {
     write_batch(&input, &batch);
     fx.scan(&input, &[]).success();
     let quarantined = read_quarantined_ids(&fx.out());
-    std::fs::write(fx.path("ids.txt"), format!("{}\n", quarantined[0])).unwrap();
-    datavet()
-        .args(["release", fx.out().to_str().unwrap(), "--ids"])
-        .arg(fx.path("ids.txt"))
-        .args(["--reason", "checked", "--by", "alice"])
-        .assert()
-        .success();
+    release_one(&fx, &quarantined[0].to_string()).success();
     datavet()
         .args(["export", fx.out().to_str().unwrap(), "--format", "parquet", "--out"])
         .arg(fx.path("export.parquet"))
@@ -392,18 +386,22 @@ fn unsigned_ids_above_i64_max_keep_their_values() {
     let mut expected = quarantined.clone();
     expected.sort();
     assert_eq!(listed, expected);
-    std::fs::write(fx.path("ids.txt"), format!("{}\n", quarantined[0])).unwrap();
-    datavet()
-        .args(["release", fx.out().to_str().unwrap(), "--ids"])
-        .arg(fx.path("ids.txt"))
-        .args(["--reason", "checked", "--by", "alice"])
-        .assert()
-        .success();
+    release_one(&fx, &quarantined[0].to_string()).success();
     fx.scan(&input, &[]).success();
     let after = scores_quarantined();
     assert_eq!(after.len(), quarantined.len() - 1);
     assert!(!after.contains(&quarantined[0]));
     assert_eq!(rows(&fx.out().join("quarantine.parquet")), quarantined.len() - 1);
+}
+
+/// `datavet release OUT` of the one id `id`, reason "checked", by alice.
+fn release_one(fx: &Fixture, id: &str) -> assert_cmd::assert::Assert {
+    std::fs::write(fx.path("ids.txt"), format!("{id}\n")).unwrap();
+    datavet()
+        .args(["release", fx.out().to_str().unwrap(), "--ids"])
+        .arg(fx.path("ids.txt"))
+        .args(["--reason", "checked", "--by", "alice"])
+        .assert()
 }
 
 #[test]
