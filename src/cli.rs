@@ -224,7 +224,7 @@ pub struct ScanArgs {
     /// surrogate confidently mistakes each for the other at least once; records of one that look
     /// like the other are then not called label issues, since the features cannot tell them
     /// apart. Larger values set fewer pairs aside; `inf` none (cleanlab's rule).
-    #[arg(long, default_value_t = 0.2, value_name = "RATIO")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.2, value_name = "RATIO")]
     pub label_overlap: f64,
     /// PCA dimensions per class before clustering and robust scoring.
     #[arg(long, default_value_t = 10)]
@@ -247,23 +247,23 @@ pub struct ScanArgs {
     /// records it split (a class's non-zero records that are not short). Raise it (up to 0.5,
     /// which turns the bound off) where a class may be more than about a sixth poisoned or many
     /// of its vectors are zero; clean sub-populations of that size then count too.
-    #[arg(long, default_value_t = 0.2, value_name = "SHARE")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.2, value_name = "SHARE")]
     pub distance_max_cluster_share: f64,
     /// Seed for every randomized step; same input and seed give the same outputs.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Never quarantine more than this share of all rows.
-    #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.2, value_name = "FRACTION")]
     pub max_quarantine_fraction: f64,
     /// Poison share you expect, if known: caps the quarantine at twice it plus 1% of all rows.
     /// Not needed.
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, allow_negative_numbers = true, value_name = "FRACTION")]
     pub expected_poison_rate: Option<f64>,
     /// Robust z-score among classes that marks a class attacked. Higher = quieter.
-    #[arg(long, default_value_t = 3.5)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 3.5)]
     pub anomaly_threshold: f64,
     /// Sigmas of SPECTRE score that quarantine a record inside an attacked class.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 2.0)]
     pub record_threshold: f64,
     /// Classes with fewer rows are not analysed (rows kept in clean; the report says so).
     #[arg(long, default_value_t = pipeline::DEFAULT_MIN_CLASS_ROWS)]
@@ -285,11 +285,11 @@ pub struct ScanArgs {
     pub no_reference: bool,
     /// Incremental scans fit afresh once more than this share of the rows is new or changed
     /// since the reference's fit.
-    #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.2, value_name = "FRACTION")]
     pub max_new_fraction: f64,
     /// Incremental scans fit afresh when a class's new records sit more than this many class
     /// radii from its fitted mean (or spread 1 + this times more or less).
-    #[arg(long, default_value_t = 0.5, value_name = "RADII")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.5, value_name = "RADII")]
     pub max_drift: f64,
     /// Exit 3 when more than N records are newly quarantined since the reference (all
     /// quarantined records count as new when there is none).
@@ -325,10 +325,10 @@ pub struct SampleArgs {
     pub target: usize,
     /// Backdoor: share of the target class that is poisoned; label flips: share of all rows
     /// (0 for a clean dataset).
-    #[arg(long, default_value_t = 0.08)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.08)]
     pub poison_rate: f64,
     /// Trigger strength (larger = better separated poison).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 3.0)]
     pub strength: f64,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -340,7 +340,7 @@ pub struct SampleArgs {
     /// scans (`datavet scan --incremental`).
     #[arg(long, value_name = "FILE", requires = "new_share")]
     pub new_out: Option<PathBuf>,
-    #[arg(long, value_name = "FRACTION", requires = "new_out")]
+    #[arg(long, allow_negative_numbers = true, value_name = "FRACTION", requires = "new_out")]
     pub new_share: Option<f64>,
 }
 
@@ -609,6 +609,7 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         Command::Report(a) => {
+            crate::io::settle_output_dir(&a.dir)?;
             crate::report::write_human_reports(&a.dir)?;
             if !cli.quiet {
                 println!(
@@ -648,6 +649,8 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         Command::Diff(a) => {
+            crate::io::settle_output_dir(&a.previous)?;
+            crate::io::settle_output_dir(&a.current)?;
             let previous = crate::report::view::RunView::load_verdicts(&a.previous)?;
             let current = crate::report::view::RunView::load_verdicts(&a.current)?;
             let d = crate::report::diff::diff(&previous, &current);

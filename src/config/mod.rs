@@ -302,6 +302,22 @@ fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, Config
             "[input] `feature-cols` names no column; list the numeric feature columns, or leave the key out to use a vector column".into(),
         );
     }
+    if file.input.activations_col.is_some() && file.input.feature_cols.is_some() {
+        problem(
+            line_of(text, "input", "activations-col"),
+            "[input] `activations-col` and `feature-cols` both name the vectors; keep the one \
+             this model's input is"
+                .into(),
+        );
+    }
+    if !file.incremental.enabled && file.incremental.reference.is_some() {
+        problem(
+            line_of(text, "incremental", "reference"),
+            "[incremental] `reference` is given but `enabled` is false, so it would not be read: \
+             set `enabled = true`, or remove `reference`"
+                .into(),
+        );
+    }
     if let Err(e) = registry(&file.detect, crate::detect::Available::default()) {
         let table = [
             "activation-clustering",
@@ -417,6 +433,23 @@ mod tests {
         );
         assert!(err.contains("p.toml:6: [detect.spectre] `trim`"), "{err}");
         assert!(err.contains("p.toml:8: [decision] `max-quarantine-fraction`"), "{err}");
+    }
+
+    #[test]
+    fn settings_that_contradict_each_other_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("last")).unwrap();
+        let text = "[input]\npaths = [\"data.parquet\"]\nactivations-col = \"emb\"\nfeature-cols = [\"a\"]\n\
+                    [output]\ndir = \"out\"\n[incremental]\nreference = \"last\"\n";
+        let err = load(&write(dir.path(), text), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("p.toml:3: [input] `activations-col` and `feature-cols`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("p.toml:8: [incremental] `reference` is given but `enabled` is false"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -190,22 +190,40 @@ pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
         path: dir.to_path_buf(),
         source,
     })?;
-    let Ok(handle) = File::open(dir) else {
-        return Ok(OutputDirLock { _held: None });
+    let held = match File::open(dir) {
+        Ok(handle) => match handle.try_lock() {
+            Ok(()) => Some(handle),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OutputError::Other {
+                    path: dir.to_path_buf(),
+                    message: "another datavet run is writing to this output directory; wait for it \
+                              to finish, or give this run another --out"
+                        .into(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(_)) => None,
+        },
+        Err(_) => None,
     };
-    match handle.try_lock() {
-        Ok(()) => {
-            remove_stale_temp_files(dir);
-            Ok(OutputDirLock { _held: Some(handle) })
-        }
-        Err(std::fs::TryLockError::WouldBlock) => Err(OutputError::Other {
-            path: dir.to_path_buf(),
-            message: "another datavet run is writing to this output directory; wait for it to \
-                      finish, or give this run another --out"
-                .into(),
-        }),
-        Err(std::fs::TryLockError::Error(_)) => Ok(OutputDirLock { _held: None }),
+    if let Some(renamed) = complete_publication(dir)? {
+        log::warn!(
+            "{}: the last run was killed while publishing its outputs; finished that ({renamed} \
+             files renamed into place)",
+            dir.display()
+        );
     }
+    remove_stale_temp_files(dir);
+    Ok(OutputDirLock { _held: held })
+}
+
+/// Finishes a publication a killed run left half done in `dir` (see [`complete_publication`])
+/// before a command that only reads the directory reads it. Takes the lock for that, and fails
+/// as [`lock_output_dir`] does while another run holds it.
+pub fn settle_output_dir(dir: &Path) -> Result<(), OutputError> {
+    if dir.join(PUBLISH_JOURNAL).exists() {
+        drop(lock_output_dir(dir)?);
+    }
+    Ok(())
 }
 
 /// Removes the temp files ([`AtomicFile`]'s `.datavet-*.tmp`) a killed run left in `dir`, once
@@ -281,6 +299,18 @@ impl AtomicFile {
 
     /// [`AtomicFile::commit`], handing back the file it replaced (see [`Retired`]).
     pub fn commit_retiring(self) -> Result<Retired, OutputError> {
+        self.make_durable()?;
+        let replaced = open_replaced(&self.path);
+        self.temp.persist(&self.path).map_err(|e| OutputError::Io {
+            path: self.path.clone(),
+            source: e.error,
+        })?;
+        Ok(Retired(replaced.into_iter().collect()))
+    }
+
+    /// Gives the temp file an output's permissions and syncs it: what must hold before it may
+    /// replace anything.
+    fn make_durable(&self) -> Result<(), OutputError> {
         let io = |source| OutputError::Io {
             path: self.path.clone(),
             source,
@@ -294,30 +324,13 @@ impl AtomicFile {
                 .set_permissions(std::fs::Permissions::from_mode(0o644))
                 .map_err(io)?;
         }
-        self.temp.as_file().sync_all().map_err(io)?;
-        // Held open across the rename, the old file is not freed by it (see `Retired`). Unix
-        // only: elsewhere an open file may block the rename.
-        let replaced = if cfg!(unix) { File::open(&self.path).ok() } else { None };
-        self.temp.persist(&self.path).map_err(|e| OutputError::Io {
-            path: self.path.clone(),
-            source: e.error,
-        })?;
-        Ok(Retired(replaced.into_iter().collect()))
+        self.temp.as_file().sync_all().map_err(io)
     }
 
     /// Writes `value` as JSON atomically: `pretty` for the files people open (reports), compact
     /// for machine state (stage results, references).
     pub fn write_json(path: &Path, value: &impl serde::Serialize, pretty: bool) -> Result<(), OutputError> {
-        let bytes = if pretty {
-            serde_json::to_vec_pretty(value)
-        } else {
-            serde_json::to_vec(value)
-        };
-        let bytes = bytes.map_err(|e| OutputError::Other {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        AtomicFile::write_all(path, &bytes)
+        AtomicFile::write_all(path, &json_bytes(path, value, pretty)?)
     }
 
     /// Writes `bytes` atomically in one go.
@@ -329,6 +342,236 @@ impl AtomicFile {
         })?;
         f.commit()
     }
+}
+
+/// The file at `path` about to be replaced, held open across the rename so that the rename does
+/// not free it (see [`Retired`]). Unix only: elsewhere an open file may block the rename.
+fn open_replaced(path: &Path) -> Option<File> {
+    if cfg!(unix) { File::open(path).ok() } else { None }
+}
+
+/// Syncs a directory, so that renames in it survive a power loss. Best effort: not every
+/// platform or file system can open or sync a directory.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// The journal of a [`Publication`] under way, in the output directory.
+pub const PUBLISH_JOURNAL: &str = ".datavet-publish.json";
+
+/// Files that replace their predecessors as one: a scan's clean, quarantine and scores files and
+/// its report, or a release's. Seen half old and half new, they hold rows twice or not at all,
+/// and the report counts neither. Renames cannot be grouped, so the commit is a redo log: every
+/// file is written and synced under its temp name, a journal naming each temp and its target is
+/// made durable, then the renames run and the journal goes. A run killed among the renames
+/// leaves the journal, and the next datavet command that locks the directory
+/// ([`lock_output_dir`]) finishes the renames before it reads or writes anything
+/// ([`complete_publication`]).
+pub struct Publication {
+    dir: PathBuf,
+    files: Vec<AtomicFile>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Journal {
+    /// (temp, target) pairs, relative to the output directory, in rename order.
+    renames: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Publication {
+    /// A publication into `dir`; every file added must lie in `dir` or below it.
+    pub fn new(dir: &Path) -> Publication {
+        Publication {
+            dir: dir.to_path_buf(),
+            files: Vec::new(),
+        }
+    }
+
+    /// Adds a file; files are renamed in the order added.
+    pub fn add(&mut self, file: AtomicFile) {
+        self.files.push(file);
+    }
+
+    /// Adds a Parquet file, closing it first.
+    pub fn add_parquet(&mut self, sink: ParquetSink) -> Result<(), OutputError> {
+        let sink = sink.close()?;
+        let temp = sink.closed.expect("closed above");
+        self.add(AtomicFile { path: sink.path, temp });
+        Ok(())
+    }
+
+    /// Adds `value` as JSON (see [`AtomicFile::write_json`]).
+    pub fn add_json(&mut self, path: &Path, value: &impl serde::Serialize, pretty: bool) -> Result<(), OutputError> {
+        let bytes = json_bytes(path, value, pretty)?;
+        self.add_bytes(path, &bytes)
+    }
+
+    /// Adds a file holding `bytes`.
+    pub fn add_bytes(&mut self, path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
+        let mut f = AtomicFile::create(path)?;
+        f.writer().write_all(bytes).map_err(|source| OutputError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.add(f);
+        Ok(())
+    }
+
+    /// Replaces every target by its new file, handing back the files replaced (see [`Retired`]).
+    pub fn commit(self) -> Result<Retired, OutputError> {
+        match fail_after_renames() {
+            Some(renames) => {
+                // A killed run, for the tests: no destructor runs, the journal stays.
+                let _ = self.commit_stopping_after(Some(renames));
+                std::process::exit(137)
+            }
+            None => self.commit_stopping_after(None),
+        }
+    }
+
+    /// [`Publication::commit`]; with `stop` = Some(n), returns after n renames as if killed
+    /// there, leaving the journal.
+    fn commit_stopping_after(self, stop: Option<usize>) -> Result<Retired, OutputError> {
+        let journal_path = self.dir.join(PUBLISH_JOURNAL);
+        let relative = |p: &Path| -> Result<PathBuf, OutputError> {
+            p.strip_prefix(&self.dir)
+                .map(Path::to_path_buf)
+                .map_err(|_| OutputError::Other {
+                    path: p.to_path_buf(),
+                    message: format!("not inside the output directory {}", self.dir.display()),
+                })
+        };
+        let mut renames = Vec::with_capacity(self.files.len());
+        for f in &self.files {
+            f.make_durable()?;
+            // The temp lies beside its target (`AtomicFile::create`); its own path may have
+            // been made absolute.
+            let target = relative(&f.path)?;
+            let temp = target.with_file_name(f.temp.path().file_name().expect("a temp file's name"));
+            renames.push((temp, target));
+        }
+        // From here the temps belong to the journal: a failure must not delete them.
+        let mut kept = Vec::with_capacity(self.files.len());
+        for f in self.files {
+            let target = f.path;
+            let (_, temp) = f.temp.keep().map_err(|e| OutputError::Io {
+                path: target.clone(),
+                source: e.error,
+            })?;
+            kept.push((temp, target));
+        }
+        if let Err(e) = AtomicFile::write_json(&journal_path, &Journal { renames }, false) {
+            for (temp, _) in &kept {
+                let _ = std::fs::remove_file(temp);
+            }
+            return Err(e);
+        }
+        sync_dir(&self.dir);
+        let mut replaced = Retired::default();
+        for (done, (temp, target)) in kept.iter().enumerate() {
+            if stop == Some(done) {
+                return Ok(replaced);
+            }
+            replaced.0.extend(open_replaced(target));
+            std::fs::rename(temp, target).map_err(|source| OutputError::Other {
+                path: target.clone(),
+                message: format!(
+                    "cannot rename the new file into place ({source}); the outputs are half \
+                     replaced until the next datavet command on {} finishes the publication",
+                    self.dir.display()
+                ),
+            })?;
+        }
+        sync_targets(&self.dir, kept.iter().map(|(_, t)| t.as_path()));
+        if stop.is_some() {
+            return Ok(replaced);
+        }
+        std::fs::remove_file(&journal_path).map_err(|source| OutputError::Io {
+            path: journal_path,
+            source,
+        })?;
+        Ok(replaced)
+    }
+}
+
+/// Syncs `dir` and every other directory a target lies in.
+fn sync_targets<'a>(dir: &Path, targets: impl Iterator<Item = &'a Path>) {
+    let mut dirs: Vec<&Path> = targets.filter_map(Path::parent).filter(|d| *d != dir).collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs.into_iter().for_each(sync_dir);
+    sync_dir(dir);
+}
+
+/// Fault injection for the tests of [`complete_publication`]: `DATAVET_FAIL_AFTER_RENAMES=N`
+/// ends the process (exit 137, as a kill would) after the first N renames of a publication.
+fn fail_after_renames() -> Option<usize> {
+    std::env::var("DATAVET_FAIL_AFTER_RENAMES").ok()?.parse().ok()
+}
+
+/// Finishes the [`Publication`] a killed run left half done in `dir`, if any: renames the temps
+/// its journal names that are still there, then removes the journal. Returns how many files it
+/// renamed (`None`: nothing was pending). The caller holds the directory's lock.
+pub fn complete_publication(dir: &Path) -> Result<Option<usize>, OutputError> {
+    let journal_path = dir.join(PUBLISH_JOURNAL);
+    let bytes = match std::fs::read(&journal_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(OutputError::Io {
+                path: journal_path,
+                source,
+            });
+        }
+    };
+    let damaged = |message: String| OutputError::Other {
+        path: journal_path.clone(),
+        message: format!(
+            "{message}; this journal of an interrupted publication cannot be finished: remove \
+             it and run the scan again"
+        ),
+    };
+    let journal: Journal = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+    let inside = |p: &Path| p.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if let Some((t, _)) = journal.renames.iter().find(|(t, target)| !inside(t) || !inside(target)) {
+        return Err(damaged(format!("{} lies outside the directory", t.display())));
+    }
+    let mut renamed = 0;
+    let targets: Vec<PathBuf> = journal.renames.iter().map(|(_, t)| dir.join(t)).collect();
+    for ((temp, _), target) in journal.renames.iter().zip(&targets) {
+        let temp = dir.join(temp);
+        if temp.exists() {
+            std::fs::rename(&temp, target).map_err(|e| OutputError::Other {
+                path: target.clone(),
+                message: format!(
+                    "cannot finish the publication a killed or failed run left half done \
+                     ({e}): make room for this file, or remove {} and run the scan again",
+                    journal_path.display()
+                ),
+            })?;
+            renamed += 1;
+        }
+    }
+    sync_targets(dir, targets.iter().map(PathBuf::as_path));
+    std::fs::remove_file(&journal_path).map_err(|source| OutputError::Io {
+        path: journal_path.clone(),
+        source,
+    })?;
+    Ok(Some(renamed))
+}
+
+fn json_bytes(path: &Path, value: &impl serde::Serialize, pretty: bool) -> Result<Vec<u8>, OutputError> {
+    let bytes = if pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    };
+    bytes.map_err(|e| OutputError::Other {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// A Parquet file written batch by batch to a temp file: [`ParquetSink::close`] finishes the
@@ -713,6 +956,91 @@ mod tests {
         assert!(lock_output_dir(dir.path()).is_err());
         drop(lock);
         drop(live);
+    }
+
+    /// A publication of `a.json` (new), `b.json` (new) and `sub/c.json` into `dir`, whose
+    /// targets hold "old" now.
+    fn three_file_publication(dir: &Path) -> (Publication, [PathBuf; 3]) {
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let targets = ["a.json", "b.json", "sub/c.json"].map(|n| dir.join(n));
+        let mut publication = Publication::new(dir);
+        for t in &targets {
+            std::fs::write(t, "\"old\"").unwrap();
+            publication.add_json(t, &"new", false).unwrap();
+        }
+        (publication, targets)
+    }
+
+    fn contents(paths: &[PathBuf]) -> Vec<String> {
+        paths.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
+    }
+
+    fn temp_files(dir: &Path) -> usize {
+        walkdir(dir).filter(|p| p.to_string_lossy().ends_with(".tmp")).count()
+    }
+
+    fn walkdir(dir: &Path) -> impl Iterator<Item = PathBuf> {
+        let mut found = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.path().is_dir() {
+                found.extend(walkdir(&e.path()));
+            } else {
+                found.push(e.path());
+            }
+        }
+        found.into_iter()
+    }
+
+    #[test]
+    fn a_publication_replaces_every_file_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (publication, targets) = three_file_publication(dir.path());
+        assert_eq!(contents(&targets), ["\"old\""; 3]);
+        drop(publication.commit().unwrap());
+        assert_eq!(contents(&targets), ["\"new\""; 3]);
+        assert!(!dir.path().join(PUBLISH_JOURNAL).exists());
+        assert_eq!(temp_files(dir.path()), 0);
+        assert_eq!(complete_publication(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_publication_cut_short_is_finished_by_the_next_lock() {
+        for stop in 0..=3 {
+            let dir = tempfile::tempdir().unwrap();
+            let (publication, targets) = three_file_publication(dir.path());
+            publication.commit_stopping_after(Some(stop)).unwrap();
+            // Cut short: the first `stop` files are new, the rest old, the journal says so.
+            let mut expected = vec!["\"new\""; stop];
+            expected.resize(3, "\"old\"");
+            assert_eq!(contents(&targets), expected, "stopped after {stop}");
+            assert!(dir.path().join(PUBLISH_JOURNAL).exists());
+            // The stale-temp sweep must not take the journal's temps, however old.
+            let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+            for temp in walkdir(dir.path()).filter(|p| p.to_string_lossy().ends_with(".tmp")) {
+                let file = File::options().write(true).open(temp).unwrap();
+                file.set_modified(an_hour_ago).unwrap();
+            }
+            let lock = lock_output_dir(dir.path()).unwrap();
+            assert_eq!(contents(&targets), ["\"new\""; 3], "stopped after {stop}");
+            assert!(!dir.path().join(PUBLISH_JOURNAL).exists());
+            assert_eq!(temp_files(dir.path()), 0);
+            drop(lock);
+        }
+    }
+
+    #[test]
+    fn a_damaged_journal_is_an_error_that_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join(PUBLISH_JOURNAL);
+        std::fs::write(&journal, b"{\"renames\": [[\".datavet-x.tmp\"").unwrap();
+        let e = lock_output_dir(dir.path()).err().unwrap().to_string();
+        assert!(e.contains(PUBLISH_JOURNAL) && e.contains("run the scan again"), "{e}");
+        // A journal naming files outside the directory renames nothing.
+        std::fs::write(&journal, br#"{"renames": [["../x.tmp", "clean.parquet"]]}"#).unwrap();
+        std::fs::write(dir.path().join("clean.parquet"), b"mine").unwrap();
+        let e = complete_publication(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("outside the directory"), "{e}");
+        assert_eq!(std::fs::read(dir.path().join("clean.parquet")).unwrap(), b"mine");
     }
 
     #[test]

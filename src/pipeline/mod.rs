@@ -401,8 +401,9 @@ pub fn finish(
 }
 
 /// The quarantine and report stages: writes clean/quarantine/scores (conservation checked) and
-/// report.json into `config.out_dir`, replacing previous outputs only when all are written. The
-/// HTML and Markdown reports are the caller's next step (`report::write_human_reports`).
+/// report.json into `config.out_dir` as one [`io::Publication`]: the previous outputs are
+/// replaced all together or not at all, also when the run is killed. The HTML and Markdown
+/// reports are the caller's next step (`report::write_human_reports`).
 pub fn publish(
     dataset: &Dataset,
     analysis: Analysis,
@@ -410,11 +411,7 @@ pub fn publish(
     mut timings: Vec<(String, f64)>,
     progress: &dyn Progress,
 ) -> Result<Outcome, crate::Error> {
-    let mut clock = Instant::now();
-    let mut lap = |name: &str, timings: &mut Vec<(String, f64)>| {
-        timings.push((name.to_string(), clock.elapsed().as_secs_f64() * 1e3));
-        clock = Instant::now();
-    };
+    let clock = Instant::now();
     std::fs::create_dir_all(&config.out_dir).map_err(|source| io::OutputError::Io {
         path: config.out_dir.clone(),
         source,
@@ -426,7 +423,7 @@ pub fn publish(
         &config.out_dir,
         progress,
     )?;
-    lap("write", &mut timings);
+    timings.push(("write".to_string(), clock.elapsed().as_secs_f64() * 1e3));
 
     let quarantined = staged.conservation.quarantine_rows;
     let class_names = &dataset.classes;
@@ -458,8 +455,7 @@ pub fn publish(
         attacked_classes,
     };
     let conservation = staged.conservation.clone();
-    staged.commit()?;
-    lap("commit", &mut timings);
+    let mut publication = staged.publication(&config.out_dir)?;
     let report = Report {
         tool: Tool::default(),
         detectors: analysis.names.clone(),
@@ -482,7 +478,10 @@ pub fn publish(
         warnings: analysis.warnings,
         incremental: analysis.incremental,
     };
-    report.write(&config.out_dir)?;
+    publication.add_json(&config.out_dir.join(crate::report::REPORT_FILE), &report, true)?;
+    // The replaced files are released in the background (`Retired`): dropping last night's
+    // 1 GB clean.parquet is not the scan's wait.
+    drop(publication.commit()?);
     Ok(Outcome {
         report,
         quarantined,

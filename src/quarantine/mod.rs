@@ -25,7 +25,7 @@ use parquet::file::metadata::ParquetMetaData;
 use serde::{Deserialize, Serialize};
 
 use crate::io::{
-    Dataset, InputError, OutputError, ParquetSink, Piece, RecordKeys, Retired, check_unchanged, for_each_piece,
+    Dataset, InputError, OutputError, ParquetSink, Piece, Publication, RecordKeys, check_unchanged, for_each_piece,
     integer_values, same_leaf_columns,
 };
 use crate::progress::Progress;
@@ -59,22 +59,21 @@ pub struct DetectorColumns {
     pub cluster: Vec<Option<u8>>,
 }
 
-/// Written but not yet renamed into place; `commit` publishes all of them.
+/// Written but not yet renamed into place; [`StagedOutputs::publication`] publishes them.
 pub struct StagedOutputs {
     files: Vec<ParquetSink>,
     pub conservation: Conservation,
 }
 
 impl StagedOutputs {
-    /// Renames every file into place (scores first, so a reader that sees the new clean file also
-    /// finds its scores). The files they replace are released in the background (`Retired`):
-    /// dropping last night's 1 GB `clean.parquet` is not the scan's wait.
-    pub fn commit(self) -> Result<(), OutputError> {
-        let mut replaced = Retired::default();
+    /// The files as one publication into `out_dir` (scores first, so a reader that sees the
+    /// new clean file also finds its scores); the caller adds the report and commits it.
+    pub fn publication(self, out_dir: &Path) -> Result<Publication, OutputError> {
+        let mut publication = Publication::new(out_dir);
         for f in self.files {
-            replaced.extend(f.commit_retiring()?);
+            publication.add_parquet(f)?;
         }
-        Ok(())
+        Ok(publication)
     }
 }
 

@@ -14,7 +14,7 @@ use arrow_schema::DataType;
 use arrow_select::filter::filter_record_batch;
 
 use super::{CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE};
-use crate::io::{AtomicFile, InputError, OutputError, ParquetSink, open_parquet_file, read_parquet_file};
+use crate::io::{AtomicFile, InputError, OutputError, ParquetSink, Publication, open_parquet_file, read_parquet_file};
 use crate::report::REPORT_FILE;
 
 /// The append-only log of releases, one JSON object per line.
@@ -77,6 +77,8 @@ pub fn export(dir: &Path, format: ExportFormat, out: &Path) -> Result<usize, cra
         }
         .into());
     }
+    // A run killed while publishing left its files half replaced: finish that first.
+    crate::io::settle_output_dir(dir)?;
     let (schema, batches) = read_parquet_file(&require(dir, QUARANTINE_FILE)?)?;
     let rows = batches.iter().map(|b| b.num_rows()).sum();
     if format == ExportFormat::Parquet {
@@ -443,34 +445,43 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
         None => report["releases"] = serde_json::json!([entry.clone()]),
     }
 
-    // Publish: data files first, then the report, then the audit line.
-    clean_sink.commit()?;
-    quarantine_sink.commit()?;
+    // One publication: the data files, the report, the audit log with its new line and the
+    // releases later scans keep, all replaced together (a release half applied would be one the
+    // audit log does not show, or one the next scan forgets).
+    let mut publication = Publication::new(dir);
+    publication.add_parquet(clean_sink)?;
+    publication.add_parquet(quarantine_sink)?;
     if let Some(s) = scores_sink {
-        s.commit()?;
+        publication.add_parquet(s)?;
     }
-    AtomicFile::write_json(&report_path, &report, true)?;
+    publication.add_json(&report_path, &report, true)?;
     let audit_path = dir.join(AUDIT_FILE);
-    let mut audit = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&audit_path)
-        .map_err(|source| OutputError::Io {
-            path: audit_path.clone(),
-            source,
-        })?;
-    writeln!(audit, "{entry}")
-        .and_then(|_| audit.sync_all())
-        .map_err(|source| OutputError::Io {
-            path: audit_path.clone(),
-            source,
-        })?;
-    crate::report::write_human_reports(dir)?;
+    let mut audit = match std::fs::read(&audit_path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(InputError::Io {
+                path: audit_path,
+                source,
+            }
+            .into());
+        }
+    };
+    if audit.last().is_some_and(|b| *b != b'\n') {
+        audit.push(b'\n');
+    }
+    audit.extend(format!("{entry}\n").bytes());
+    publication.add_bytes(&audit_path, &audit)?;
     // Later scans keep these records in clean while they are unchanged.
-    let remembered =
-        crate::reference::record_release(dir, ids, &format!("released on review by {by} at {at}: {reason}"))?;
+    let audited = format!("released on review by {by} at {at}: {reason}");
+    let remembered = crate::reference::stage_release(dir, ids, &audited, &mut publication)?;
+    drop(publication.commit()?);
+    if let Some(r) = &remembered {
+        crate::reference::snapshot_release(dir, &r.generation)?;
+    }
+    crate::report::write_human_reports(dir)?;
     Ok(Released {
-        remembered,
+        remembered: remembered.map_or(0, |r| r.records),
         released: wanted.len(),
         clean_rows: new_clean,
         quarantine_rows: new_quarantine,

@@ -143,12 +143,27 @@ pub fn releases(out_dir: &Path) -> Result<Releases, ReferenceError> {
     serde_json::from_slice(&read(&path)?).map_err(|e| corrupt(&path, e))
 }
 
-/// Records a review's release of `ids` in the current reference of `out_dir` (when there is
-/// one), with each record's content hash from it, and points the reference's snapshot at the
-/// released outputs, so the next scan's diff starts from them. Returns how many were recorded.
-pub fn record_release(out_dir: &Path, ids: &[String], note: &str) -> Result<usize, crate::Error> {
+/// Releases added to the current reference: see [`stage_release`].
+pub struct StagedRelease {
+    /// How many of the ids the reference holds.
+    pub records: usize,
+    /// The reference generation the releases file goes into.
+    pub generation: PathBuf,
+}
+
+/// Remembers `ids` as released by review (with their content hashes from the current reference,
+/// so a record that changes is judged again) by adding the updated releases file to
+/// `publication`, which the release commits with its outputs. `None` where `out_dir` keeps no
+/// reference. After the commit, [`snapshot_release`] brings the generation's copies of the
+/// outputs up to date.
+pub fn stage_release(
+    out_dir: &Path,
+    ids: &[String],
+    note: &str,
+    publication: &mut crate::io::Publication,
+) -> Result<Option<StagedRelease>, crate::Error> {
     let Ok(dir) = locate(&out_dir.join(DIR)) else {
-        return Ok(0);
+        return Ok(None);
     };
     let reference = open(&dir)?;
     let records = reference.records()?;
@@ -172,11 +187,20 @@ pub fn record_release(out_dir: &Path, ids: &[String], note: &str) -> Result<usiz
             recorded += 1;
         }
     }
-    write_json(&dir.join(RELEASES_FILE), &releases)?;
+    publication.add_json(&dir.join(RELEASES_FILE), &releases, false)?;
+    Ok(Some(StagedRelease {
+        records: recorded,
+        generation: dir,
+    }))
+}
+
+/// Replaces the reference generation's snapshot of scores.parquet and report.json by the
+/// released ones, so that the next scan's diff starts from what the review left.
+pub fn snapshot_release(out_dir: &Path, generation: &Path) -> Result<(), OutputError> {
     for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
-        snapshot(&out_dir.join(file), &dir.join(file))?;
+        snapshot(&out_dir.join(file), &generation.join(file))?;
     }
-    Ok(recorded)
+    Ok(())
 }
 
 /// Links (or copies) a published output into a reference generation, replacing what was there.

@@ -404,6 +404,52 @@ fn release_one(fx: &Fixture, id: &str) -> assert_cmd::assert::Assert {
         .assert()
 }
 
+/// A release killed among its renames (DATAVET_FAIL_AFTER_RENAMES: exits as a kill would after
+/// replacing clean.parquet only) is finished by the next command on the directory: the record
+/// is in clean once, its audit line and the reference's release are there, nothing is doubled.
+#[test]
+fn a_release_killed_while_publishing_is_finished_by_the_next_command() {
+    let fx = Fixture::new();
+    flipped_run(&fx);
+    let (clean0, q0) = (
+        rows(&fx.out().join("clean.parquet")),
+        rows(&fx.out().join("quarantine.parquet")),
+    );
+    let id = read_quarantined_ids(&fx.out())[0];
+    std::fs::write(fx.path("ids.txt"), format!("{id}\n")).unwrap();
+    datavet()
+        .env("DATAVET_FAIL_AFTER_RENAMES", "1")
+        .args(["release", fx.out().to_str().unwrap(), "--ids"])
+        .arg(fx.path("ids.txt"))
+        .args(["--reason", "checked", "--by", "alice"])
+        .assert()
+        .code(137);
+    // Half done: the record is in both files, and no audit line says why.
+    assert_eq!(rows(&fx.out().join("clean.parquet")), clean0 + 1);
+    assert_eq!(rows(&fx.out().join("quarantine.parquet")), q0);
+    assert!(!fx.out().join("audit.jsonl").exists());
+    datavet()
+        .args(["report", fx.out().to_str().unwrap()])
+        .assert()
+        .success()
+        .stderr(contains("killed while publishing"));
+    assert_eq!(rows(&fx.out().join("clean.parquet")), clean0 + 1);
+    assert_eq!(rows(&fx.out().join("quarantine.parquet")), q0 - 1);
+    assert!(!read_quarantined_ids(&fx.out()).contains(&id));
+    let audit = std::fs::read_to_string(fx.out().join("audit.jsonl")).unwrap();
+    assert_eq!(audit.lines().count(), 1);
+    let releases = std::fs::read_dir(fx.out().join("reference"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("released.json"))
+        .find(|p| p.is_file())
+        .expect("the reference remembers the release");
+    assert!(std::fs::read_to_string(releases).unwrap().contains(&id.to_string()));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.out().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["totals"]["quarantined"], q0 - 1);
+}
+
 #[test]
 fn review_commands_name_a_directory_that_is_not_a_run() {
     let fx = Fixture::new();

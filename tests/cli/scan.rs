@@ -815,6 +815,81 @@ fn a_run_that_fails_publishing_leaves_the_reference_as_it_was() {
     assert_eq!(std::fs::read_to_string(reference.join("CURRENT")).unwrap(), "000001\n");
 }
 
+/// Footer row count of a Parquet file.
+fn parquet_rows(path: &Path) -> usize {
+    datavet::io::parquet_rows(path).unwrap() as usize
+}
+
+/// A run killed among the renames that publish its outputs (DATAVET_FAIL_AFTER_RENAMES, a
+/// fault injection that exits as a kill would) leaves them half replaced, and its journal; the
+/// next datavet command on the directory, even one that only reads it, finishes the publication
+/// first, so that it reads tonight's outputs whole.
+#[test]
+fn a_run_killed_while_publishing_is_finished_by_the_next_command() {
+    let fx = Fixture::new();
+    let input = scanned_once(&fx);
+    let report_rows = |out: &Path| -> u64 {
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        report["conservation"]["input_rows"].as_u64().unwrap()
+    };
+    assert_eq!(report_rows(&fx.out()), 1800);
+    backdoored(&input, 5, 128, 0.1, 15);
+    // Renamed: scores.parquet, clean.parquet; not: quarantine.parquet, report.json.
+    datavet()
+        .env("DATAVET_FAIL_AFTER_RENAMES", "2")
+        .arg("scan")
+        .arg("--out")
+        .arg(fx.out())
+        .arg("--input")
+        .arg(&input)
+        .assert()
+        .code(137);
+    let journal = fx.out().join(datavet::io::PUBLISH_JOURNAL);
+    assert!(journal.exists());
+    assert_eq!(report_rows(&fx.out()), 1800, "yesterday's report");
+    assert!(
+        parquet_rows(&fx.out().join("clean.parquet")) < 1500,
+        "tonight's clean file"
+    );
+    datavet()
+        .args(["export", fx.out().to_str().unwrap(), "--format", "csv", "--out"])
+        .arg(fx.path("review.csv"))
+        .assert()
+        .success()
+        .stderr(contains("killed while publishing"));
+    assert!(!journal.exists());
+    assert_eq!(report_rows(&fx.out()), 1500);
+    let (clean, quarantine) = (
+        super::read_all(&fx.out().join("clean.parquet")),
+        super::read_all(&fx.out().join("quarantine.parquet")),
+    );
+    let ids = |batches: &[RecordBatch]| -> Vec<i64> {
+        let mut ids: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name("id")
+                    .unwrap()
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let published = ids(&[clean, quarantine]);
+    assert!(
+        published == ids(&[super::read_all(&input)]),
+        "every record of tonight's input once"
+    );
+    let leftovers: Vec<_> = names_in(&fx.out())
+        .into_iter()
+        .filter(|f| f.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 /// Overlapping nightly jobs on one --out: the second is refused (exit 2, the directory named)
 /// and touches nothing; once the first is done, the next run goes ahead.
 #[test]
@@ -833,7 +908,7 @@ fn a_run_is_refused_while_another_writes_to_the_same_output_directory() {
 }
 
 #[test]
-fn the_distance_cluster_share_flag_is_checked_and_recorded() {
+fn decision_flags_are_checked_and_recorded() {
     let fx = Fixture::new();
     let input = fx.path("in.parquet");
     planted(&input, 14);
@@ -841,6 +916,10 @@ fn the_distance_cluster_share_flag_is_checked_and_recorded() {
         .code(2)
         .stderr(contains("distance-max-cluster-share"))
         .stderr(contains("(0, 0.5]"));
+    // A negative number is a value, checked like any other (clap took `-0.1` for a flag).
+    fx.scan(&input, &["--max-quarantine-fraction", "-0.1"])
+        .code(2)
+        .stderr(contains("`max-quarantine-fraction` must be in [0, 1] (got -0.1)"));
     fx.scan(&input, &["--distance-max-cluster-share", "0.3"]).success();
     let config = &report_of(&fx)["config"]["detectors"]["activation-clustering"];
     assert_eq!(config["distance-max-cluster-share"], 0.3, "{config:#}");
