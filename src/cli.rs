@@ -292,7 +292,8 @@ pub struct ScanArgs {
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.5, value_name = "RADII")]
     pub max_drift: f64,
     /// Exit 3 when more than N records are newly quarantined since the reference (all
-    /// quarantined records count as new when there is none).
+    /// quarantined records count as new when there is none). A rerun on the reference's own
+    /// records (a retried job) reports what the reference's scan reported, and fails again.
     #[arg(long, value_name = "N")]
     pub fail_if_new: Option<usize>,
 }

@@ -228,10 +228,7 @@ impl Source {
         };
         let mut file = File::open(path).map_err(io_err)?;
         let size_bytes = file.metadata().map_err(io_err)?.len();
-        let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(|cause| InputError::NotParquet {
-            path: path.to_path_buf(),
-            cause,
-        })?;
+        let meta = load_input_footer(&file, path)?;
         let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
         let footer_sha256 = footer_hash(&mut file, size_bytes).map_err(io_err)?;
         let info = FileInfo {
@@ -634,6 +631,40 @@ fn string_values(column: &ArrayRef) -> Vec<String> {
             .collect(),
         _ => (0..column.len()).map(|i| format!("{:?}", column.slice(i, 1))).collect(),
     }
+}
+
+/// The footer of an input file, with the Arrow types its columns are read as: those of the
+/// Arrow schema a writer stored in it, but for a `date64` that pyarrow stored as a Parquet DATE
+/// (INT32 days), read as the `date32` it is. Read as `date64`, it was written back as plain INT64,
+/// which pyarrow reads as integers: the column would not pass through as it was.
+pub fn load_input_footer(file: &File, path: &Path) -> Result<ArrowReaderMetadata, InputError> {
+    let not_parquet = |cause| InputError::NotParquet {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let meta = ArrowReaderMetadata::load(file, Default::default()).map_err(not_parquet)?;
+    let stored = meta.schema();
+    if !stored.fields().iter().any(|f| f.data_type() == &DataType::Date64) {
+        return Ok(meta);
+    }
+    let physical = parquet::arrow::parquet_to_arrow_schema(meta.parquet_schema(), None).map_err(not_parquet)?;
+    let fields: Vec<arrow_schema::FieldRef> = stored
+        .fields()
+        .iter()
+        .zip(physical.fields())
+        .map(|(f, p)| match (f.data_type(), p.data_type()) {
+            (DataType::Date64, DataType::Date32) => {
+                std::sync::Arc::new(f.as_ref().clone().with_data_type(DataType::Date32))
+            }
+            _ => f.clone(),
+        })
+        .collect();
+    let schema = std::sync::Arc::new(arrow_schema::Schema::new_with_metadata(
+        fields,
+        stored.metadata().clone(),
+    ));
+    let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_schema(schema);
+    ArrowReaderMetadata::try_new(meta.metadata().clone(), options).map_err(not_parquet)
 }
 
 /// A Parquet file opened and its footer read, ready to build readers of it.

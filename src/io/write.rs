@@ -15,7 +15,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::Compression;
 use parquet::column::writer::ColumnCloseResult;
@@ -159,12 +159,6 @@ impl ChunkReader for CopySource<'_> {
 #[derive(Default)]
 pub struct Retired(Vec<File>);
 
-impl Retired {
-    pub fn extend(&mut self, mut other: Retired) {
-        self.0.append(&mut other.0);
-    }
-}
-
 impl Drop for Retired {
     fn drop(&mut self) {
         let files = std::mem::take(&mut self.0);
@@ -184,7 +178,9 @@ pub struct OutputDirLock {
 
 /// Creates `dir` if needed and locks it for this run, or fails naming the directory if another
 /// run holds it. Where directories cannot be opened or locked (not Unix, some network file
-/// systems), the run goes on unlocked.
+/// systems), the run goes on unlocked. With the lock, it first finishes a publication a killed
+/// run left half done ([`complete_publication`]; an error when that cannot be finished) and
+/// removes the temp files killed runs left.
 pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
     std::fs::create_dir_all(dir).map_err(|source| OutputError::Io {
         path: dir.to_path_buf(),
@@ -205,25 +201,36 @@ pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
         },
         Err(_) => None,
     };
-    if let Some(renamed) = complete_publication(dir)? {
-        log::warn!(
-            "{}: the last run was killed while publishing its outputs; finished that ({renamed} \
-             files renamed into place)",
-            dir.display()
-        );
-    }
+    finish_pending_publication(dir)?;
     remove_stale_temp_files(dir);
     Ok(OutputDirLock { _held: held })
 }
 
-/// Finishes a publication a killed run left half done in `dir` (see [`complete_publication`])
-/// before a command that only reads the directory reads it. Takes the lock for that, and fails
-/// as [`lock_output_dir`] does while another run holds it.
-pub fn settle_output_dir(dir: &Path) -> Result<(), OutputError> {
-    if dir.join(PUBLISH_JOURNAL).exists() {
-        drop(lock_output_dir(dir)?);
+fn finish_pending_publication(dir: &Path) -> Result<(), OutputError> {
+    if let Some(renamed) = complete_publication(dir)? {
+        log::warn!(
+            "{}: the last run stopped while publishing its outputs; finished that ({renamed} \
+             files renamed into place; report.html and report.md may be older: `datavet report \
+             DIR` rewrites them)",
+            dir.display()
+        );
     }
     Ok(())
+}
+
+/// Before a command that only reads `dir` (export, report, diff): finishes a publication a
+/// killed run left half done. A run publishing right now holds the lock: this waits for it
+/// (seconds at most: the lock is held for a whole scan, but the journal exists only while the
+/// files are renamed), then finds nothing left to do.
+pub fn settle_output_dir(dir: &Path) -> Result<(), OutputError> {
+    if !dir.join(PUBLISH_JOURNAL).exists() {
+        return Ok(());
+    }
+    let handle = File::open(dir).ok();
+    if let Some(h) = &handle {
+        let _ = h.lock();
+    }
+    finish_pending_publication(dir)
 }
 
 /// Removes the temp files ([`AtomicFile`]'s `.datavet-*.tmp`) a killed run left in `dir`, once
@@ -364,20 +371,52 @@ pub const PUBLISH_JOURNAL: &str = ".datavet-publish.json";
 /// Files that replace their predecessors as one: a scan's clean, quarantine and scores files and
 /// its report, or a release's. Seen half old and half new, they hold rows twice or not at all,
 /// and the report counts neither. Renames cannot be grouped, so the commit is a redo log: every
-/// file is written and synced under its temp name, a journal naming each temp and its target is
-/// made durable, then the renames run and the journal goes. A run killed among the renames
-/// leaves the journal, and the next datavet command that locks the directory
-/// ([`lock_output_dir`]) finishes the renames before it reads or writes anything
-/// ([`complete_publication`]).
+/// file is written and synced under its temp name, a journal naming each temp and its target
+/// (and the lines to append to logs) is made durable, then the renames and appends run and the
+/// journal goes. A run killed on the way leaves the journal, and the next datavet command on the
+/// directory finishes the job before it reads or writes anything ([`complete_publication`]).
 pub struct Publication {
     dir: PathBuf,
     files: Vec<AtomicFile>,
+    /// (published file, another place it is linked to): see [`Publication::link`].
+    links: Vec<(PathBuf, PathBuf)>,
+    appends: Vec<Append>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Journal {
-    /// (temp, target) pairs, relative to the output directory, in rename order.
-    renames: Vec<(PathBuf, PathBuf)>,
+    /// In rename order; paths relative to the output directory.
+    renames: Vec<Rename>,
+    appends: Vec<Append>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Rename {
+    temp: PathBuf,
+    target: PathBuf,
+    /// The temp file's identity (inode, or size where there are none): once renamed, the target
+    /// has it. A temp that is gone while its target is another file was lost, not renamed.
+    identity: u64,
+}
+
+/// A line appended to a log (the audit log) once the files are in place, exactly once.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Append {
+    /// Relative to the output directory.
+    target: PathBuf,
+    line: String,
+}
+
+/// What a file is, for telling a renamed temp from another file (see [`Rename::identity`]).
+fn identity(metadata: &std::fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::MetadataExt::ino(metadata)
+    }
+    #[cfg(not(unix))]
+    {
+        metadata.len()
+    }
 }
 
 impl Publication {
@@ -386,6 +425,8 @@ impl Publication {
         Publication {
             dir: dir.to_path_buf(),
             files: Vec::new(),
+            links: Vec::new(),
+            appends: Vec::new(),
         }
     }
 
@@ -405,13 +446,8 @@ impl Publication {
     /// Adds `value` as JSON (see [`AtomicFile::write_json`]).
     pub fn add_json(&mut self, path: &Path, value: &impl serde::Serialize, pretty: bool) -> Result<(), OutputError> {
         let bytes = json_bytes(path, value, pretty)?;
-        self.add_bytes(path, &bytes)
-    }
-
-    /// Adds a file holding `bytes`.
-    pub fn add_bytes(&mut self, path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
         let mut f = AtomicFile::create(path)?;
-        f.writer().write_all(bytes).map_err(|source| OutputError::Io {
+        f.writer().write_all(&bytes).map_err(|source| OutputError::Io {
             path: path.to_path_buf(),
             source,
         })?;
@@ -419,12 +455,31 @@ impl Publication {
         Ok(())
     }
 
-    /// Replaces every target by its new file, handing back the files replaced (see [`Retired`]).
+    /// Publishes the new `published` (a file added before the commit) at `also_at` too, hard
+    /// linked where the file system allows, else copied: a reference's snapshot of the outputs.
+    pub fn link(&mut self, published: &Path, also_at: &Path) {
+        self.links.push((published.to_path_buf(), also_at.to_path_buf()));
+    }
+
+    /// Appends `line` (without its newline) to the log at `path` once the files are in place.
+    /// Appended, never rewritten: the log may be append-only, a link to a central one, or
+    /// read while it grows.
+    pub fn append_line(&mut self, path: &Path, line: &str) -> Result<(), OutputError> {
+        let target = relative_to(&self.dir, path)?;
+        self.appends.push(Append {
+            target,
+            line: line.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Replaces every target by its new file and appends the log lines, handing back the files
+    /// replaced (see [`Retired`]).
     pub fn commit(self) -> Result<Retired, OutputError> {
         match fail_after_renames() {
             Some(renames) => {
+                self.commit_stopping_after(Some(renames))?;
                 // A killed run, for the tests: no destructor runs, the journal stays.
-                let _ = self.commit_stopping_after(Some(renames));
                 std::process::exit(137)
             }
             None => self.commit_stopping_after(None),
@@ -434,71 +489,173 @@ impl Publication {
     /// [`Publication::commit`]; with `stop` = Some(n), returns after n renames as if killed
     /// there, leaving the journal.
     fn commit_stopping_after(self, stop: Option<usize>) -> Result<Retired, OutputError> {
-        let journal_path = self.dir.join(PUBLISH_JOURNAL);
-        let relative = |p: &Path| -> Result<PathBuf, OutputError> {
-            p.strip_prefix(&self.dir)
-                .map(Path::to_path_buf)
-                .map_err(|_| OutputError::Other {
-                    path: p.to_path_buf(),
-                    message: format!("not inside the output directory {}", self.dir.display()),
-                })
+        let Publication {
+            dir,
+            files,
+            links,
+            appends,
+        } = self;
+        let journal_path = dir.join(PUBLISH_JOURNAL);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OutputError::Io { path, source }
         };
-        let mut renames = Vec::with_capacity(self.files.len());
-        for f in &self.files {
+        for f in &files {
             f.make_durable()?;
-            // The temp lies beside its target (`AtomicFile::create`); its own path may have
-            // been made absolute.
-            let target = relative(&f.path)?;
-            let temp = target.with_file_name(f.temp.path().file_name().expect("a temp file's name"));
-            renames.push((temp, target));
         }
-        // From here the temps belong to the journal: a failure must not delete them.
-        let mut kept = Vec::with_capacity(self.files.len());
-        for f in self.files {
+        // (temp, target), every temp beside its target. From here the temps belong to the
+        // journal: a failure must not delete them, but before it is written, this must.
+        let mut staged: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(files.len() + links.len());
+        for f in files {
             let target = f.path;
-            let (_, temp) = f.temp.keep().map_err(|e| OutputError::Io {
-                path: target.clone(),
-                source: e.error,
-            })?;
-            kept.push((temp, target));
+            let (_, temp) = f.temp.keep().map_err(|e| io(&target)(e.error))?;
+            staged.push((temp, target));
         }
-        if let Err(e) = AtomicFile::write_json(&journal_path, &Journal { renames }, false) {
-            for (temp, _) in &kept {
-                let _ = std::fs::remove_file(temp);
+        let journaled = (|| {
+            for (published, also_at) in &links {
+                let source = staged
+                    .iter()
+                    .find(|(_, target)| target == published)
+                    .map(|(t, _)| t.clone());
+                if let Some(source) = source {
+                    staged.push((link_beside(&source, also_at)?, also_at.clone()));
+                }
             }
-            return Err(e);
-        }
-        sync_dir(&self.dir);
+            let mut renames = Vec::with_capacity(staged.len());
+            for (temp, target) in &staged {
+                let metadata = std::fs::metadata(temp).map_err(io(target))?;
+                let target = relative_to(&dir, target)?;
+                renames.push(Rename {
+                    // The temp's own path may have been made absolute.
+                    temp: target.with_file_name(temp.file_name().expect("a temp file's name")),
+                    target,
+                    identity: identity(&metadata),
+                });
+            }
+            // The temps' names in their directories must be durable before the journal is.
+            sync_dirs(&dir, staged.iter().map(|(_, t)| t.as_path()));
+            let journal = Journal { renames, appends };
+            AtomicFile::write_json(&journal_path, &journal, false).map(|_| journal)
+        })();
+        let journal = match journaled {
+            Ok(journal) => journal,
+            Err(e) => {
+                for (temp, _) in &staged {
+                    let _ = std::fs::remove_file(temp);
+                }
+                return Err(e);
+            }
+        };
+        sync_dir(&dir);
         let mut replaced = Retired::default();
-        for (done, (temp, target)) in kept.iter().enumerate() {
+        for (done, (temp, target)) in staged.iter().enumerate() {
             if stop == Some(done) {
                 return Ok(replaced);
             }
             replaced.0.extend(open_replaced(target));
-            std::fs::rename(temp, target).map_err(|source| OutputError::Other {
-                path: target.clone(),
-                message: format!(
-                    "cannot rename the new file into place ({source}); the outputs are half \
-                     replaced until the next datavet command on {} finishes the publication",
-                    self.dir.display()
-                ),
-            })?;
+            std::fs::rename(temp, target).map_err(|e| unfinished(&journal_path, target, e))?;
         }
-        sync_targets(&self.dir, kept.iter().map(|(_, t)| t.as_path()));
+        sync_dirs(&dir, staged.iter().map(|(_, t)| t.as_path()));
         if stop.is_some() {
             return Ok(replaced);
         }
-        std::fs::remove_file(&journal_path).map_err(|source| OutputError::Io {
-            path: journal_path,
-            source,
-        })?;
+        append_lines(&dir, &journal.appends).map_err(|(path, e)| unfinished(&journal_path, &path, e))?;
+        remove_journal(&journal_path)?;
         Ok(replaced)
     }
 }
 
-/// Syncs `dir` and every other directory a target lies in.
-fn sync_targets<'a>(dir: &Path, targets: impl Iterator<Item = &'a Path>) {
-    let mut dirs: Vec<&Path> = targets.filter_map(Path::parent).filter(|d| *d != dir).collect();
+/// `path` relative to the output directory `dir` it must lie in.
+fn relative_to(dir: &Path, path: &Path) -> Result<PathBuf, OutputError> {
+    path.strip_prefix(dir)
+        .map(Path::to_path_buf)
+        .map_err(|_| OutputError::Other {
+            path: path.to_path_buf(),
+            message: format!("not inside the output directory {}", dir.display()),
+        })
+}
+
+/// A temp file beside `target` holding what `source` holds: a hard link, or where the file
+/// system has none, a synced copy.
+fn link_beside(source: &Path, target: &Path) -> Result<PathBuf, OutputError> {
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let linked = tempfile::Builder::new()
+        .prefix(".datavet-")
+        .suffix(".tmp")
+        .make_in(dir, |path| {
+            std::fs::hard_link(source, path).or_else(|_| {
+                std::fs::copy(source, path)?;
+                File::open(path)?.sync_all()
+            })
+        })
+        .map_err(|source| OutputError::Io {
+            path: target.to_path_buf(),
+            source,
+        })?;
+    let (_, path) = linked.keep().map_err(|e| OutputError::Io {
+        path: target.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(path)
+}
+
+/// A publication that stopped half way: it stays half done until the cause is mended and
+/// the next datavet command on the directory finishes it.
+fn unfinished(journal: &Path, path: &Path, e: std::io::Error) -> OutputError {
+    OutputError::Other {
+        path: path.to_path_buf(),
+        message: format!(
+            "{e}: the outputs are half replaced; once this is mended, the next datavet command on \
+             the directory finishes them (its journal: {})",
+            journal.display()
+        ),
+    }
+}
+
+/// Appends each line to its log unless the log already ends with it (a finished publication
+/// whose journal was not yet removed), and syncs the log.
+fn append_lines(dir: &Path, appends: &[Append]) -> Result<(), (PathBuf, std::io::Error)> {
+    for append in appends {
+        let path = dir.join(&append.target);
+        let error = |e| (path.clone(), e);
+        let existing = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(error(e)),
+        };
+        if existing.lines().last() == Some(append.line.as_str()) {
+            continue;
+        }
+        let separator = if existing.is_empty() || existing.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(error)?;
+        writeln!(log, "{separator}{}", append.line)
+            .and_then(|_| log.sync_all())
+            .map_err(error)?;
+    }
+    Ok(())
+}
+
+fn remove_journal(journal: &Path) -> Result<(), OutputError> {
+    std::fs::remove_file(journal).map_err(|source| OutputError::Io {
+        path: journal.to_path_buf(),
+        source,
+    })
+}
+
+/// Syncs `dir` and every other directory a file of `paths` lies in.
+fn sync_dirs<'a>(dir: &Path, paths: impl Iterator<Item = &'a Path>) {
+    let mut dirs: Vec<&Path> = paths.filter_map(Path::parent).filter(|d| *d != dir).collect();
     dirs.sort();
     dirs.dedup();
     dirs.into_iter().for_each(sync_dir);
@@ -512,8 +669,9 @@ fn fail_after_renames() -> Option<usize> {
 }
 
 /// Finishes the [`Publication`] a killed run left half done in `dir`, if any: renames the temps
-/// its journal names that are still there, then removes the journal. Returns how many files it
-/// renamed (`None`: nothing was pending). The caller holds the directory's lock.
+/// its journal names that are still there, appends its log lines, then removes the journal.
+/// Returns how many files it renamed (`None`: nothing was pending). Called with the directory's
+/// lock held where it can be had.
 pub fn complete_publication(dir: &Path) -> Result<Option<usize>, OutputError> {
     let journal_path = dir.join(PUBLISH_JOURNAL);
     let bytes = match std::fs::read(&journal_path) {
@@ -529,36 +687,37 @@ pub fn complete_publication(dir: &Path) -> Result<Option<usize>, OutputError> {
     let damaged = |message: String| OutputError::Other {
         path: journal_path.clone(),
         message: format!(
-            "{message}; this journal of an interrupted publication cannot be finished: remove \
-             it and run the scan again"
+            "{message}; this journal of an interrupted publication cannot be finished, and the \
+             outputs beside it may be half replaced: remove it and run the scan again"
         ),
     };
     let journal: Journal = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
     let inside = |p: &Path| p.components().all(|c| matches!(c, std::path::Component::Normal(_)));
-    if let Some((t, _)) = journal.renames.iter().find(|(t, target)| !inside(t) || !inside(target)) {
-        return Err(damaged(format!("{} lies outside the directory", t.display())));
+    let paths = journal.renames.iter().flat_map(|r| [&r.temp, &r.target]);
+    if let Some(outside) = paths
+        .chain(journal.appends.iter().map(|a| &a.target))
+        .find(|p| !inside(p))
+    {
+        return Err(damaged(format!("{} lies outside the directory", outside.display())));
     }
     let mut renamed = 0;
-    let targets: Vec<PathBuf> = journal.renames.iter().map(|(_, t)| dir.join(t)).collect();
-    for ((temp, _), target) in journal.renames.iter().zip(&targets) {
-        let temp = dir.join(temp);
+    for r in &journal.renames {
+        let (temp, target) = (dir.join(&r.temp), dir.join(&r.target));
         if temp.exists() {
-            std::fs::rename(&temp, target).map_err(|e| OutputError::Other {
-                path: target.clone(),
-                message: format!(
-                    "cannot finish the publication a killed or failed run left half done \
-                     ({e}): make room for this file, or remove {} and run the scan again",
-                    journal_path.display()
-                ),
-            })?;
+            std::fs::rename(&temp, &target).map_err(|e| unfinished(&journal_path, &target, e))?;
             renamed += 1;
+        } else if std::fs::metadata(&target).map(|m| identity(&m)).ok() != Some(r.identity) {
+            return Err(damaged(format!(
+                "the new {} ({}) is gone",
+                r.target.display(),
+                r.temp.display()
+            )));
         }
     }
-    sync_targets(dir, targets.iter().map(PathBuf::as_path));
-    std::fs::remove_file(&journal_path).map_err(|source| OutputError::Io {
-        path: journal_path.clone(),
-        source,
-    })?;
+    let targets: Vec<PathBuf> = journal.renames.iter().map(|r| dir.join(&r.target)).collect();
+    sync_dirs(dir, targets.iter().map(PathBuf::as_path));
+    append_lines(dir, &journal.appends).map_err(|(path, e)| unfinished(&journal_path, &path, e))?;
+    remove_journal(&journal_path)?;
     Ok(Some(renamed))
 }
 
@@ -875,10 +1034,7 @@ fn send_file(
         })
     };
     let file = open()?;
-    let footer = ArrowReaderMetadata::load(&file, Default::default()).map_err(|cause| InputError::NotParquet {
-        path: info.path.clone(),
-        cause,
-    })?;
+    let footer = super::read::load_input_footer(&file, &info.path)?;
     let metadata = footer.metadata().clone();
     // Handles of one open file share its read position: the consumer copies through this one
     // (not touched here again), the decoding below reads through files of its own.
@@ -1029,6 +1185,51 @@ mod tests {
     }
 
     #[test]
+    fn links_and_log_lines_are_published_with_the_files_exactly_once() {
+        for stop in [None, Some(0), Some(2), Some(4)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut publication, targets) = three_file_publication(dir.path());
+            let snapshot = dir.path().join("sub/a-snapshot.json");
+            publication.link(&targets[0], &snapshot);
+            let log = dir.path().join("audit.jsonl");
+            std::fs::write(&log, "first").unwrap();
+            publication.append_line(&log, "second").unwrap();
+            match stop {
+                None => drop(publication.commit().unwrap()),
+                Some(n) => {
+                    publication.commit_stopping_after(Some(n)).unwrap();
+                    assert_eq!(std::fs::read_to_string(&log).unwrap(), "first", "stopped after {n}");
+                    let journal = dir.path().join(PUBLISH_JOURNAL);
+                    let saved = std::fs::read(&journal).unwrap();
+                    drop(lock_output_dir(dir.path()).unwrap());
+                    // Finished again (a kill before the journal's removal reached the disk):
+                    // nothing to rename, and the line is not appended twice.
+                    std::fs::write(&journal, saved).unwrap();
+                    assert_eq!(complete_publication(dir.path()).unwrap(), Some(0));
+                }
+            }
+            assert_eq!(contents(&targets), ["\"new\""; 3], "{stop:?}");
+            assert_eq!(std::fs::read_to_string(&snapshot).unwrap(), "\"new\"");
+            assert_eq!(std::fs::read_to_string(&log).unwrap(), "first\nsecond\n", "{stop:?}");
+            assert_eq!(temp_files(dir.path()), 0);
+        }
+    }
+
+    #[test]
+    fn a_journal_whose_new_file_is_gone_is_not_called_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let (publication, targets) = three_file_publication(dir.path());
+        publication.commit_stopping_after(Some(1)).unwrap();
+        // The temps of the files not yet renamed are removed by hand.
+        for temp in walkdir(dir.path()).filter(|p| p.to_string_lossy().ends_with(".tmp")) {
+            std::fs::remove_file(temp).unwrap();
+        }
+        let e = lock_output_dir(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("the new b.json") && e.contains("is gone"), "{e}");
+        assert_eq!(contents(&targets)[0], "\"new\"");
+    }
+
+    #[test]
     fn a_damaged_journal_is_an_error_that_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let journal = dir.path().join(PUBLISH_JOURNAL);
@@ -1036,7 +1237,11 @@ mod tests {
         let e = lock_output_dir(dir.path()).err().unwrap().to_string();
         assert!(e.contains(PUBLISH_JOURNAL) && e.contains("run the scan again"), "{e}");
         // A journal naming files outside the directory renames nothing.
-        std::fs::write(&journal, br#"{"renames": [["../x.tmp", "clean.parquet"]]}"#).unwrap();
+        std::fs::write(
+            &journal,
+            br#"{"renames": [{"temp": "../x.tmp", "target": "clean.parquet", "identity": 1}], "appends": []}"#,
+        )
+        .unwrap();
         std::fs::write(dir.path().join("clean.parquet"), b"mine").unwrap();
         let e = complete_publication(dir.path()).unwrap_err().to_string();
         assert!(e.contains("outside the directory"), "{e}");
@@ -1121,7 +1326,7 @@ mod tests {
         writer.write(&batch(200)).unwrap();
         writer.close().unwrap();
         let file = File::open(&source).unwrap();
-        let footer = ArrowReaderMetadata::load(&file, Default::default()).unwrap();
+        let footer = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&file, Default::default()).unwrap();
         let path = dir.path().join("out.parquet");
         let mut sink = ParquetSink::create(&path, batch(0).schema(), &[]).unwrap();
         assert!(same_leaf_columns(

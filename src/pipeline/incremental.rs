@@ -122,8 +122,50 @@ impl Plan {
         self.reuses_fit().then_some(self.reference.header.class_fits.as_slice())
     }
 
+    /// Whether tonight's records are exactly the reference's: none new, changed or gone.
+    pub fn same_records(&self) -> bool {
+        self.matching.scored() == 0 && self.matching.gone == 0
+    }
+
+    /// The run directory (or reference generation) the diff is taken against: the reference's
+    /// snapshot; but where tonight's records are exactly the reference's (a retried job, or a
+    /// night without new data), the generation the reference's own scan diffed against, so
+    /// that the rerun reports what that scan reported. Otherwise a retried nightly job that
+    /// failed its `--fail-if-new` gate (exit 3) passed: its diff against the reference its
+    /// failed try had just saved found nothing new. Returns the directory and, when it is a
+    /// generation of `out_dir`'s own reference, its number.
+    pub fn diff_base(&self, out_dir: &Path) -> (PathBuf, Option<u64>) {
+        let reference_dir = out_dir.join(reference::DIR);
+        let same_dir =
+            |a: &Path, b: &Path| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+        let own = self
+            .reference
+            .dir
+            .parent()
+            .is_some_and(|parent| same_dir(parent, &reference_dir));
+        if !own {
+            return (self.reference.dir.clone(), None);
+        }
+        let earlier = self
+            .reference
+            .header
+            .diffed_against
+            .filter(|_| self.same_records())
+            .map(|g| (reference_dir.join(format!("{g:06}")), g))
+            .filter(|(dir, _)| {
+                // Its snapshot whole: a damaged one is not read again on every retry.
+                [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE]
+                    .iter()
+                    .all(|f| dir.join(f).is_file())
+            });
+        match earlier {
+            Some((dir, g)) => (dir, Some(g)),
+            None => (self.reference.dir.clone(), Some(self.reference.header.generation)),
+        }
+    }
+
     /// What the report says about the plan.
-    pub fn summary(&self, rows: usize) -> IncrementalSummary {
+    pub fn summary(&self, rows: usize, out_dir: &Path) -> IncrementalSummary {
         IncrementalSummary {
             reference: self.reference.dir.clone(),
             reference_generation: self.reference.header.generation,
@@ -140,6 +182,7 @@ impl Plan {
             refit: !self.reuses_fit(),
             refit_reasons: self.refit.clone(),
             drift: self.drift.clone(),
+            diff_against: Some(self.diff_base(out_dir).0),
         }
     }
 
@@ -232,6 +275,7 @@ pub fn prepare_reference(config: &ScanConfig, scanned: Scanned<'_>) -> Result<re
         classes: dataset.classes.clone(),
         class_fits,
         feature_scaling: dataset.feature_scaling.clone(),
+        diffed_against: plan.and_then(|p| p.diff_base(&config.out_dir).1),
     };
     let records = Records {
         keys: keys_by_position(dataset),

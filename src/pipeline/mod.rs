@@ -195,7 +195,7 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
     let report = influence.as_ref().map(|s| s.report.clone());
     let mut analysis = score_stage(&dataset, config, &classes, report, warning, None);
     analysis.decision.keep_in_clean(&released, &dataset.labels);
-    analysis.incremental = plan.as_ref().map(|p| p.summary(dataset.rows()));
+    analysis.incremental = plan.as_ref().map(|p| p.summary(dataset.rows(), &config.out_dir));
     lap("detect+decide", &mut timings);
     if let (Some(ms), Some(last)) = (influence_ms, timings.last_mut()) {
         // Report the influence stage on its own line; it ran first inside the detect stage.
@@ -369,10 +369,18 @@ pub fn finish(
     // keep tonight's reference from becoming current: every later night would fail the same way.
     let diff = match plan {
         Some(p) => {
-            let d = incremental::diff_against(&p.reference.dir, &config.out_dir);
+            let (base, _) = p.diff_base(&config.out_dir);
+            if base != p.reference.dir {
+                log::info!(
+                    "tonight's records are the reference's: the diff is taken against {}, as the \
+                     reference's own scan took it",
+                    base.display()
+                );
+            }
+            let d = incremental::diff_against(&base, &config.out_dir);
             log::info!(
                 "diff against {} in {:.2}s",
-                p.reference.dir.display(),
+                base.display(),
                 clock.elapsed().as_secs_f64()
             );
             Some(d)

@@ -276,13 +276,17 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
             return Err(ReviewError::EmptyAuditField { flag }.into());
         }
     }
+    if !dir.is_dir() {
+        require(dir, CLEAN_FILE)?;
+    }
+    // A scan publishing into `dir` meanwhile would overwrite the release (or the release the
+    // scan's outputs), and another release would lose one of the two. Taken first: it also
+    // finishes a publication a killed run left half done.
+    let _lock = crate::io::lock_output_dir(dir)?;
     let clean_path = require(dir, CLEAN_FILE)?;
     let quarantine_path = require(dir, QUARANTINE_FILE)?;
     let scores_path = require(dir, SCORES_FILE)?;
     let report_path = require(dir, REPORT_FILE)?;
-    // A scan publishing into `dir` meanwhile would overwrite the release (or the release the
-    // scan's outputs), and another release would lose one of the two.
-    let _lock = crate::io::lock_output_dir(dir)?;
     let mut report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report_path).map_err(|source| InputError::Io {
             path: report_path.clone(),
@@ -455,33 +459,14 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
         publication.add_parquet(s)?;
     }
     publication.add_json(&report_path, &report, true)?;
-    let audit_path = dir.join(AUDIT_FILE);
-    let mut audit = match std::fs::read(&audit_path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(source) => {
-            return Err(InputError::Io {
-                path: audit_path,
-                source,
-            }
-            .into());
-        }
-    };
-    if audit.last().is_some_and(|b| *b != b'\n') {
-        audit.push(b'\n');
-    }
-    audit.extend(format!("{entry}\n").bytes());
-    publication.add_bytes(&audit_path, &audit)?;
+    publication.append_line(&dir.join(AUDIT_FILE), &entry.to_string())?;
     // Later scans keep these records in clean while they are unchanged.
     let audited = format!("released on review by {by} at {at}: {reason}");
     let remembered = crate::reference::stage_release(dir, ids, &audited, &mut publication)?;
     drop(publication.commit()?);
-    if let Some(r) = &remembered {
-        crate::reference::snapshot_release(dir, &r.generation)?;
-    }
     crate::report::write_human_reports(dir)?;
     Ok(Released {
-        remembered: remembered.map_or(0, |r| r.records),
+        remembered: remembered.unwrap_or(0),
         released: wanted.len(),
         clean_rows: new_clean,
         quarantine_rows: new_quarantine,

@@ -185,6 +185,10 @@ pub struct IncrementalSummary {
     pub refit: bool,
     pub refit_reasons: Vec<String>,
     pub drift: Vec<ClassDrift>,
+    /// What diff.json compares tonight's outputs with: the reference's snapshot, or where
+    /// tonight's records are exactly the reference's, the one its own scan compared with.
+    #[serde(default)]
+    pub diff_against: Option<std::path::PathBuf>,
 }
 
 /// Why the reference cannot score tonight's data (empty: it can). `settings` are tonight's, in

@@ -34,7 +34,8 @@ const CURRENT: &str = "CURRENT";
 const HEADER_FILE: &str = "reference.json";
 const RECORDS_FILE: &str = "records.json";
 const RELEASES_FILE: &str = "released.json";
-/// Generations kept: the current one and the one before it.
+/// Generations kept: the current one and the one before it (and the one the current one's scan
+/// diffed against).
 const KEEP_GENERATIONS: usize = 2;
 
 /// `reference.json`: everything but the per-record data.
@@ -61,6 +62,11 @@ pub struct Header {
     /// The (mean, scale) each feature column was standardized with, for tabular inputs: an
     /// incremental scan standardizes new records the same way.
     pub feature_scaling: Option<crate::io::FeatureScaling>,
+    /// The generation of this reference directory that the scan saving this one took its diff
+    /// against (`None`: no diff, or another directory's reference). A rerun on the same records
+    /// diffs against it again (see `Plan::diff_base`), so it is kept while this one is current.
+    #[serde(default)]
+    pub diffed_against: Option<u64>,
 }
 
 /// Which scan made the fits a reference holds.
@@ -143,25 +149,17 @@ pub fn releases(out_dir: &Path) -> Result<Releases, ReferenceError> {
     serde_json::from_slice(&read(&path)?).map_err(|e| corrupt(&path, e))
 }
 
-/// Releases added to the current reference: see [`stage_release`].
-pub struct StagedRelease {
-    /// How many of the ids the reference holds.
-    pub records: usize,
-    /// The reference generation the releases file goes into.
-    pub generation: PathBuf,
-}
-
 /// Remembers `ids` as released by review (with their content hashes from the current reference,
-/// so a record that changes is judged again) by adding the updated releases file to
-/// `publication`, which the release commits with its outputs. `None` where `out_dir` keeps no
-/// reference. After the commit, [`snapshot_release`] brings the generation's copies of the
-/// outputs up to date.
+/// so a record that changes is judged again): adds the updated releases file to `publication`,
+/// which the release commits with its outputs, and the released scores.parquet and report.json
+/// as the generation's snapshot, so that the next scan's diff starts from what the review left.
+/// Returns how many of the ids the reference holds (`None`: `out_dir` keeps no reference).
 pub fn stage_release(
     out_dir: &Path,
     ids: &[String],
     note: &str,
     publication: &mut crate::io::Publication,
-) -> Result<Option<StagedRelease>, crate::Error> {
+) -> Result<Option<usize>, crate::Error> {
     let Ok(dir) = locate(&out_dir.join(DIR)) else {
         return Ok(None);
     };
@@ -188,19 +186,10 @@ pub fn stage_release(
         }
     }
     publication.add_json(&dir.join(RELEASES_FILE), &releases, false)?;
-    Ok(Some(StagedRelease {
-        records: recorded,
-        generation: dir,
-    }))
-}
-
-/// Replaces the reference generation's snapshot of scores.parquet and report.json by the
-/// released ones, so that the next scan's diff starts from what the review left.
-pub fn snapshot_release(out_dir: &Path, generation: &Path) -> Result<(), OutputError> {
     for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
-        snapshot(&out_dir.join(file), &generation.join(file))?;
+        publication.link(&out_dir.join(file), &dir.join(file));
     }
-    Ok(())
+    Ok(Some(recorded))
 }
 
 /// Links (or copies) a published output into a reference generation, replacing what was there.
@@ -356,6 +345,7 @@ pub struct Prepared {
     temp: tempfile::TempDir,
     name: String,
     out_dir: PathBuf,
+    diffed_against: Option<u64>,
 }
 
 /// Writes the header, the records and the releases that still apply into a new hidden
@@ -388,6 +378,7 @@ pub fn prepare(
         temp,
         name,
         out_dir: out_dir.to_path_buf(),
+        diffed_against: header.diffed_against,
     })
 }
 
@@ -395,9 +386,14 @@ impl Prepared {
     /// Adds a snapshot of the scan's published `scores.parquet` (hard-linked: the published file
     /// is replaced by rename, never rewritten in place, so the link keeps this scan's version)
     /// and `report.json`, makes the generation current and deletes generations before the
-    /// previous one. Returns the generation directory.
+    /// previous one, but for the one its scan diffed against. Returns the generation directory.
     pub fn commit(self) -> Result<PathBuf, OutputError> {
-        let Prepared { temp, name, out_dir } = self;
+        let Prepared {
+            temp,
+            name,
+            out_dir,
+            diffed_against,
+        } = self;
         let reference_dir = out_dir.join(DIR);
         for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
             snapshot(&out_dir.join(file), &temp.path().join(file))?;
@@ -410,7 +406,12 @@ impl Prepared {
         std::fs::rename(&temp, &target).map_err(io_error(&target))?;
         AtomicFile::write_all(&reference_dir.join(CURRENT), format!("{name}\n").as_bytes())?;
         let all = generations(&reference_dir);
-        for old in all.iter().rev().skip(KEEP_GENERATIONS) {
+        for old in all
+            .iter()
+            .rev()
+            .skip(KEEP_GENERATIONS)
+            .filter(|g| Some(**g) != diffed_against)
+        {
             let dir = reference_dir.join(format!("{old:06}"));
             std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
         }
@@ -453,6 +454,7 @@ mod tests {
             classes: vec!["a".into()],
             class_fits: vec![None],
             feature_scaling: None,
+            diffed_against: None,
         }
     }
 

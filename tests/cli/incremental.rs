@@ -415,37 +415,87 @@ fn references_that_cannot_be_used_are_errors_that_name_the_file() {
         .stdout(contains("against reference generation 2"));
 }
 
+/// `--fail-if-new` alerts on records quarantined since the last scan. A rerun on the same
+/// records (a scheduler retrying the job that exited 3, or a night without new data) reports
+/// what that scan reported, so the retry fails the gate too; the next night with new records
+/// diffs against the last scan again, and yesterday's alert is not repeated.
 #[test]
-fn fail_if_new_alerts_on_new_quarantines_only() {
+fn fail_if_new_alerts_on_new_quarantines_and_a_retry_alerts_again() {
     let fx = Fixture::new();
     let data = gaussian(10, 300, 32, backdoor(4), 78);
-    // Tonight brings most of the poison; yesterday had some of it.
-    let new: Vec<bool> = (0..data.ids.len())
+    // Tonight brings most of the poison; yesterday had some of it; a few clean records come
+    // the night after.
+    let tonight: Vec<bool> = (0..data.ids.len())
         .map(|i| (data.poisoned[i] && i % 3 != 0) || i % 20 == 0)
         .collect();
-    let dir = split(&fx, &data, &new);
-    scan(&fx.out(), &dir, &[]).success();
-    arrive(&fx, &dir);
-    let a = scan(&fx.out(), &dir, &["--incremental", "--fail-if-new", "0"]).code(3);
-    let line = stdout(&a);
-    let newly: usize = line
-        .split("newly quarantined ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    assert!(newly > 0, "{line}");
-    // The same data again: nothing is new, so no alert, though rows are still quarantined.
-    scan(&fx.out(), &dir, &["--incremental", "--fail-if-new", "0"])
-        .success()
-        .stdout(contains("newly quarantined 0"));
-    // Generations: the current and the previous one are kept.
-    let mut kept: Vec<String> = std::fs::read_dir(fx.out().join("reference"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    let later: Vec<bool> = (0..data.ids.len())
+        .map(|i| !tonight[i] && !data.poisoned[i] && i % 37 == 1)
         .collect();
-    kept.sort();
-    assert_eq!(kept, ["000002", "000003", "CURRENT"]);
+    let dir = fx.path("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let all = data.to_batch();
+    let rows = |keep: &dyn Fn(usize) -> bool| {
+        let mask: arrow_array::BooleanArray = (0..data.ids.len()).map(|i| Some(keep(i))).collect();
+        arrow_select::filter::filter_record_batch(&all, &mask).unwrap()
+    };
+    super::write_batch(&dir.join("day1.parquet"), &rows(&|i| !tonight[i] && !later[i]));
+    scan(&fx.out(), &dir, &[]).success();
+    super::write_batch(&dir.join("day2.parquet"), &rows(&|i| tonight[i]));
+    let newly_of = |a: &assert_cmd::assert::Assert| -> usize {
+        let line = stdout(a);
+        line.split("newly quarantined ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    let generations = || {
+        let mut kept: Vec<String> = std::fs::read_dir(fx.out().join("reference"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        kept.sort();
+        kept
+    };
+    let newly = newly_of(&scan(&fx.out(), &dir, &["--incremental", "--fail-if-new", "0"]).code(3));
+    assert!(newly > 0);
+    // Retried twice on the same records: the same alert, diffed against generation 1 each time,
+    // which is kept for it beside the current and the previous generation.
+    for (retry, kept) in [
+        ["000001", "000002", "000003", "CURRENT"],
+        ["000001", "000003", "000004", "CURRENT"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let a = scan(&fx.out(), &dir, &["--incremental", "--fail-if-new", "0"]).code(3);
+        assert_eq!(newly_of(&a), newly, "retry {retry}");
+        let report = json(&fx.out().join("report.json"));
+        let base = report["incremental"]["diff_against"].as_str().unwrap().to_string();
+        assert!(base.ends_with("000001"), "{base}");
+        assert_eq!(generations(), kept, "retry {retry}");
+    }
+    // The next night: a few clean records more. Diffed against the last scan, none of
+    // yesterday's newly quarantined records is new again.
+    let yesterday: HashSet<String> = json(&fx.out().join("diff.json"))["newly_quarantined"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(yesterday.len(), newly);
+    super::write_batch(&dir.join("day3.parquet"), &rows(&|i| later[i]));
+    scan(&fx.out(), &dir, &["--incremental"]).success();
+    let diff = json(&fx.out().join("diff.json"));
+    let again: Vec<&str> = diff["newly_quarantined"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .filter(|k| yesterday.contains(*k))
+        .collect();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(generations(), ["000004", "000005", "CURRENT"]);
 }
 
 #[test]
@@ -605,12 +655,24 @@ fn a_nightly_pipeline_runs_incrementally() {
     assert_eq!(report["incremental"]["refit"], false);
     assert_eq!(report["influence"]["incremental"]["records_scored"], 150);
     let before = std::fs::read(out.join("scores.parquet")).unwrap();
-    datavet()
+    // Re-run on the same records (a retried job): the same diff, so the same exit code.
+    let newly = line
+        .split("newly quarantined ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let again = datavet()
         .arg("run")
         .arg(&file)
         .assert()
-        .success()
-        .stdout(contains("newly quarantined 0"));
+        .code(a.get_output().status.code().unwrap());
+    assert!(
+        stdout(&again).contains(&format!("newly quarantined {newly} ")),
+        "{}",
+        stdout(&again)
+    );
     assert!(before == std::fs::read(out.join("scores.parquet")).unwrap());
     // The re-run reused the quarantine stage; its report.json says the re-run's match (it kept
     // the earlier run's: generation 1, 150 new).

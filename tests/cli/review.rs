@@ -214,6 +214,12 @@ fn release_moves_reviewed_rows_back_and_logs_who_when_why() {
         format!("# reviewed today\n{}\n\n{}\n", ids[0], ids[1]),
     )
     .unwrap();
+    // The audit log is appended to, never replaced: here it links to a team's central log.
+    #[cfg(unix)]
+    {
+        std::fs::write(fx.path("central.jsonl"), "").unwrap();
+        std::os::unix::fs::symlink(fx.path("central.jsonl"), fx.out().join("audit.jsonl")).unwrap();
+    }
     datavet()
         .args(["release", fx.out().to_str().unwrap(), "--ids"])
         .arg(fx.path("ids.txt"))
@@ -233,6 +239,11 @@ fn release_moves_reviewed_rows_back_and_logs_who_when_why() {
         );
     }
     let audit = std::fs::read_to_string(fx.out().join("audit.jsonl")).unwrap();
+    #[cfg(unix)]
+    {
+        assert!(fx.out().join("audit.jsonl").is_symlink());
+        assert_eq!(std::fs::read_to_string(fx.path("central.jsonl")).unwrap(), audit);
+    }
     let entry: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
     assert_eq!(entry["by"], "alice");
     assert_eq!(entry["reason"], "checked by hand");
@@ -432,7 +443,7 @@ fn a_release_killed_while_publishing_is_finished_by_the_next_command() {
         .args(["report", fx.out().to_str().unwrap()])
         .assert()
         .success()
-        .stderr(contains("killed while publishing"));
+        .stderr(contains("stopped while publishing"));
     assert_eq!(rows(&fx.out().join("clean.parquet")), clean0 + 1);
     assert_eq!(rows(&fx.out().join("quarantine.parquet")), q0 - 1);
     assert!(!read_quarantined_ids(&fx.out()).contains(&id));
@@ -444,10 +455,19 @@ fn a_release_killed_while_publishing_is_finished_by_the_next_command() {
         .map(|e| e.path().join("released.json"))
         .find(|p| p.is_file())
         .expect("the reference remembers the release");
-    assert!(std::fs::read_to_string(releases).unwrap().contains(&id.to_string()));
+    assert!(std::fs::read_to_string(&releases).unwrap().contains(&id.to_string()));
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fx.out().join("report.json")).unwrap()).unwrap();
     assert_eq!(report["totals"]["quarantined"], q0 - 1);
+    // The reference's snapshot is the released outputs, as after a release not interrupted.
+    let generation = releases.parent().unwrap();
+    for file in ["scores.parquet", "report.json"] {
+        let (snapshot, published) = (generation.join(file), fx.out().join(file));
+        assert!(
+            std::fs::read(snapshot).unwrap() == std::fs::read(published).unwrap(),
+            "{file}"
+        );
+    }
 }
 
 #[test]

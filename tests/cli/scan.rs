@@ -75,6 +75,76 @@ fn assert_rows_conserved(input: &Path, out: &Path) {
     }
 }
 
+/// A `date64` column as pyarrow stores it (a Parquet DATE, INT32 days, with an Arrow schema
+/// saying date64) passes through as that DATE column, in copied and in rewritten row groups.
+/// Read as date64, it was written back as plain INT64, which pyarrow reads as integers.
+#[test]
+fn a_date64_column_stored_as_days_passes_through_as_days() {
+    use arrow_array::Date64Array;
+    use parquet::basic::Type as PhysicalType;
+    let fx = Fixture::new();
+    let planted = fx.path("planted.parquet");
+    let data = backdoored(&planted, 6, 32, 0.1, 14);
+    let batch = data.to_batch();
+    let days: Vec<i64> = (0..batch.num_rows() as i64)
+        .map(|i| (19_000 + i) * 86_400_000)
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns.push(std::sync::Arc::new(Date64Array::from(days.clone())));
+    let mut fields: Vec<arrow_schema::FieldRef> = batch.schema().fields().iter().cloned().collect();
+    fields.push(std::sync::Arc::new(arrow_schema::Field::new(
+        "day",
+        arrow_schema::DataType::Date64,
+        false,
+    )));
+    let with_day = RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
+    let input = fx.path("in.parquet");
+    // pyarrow's way: the DATE type on disk, the Arrow schema's date64 beside it.
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_coerce_types(true)
+        .set_max_row_group_row_count(Some(300))
+        .build();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&input).unwrap(), with_day.schema(), Some(props))
+            .unwrap();
+    writer.write(&with_day).unwrap();
+    writer.close().unwrap();
+    fx.scan(&input, &[]).success();
+    let mut seen = Vec::new();
+    for file in ["clean.parquet", "quarantine.parquet"] {
+        let path = fx.out().join(file);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
+        let column = reader
+            .parquet_schema()
+            .columns()
+            .iter()
+            .position(|c| c.name() == "day")
+            .unwrap();
+        assert_eq!(
+            reader.parquet_schema().column(column).physical_type(),
+            PhysicalType::INT32,
+            "{file}"
+        );
+        let out = super::read_all(&path);
+        let ids = out.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+        let day = out.column_by_name("day").unwrap();
+        assert_eq!(day.data_type(), &arrow_schema::DataType::Date32, "{file}");
+        let day = day.as_primitive::<arrow_array::types::Date32Type>();
+        for r in 0..out.num_rows() {
+            seen.push((ids.value(r), day.value(r) as i64 * 86_400_000));
+        }
+    }
+    let input_ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let mut expected: Vec<(i64, i64)> = (0..batch.num_rows()).map(|r| (input_ids.value(r), days[r])).collect();
+    seen.sort();
+    expected.sort();
+    assert!(seen == expected, "every record's day, once");
+    assert!(
+        parquet_rows(&fx.out().join("quarantine.parquet")) > 0,
+        "rewritten groups too"
+    );
+}
+
 #[test]
 fn every_real_writer_file_scans_and_conserves_rows() {
     let files = [
@@ -857,7 +927,7 @@ fn a_run_killed_while_publishing_is_finished_by_the_next_command() {
         .arg(fx.path("review.csv"))
         .assert()
         .success()
-        .stderr(contains("killed while publishing"));
+        .stderr(contains("stopped while publishing"));
     assert!(!journal.exists());
     assert_eq!(report_rows(&fx.out()), 1500);
     let (clean, quarantine) = (
