@@ -861,7 +861,7 @@ pub fn read_dataset_with_progress(
     };
     let source_col = match &opts.source_col {
         Some(name) => {
-            first
+            let field = first
                 .schema()
                 .field_with_name(name)
                 .map_err(|_| InputError::MissingColumn {
@@ -871,9 +871,22 @@ pub fn read_dataset_with_progress(
                     present: column_list(first.schema()),
                     hint: "use --source-col NAME",
                 })?;
+            // One value per record to group by: a vector would be printed whole, per record,
+            // into scores.parquet and the reports.
+            if field.data_type().is_nested() {
+                return Err(InputError::WrongType {
+                    path: first.path.clone(),
+                    role: "source",
+                    column: name.clone(),
+                    found: field.data_type().to_string(),
+                    expected: "one value per record (a string, integer, boolean or date)",
+                });
+            }
             Some(name.clone())
         }
-        None => first.schema().index_of("source").ok().map(|_| "source".to_string()),
+        None => (first.schema().field_with_name("source").ok())
+            .filter(|f| !f.data_type().is_nested())
+            .map(|_| "source".to_string()),
     };
     let record_sources = match &source_col {
         Some(col) => {

@@ -174,6 +174,19 @@ impl Drop for Retired {
 /// and their references.
 pub struct OutputDirLock {
     _held: Option<File>,
+    /// The directory, where this run created it: removed again if the run leaves it empty (an
+    /// input error), so a mistyped --out leaves nothing behind.
+    created: Option<PathBuf>,
+}
+
+impl Drop for OutputDirLock {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.created
+            && std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
+        {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 /// Creates `dir` if needed and locks it for this run, or fails naming the directory if another
@@ -182,6 +195,7 @@ pub struct OutputDirLock {
 /// run left half done ([`complete_publication`]; an error when that cannot be finished) and
 /// removes the temp files killed runs left.
 pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
+    let created = (!dir.exists()).then(|| dir.to_path_buf());
     std::fs::create_dir_all(dir).map_err(|source| OutputError::Io {
         path: dir.to_path_buf(),
         source,
@@ -203,7 +217,7 @@ pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
     };
     finish_pending_publication(dir)?;
     remove_stale_temp_files(dir);
-    Ok(OutputDirLock { _held: held })
+    Ok(OutputDirLock { _held: held, created })
 }
 
 fn finish_pending_publication(dir: &Path) -> Result<(), OutputError> {
@@ -278,7 +292,12 @@ impl AtomicFile {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let temp = tempfile::Builder::new()
+        let mut builder = tempfile::Builder::new();
+        // An ordinary file's mode under the user's umask (0644 under the usual 022; 0600 under
+        // 077), as any file the user writes; tempfile's own 0600 hid outputs from the group.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let temp = builder
             .prefix(".datavet-")
             .suffix(".tmp")
             .tempfile_in(dir)
@@ -315,23 +334,12 @@ impl AtomicFile {
         Ok(Retired(replaced.into_iter().collect()))
     }
 
-    /// Gives the temp file an output's permissions and syncs it: what must hold before it may
-    /// replace anything.
+    /// Syncs the temp file: what must hold before it may replace anything.
     fn make_durable(&self) -> Result<(), OutputError> {
-        let io = |source| OutputError::Io {
+        self.temp.as_file().sync_all().map_err(|source| OutputError::Io {
             path: self.path.clone(),
             source,
-        };
-        // tempfile creates 0600; outputs are ordinary files that others in the group may read.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            self.temp
-                .as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))
-                .map_err(io)?;
-        }
-        self.temp.as_file().sync_all().map_err(io)
+        })
     }
 
     /// Writes `value` as JSON atomically: `pretty` for the files people open (reports), compact

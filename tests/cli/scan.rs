@@ -960,6 +960,40 @@ fn a_run_killed_while_publishing_is_finished_by_the_next_command() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// Outputs are ordinary files under the user's umask: 0644 under the usual 022, 0600 under 077
+/// (they were 0644 whatever the umask).
+#[cfg(unix)]
+#[test]
+fn outputs_take_the_users_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    planted(&input, 14);
+    for (umask, mode) in [("022", 0o644), ("077", 0o600)] {
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umask {umask} && exec \"$0\" scan -q --input \"$1\" --out \"$2\""
+            ))
+            .arg(assert_cmd::cargo::cargo_bin!("datavet"))
+            .arg(&input)
+            .arg(fx.out())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for file in [
+            "clean.parquet",
+            "quarantine.parquet",
+            "scores.parquet",
+            "report.json",
+            "report.html",
+        ] {
+            let actual = std::fs::metadata(fx.out().join(file)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(actual, mode, "{file} under umask {umask}");
+        }
+    }
+}
+
 /// Overlapping nightly jobs on one --out: the second is refused (exit 2, the directory named)
 /// and touches nothing; once the first is done, the next run goes ahead.
 #[test]
@@ -990,6 +1024,10 @@ fn decision_flags_are_checked_and_recorded() {
     fx.scan(&input, &["--max-quarantine-fraction", "-0.1"])
         .code(2)
         .stderr(contains("`max-quarantine-fraction` must be in [0, 1] (got -0.1)"));
+    // A source is one value per record: the vector column is refused, naming its type.
+    fx.scan(&input, &["--source-col", "embedding"])
+        .code(2)
+        .stderr(contains("source column `embedding` has type FixedSizeList"));
     fx.scan(&input, &["--distance-max-cluster-share", "0.3"]).success();
     let config = &report_of(&fx)["config"]["detectors"]["activation-clustering"];
     assert_eq!(config["distance-max-cluster-share"], 0.3, "{config:#}");
