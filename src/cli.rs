@@ -199,7 +199,8 @@ pub struct ScanArgs {
     #[arg(long, value_name = "NAME")]
     pub probs_col: Option<String>,
     /// Column naming who supplied each record (vendor, contributor, batch), for the reports'
-    /// per-source table. Default: `source` if present.
+    /// per-source table: strings, integers, booleans or dates. Default: `source` if present
+    /// and of such a type.
     #[arg(long, value_name = "NAME")]
     pub source_col: Option<String>,
     /// Per-record training loss: one float, or a list of per-epoch losses. Records learned

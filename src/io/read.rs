@@ -576,10 +576,25 @@ fn schema_difference(a: &SchemaRef, b: &SchemaRef) -> Option<String> {
             names(b).join(", ")
         ));
     }
+    // Days as date32 or date64 (as pyarrow and arrow-rs store a date64) are one type: batches are
+    // cast to the first file's (`io::write::conform`).
+    let dates = |t: &DataType| matches!(t, DataType::Date32 | DataType::Date64);
     a.fields().iter().zip(b.fields()).find_map(|(fa, fb)| {
-        (!fa.data_type().equals_datatype(fb.data_type()))
-            .then(|| format!("column `{}` is {} vs {}", fa.name(), fa.data_type(), fb.data_type()))
+        let (ta, tb) = (fa.data_type(), fb.data_type());
+        let same = ta.equals_datatype(tb) || (dates(ta) && dates(tb));
+        (!same).then(|| format!("column `{}` is {ta} vs {tb}", fa.name()))
     })
+}
+
+/// Types a source column may have: what names a group (strings, integers, booleans, dates, and
+/// dictionaries of them).
+fn is_source_type(t: &DataType) -> bool {
+    match t {
+        DataType::Dictionary(_, values) => is_source_type(values),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean => true,
+        DataType::Date32 | DataType::Date64 => true,
+        t => t.is_integer(),
+    }
 }
 
 /// A label value before classes are numbered.
@@ -871,9 +886,9 @@ pub fn read_dataset_with_progress(
                     present: column_list(first.schema()),
                     hint: "use --source-col NAME",
                 })?;
-            // One value per record to group by: a vector would be printed whole, per record,
-            // into scores.parquet and the reports.
-            if field.data_type().is_nested() {
+            // One short value per record to group by: a vector or a blob would be printed whole,
+            // per record, into scores.parquet and the reports.
+            if !is_source_type(field.data_type()) {
                 return Err(InputError::WrongType {
                     path: first.path.clone(),
                     role: "source",
@@ -885,7 +900,7 @@ pub fn read_dataset_with_progress(
             Some(name.clone())
         }
         None => (first.schema().field_with_name("source").ok())
-            .filter(|f| !f.data_type().is_nested())
+            .filter(|f| is_source_type(f.data_type()))
             .map(|_| "source".to_string()),
     };
     let record_sources = match &source_col {
@@ -1324,4 +1339,27 @@ fn read_scalars(
         scaling: used,
         raw_hashes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_short_values_that_name_a_group() {
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        for ok in [
+            DataType::Utf8,
+            DataType::Int64,
+            DataType::Boolean,
+            DataType::Date32,
+            dictionary,
+        ] {
+            assert!(is_source_type(&ok), "{ok}");
+        }
+        let list = DataType::new_list(DataType::Float32, true);
+        for refused in [DataType::Float64, DataType::Binary, list] {
+            assert!(!is_source_type(&refused), "{refused}");
+        }
+    }
 }

@@ -174,17 +174,18 @@ impl Drop for Retired {
 /// and their references.
 pub struct OutputDirLock {
     _held: Option<File>,
-    /// The directory, where this run created it: removed again if the run leaves it empty (an
-    /// input error), so a mistyped --out leaves nothing behind.
-    created: Option<PathBuf>,
+    /// The folders this run created for the directory, innermost first: removed again while
+    /// the run leaves them empty (an input error), so a mistyped --out leaves nothing behind.
+    created: Vec<PathBuf>,
 }
 
 impl Drop for OutputDirLock {
     fn drop(&mut self) {
-        if let Some(dir) = &self.created
-            && std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
-        {
-            let _ = std::fs::remove_dir(dir);
+        for dir in &self.created {
+            // Fails on a folder that is not empty, and the ones above it are not either.
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
         }
     }
 }
@@ -195,7 +196,11 @@ impl Drop for OutputDirLock {
 /// run left half done ([`complete_publication`]; an error when that cannot be finished) and
 /// removes the temp files killed runs left.
 pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
-    let created = (!dir.exists()).then(|| dir.to_path_buf());
+    let created: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
     std::fs::create_dir_all(dir).map_err(|source| OutputError::Io {
         path: dir.to_path_buf(),
         source,

@@ -11,7 +11,7 @@ use crate::detect::ClassFit;
 use crate::influence::InfluenceState;
 use crate::io::{Dataset, RecordKeys};
 use crate::reference::delta::{self, IncrementalSummary, Matching, RefitPolicy};
-use crate::reference::{self, FitInfo, Header, Records, Reference, ReferenceError, Releases};
+use crate::reference::{self, DiffBase, FitInfo, Header, Records, Reference, ReferenceError, Releases};
 use crate::report::diff::Diff;
 use crate::report::view::RunView;
 
@@ -127,14 +127,13 @@ impl Plan {
         self.matching.scored() == 0 && self.matching.gone == 0
     }
 
-    /// The run directory (or reference generation) the diff is taken against: the reference's
-    /// snapshot; but where tonight's records are exactly the reference's (a retried job, or a
-    /// night without new data), the generation the reference's own scan diffed against, so
-    /// that the rerun reports what that scan reported. Otherwise a retried nightly job that
-    /// failed its `--fail-if-new` gate (exit 3) passed: its diff against the reference its
-    /// failed try had just saved found nothing new. Returns the directory and, when it is a
-    /// generation of `out_dir`'s own reference, its number.
-    pub fn diff_base(&self, out_dir: &Path) -> (PathBuf, Option<u64>) {
+    /// What the diff is taken against: the reference's snapshot; but where tonight's records
+    /// are exactly the reference's (a retried job, or a night without new data), what the
+    /// reference's own scan compared with, so that the rerun reports what that scan reported.
+    /// Otherwise a retried nightly job that failed its `--fail-if-new` gate (exit 3) passed: its
+    /// diff against the reference its failed try had just saved found nothing new. Returns that,
+    /// and what the next reference records as its base.
+    pub fn diff_base(&self, out_dir: &Path) -> (DiffAgainst, DiffBase) {
         let reference_dir = out_dir.join(reference::DIR);
         let same_dir =
             |a: &Path, b: &Path| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
@@ -143,24 +142,28 @@ impl Plan {
             .dir
             .parent()
             .is_some_and(|parent| same_dir(parent, &reference_dir));
-        if !own {
-            return (self.reference.dir.clone(), None);
+        let the_reference = || {
+            let base = if own {
+                DiffBase::Generation(self.reference.header.generation)
+            } else {
+                DiffBase::Unknown
+            };
+            (DiffAgainst::Snapshot(self.reference.dir.clone()), base)
+        };
+        if !own || !self.same_records() {
+            return the_reference();
         }
-        let earlier = self
-            .reference
-            .header
-            .diffed_against
-            .filter(|_| self.same_records())
-            .map(|g| (reference_dir.join(format!("{g:06}")), g))
-            .filter(|(dir, _)| {
-                // Its snapshot whole: a damaged one is not read again on every retry.
-                [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE]
-                    .iter()
-                    .all(|f| dir.join(f).is_file())
-            });
-        match earlier {
-            Some((dir, g)) => (dir, Some(g)),
-            None => (self.reference.dir.clone(), Some(self.reference.header.generation)),
+        match self.reference.header.diff_base {
+            DiffBase::Everything => (DiffAgainst::Nothing, DiffBase::Everything),
+            DiffBase::Generation(g) => {
+                let dir = reference_dir.join(format!("{g:06}"));
+                if snapshot_readable(&dir) {
+                    (DiffAgainst::Snapshot(dir), DiffBase::Generation(g))
+                } else {
+                    the_reference()
+                }
+            }
+            DiffBase::Unknown => the_reference(),
         }
     }
 
@@ -182,7 +185,10 @@ impl Plan {
             refit: !self.reuses_fit(),
             refit_reasons: self.refit.clone(),
             drift: self.drift.clone(),
-            diff_against: Some(self.diff_base(out_dir).0),
+            diff_against: match self.diff_base(out_dir).0 {
+                DiffAgainst::Snapshot(dir) => Some(dir),
+                DiffAgainst::Nothing => None,
+            },
         }
     }
 
@@ -213,6 +219,23 @@ impl Plan {
             .map(|why| format!("{why} (when the reference was fitted: this incremental scan extends its state)"));
         Ok((Some(extended), warning))
     }
+}
+
+/// What tonight's diff compares the outputs with (see [`Plan::diff_base`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiffAgainst {
+    /// Nothing: every quarantined record counts as new (a rerun of the first incremental night).
+    Nothing,
+    /// A reference generation's snapshot of its scan's outputs.
+    Snapshot(PathBuf),
+}
+
+/// Whether a generation's snapshot can be diffed against: its report parses and its scores
+/// file has a footer (a damaged earlier snapshot is not what a rerun compares with).
+fn snapshot_readable(dir: &Path) -> bool {
+    let report = std::fs::read(dir.join(crate::report::REPORT_FILE));
+    report.is_ok_and(|r| serde_json::from_slice::<serde_json::Value>(&r).is_ok())
+        && crate::io::parquet_rows(&dir.join(crate::quarantine::SCORES_FILE)).is_ok()
 }
 
 /// What a finished scan leaves for the next one: the data it read, the state it fitted (or
@@ -275,7 +298,12 @@ pub fn prepare_reference(config: &ScanConfig, scanned: Scanned<'_>) -> Result<re
         classes: dataset.classes.clone(),
         class_fits,
         feature_scaling: dataset.feature_scaling.clone(),
-        diffed_against: plan.and_then(|p| p.diff_base(&config.out_dir).1),
+        diff_base: match plan {
+            Some(p) => p.diff_base(&config.out_dir).1,
+            // An incremental scan without a reference yet counts every quarantined record new.
+            None if config.reference.since.is_some() => DiffBase::Everything,
+            None => DiffBase::Unknown,
+        },
     };
     let records = Records {
         keys: keys_by_position(dataset),

@@ -149,6 +149,15 @@ pub fn incremental_summary(inc: Option<&IncrementalSummary>, diff: Option<&Diff>
             inc.scored,
             if inc.refit { "re-fitted" } else { "fit reused" }
         ));
+        match &inc.diff_against {
+            Some(base) if *base != inc.reference => line.push_str(&format!(
+                "; the same records: diffed against {}, as that scan was",
+                base.display()
+            )),
+            None => line
+                .push_str("; the same records as the first incremental night: every quarantined record counts as new"),
+            Some(_) => {}
+        }
     }
     if let Some(d) = diff {
         line.push_str(&format!(
@@ -367,9 +376,16 @@ pub fn finish(
     // The diff is taken first (committing may prune the generation it reads, as with
     // --since-reference naming an older one), but a failed diff (a damaged snapshot) does not
     // keep tonight's reference from becoming current: every later night would fail the same way.
-    let diff = match plan {
-        Some(p) => {
-            let (base, _) = p.diff_base(&config.out_dir);
+    let diff = match plan.map(|p| (p, p.diff_base(&config.out_dir).0)) {
+        Some((_, incremental::DiffAgainst::Nothing)) => {
+            log::info!(
+                "tonight's records are the first incremental night's: every quarantined record \
+                 counts as new, as it did then"
+            );
+            let _ = std::fs::remove_file(config.out_dir.join(crate::report::diff::DIFF_FILE));
+            None
+        }
+        Some((p, incremental::DiffAgainst::Snapshot(base))) => {
             if base != p.reference.dir {
                 log::info!(
                     "tonight's records are the reference's: the diff is taken against {}, as the \
@@ -377,12 +393,17 @@ pub fn finish(
                     base.display()
                 );
             }
-            let d = incremental::diff_against(&base, &config.out_dir);
-            log::info!(
-                "diff against {} in {:.2}s",
-                base.display(),
-                clock.elapsed().as_secs_f64()
-            );
+            let mut d = incremental::diff_against(&base, &config.out_dir);
+            if let Err(e) = &d
+                && base != p.reference.dir
+            {
+                log::warn!(
+                    "cannot diff against {} ({e}); diffing against the reference instead",
+                    base.display()
+                );
+                d = incremental::diff_against(&p.reference.dir, &config.out_dir);
+            }
+            log::info!("diff in {:.2}s", clock.elapsed().as_secs_f64());
             Some(d)
         }
         None => None,

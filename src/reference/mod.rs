@@ -62,11 +62,25 @@ pub struct Header {
     /// The (mean, scale) each feature column was standardized with, for tabular inputs: an
     /// incremental scan standardizes new records the same way.
     pub feature_scaling: Option<crate::io::FeatureScaling>,
-    /// The generation of this reference directory that the scan saving this one took its diff
-    /// against (`None`: no diff, or another directory's reference). A rerun on the same records
-    /// diffs against it again (see `Plan::diff_base`), so it is kept while this one is current.
+    /// What the scan saving this reference compared its outputs with. A rerun on the same
+    /// records compares with it again (see `Plan::diff_base`), so a generation named here is
+    /// kept while this one is current.
     #[serde(default)]
-    pub diffed_against: Option<u64>,
+    pub diff_base: DiffBase,
+}
+
+/// What a scan's diff compared its outputs with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiffBase {
+    /// No diff: a scan without --incremental, one against another directory's reference, or a
+    /// reference saved before 0.2.49.
+    #[default]
+    Unknown,
+    /// An incremental scan with no reference yet: every quarantined record was new.
+    Everything,
+    /// A generation of the same reference directory.
+    Generation(u64),
 }
 
 /// Which scan made the fits a reference holds.
@@ -345,7 +359,7 @@ pub struct Prepared {
     temp: tempfile::TempDir,
     name: String,
     out_dir: PathBuf,
-    diffed_against: Option<u64>,
+    diff_base: DiffBase,
 }
 
 /// Writes the header, the records and the releases that still apply into a new hidden
@@ -378,7 +392,7 @@ pub fn prepare(
         temp,
         name,
         out_dir: out_dir.to_path_buf(),
-        diffed_against: header.diffed_against,
+        diff_base: header.diff_base,
     })
 }
 
@@ -392,7 +406,7 @@ impl Prepared {
             temp,
             name,
             out_dir,
-            diffed_against,
+            diff_base,
         } = self;
         let reference_dir = out_dir.join(DIR);
         for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
@@ -410,7 +424,7 @@ impl Prepared {
             .iter()
             .rev()
             .skip(KEEP_GENERATIONS)
-            .filter(|g| Some(**g) != diffed_against)
+            .filter(|g| diff_base != DiffBase::Generation(**g))
         {
             let dir = reference_dir.join(format!("{old:06}"));
             std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
@@ -454,7 +468,7 @@ mod tests {
             classes: vec!["a".into()],
             class_fits: vec![None],
             feature_scaling: None,
-            diffed_against: None,
+            diff_base: DiffBase::Unknown,
         }
     }
 

@@ -470,3 +470,20 @@ fn an_output_directory_inside_the_input_is_refused() {
             .success();
     }
 }
+
+/// A mistyped --out several folders deep: every folder the failed run created is removed.
+#[test]
+fn a_failed_run_removes_every_folder_it_created_for_out() {
+    let Some(input) = Fixture::format("bad_truncated.parquet") else {
+        return;
+    };
+    let fx = Fixture::new();
+    super::datavet()
+        .args(["scan", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(fx.path("nest/a/b"))
+        .assert()
+        .code(2);
+    assert!(!fx.path("nest").exists());
+}

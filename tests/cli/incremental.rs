@@ -364,10 +364,9 @@ fn references_that_cannot_be_used_are_errors_that_name_the_file() {
     gaussian(5, 200, 16, Attack::None, 77)
         .write_parquet(&input, 250)
         .unwrap();
-    // No reference yet: --incremental is a full scan that saves one; --since-reference fails.
-    fx.scan(&input, &["--incremental"])
-        .success()
-        .stdout(contains("datavet: 1000 rows"));
+    // A full scan saves a reference (a first --incremental night does too: see
+    // a_retried_first_night_alerts_again...); --since-reference a folder without one fails.
+    fx.scan(&input, &[]).success().stdout(contains("datavet: 1000 rows"));
     assert!(fx.out().join("reference/000001/records.json").is_file());
     let empty = fx.path("empty");
     std::fs::create_dir_all(&empty).unwrap();
@@ -496,6 +495,37 @@ fn fail_if_new_alerts_on_new_quarantines_and_a_retry_alerts_again() {
         .collect();
     assert!(again.is_empty(), "{again:?}");
     assert_eq!(generations(), ["000004", "000005", "CURRENT"]);
+}
+
+/// The first incremental night (no reference yet) counts every quarantined record as new, and
+/// so does its retry; a retry whose earlier snapshot is damaged diffs against the reference
+/// (with a warning) rather than failing every night.
+#[test]
+fn a_retried_first_night_alerts_again_and_a_damaged_earlier_snapshot_is_skipped() {
+    let fx = Fixture::new();
+    let data = gaussian(6, 200, 16, backdoor(2), 79);
+    let dir = split(&fx, &data, &data.new_rows(0.1));
+    let first = scan(&fx.out(), &dir, &["--incremental", "--fail-if-new", "0"]).code(3);
+    let quarantined = json(&fx.out().join("report.json"))["totals"]["quarantined"].clone();
+    assert!(quarantined.as_u64().unwrap() > 0, "{}", stdout(&first));
+    let retry = scan(&fx.out(), &dir, &["--incremental", "--fail-if-new", "0"]).code(3);
+    assert!(
+        stdout(&retry).contains("every quarantined record counts as new"),
+        "{}",
+        stdout(&retry)
+    );
+    assert!(
+        String::from_utf8_lossy(&retry.get_output().stderr)
+            .contains(&format!("{quarantined} records newly quarantined"))
+    );
+    // The next night's retry (generation 2 diffed against generation 1) with generation 1's
+    // report damaged: diffed against generation 2 instead, nothing new.
+    arrive(&fx, &dir);
+    scan(&fx.out(), &dir, &["--incremental"]).success();
+    std::fs::write(fx.out().join("reference/000002/report.json"), b"{\"truncated").unwrap();
+    let a = scan(&fx.out(), &dir, &["--incremental", "--fail-if-new", "0"]);
+    let line = stdout(&a.success());
+    assert!(line.contains("newly quarantined 0"), "{line}");
 }
 
 #[test]

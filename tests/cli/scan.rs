@@ -77,7 +77,8 @@ fn assert_rows_conserved(input: &Path, out: &Path) {
 
 /// A `date64` column as pyarrow stores it (a Parquet DATE, INT32 days, with an Arrow schema
 /// saying date64) passes through as that DATE column, in copied and in rewritten row groups.
-/// Read as date64, it was written back as plain INT64, which pyarrow reads as integers.
+/// Read as date64, it was written back as plain INT64, which pyarrow reads as integers. Beside a
+/// file where arrow-rs stored the date64 as INT64, the dataset takes the first file's type.
 #[test]
 fn a_date64_column_stored_as_days_passes_through_as_days() {
     use arrow_array::Date64Array;
@@ -98,17 +99,24 @@ fn a_date64_column_stored_as_days_passes_through_as_days() {
         false,
     )));
     let with_day = RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
-    let input = fx.path("in.parquet");
-    // pyarrow's way: the DATE type on disk, the Arrow schema's date64 beside it.
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_coerce_types(true)
-        .set_max_row_group_row_count(Some(300))
-        .build();
-    let mut writer =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&input).unwrap(), with_day.schema(), Some(props))
-            .unwrap();
-    writer.write(&with_day).unwrap();
-    writer.close().unwrap();
+    let input = fx.path("in");
+    std::fs::create_dir_all(&input).unwrap();
+    // a.parquet pyarrow's way: the DATE type on disk, the Arrow schema's date64 beside it;
+    // b.parquet (the last 300 rows) arrow-rs's: plain INT64. One dataset, as the first file's.
+    let split = with_day.num_rows() - 300;
+    for (name, coerce, rows) in [
+        ("a.parquet", true, with_day.slice(0, split)),
+        ("b.parquet", false, with_day.slice(split, 300)),
+    ] {
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_coerce_types(coerce)
+            .set_max_row_group_row_count(Some(300))
+            .build();
+        let file = std::fs::File::create(input.join(name)).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, with_day.schema(), Some(props)).unwrap();
+        writer.write(&rows).unwrap();
+        writer.close().unwrap();
+    }
     fx.scan(&input, &[]).success();
     let mut seen = Vec::new();
     for file in ["clean.parquet", "quarantine.parquet"] {
