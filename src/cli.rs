@@ -101,6 +101,12 @@ pub enum Command {
     ///
     /// Example: datavet release out/ --ids reviewed.txt --reason "checked by hand: real data"
     Release(ReleaseArgs),
+    /// Acknowledge the alert of the last incremental scan into DIR: until then, a rerun on the
+    /// same records (a retried job, a night without new data) repeats its --fail-if-new alert;
+    /// after it, such a rerun finds nothing new. Logged in DIR/audit.jsonl.
+    ///
+    /// Example: datavet ack out/ --reason "ticket 123: the 12 records are poison, kept out"
+    Ack(AckArgs),
     /// Compare two scans (e.g. last night's and tonight's --out directories): newly quarantined,
     /// released and gone records, per class and per source. Writes diff.json into CURRENT and
     /// prints a one-line summary.
@@ -158,6 +164,18 @@ pub struct ReleaseArgs {
     #[arg(long)]
     pub reason: String,
     /// Who releases them. Default: $USER.
+    #[arg(long)]
+    pub by: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AckArgs {
+    /// The scan's output directory (its --out).
+    pub dir: PathBuf,
+    /// Why (recorded in the audit log).
+    #[arg(long)]
+    pub reason: String,
+    /// Who acknowledges. Default: $USER.
     #[arg(long)]
     pub by: Option<String>,
 }
@@ -551,6 +569,12 @@ fn scan(config: &ScanConfig, gates: Gates, quiet: bool) -> crate::Result<ExitSta
     Ok(gate(outcome.quarantined, newly, gates))
 }
 
+/// The --by of a review command: given, else $USER (when not empty), else "unknown".
+fn reviewer(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok().filter(|u| !u.trim().is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// `--fail-if-quarantined` and `--fail-if-new`: exit 3 above either limit.
 fn gate(quarantined: u64, newly_quarantined: usize, gates: Gates) -> ExitStatus {
     let mut status = ExitStatus::Success;
@@ -632,11 +656,20 @@ pub fn run(cli: Cli) -> crate::Result<ExitStatus> {
             }
             Ok(ExitStatus::Success)
         }
+        Command::Ack(a) => {
+            let generation = crate::quarantine::review::acknowledge(&a.dir, &a.reason, &reviewer(a.by))?;
+            if !cli.quiet {
+                println!(
+                    "acknowledged the alert of reference generation {generation}: reruns on its records \
+                     now diff against it; logged in {}",
+                    a.dir.join(crate::quarantine::review::AUDIT_FILE).display()
+                );
+            }
+            Ok(ExitStatus::Success)
+        }
         Command::Release(a) => {
             let ids = crate::quarantine::review::read_id_list(&a.ids)?;
-            let by =
-                a.by.or_else(|| std::env::var("USER").ok().filter(|u| !u.trim().is_empty()))
-                    .unwrap_or_else(|| "unknown".into());
+            let by = reviewer(a.by);
             let r = crate::quarantine::review::release(&a.dir, &a.ids, &ids, &a.reason, &by)?;
             if !cli.quiet {
                 println!(

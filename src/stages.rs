@@ -322,7 +322,7 @@ pub fn run_staged(
     let score_settings = settings((&config.decision, &released));
     let score_key = Run::key(&cluster_key, "score", &score_settings);
     let influence_report = influence.as_ref().map(|s| s.report.clone());
-    let summary_of_plan = plan.as_ref().map(|p| p.summary(dataset.rows(), &config.out_dir));
+    let summary_of_plan = plan.as_ref().map(|p| p.summary(dataset.rows()));
     // The stage's file is the decision; the rest of the analysis is gathered from the cluster
     // result either way (cheap), once.
     let analysis = run.stage(
@@ -404,7 +404,7 @@ pub fn run_staged(
             // How tonight's records matched the reference is this run's, also where the
             // quarantine stage was reused from an earlier run on the same input (its report said
             // the earlier run's match).
-            report["incremental"] = settings(plan.as_ref().map(|p| p.summary(dataset.rows(), &config.out_dir)));
+            report["incremental"] = settings(plan.as_ref().map(|p| p.summary(dataset.rows())));
             AtomicFile::write_json(&report_path, &report, true)?;
             crate::report::write_human_reports(&config.out_dir)?;
             Ok((report, Vec::new()))

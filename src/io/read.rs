@@ -981,7 +981,33 @@ fn display_values(column: &ArrayRef) -> Vec<String> {
                 })
                 .collect()
         }
+        DataType::Boolean => (column.as_boolean().iter())
+            .map(|v| v.map(|b| b.to_string()).unwrap_or_default())
+            .collect(),
+        // A day as the same text whichever way a file stores it.
+        DataType::Date64 => match super::write::whole_days(column) {
+            Ok(days) => display_values(&days),
+            Err(_) => formatted(column),
+        },
+        DataType::Date32 => formatted(column),
         _ => string_values(column),
+    }
+}
+
+/// Each value as Arrow displays it (dates as ISO days); nulls empty.
+fn formatted(column: &ArrayRef) -> Vec<String> {
+    let options = arrow_cast::display::FormatOptions::default();
+    match arrow_cast::display::ArrayFormatter::try_new(column.as_ref(), &options) {
+        Ok(f) => (0..column.len())
+            .map(|i| {
+                if column.is_null(i) {
+                    String::new()
+                } else {
+                    f.value(i).to_string()
+                }
+            })
+            .collect(),
+        Err(_) => string_values(column),
     }
 }
 

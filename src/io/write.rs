@@ -174,18 +174,16 @@ impl Drop for Retired {
 /// and their references.
 pub struct OutputDirLock {
     _held: Option<File>,
-    /// The folders this run created for the directory, innermost first: removed again while
-    /// the run leaves them empty (an input error), so a mistyped --out leaves nothing behind.
+    /// The folders this run created for the directory, innermost first: removed again where the
+    /// run leaves them empty (an input error), so a mistyped --out leaves nothing behind.
     created: Vec<PathBuf>,
 }
 
 impl Drop for OutputDirLock {
     fn drop(&mut self) {
         for dir in &self.created {
-            // Fails on a folder that is not empty, and the ones above it are not either.
-            if std::fs::remove_dir(dir).is_err() {
-                break;
-            }
+            // Fails on a folder that is not empty (a run that wrote its outputs).
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
@@ -196,15 +194,27 @@ impl Drop for OutputDirLock {
 /// run left half done ([`complete_publication`]; an error when that cannot be finished) and
 /// removes the temp files killed runs left.
 pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
-    let created: Vec<PathBuf> = dir
-        .ancestors()
-        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
-        .map(Path::to_path_buf)
-        .collect();
-    std::fs::create_dir_all(dir).map_err(|source| OutputError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    // Created one folder at a time, outermost first, to know which this run made (`a/../b`
+    // makes `a`, then `b`); removed innermost first.
+    let mut created = Vec::new();
+    let missing: Vec<&Path> = dir.ancestors().filter(|d| !d.as_os_str().is_empty()).collect();
+    for folder in missing.into_iter().rev() {
+        if folder.exists() {
+            continue;
+        }
+        match std::fs::create_dir(folder) {
+            Ok(()) => created.push(folder.to_path_buf()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                drop(OutputDirLock { _held: None, created });
+                return Err(OutputError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+    created.reverse();
     let held = match File::open(dir) {
         Ok(handle) => match handle.try_lock() {
             Ok(()) => Some(handle),
@@ -956,15 +966,32 @@ pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ar
         .columns()
         .iter()
         .zip(schema.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(column.clone())
-            } else {
-                arrow_cast::cast(column, field.data_type())
-            }
+        .map(|(column, field)| match (column.data_type(), field.data_type()) {
+            (from, to) if from == to => Ok(column.clone()),
+            (arrow_schema::DataType::Date64, arrow_schema::DataType::Date32) => whole_days(column),
+            (_, to) => arrow_cast::cast(column, to),
         })
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// A date64 column (milliseconds) as the date32 (days) of the dataset's first file: exact, or an
+/// error naming the first value that is not a whole day (Arrow's cast drops the time of day,
+/// and moves days before 1970 one later).
+pub(crate) fn whole_days(column: &arrow_array::ArrayRef) -> Result<arrow_array::ArrayRef, arrow_schema::ArrowError> {
+    const MS_PER_DAY: i64 = 86_400_000;
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    let ms = column.as_primitive::<arrow_array::types::Date64Type>();
+    if let Some(row) = (0..ms.len()).find(|&i| ms.is_valid(i) && ms.value(i).rem_euclid(MS_PER_DAY) != 0) {
+        return Err(arrow_schema::ArrowError::CastError(format!(
+            "row {row}: a date64 of {} ms is not a whole day, and the first file stores this \
+             column as date32 (days): it would lose its time of day",
+            ms.value(row)
+        )));
+    }
+    let days: arrow_array::Date32Array = ms.unary(|v| (v.div_euclid(MS_PER_DAY)) as i32);
+    Ok(Arc::new(days))
 }
 
 /// A piece of the input, in input order: decoded rows, or a whole row group left encoded for
@@ -1240,6 +1267,25 @@ mod tests {
         let e = lock_output_dir(dir.path()).err().unwrap().to_string();
         assert!(e.contains("the new b.json") && e.contains("is gone"), "{e}");
         assert_eq!(contents(&targets)[0], "\"new\"");
+    }
+
+    #[test]
+    fn date64_becomes_date32_only_as_whole_days() {
+        use arrow_array::cast::AsArray;
+        const DAY: i64 = 86_400_000;
+        let exact: arrow_array::ArrayRef = Arc::new(arrow_array::Date64Array::from(vec![
+            Some(-10 * DAY),
+            None,
+            Some(3 * DAY),
+        ]));
+        let days = whole_days(&exact).unwrap();
+        let days = days.as_primitive::<arrow_array::types::Date32Type>();
+        assert_eq!(days.iter().collect::<Vec<_>>(), [Some(-10), None, Some(3)]);
+        // 13:00 on 1969-12-22: Arrow's cast made it 1969-12-23.
+        let afternoon: arrow_array::ArrayRef =
+            Arc::new(arrow_array::Date64Array::from(vec![0, -10 * DAY + 13 * 3_600_000]));
+        let e = whole_days(&afternoon).unwrap_err().to_string();
+        assert!(e.contains("row 1") && e.contains("not a whole day"), "{e}");
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub struct Plan {
     pub drift: Vec<delta::ClassDrift>,
     /// Why the scan fits afresh; empty when it scores against the reference.
     pub refit: Vec<String>,
+    /// What the diff is taken against, and what the next reference records as its base: see
+    /// [`Plan::diff_base`].
+    base: (DiffAgainst, DiffBase),
 }
 
 impl Plan {
@@ -103,12 +106,14 @@ impl Plan {
                 format!("fitting afresh: {}", refit.join("; "))
             }
         );
+        let base = diff_base(&reference, &matching, &config.out_dir);
         Ok(Plan {
             reference,
             records,
             matching,
             drift,
             refit,
+            base,
         })
     }
 
@@ -122,53 +127,18 @@ impl Plan {
         self.reuses_fit().then_some(self.reference.header.class_fits.as_slice())
     }
 
-    /// Whether tonight's records are exactly the reference's: none new, changed or gone.
-    pub fn same_records(&self) -> bool {
-        self.matching.scored() == 0 && self.matching.gone == 0
-    }
-
     /// What the diff is taken against: the reference's snapshot; but where tonight's records
     /// are exactly the reference's (a retried job, or a night without new data), what the
     /// reference's own scan compared with, so that the rerun reports what that scan reported.
     /// Otherwise a retried nightly job that failed its `--fail-if-new` gate (exit 3) passed: its
-    /// diff against the reference its failed try had just saved found nothing new. Returns that,
-    /// and what the next reference records as its base.
-    pub fn diff_base(&self, out_dir: &Path) -> (DiffAgainst, DiffBase) {
-        let reference_dir = out_dir.join(reference::DIR);
-        let same_dir =
-            |a: &Path, b: &Path| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
-        let own = self
-            .reference
-            .dir
-            .parent()
-            .is_some_and(|parent| same_dir(parent, &reference_dir));
-        let the_reference = || {
-            let base = if own {
-                DiffBase::Generation(self.reference.header.generation)
-            } else {
-                DiffBase::Unknown
-            };
-            (DiffAgainst::Snapshot(self.reference.dir.clone()), base)
-        };
-        if !own || !self.same_records() {
-            return the_reference();
-        }
-        match self.reference.header.diff_base {
-            DiffBase::Everything => (DiffAgainst::Nothing, DiffBase::Everything),
-            DiffBase::Generation(g) => {
-                let dir = reference_dir.join(format!("{g:06}"));
-                if snapshot_readable(&dir) {
-                    (DiffAgainst::Snapshot(dir), DiffBase::Generation(g))
-                } else {
-                    the_reference()
-                }
-            }
-            DiffBase::Unknown => the_reference(),
-        }
+    /// diff against the reference its failed try had just saved found nothing new. Also returns
+    /// what the next reference records as its base.
+    pub fn diff_base(&self) -> &(DiffAgainst, DiffBase) {
+        &self.base
     }
 
     /// What the report says about the plan.
-    pub fn summary(&self, rows: usize, out_dir: &Path) -> IncrementalSummary {
+    pub fn summary(&self, rows: usize) -> IncrementalSummary {
         IncrementalSummary {
             reference: self.reference.dir.clone(),
             reference_generation: self.reference.header.generation,
@@ -185,8 +155,8 @@ impl Plan {
             refit: !self.reuses_fit(),
             refit_reasons: self.refit.clone(),
             drift: self.drift.clone(),
-            diff_against: match self.diff_base(out_dir).0 {
-                DiffAgainst::Snapshot(dir) => Some(dir),
+            diff_against: match &self.base.0 {
+                DiffAgainst::Snapshot(dir) => Some(dir.clone()),
                 DiffAgainst::Nothing => None,
             },
         }
@@ -230,12 +200,47 @@ pub enum DiffAgainst {
     Snapshot(PathBuf),
 }
 
-/// Whether a generation's snapshot can be diffed against: its report parses and its scores
-/// file has a footer (a damaged earlier snapshot is not what a rerun compares with).
-fn snapshot_readable(dir: &Path) -> bool {
-    let report = std::fs::read(dir.join(crate::report::REPORT_FILE));
-    report.is_ok_and(|r| serde_json::from_slice::<serde_json::Value>(&r).is_ok())
-        && crate::io::parquet_rows(&dir.join(crate::quarantine::SCORES_FILE)).is_ok()
+/// See [`Plan::diff_base`]. Decided once, before anything is written: the report, the summary
+/// line and the next reference all name the base the diff is taken against.
+fn diff_base(reference: &Reference, matching: &Matching, out_dir: &Path) -> (DiffAgainst, DiffBase) {
+    let reference_dir = out_dir.join(reference::DIR);
+    let same_dir =
+        |a: &Path, b: &Path| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    let own = reference
+        .dir
+        .parent()
+        .is_some_and(|parent| same_dir(parent, &reference_dir));
+    let the_reference = || {
+        let base = if own {
+            DiffBase::Generation(reference.header.generation)
+        } else {
+            DiffBase::Unknown
+        };
+        (DiffAgainst::Snapshot(reference.dir.clone()), base)
+    };
+    let same_records = matching.scored() == 0 && matching.gone == 0;
+    if !own || !same_records {
+        return the_reference();
+    }
+    match reference.header.diff_base {
+        DiffBase::Everything => (DiffAgainst::Nothing, DiffBase::Everything),
+        DiffBase::Generation(g) => {
+            let dir = reference_dir.join(format!("{g:06}"));
+            match RunView::load_verdicts(&dir) {
+                Ok(_) => (DiffAgainst::Snapshot(dir), DiffBase::Generation(g)),
+                Err(e) => {
+                    // Read in full here: a damaged one is skipped before the report names it.
+                    log::warn!(
+                        "tonight's records are the reference's, but the snapshot its scan diffed \
+                         against cannot be read ({e}); diffing against the reference instead, so a \
+                         retried alert is not repeated"
+                    );
+                    the_reference()
+                }
+            }
+        }
+        DiffBase::Unknown => the_reference(),
+    }
 }
 
 /// What a finished scan leaves for the next one: the data it read, the state it fitted (or
@@ -299,7 +304,7 @@ pub fn prepare_reference(config: &ScanConfig, scanned: Scanned<'_>) -> Result<re
         class_fits,
         feature_scaling: dataset.feature_scaling.clone(),
         diff_base: match plan {
-            Some(p) => p.diff_base(&config.out_dir).1,
+            Some(p) => p.diff_base().1,
             // An incremental scan without a reference yet counts every quarantined record new.
             None if config.reference.since.is_some() => DiffBase::Everything,
             None => DiffBase::Unknown,

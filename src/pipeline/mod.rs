@@ -204,7 +204,7 @@ pub fn run_scan(config: &ScanConfig, progress: &dyn Progress) -> Result<Outcome,
     let report = influence.as_ref().map(|s| s.report.clone());
     let mut analysis = score_stage(&dataset, config, &classes, report, warning, None);
     analysis.decision.keep_in_clean(&released, &dataset.labels);
-    analysis.incremental = plan.as_ref().map(|p| p.summary(dataset.rows(), &config.out_dir));
+    analysis.incremental = plan.as_ref().map(|p| p.summary(dataset.rows()));
     lap("detect+decide", &mut timings);
     if let (Some(ms), Some(last)) = (influence_ms, timings.last_mut()) {
         // Report the influence stage on its own line; it ran first inside the detect stage.
@@ -376,7 +376,7 @@ pub fn finish(
     // The diff is taken first (committing may prune the generation it reads, as with
     // --since-reference naming an older one), but a failed diff (a damaged snapshot) does not
     // keep tonight's reference from becoming current: every later night would fail the same way.
-    let diff = match plan.map(|p| (p, p.diff_base(&config.out_dir).0)) {
+    let diff = match plan.map(|p| (p, &p.diff_base().0)) {
         Some((_, incremental::DiffAgainst::Nothing)) => {
             log::info!(
                 "tonight's records are the first incremental night's: every quarantined record \
@@ -386,23 +386,14 @@ pub fn finish(
             None
         }
         Some((p, incremental::DiffAgainst::Snapshot(base))) => {
-            if base != p.reference.dir {
+            if *base != p.reference.dir {
                 log::info!(
                     "tonight's records are the reference's: the diff is taken against {}, as the \
                      reference's own scan took it",
                     base.display()
                 );
             }
-            let mut d = incremental::diff_against(&base, &config.out_dir);
-            if let Err(e) = &d
-                && base != p.reference.dir
-            {
-                log::warn!(
-                    "cannot diff against {} ({e}); diffing against the reference instead",
-                    base.display()
-                );
-                d = incremental::diff_against(&p.reference.dir, &config.out_dir);
-            }
+            let d = incremental::diff_against(base, &config.out_dir);
             log::info!("diff in {:.2}s", clock.elapsed().as_secs_f64());
             Some(d)
         }

@@ -53,6 +53,51 @@ pub enum ReviewError {
     ExportOverRun { path: PathBuf, dir: PathBuf },
     #[error("--{flag} is empty; the audit log records who released what and why")]
     EmptyAuditField { flag: &'static str },
+    #[error("{dir}: no reference saved here, so no nightly alert to acknowledge")]
+    NoReference { dir: PathBuf },
+}
+
+/// `datavet ack`: acknowledges the alert of the last incremental scan into `dir`. A rerun on
+/// the same records (a retried job, a night without new data) repeats the last scan's alert
+/// until then; after it, such a rerun diffs against the last scan and finds nothing new. Logged
+/// in the audit log (who, when, why, which generation). Returns the generation acknowledged.
+pub fn acknowledge(dir: &Path, reason: &str, by: &str) -> Result<u64, crate::Error> {
+    check_audit_fields(reason, by)?;
+    if !dir.is_dir() {
+        require(dir, REPORT_FILE)?;
+    }
+    let _lock = crate::io::lock_output_dir(dir)?;
+    let mut publication = Publication::new(dir);
+    let Some(generation) = crate::reference::stage_acknowledgement(dir, &mut publication)? else {
+        return Err(ReviewError::NoReference { dir: dir.to_path_buf() }.into());
+    };
+    let entry = serde_json::json!({
+        "action": "acknowledge",
+        "at": now(),
+        "by": by,
+        "reason": reason,
+        "generation": generation,
+    });
+    publication.append_line(&dir.join(AUDIT_FILE), &entry.to_string())?;
+    drop(publication.commit()?);
+    Ok(generation)
+}
+
+fn check_audit_fields(reason: &str, by: &str) -> Result<(), ReviewError> {
+    for (flag, value) in [("reason", reason), ("by", by)] {
+        if value.trim().is_empty() {
+            return Err(ReviewError::EmptyAuditField { flag });
+        }
+    }
+    Ok(())
+}
+
+/// Now, to the second, for the audit log.
+fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or(jiff::Timestamp::now())
+        .to_string()
 }
 
 fn require(dir: &Path, file: &'static str) -> Result<PathBuf, ReviewError> {
@@ -271,11 +316,7 @@ fn is_run_output(dir: &Path, out: &Path) -> bool {
 /// Moves the quarantined records whose ids are in `ids` back to clean.parquet, marks them
 /// released in scores.parquet and report.json, and appends who, when and why to the audit log.
 pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &str) -> Result<Released, crate::Error> {
-    for (flag, value) in [("reason", reason), ("by", by)] {
-        if value.trim().is_empty() {
-            return Err(ReviewError::EmptyAuditField { flag }.into());
-        }
-    }
+    check_audit_fields(reason, by)?;
     if !dir.is_dir() {
         require(dir, CLEAN_FILE)?;
     }
@@ -418,10 +459,7 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
         sink.write(&batch)?;
     }
 
-    let at = jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or(jiff::Timestamp::now())
-        .to_string();
+    let at = now();
     let entry = serde_json::json!({
         "action": "release",
         "at": at,

@@ -206,6 +206,23 @@ pub fn stage_release(
     Ok(Some(recorded))
 }
 
+/// Acknowledges the alert of the scan that saved the current reference of `out_dir`: makes the
+/// reference its own diff base, so a rerun on its records finds nothing newly quarantined, where
+/// it would repeat that scan's alert (see `Plan::diff_base`). Adds the rewritten header to
+/// `publication`; returns the generation (`None`: no reference).
+pub fn stage_acknowledgement(
+    out_dir: &Path,
+    publication: &mut crate::io::Publication,
+) -> Result<Option<u64>, crate::Error> {
+    let Ok(dir) = locate(&out_dir.join(DIR)) else {
+        return Ok(None);
+    };
+    let mut header = open(&dir)?.header;
+    header.diff_base = DiffBase::Generation(header.generation);
+    publication.add_json(&dir.join(HEADER_FILE), &header, false)?;
+    Ok(Some(header.generation))
+}
+
 /// Links (or copies) a published output into a reference generation, replacing what was there.
 fn snapshot(from: &Path, to: &Path) -> Result<(), OutputError> {
     let temp = to.with_extension("linking");

@@ -478,12 +478,14 @@ fn a_failed_run_removes_every_folder_it_created_for_out() {
         return;
     };
     let fx = Fixture::new();
-    super::datavet()
-        .args(["scan", "--input"])
-        .arg(&input)
-        .arg("--out")
-        .arg(fx.path("nest/a/b"))
-        .assert()
-        .code(2);
-    assert!(!fx.path("nest").exists());
+    for out in ["nest/a/b", "nest/../other"] {
+        super::datavet()
+            .args(["scan", "--input"])
+            .arg(&input)
+            .arg("--out")
+            .arg(fx.path(out))
+            .assert()
+            .code(2);
+        assert!(!fx.path("nest").exists() && !fx.path("other").exists(), "{out}");
+    }
 }

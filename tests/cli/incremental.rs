@@ -416,8 +416,9 @@ fn references_that_cannot_be_used_are_errors_that_name_the_file() {
 
 /// `--fail-if-new` alerts on records quarantined since the last scan. A rerun on the same
 /// records (a scheduler retrying the job that exited 3, or a night without new data) reports
-/// what that scan reported, so the retry fails the gate too; the next night with new records
-/// diffs against the last scan again, and yesterday's alert is not repeated.
+/// what that scan reported, so the retry fails the gate too, until a reviewer acknowledges the
+/// alert (`datavet ack`); the next night with new records diffs against the last scan again, and
+/// yesterday's alert is not repeated.
 #[test]
 fn fail_if_new_alerts_on_new_quarantines_and_a_retry_alerts_again() {
     let fx = Fixture::new();
@@ -474,8 +475,6 @@ fn fail_if_new_alerts_on_new_quarantines_and_a_retry_alerts_again() {
         assert!(base.ends_with("000001"), "{base}");
         assert_eq!(generations(), kept, "retry {retry}");
     }
-    // The next night: a few clean records more. Diffed against the last scan, none of
-    // yesterday's newly quarantined records is new again.
     let yesterday: HashSet<String> = json(&fx.out().join("diff.json"))["newly_quarantined"]
         .as_array()
         .unwrap()
@@ -483,6 +482,30 @@ fn fail_if_new_alerts_on_new_quarantines_and_a_retry_alerts_again() {
         .map(|r| r["key"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(yesterday.len(), newly);
+    // A reviewer acknowledges the alert (logged): the next rerun on the same records is quiet.
+    datavet()
+        .args([
+            "ack",
+            fx.out().to_str().unwrap(),
+            "--reason",
+            "ticket 7: poison, kept out",
+            "--by",
+            "alice",
+        ])
+        .assert()
+        .success()
+        .stdout(contains("acknowledged the alert of reference generation 4"));
+    let audit = std::fs::read_to_string(fx.out().join("audit.jsonl")).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (entry["action"].as_str(), entry["by"].as_str()),
+        (Some("acknowledge"), Some("alice"))
+    );
+    let a = scan(&fx.out(), &dir, &["--incremental", "--fail-if-new", "0"]).success();
+    assert_eq!(newly_of(&a), 0);
+    assert_eq!(generations(), ["000004", "000005", "CURRENT"]);
+    // The next night: a few clean records more. Diffed against the last scan, none of
+    // yesterday's newly quarantined records is new again.
     super::write_batch(&dir.join("day3.parquet"), &rows(&|i| later[i]));
     scan(&fx.out(), &dir, &["--incremental"]).success();
     let diff = json(&fx.out().join("diff.json"));
@@ -494,7 +517,7 @@ fn fail_if_new_alerts_on_new_quarantines_and_a_retry_alerts_again() {
         .filter(|k| yesterday.contains(*k))
         .collect();
     assert!(again.is_empty(), "{again:?}");
-    assert_eq!(generations(), ["000004", "000005", "CURRENT"]);
+    assert_eq!(generations(), ["000005", "000006", "CURRENT"]);
 }
 
 /// The first incremental night (no reference yet) counts every quarantined record as new, and
@@ -523,9 +546,12 @@ fn a_retried_first_night_alerts_again_and_a_damaged_earlier_snapshot_is_skipped(
     arrive(&fx, &dir);
     scan(&fx.out(), &dir, &["--incremental"]).success();
     std::fs::write(fx.out().join("reference/000002/report.json"), b"{\"truncated").unwrap();
-    let a = scan(&fx.out(), &dir, &["--incremental", "--fail-if-new", "0"]);
-    let line = stdout(&a.success());
+    let a = scan(&fx.out(), &dir, &["--incremental", "--fail-if-new", "0"]).success();
+    let line = stdout(&a);
     assert!(line.contains("newly quarantined 0"), "{line}");
+    assert!(!line.contains("diffed against"), "{line}");
+    let stderr = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+    assert!(stderr.contains("cannot be read"), "{stderr}");
 }
 
 #[test]

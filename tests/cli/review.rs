@@ -707,3 +707,20 @@ fn scan_both(runs: [(&Path, &Path); 2]) {
             .success();
     }
 }
+
+/// `ack` needs a reason and a reference whose alert it acknowledges.
+#[test]
+fn ack_wants_a_reason_and_a_reference() {
+    let fx = Fixture::new();
+    let input = fx.path("flips.parquet");
+    flips(52).write_parquet(&input, 250).unwrap();
+    fx.scan(&input, &["--no-reference"]).success();
+    let ack = |reason: &str| {
+        datavet()
+            .args(["ack", fx.out().to_str().unwrap(), "--reason", reason, "--by", "alice"])
+            .assert()
+    };
+    ack(" ").code(2).stderr(contains("--reason is empty"));
+    ack("checked").code(2).stderr(contains("no reference saved here"));
+    assert!(!fx.out().join("audit.jsonl").exists());
+}

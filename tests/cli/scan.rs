@@ -151,6 +151,17 @@ fn a_date64_column_stored_as_days_passes_through_as_days() {
         parquet_rows(&fx.out().join("quarantine.parquet")) > 0,
         "rewritten groups too"
     );
+    // As the source column: one ISO day per record, whichever way its file stores it.
+    fx.scan(&input, &["--source-col", "day"]).success();
+    let scores = super::read_all(&fx.out().join("scores.parquet"));
+    let sources = scores.column_by_name("day").unwrap().as_string::<i32>();
+    let distinct: std::collections::HashSet<&str> = sources.iter().flatten().collect();
+    assert_eq!(distinct.len(), batch.num_rows());
+    assert!(
+        distinct.contains("2022-01-08"),
+        "{:?}",
+        distinct.iter().take(3).collect::<Vec<_>>()
+    );
 }
 
 #[test]
