@@ -984,11 +984,19 @@ fn display_values(column: &ArrayRef) -> Vec<String> {
         DataType::Boolean => (column.as_boolean().iter())
             .map(|v| v.map(|b| b.to_string()).unwrap_or_default())
             .collect(),
-        // A day as the same text whichever way a file stores it.
-        DataType::Date64 => match super::write::whole_days(column) {
-            Ok(days) => display_values(&days),
-            Err(_) => formatted(column),
-        },
+        // A day as the same text whichever way a file stores it; a time of day as a datetime.
+        DataType::Date64 => {
+            let ms = column.as_primitive::<arrow_array::types::Date64Type>();
+            let days: ArrayRef =
+                std::sync::Arc::new(ms.unary::<_, arrow_array::types::Date32Type>(|v| v.div_euclid(86_400_000) as i32));
+            let (as_days, as_datetimes) = (formatted(&days), formatted(column));
+            (0..ms.len())
+                .map(|i| match ms.value(i).rem_euclid(86_400_000) {
+                    0 => as_days[i].clone(),
+                    _ => as_datetimes[i].clone(),
+                })
+                .collect()
+        }
         DataType::Date32 => formatted(column),
         _ => string_values(column),
     }
@@ -1370,6 +1378,24 @@ fn read_scalars(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_display_as_days_whichever_way_they_are_stored() {
+        const DAY: i64 = 86_400_000;
+        let date64: ArrayRef = std::sync::Arc::new(arrow_array::Date64Array::from(vec![
+            Some(19_000 * DAY),
+            Some(19_000 * DAY + 13 * 3_600_000),
+            None,
+        ]));
+        let date32: ArrayRef = std::sync::Arc::new(arrow_array::Date32Array::from(vec![19_000]));
+        let shown = display_values(&date64);
+        assert_eq!(shown[0], display_values(&date32)[0]);
+        assert_eq!(shown[0], "2022-01-08");
+        assert!(shown[1].starts_with("2022-01-08T13:00"), "{shown:?}");
+        assert_eq!(shown[2], "");
+        let flags: ArrayRef = std::sync::Arc::new(arrow_array::BooleanArray::from(vec![true, false]));
+        assert_eq!(display_values(&flags), ["true", "false"]);
+    }
 
     #[test]
     fn sources_are_short_values_that_name_a_group() {

@@ -174,16 +174,26 @@ impl Drop for Retired {
 /// and their references.
 pub struct OutputDirLock {
     _held: Option<File>,
-    /// The folders this run created for the directory, innermost first: removed again where the
-    /// run leaves them empty (an input error), so a mistyped --out leaves nothing behind.
+    /// The folders this run created for the directory, innermost first: removed again when the
+    /// run leaves the directory empty (an input error), so a mistyped --out leaves nothing
+    /// behind. A run that wrote anything keeps them all (`a/../b` needs `a`).
     created: Vec<PathBuf>,
+    dir: PathBuf,
+}
+
+impl OutputDirLock {
+    fn remove_created(&self) {
+        for dir in &self.created {
+            // Fails on a folder that is not empty: left alone.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 impl Drop for OutputDirLock {
     fn drop(&mut self) {
-        for dir in &self.created {
-            // Fails on a folder that is not empty (a run that wrote its outputs).
-            let _ = std::fs::remove_dir(dir);
+        if std::fs::read_dir(&self.dir).is_ok_and(|mut entries| entries.next().is_none()) {
+            self.remove_created();
         }
     }
 }
@@ -206,7 +216,12 @@ pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
             Ok(()) => created.push(folder.to_path_buf()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(source) => {
-                drop(OutputDirLock { _held: None, created });
+                created.reverse();
+                drop(OutputDirLock {
+                    _held: None,
+                    created,
+                    dir: dir.to_path_buf(),
+                });
                 return Err(OutputError::Io {
                     path: dir.to_path_buf(),
                     source,
@@ -215,10 +230,16 @@ pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
         }
     }
     created.reverse();
-    let held = match File::open(dir) {
-        Ok(handle) => match handle.try_lock() {
-            Ok(()) => Some(handle),
+    let mut lock = OutputDirLock {
+        _held: None,
+        created,
+        dir: dir.to_path_buf(),
+    };
+    if let Ok(handle) = File::open(dir) {
+        match handle.try_lock() {
+            Ok(()) => lock._held = Some(handle),
             Err(std::fs::TryLockError::WouldBlock) => {
+                lock.remove_created();
                 return Err(OutputError::Other {
                     path: dir.to_path_buf(),
                     message: "another datavet run is writing to this output directory; wait for it \
@@ -226,13 +247,15 @@ pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
                         .into(),
                 });
             }
-            Err(std::fs::TryLockError::Error(_)) => None,
-        },
-        Err(_) => None,
-    };
-    finish_pending_publication(dir)?;
+            Err(std::fs::TryLockError::Error(_)) => {}
+        }
+    }
+    if let Err(e) = finish_pending_publication(dir) {
+        lock.remove_created();
+        return Err(e);
+    }
     remove_stale_temp_files(dir);
-    Ok(OutputDirLock { _held: held, created })
+    Ok(lock)
 }
 
 fn finish_pending_publication(dir: &Path) -> Result<(), OutputError> {
@@ -1267,6 +1290,24 @@ mod tests {
         let e = lock_output_dir(dir.path()).err().unwrap().to_string();
         assert!(e.contains("the new b.json") && e.contains("is gone"), "{e}");
         assert_eq!(contents(&targets)[0], "\"new\"");
+    }
+
+    #[test]
+    fn folders_made_for_the_output_go_only_when_the_run_leaves_it_empty() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("a/../b");
+        drop(lock_output_dir(&out).unwrap());
+        assert!(!root.path().join("a").exists() && !root.path().join("b").exists());
+        // A run that wrote its outputs keeps every folder made (`a/../b` needs `a`).
+        let lock = lock_output_dir(&out).unwrap();
+        std::fs::write(out.join("clean.parquet"), b"x").unwrap();
+        drop(lock);
+        assert!(root.path().join("a").is_dir() && out.join("clean.parquet").is_file());
+        // Refused while another run holds it: the folders made on the way go again.
+        let held = lock_output_dir(&root.path().join("b")).unwrap();
+        assert!(lock_output_dir(&root.path().join("c/../b")).is_err());
+        assert!(!root.path().join("c").exists());
+        drop(held);
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub enum ReviewError {
     NoIdsListed { path: PathBuf },
     #[error("{path}: is one of the run's own outputs; export to a file outside {dir} or under another name")]
     ExportOverRun { path: PathBuf, dir: PathBuf },
-    #[error("--{flag} is empty; the audit log records who released what and why")]
+    #[error("--{flag} is empty; the audit log records who did what and why")]
     EmptyAuditField { flag: &'static str },
     #[error("{dir}: no reference saved here, so no nightly alert to acknowledge")]
     NoReference { dir: PathBuf },

@@ -214,8 +214,10 @@ pub fn stage_acknowledgement(
     out_dir: &Path,
     publication: &mut crate::io::Publication,
 ) -> Result<Option<u64>, crate::Error> {
-    let Ok(dir) = locate(&out_dir.join(DIR)) else {
-        return Ok(None);
+    let dir = match locate(&out_dir.join(DIR)) {
+        Ok(dir) => dir,
+        Err(ReferenceError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
     let mut header = open(&dir)?.header;
     header.diff_base = DiffBase::Generation(header.generation);
