@@ -217,11 +217,12 @@ pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(source) => {
                 created.reverse();
-                drop(OutputDirLock {
+                let made = OutputDirLock {
                     _held: None,
                     created,
                     dir: dir.to_path_buf(),
-                });
+                };
+                made.remove_created();
                 return Err(OutputError::Io {
                     path: dir.to_path_buf(),
                     source,
