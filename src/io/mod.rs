@@ -20,7 +20,7 @@ pub use read::{
 pub use vectors::{decoded, integer_values};
 pub use write::{
     AtomicFile, OutputDirLock, PUBLISH_JOURNAL, ParquetSink, Piece, Publication, Retired, complete_publication,
-    drop_in_background, for_each_piece, lock_output_dir, same_leaf_columns, settle_output_dir,
+    drop_in_background, for_each_piece, link_beside, lock_output_dir, same_leaf_columns, settle_output_dir,
 };
 
 /// The (mean, scale) each feature column is standardized with: value -> (value - mean) * scale.

@@ -181,19 +181,17 @@ pub struct OutputDirLock {
     dir: PathBuf,
 }
 
-impl OutputDirLock {
-    fn remove_created(&self) {
-        for dir in &self.created {
-            // Fails on a folder that is not empty: left alone.
-            let _ = std::fs::remove_dir(dir);
-        }
+/// Removes `folders` (innermost first) where they are empty; one holding anything is left alone.
+fn remove_empty_folders(folders: &[PathBuf]) {
+    for folder in folders {
+        let _ = std::fs::remove_dir(folder);
     }
 }
 
 impl Drop for OutputDirLock {
     fn drop(&mut self) {
         if std::fs::read_dir(&self.dir).is_ok_and(|mut entries| entries.next().is_none()) {
-            self.remove_created();
+            remove_empty_folders(&self.created);
         }
     }
 }
@@ -217,12 +215,7 @@ pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(source) => {
                 created.reverse();
-                let made = OutputDirLock {
-                    _held: None,
-                    created,
-                    dir: dir.to_path_buf(),
-                };
-                made.remove_created();
+                remove_empty_folders(&created);
                 return Err(OutputError::Io {
                     path: dir.to_path_buf(),
                     source,
@@ -240,7 +233,7 @@ pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
         match handle.try_lock() {
             Ok(()) => lock._held = Some(handle),
             Err(std::fs::TryLockError::WouldBlock) => {
-                lock.remove_created();
+                remove_empty_folders(&lock.created);
                 return Err(OutputError::Other {
                     path: dir.to_path_buf(),
                     message: "another datavet run is writing to this output directory; wait for it \
@@ -252,7 +245,7 @@ pub fn lock_output_dir(dir: &Path) -> Result<OutputDirLock, OutputError> {
         }
     }
     if let Err(e) = finish_pending_publication(dir) {
-        lock.remove_created();
+        remove_empty_folders(&lock.created);
         return Err(e);
     }
     remove_stale_temp_files(dir);
@@ -594,21 +587,54 @@ impl Publication {
             }
         };
         sync_dir(&dir);
-        let mut replaced = Retired::default();
-        for (done, (temp, target)) in staged.iter().enumerate() {
-            if stop == Some(done) {
-                return Ok(replaced);
-            }
-            replaced.0.extend(open_replaced(target));
-            std::fs::rename(temp, target).map_err(|e| unfinished(&journal_path, target, e))?;
+        // From here on, as a later command would finish it.
+        carry_out(&dir, &journal, stop).map(|(_, replaced)| replaced)
+    }
+}
+
+/// Carries out a durable journal in `dir`: renames each temp still there (a temp gone while its
+/// target is another file is an error), syncs the directories, appends the log lines not yet
+/// appended, removes the journal. The one path for a publication and for finishing a killed one.
+/// Returns how many files it renamed, and the files they replaced (see [`Retired`]). With `stop`
+/// = Some(n) it returns after n renames, as if killed there (for the tests).
+fn carry_out(dir: &Path, journal: &Journal, stop: Option<usize>) -> Result<(usize, Retired), OutputError> {
+    let journal_path = dir.join(PUBLISH_JOURNAL);
+    let mut replaced = Retired::default();
+    let mut renamed = 0;
+    for (done, r) in journal.renames.iter().enumerate() {
+        if stop == Some(done) {
+            return Ok((renamed, replaced));
         }
-        sync_dirs(&dir, staged.iter().map(|(_, t)| t.as_path()));
-        if stop.is_some() {
-            return Ok(replaced);
+        let (temp, target) = (dir.join(&r.temp), dir.join(&r.target));
+        if temp.exists() {
+            replaced.0.extend(open_replaced(&target));
+            std::fs::rename(&temp, &target).map_err(|e| unfinished(&journal_path, &target, e))?;
+            renamed += 1;
+        } else if std::fs::metadata(&target).map(|m| identity(&m)).ok() != Some(r.identity) {
+            return Err(damaged_journal(
+                &journal_path,
+                format!("the new {} ({}) is gone", r.target.display(), r.temp.display()),
+            ));
         }
-        append_lines(&dir, &journal.appends).map_err(|(path, e)| unfinished(&journal_path, &path, e))?;
-        remove_journal(&journal_path)?;
-        Ok(replaced)
+    }
+    let targets: Vec<PathBuf> = journal.renames.iter().map(|r| dir.join(&r.target)).collect();
+    sync_dirs(dir, targets.iter().map(PathBuf::as_path));
+    if stop.is_some() {
+        return Ok((renamed, replaced));
+    }
+    append_lines(dir, &journal.appends).map_err(|(path, e)| unfinished(&journal_path, &path, e))?;
+    remove_journal(&journal_path)?;
+    Ok((renamed, replaced))
+}
+
+/// A journal that cannot be carried out, and what the user does about it.
+fn damaged_journal(journal: &Path, message: String) -> OutputError {
+    OutputError::Other {
+        path: journal.to_path_buf(),
+        message: format!(
+            "{message}; this journal of an interrupted publication cannot be finished, and the \
+             outputs beside it may be half replaced: remove it and run the scan again"
+        ),
     }
 }
 
@@ -624,7 +650,7 @@ fn relative_to(dir: &Path, path: &Path) -> Result<PathBuf, OutputError> {
 
 /// A temp file beside `target` holding what `source` holds: a hard link, or where the file
 /// system has none, a synced copy.
-fn link_beside(source: &Path, target: &Path) -> Result<PathBuf, OutputError> {
+pub fn link_beside(source: &Path, target: &Path) -> Result<PathBuf, OutputError> {
     let dir = target
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -731,13 +757,7 @@ pub fn complete_publication(dir: &Path) -> Result<Option<usize>, OutputError> {
             });
         }
     };
-    let damaged = |message: String| OutputError::Other {
-        path: journal_path.clone(),
-        message: format!(
-            "{message}; this journal of an interrupted publication cannot be finished, and the \
-             outputs beside it may be half replaced: remove it and run the scan again"
-        ),
-    };
+    let damaged = |message: String| damaged_journal(&journal_path, message);
     let journal: Journal = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
     let inside = |p: &Path| p.components().all(|c| matches!(c, std::path::Component::Normal(_)));
     let paths = journal.renames.iter().flat_map(|r| [&r.temp, &r.target]);
@@ -747,24 +767,9 @@ pub fn complete_publication(dir: &Path) -> Result<Option<usize>, OutputError> {
     {
         return Err(damaged(format!("{} lies outside the directory", outside.display())));
     }
-    let mut renamed = 0;
-    for r in &journal.renames {
-        let (temp, target) = (dir.join(&r.temp), dir.join(&r.target));
-        if temp.exists() {
-            std::fs::rename(&temp, &target).map_err(|e| unfinished(&journal_path, &target, e))?;
-            renamed += 1;
-        } else if std::fs::metadata(&target).map(|m| identity(&m)).ok() != Some(r.identity) {
-            return Err(damaged(format!(
-                "the new {} ({}) is gone",
-                r.target.display(),
-                r.temp.display()
-            )));
-        }
-    }
-    let targets: Vec<PathBuf> = journal.renames.iter().map(|r| dir.join(&r.target)).collect();
-    sync_dirs(dir, targets.iter().map(PathBuf::as_path));
-    append_lines(dir, &journal.appends).map_err(|(path, e)| unfinished(&journal_path, &path, e))?;
-    remove_journal(&journal_path)?;
+    // The replaced files are closed here: a killed run's, not worth a thread.
+    let (renamed, mut replaced) = carry_out(dir, &journal, None)?;
+    replaced.0.clear();
     Ok(Some(renamed))
 }
 

@@ -227,11 +227,7 @@ pub fn stage_acknowledgement(
 
 /// Links (or copies) a published output into a reference generation, replacing what was there.
 fn snapshot(from: &Path, to: &Path) -> Result<(), OutputError> {
-    let temp = to.with_extension("linking");
-    let _ = std::fs::remove_file(&temp);
-    if std::fs::hard_link(from, &temp).is_err() {
-        std::fs::copy(from, &temp).map_err(io_error(from))?;
-    }
+    let temp = crate::io::link_beside(from, to)?;
     std::fs::rename(&temp, to).map_err(io_error(to))
 }
 

@@ -745,15 +745,13 @@ fn a_nightly_pipeline_runs_incrementally() {
         "[input]\npaths = [\"data\"]\n[output]\ndir = \"nightly\"\n[incremental]\nenabled = true\nreference = \"nowhere\"\n[incremental.refit]\nmax-drift = -1\n",
     )
     .unwrap();
-    datavet()
-        .arg("check")
-        .arg(&file)
-        .assert()
-        .code(2)
-        .stderr(contains("nightly.toml:7: [incremental] `reference`"))
-        .stderr(contains(
+    super::check_refuses(
+        &file,
+        &[
+            "nightly.toml:7: [incremental] `reference`",
             "nightly.toml:9: [incremental.refit] `max-drift` must be positive",
-        ));
+        ],
+    );
 }
 
 #[test]

@@ -355,12 +355,7 @@ fn influence_settings_are_checked_in_pipeline_files() {
         "[input]\npaths = [\"in.parquet\"]\n[output]\ndir = \"out\"\n[detect.influence]\nfolds = 1\n",
     )
     .unwrap();
-    datavet()
-        .arg("check")
-        .arg(&pipeline)
-        .assert()
-        .code(2)
-        .stderr(contains("p.toml:6: [detect.influence] `folds` must be in 2..=50"));
+    super::check_refuses(&pipeline, &["p.toml:6: [detect.influence] `folds` must be in 2..=50"]);
 }
 
 #[test]

@@ -80,3 +80,11 @@ pub fn write_batch(path: &Path, batch: &arrow_array::RecordBatch) {
 pub fn datavet() -> Command {
     Command::new(assert_cmd::cargo::cargo_bin!("datavet"))
 }
+
+/// `datavet check PIPELINE` exits 2 with every one of `messages` in stderr.
+pub fn check_refuses(pipeline: &Path, messages: &[&str]) {
+    let mut refused = datavet().arg("check").arg(pipeline).assert().code(2);
+    for m in messages {
+        refused = refused.stderr(predicates::str::contains(*m));
+    }
+}

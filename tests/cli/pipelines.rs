@@ -74,14 +74,7 @@ fn a_bad_pipeline_names_file_line_and_key_and_exits_2() {
         "[input]\npaths = [\"x.parquet\"]\n[output]\ndir = \"o\"\n[detect.spectral]\ntop-kk = 3\n",
     )
     .unwrap();
-    datavet()
-        .arg("check")
-        .arg(&file)
-        .assert()
-        .code(2)
-        .stderr(contains("bad.toml"))
-        .stderr(contains("line 6"))
-        .stderr(contains("top-kk"));
+    super::check_refuses(&file, &["bad.toml", "line 6", "top-kk"]);
     std::fs::write(&file, "[input]\npaths = [\"x.parquet\"]\n[output]\ndir = \"o\"\n").unwrap();
     datavet()
         .arg("run")
@@ -96,11 +89,11 @@ fn a_bad_pipeline_names_file_line_and_key_and_exits_2() {
         "[input]\npaths = [\"bad.toml\"]\n[output]\ndir = \"\"\nkeep-runs = 0\n",
     )
     .unwrap();
-    datavet()
-        .arg("check")
-        .arg(&file)
-        .assert()
-        .code(2)
-        .stderr(contains("bad.toml:5: [output] `keep-runs` must be at least 1"))
-        .stderr(contains("bad.toml:4: [output] `dir` holds an empty path"));
+    super::check_refuses(
+        &file,
+        &[
+            "bad.toml:5: [output] `keep-runs` must be at least 1",
+            "bad.toml:4: [output] `dir` holds an empty path",
+        ],
+    );
 }
