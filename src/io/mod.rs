@@ -195,6 +195,8 @@ pub enum InputError {
     NotParquet { path: PathBuf, cause: ParquetError },
     #[error("{path}: Parquet data could not be decoded: {message}; the file may be corrupt")]
     Corrupt { path: PathBuf, message: String },
+    #[error("{path}: not a datavet report.json ({message}); was it edited, or cut short?")]
+    BadReport { path: PathBuf, message: String },
     #[error(
         "{path}: trusted-set label `{label}` is not a class of the scanned data; the trusted set must use the same labels"
     )]
@@ -271,6 +273,18 @@ pub enum InputError {
         row: u64,
         id: String,
         problem: String,
+    },
+    #[error(
+        "{path}: column `{column}`, row {row} (0-based): a date64 of {ms} ms is not a whole day, and the first \
+         file ({first}) stores this column as date32 (days), so it would lose its time of day; write the \
+         files with one date type"
+    )]
+    PartialDay {
+        path: PathBuf,
+        column: String,
+        row: u64,
+        ms: i64,
+        first: PathBuf,
     },
     #[error(
         "{path}: id column `{column}`, row {row} (0-based): id {id} already appears at {first_path} row {first_row}; ids must be unique"

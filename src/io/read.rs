@@ -586,6 +586,37 @@ fn schema_difference(a: &SchemaRef, b: &SchemaRef) -> Option<String> {
     })
 }
 
+/// Checks that `s`'s date64 columns that `first` stores as date32 hold whole days, which the
+/// outputs (of the first file's schema) can keep exactly (`io::write::conform`); else an error
+/// naming the row, before any analysis runs. Reads those columns only, and only in such files.
+fn dates_are_whole_days(first: &Source, s: &Source) -> Result<(), InputError> {
+    let narrowed: Vec<&str> = first
+        .schema()
+        .fields()
+        .iter()
+        .zip(s.schema().fields())
+        .filter(|(a, b)| *a.data_type() == DataType::Date32 && *b.data_type() == DataType::Date64)
+        .map(|(_, b)| b.name().as_str())
+        .collect();
+    for column in narrowed {
+        let mut row0 = 0u64;
+        for batch in s.batches(&[column], None, DEFAULT_BATCH_ROWS)? {
+            let values = batch?.column(0).clone();
+            if let Some((row, ms)) = crate::io::write::first_partial_day(&values) {
+                return Err(InputError::PartialDay {
+                    path: s.path.clone(),
+                    column: column.to_string(),
+                    row: row0 + row as u64,
+                    ms,
+                    first: first.path.clone(),
+                });
+            }
+            row0 += values.len() as u64;
+        }
+    }
+    Ok(())
+}
+
 /// Types a source column may have: what names a group (strings, integers, booleans, dates, and
 /// dictionaries of them).
 fn is_source_type(t: &DataType) -> bool {
@@ -788,6 +819,7 @@ pub fn read_dataset_with_progress(
                 difference,
             });
         }
+        dates_are_whole_days(first, s)?;
     }
     let roles = resolve_roles(first, opts)?;
     let total: u64 = sources.iter().map(|s| s.info.rows).sum();

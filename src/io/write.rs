@@ -1006,21 +1006,31 @@ pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ar
 
 /// A date64 column (milliseconds) as the date32 (days) of the dataset's first file: exact, or an
 /// error naming the first value that is not a whole day (Arrow's cast drops the time of day,
-/// and moves days before 1970 one later).
+/// and moves days before 1970 one later). The reader refuses such files before the analysis
+/// (`io::read`, naming the file's row); this is the write's own guard.
 pub(crate) fn whole_days(column: &arrow_array::ArrayRef) -> Result<arrow_array::ArrayRef, arrow_schema::ArrowError> {
-    const MS_PER_DAY: i64 = 86_400_000;
+    use arrow_array::cast::AsArray;
+    if let Some((row, ms)) = first_partial_day(column) {
+        return Err(arrow_schema::ArrowError::CastError(format!(
+            "row {row}: a date64 of {ms} ms is not a whole day, and the first file stores this \
+             column as date32 (days): it would lose its time of day"
+        )));
+    }
+    let ms = column.as_primitive::<arrow_array::types::Date64Type>();
+    let days: arrow_array::Date32Array = ms.unary(|v| (v.div_euclid(MS_PER_DAY)) as i32);
+    Ok(Arc::new(days))
+}
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// The first value of a date64 column that is not a whole day: (index, milliseconds).
+pub(crate) fn first_partial_day(column: &arrow_array::ArrayRef) -> Option<(usize, i64)> {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     let ms = column.as_primitive::<arrow_array::types::Date64Type>();
-    if let Some(row) = (0..ms.len()).find(|&i| ms.is_valid(i) && ms.value(i).rem_euclid(MS_PER_DAY) != 0) {
-        return Err(arrow_schema::ArrowError::CastError(format!(
-            "row {row}: a date64 of {} ms is not a whole day, and the first file stores this \
-             column as date32 (days): it would lose its time of day",
-            ms.value(row)
-        )));
-    }
-    let days: arrow_array::Date32Array = ms.unary(|v| (v.div_euclid(MS_PER_DAY)) as i32);
-    Ok(Arc::new(days))
+    (0..ms.len())
+        .find(|&i| ms.is_valid(i) && ms.value(i).rem_euclid(MS_PER_DAY) != 0)
+        .map(|i| (i, ms.value(i)))
 }
 
 /// A piece of the input, in input order: decoded rows, or a whole row group left encoded for

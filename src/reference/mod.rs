@@ -375,6 +375,20 @@ pub struct Prepared {
     name: String,
     out_dir: PathBuf,
     diff_base: DiffBase,
+    /// Declared after `temp`, so dropped after it: the folder is empty by then.
+    created: CreatedFolder,
+}
+
+/// `reference/` when this save created it: removed again if the scan fails (it is empty then),
+/// so a failed first scan leaves its --out folder as empty as it found it, and removable.
+struct CreatedFolder(Option<PathBuf>);
+
+impl Drop for CreatedFolder {
+    fn drop(&mut self) {
+        if let Some(folder) = self.0.take() {
+            let _ = std::fs::remove_dir(folder); // fails, harmlessly, on a folder with anything in it
+        }
+    }
 }
 
 /// Writes the header, the records and the releases that still apply into a new hidden
@@ -386,6 +400,7 @@ pub fn prepare(
     releases: &Releases,
 ) -> Result<Prepared, OutputError> {
     let reference_dir = out_dir.join(DIR);
+    let created = CreatedFolder((!reference_dir.exists()).then(|| reference_dir.clone()));
     std::fs::create_dir_all(&reference_dir).map_err(io_error(&reference_dir))?;
     // Leftovers of a save that was killed half-way (never current, so never read).
     for e in std::fs::read_dir(&reference_dir).into_iter().flatten().flatten() {
@@ -408,6 +423,7 @@ pub fn prepare(
         name,
         out_dir: out_dir.to_path_buf(),
         diff_base: header.diff_base,
+        created,
     })
 }
 
@@ -422,6 +438,7 @@ impl Prepared {
             name,
             out_dir,
             diff_base,
+            mut created,
         } = self;
         let reference_dir = out_dir.join(DIR);
         for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
@@ -433,6 +450,7 @@ impl Prepared {
         }
         let temp = temp.keep();
         std::fs::rename(&temp, &target).map_err(io_error(&target))?;
+        created.0 = None; // the folder holds the generation now
         AtomicFile::write_all(&reference_dir.join(CURRENT), format!("{name}\n").as_bytes())?;
         let all = generations(&reference_dir);
         for old in all
@@ -499,6 +517,9 @@ mod tests {
             influence: None,
         };
         let reference_dir = out.path().join(DIR);
+        // A first scan that fails while publishing leaves no empty reference folder behind.
+        drop(prepare(out.path(), &header(1), &records, &Releases::default()).unwrap());
+        assert!(!reference_dir.exists());
         let entries = || -> Vec<String> {
             let mut names: Vec<String> = std::fs::read_dir(&reference_dir)
                 .unwrap()

@@ -59,6 +59,14 @@ fn reserved<T>(rows: usize) -> Vec<T> {
     v
 }
 
+/// A report.json that is not one datavet wrote (or not whole).
+fn bad_report(path: &Path, message: impl ToString) -> InputError {
+    InputError::BadReport {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
 fn corrupt(path: &Path, message: impl ToString) -> InputError {
     InputError::Corrupt {
         path: path.to_path_buf(),
@@ -92,11 +100,10 @@ impl RunView {
             path: report_path.clone(),
             source,
         })?;
-        let report: serde_json::Value =
-            serde_json::from_slice(&text).map_err(|e| corrupt(&report_path, format!("not a datavet report: {e}")))?;
+        let report: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad_report(&report_path, e))?;
         let detectors: Vec<String> = report["detectors"]
             .as_array()
-            .ok_or_else(|| corrupt(&report_path, "no `detectors` list (written by another version?)"))?
+            .ok_or_else(|| bad_report(&report_path, "no `detectors` list (written by another version?)"))?
             .iter()
             .filter_map(|d| d.as_str().map(String::from))
             .collect();

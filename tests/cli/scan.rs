@@ -162,6 +162,27 @@ fn a_date64_column_stored_as_days_passes_through_as_days() {
         "{:?}",
         distinct.iter().take(3).collect::<Vec<_>>()
     );
+    // A date64 with a time of day beside the first file's date32 would lose it: refused at ingest,
+    // naming the file's own row (not its batch's), and the outputs above stay as they were.
+    let mut afternoon = days[split..].to_vec();
+    afternoon[250] += 3_600_000;
+    let mut columns = with_day.slice(split, 300).columns().to_vec();
+    *columns.last_mut().unwrap() = std::sync::Arc::new(Date64Array::from(afternoon));
+    let rows = RecordBatch::try_new(with_day.schema(), columns).unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(200))
+        .build();
+    let file = std::fs::File::create(input.join("b.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, with_day.schema(), Some(props)).unwrap();
+    writer.write(&rows).unwrap();
+    writer.close().unwrap();
+    let before = std::fs::read(fx.out().join("clean.parquet")).unwrap();
+    fx.scan(&input, &[])
+        .code(2)
+        .stderr(contains("b.parquet: column `day`, row 250 (0-based)"))
+        .stderr(contains("not a whole day"))
+        .stderr(contains("a.parquet"));
+    assert!(std::fs::read(fx.out().join("clean.parquet")).unwrap() == before);
 }
 
 #[test]
