@@ -75,14 +75,13 @@ impl Matching {
 /// Matches records by key, then content hash (`hashes` by position, from
 /// [`Dataset::content_hashes`]).
 pub fn match_records(dataset: &Dataset, hashes: &[u128], records: &Records) -> Matching {
-    let by_key: HashMap<RecordKey<'_>, u32> = (0..records.keys.len())
-        .map(|r| (records.keys.get(r), r as u32))
-        .collect();
     let mut seen = vec![false; records.keys.len()];
     let (mut new, mut changed) = (0, 0);
-    let known = (0..dataset.rows())
-        .map(|p| match by_key.get(&dataset.key_at(p)) {
-            Some(&r) => {
+    let known = reference_rows(dataset, records)
+        .into_iter()
+        .enumerate()
+        .map(|(p, row)| match row {
+            Some(r) => {
                 seen[r as usize] = true;
                 if records.hashes[r as usize] == hashes[p] {
                     Some(r)
@@ -104,6 +103,28 @@ pub fn match_records(dataset: &Dataset, hashes: &[u128], records: &Records) -> M
         gone: seen.iter().filter(|&&s| !s).count(),
         known,
     }
+}
+
+/// The reference row holding each position's key, if any. Keys of another type than the
+/// reference's (an id column rewritten from integers to strings, or back) are matched by their
+/// text, as the report's diff matches them: typed, every record read as new and every
+/// reference record as gone, while diff.json, matching by text, saw nothing new.
+fn reference_rows(dataset: &Dataset, records: &Records) -> Vec<Option<u32>> {
+    let reference_rows = 0..records.keys.len() as u32;
+    if std::mem::discriminant(&records.keys) == std::mem::discriminant(&dataset.keys) {
+        let by_key: HashMap<RecordKey<'_>, u32> = reference_rows.map(|r| (records.keys.get(r as usize), r)).collect();
+        return (0..dataset.rows())
+            .map(|p| by_key.get(&dataset.key_at(p)).copied())
+            .collect();
+    }
+    log::warn!(
+        "the id column's type changed since the reference (integers and strings): records are matched by \
+         their ids' text"
+    );
+    let by_text: HashMap<String, u32> = reference_rows.map(|r| (records.keys.display(r as usize), r)).collect();
+    (0..dataset.rows())
+        .map(|p| by_text.get(&dataset.keys.display(dataset.order[p] as usize)).copied())
+        .collect()
 }
 
 /// One class's new records against the class as the reference fitted it.

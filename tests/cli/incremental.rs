@@ -979,6 +979,34 @@ fn records_without_ids_keep_their_keys_however_the_input_is_spelled() {
     }
 }
 
+/// An id column rewritten from integers to strings (the same ids) matches yesterday's records by
+/// their text: nothing new, nothing gone, as diff.json says too.
+#[test]
+fn ids_rewritten_as_strings_still_match_the_reference() {
+    let fx = Fixture::new();
+    let input = fx.path("in.parquet");
+    let batch = gaussian(4, 150, 16, backdoor(1), 72).to_batch();
+    super::write_batch(&input, &batch);
+    fx.scan(&input, &["-q"]).success();
+    let ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let text: arrow_array::StringArray = ids.iter().map(|v| v.map(|v| v.to_string())).collect();
+    let mut columns = batch.columns().to_vec();
+    columns[0] = std::sync::Arc::new(text);
+    let mut fields: Vec<arrow_schema::Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[0] = arrow_schema::Field::new("id", arrow_schema::DataType::Utf8, false);
+    let as_text = RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
+    super::write_batch(&input, &as_text);
+    let assert = fx.scan(&input, &["--incremental"]).success();
+    let line = stdout(&assert);
+    assert!(line.contains("0 new, 0 changed, 0 gone"), "{line}");
+    assert!(
+        String::from_utf8_lossy(&assert.get_output().stderr).contains("matched by their ids' text"),
+        "the change is said"
+    );
+    let diff = json(&fx.out().join("diff.json"));
+    assert_eq!(diff["newly_quarantined"].as_array().unwrap().len(), 0);
+}
+
 /// `--since-reference` naming an older generation of the same output directory: the diff reads
 /// it before the new reference is committed (committing prunes to two generations).
 #[test]
