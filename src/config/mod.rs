@@ -84,7 +84,9 @@ pub struct OutputConf {
     /// after a successful run. Each holds the stage results of one input state.
     #[serde(default = "default_keep_runs")]
     pub keep_runs: usize,
-    /// Save a reference in the output directory for incremental scans (default true).
+    /// Save a reference in the output directory for incremental scans (default true). False
+    /// beside `[incremental] enabled = true` keeps one baseline: every scan diffs against the
+    /// reference last saved (said in the log, as it is easy to set by mistake).
     #[serde(default = "default_true")]
     pub save_reference: bool,
     /// Exit 3 when more records than this are newly quarantined since the last scan (every
@@ -371,6 +373,12 @@ fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, Config
     scan.seed = file.scan.seed;
     scan.min_class_rows = file.scan.min_class_rows;
     scan.reference.save = file.output.save_reference;
+    if file.incremental.enabled && !file.output.save_reference {
+        log::info!(
+            "[output] save-reference = false: no new reference is saved, so every incremental scan of this \
+             pipeline diffs against the one last saved (a fixed baseline)"
+        );
+    }
     if file.incremental.enabled {
         scan.reference.required = reference.is_some();
         scan.reference.since = Some(reference.unwrap_or(out_dir));
