@@ -83,8 +83,10 @@ impl ScanConfig {
     }
 }
 
-/// Path and size of every trusted-set file (the influence stage's results depend on them).
-pub fn trusted_fingerprints(config: &ScanConfig) -> Result<Vec<(PathBuf, u64)>, crate::Error> {
+/// Path, size and content hash (XXH3-128, hex) of every trusted-set file: the influence
+/// stage's results depend on them, and a file rewritten in place at the same size (a relabelled
+/// record) must count as changed. Trusted sets are small, so reading them whole costs little.
+pub fn trusted_fingerprints(config: &ScanConfig) -> Result<Vec<(PathBuf, u64, String)>, crate::Error> {
     let files = if config.trusted.is_empty() {
         Vec::new()
     } else {
@@ -93,13 +95,12 @@ pub fn trusted_fingerprints(config: &ScanConfig) -> Result<Vec<(PathBuf, u64)>, 
     files
         .into_iter()
         .map(|p| {
-            let size = std::fs::metadata(&p)
-                .map_err(|source| InputError::Io {
-                    path: p.clone(),
-                    source,
-                })?
-                .len();
-            Ok((p, size))
+            let bytes = std::fs::read(&p).map_err(|source| InputError::Io {
+                path: p.clone(),
+                source,
+            })?;
+            let hash = twox_hash::XxHash3_128::oneshot(&bytes);
+            Ok((p, bytes.len() as u64, format!("{hash:032x}")))
         })
         .collect()
 }
@@ -508,4 +509,24 @@ pub fn publish(
         diff: None,
         reference: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A trusted set rewritten in place at the same size is another trusted set to the stages.
+    #[test]
+    fn trusted_fingerprints_see_a_same_size_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trusted.parquet");
+        let mut config = ScanConfig::new(vec![], dir.path().join("out"));
+        config.trusted = vec![path.clone()];
+        std::fs::write(&path, b"label 1").unwrap();
+        let before = trusted_fingerprints(&config).unwrap();
+        std::fs::write(&path, b"label 2").unwrap();
+        let after = trusted_fingerprints(&config).unwrap();
+        assert_eq!((before.len(), before[0].1), (1, after[0].1));
+        assert_ne!(before, after);
+    }
 }
