@@ -681,8 +681,9 @@ fn string_values(column: &ArrayRef) -> Vec<String> {
 
 /// The footer of an input file, with the Arrow types its columns are read as: those of the
 /// Arrow schema a writer stored in it, but for a `date64` that pyarrow stored as a Parquet DATE
-/// (INT32 days), read as the `date32` it is. Read as `date64`, it was written back as plain INT64,
-/// which pyarrow reads as integers: the column would not pass through as it was.
+/// (INT32 days), read as the `date32` it is, at the top level or nested in lists, structs and
+/// maps. Read as `date64`, it was written back as plain INT64, which pyarrow reads as integers:
+/// the column would not pass through as it was.
 pub fn load_input_footer(file: &File, path: &Path) -> Result<ArrowReaderMetadata, InputError> {
     let not_parquet = |cause| InputError::NotParquet {
         path: path.to_path_buf(),
@@ -690,7 +691,7 @@ pub fn load_input_footer(file: &File, path: &Path) -> Result<ArrowReaderMetadata
     };
     let meta = ArrowReaderMetadata::load(file, Default::default()).map_err(not_parquet)?;
     let stored = meta.schema();
-    if !stored.fields().iter().any(|f| f.data_type() == &DataType::Date64) {
+    if !stored.fields().iter().any(|f| holds_date64(f.data_type())) {
         return Ok(meta);
     }
     let physical = parquet::arrow::parquet_to_arrow_schema(meta.parquet_schema(), None).map_err(not_parquet)?;
@@ -698,12 +699,7 @@ pub fn load_input_footer(file: &File, path: &Path) -> Result<ArrowReaderMetadata
         .fields()
         .iter()
         .zip(physical.fields())
-        .map(|(f, p)| match (f.data_type(), p.data_type()) {
-            (DataType::Date64, DataType::Date32) => {
-                std::sync::Arc::new(f.as_ref().clone().with_data_type(DataType::Date32))
-            }
-            _ => f.clone(),
-        })
+        .map(|(f, p)| days_where_stored_as_days(f, p))
         .collect();
     let schema = std::sync::Arc::new(arrow_schema::Schema::new_with_metadata(
         fields,
@@ -711,6 +707,45 @@ pub fn load_input_footer(file: &File, path: &Path) -> Result<ArrowReaderMetadata
     ));
     let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_schema(schema);
     ArrowReaderMetadata::try_new(meta.metadata().clone(), options).map_err(not_parquet)
+}
+
+fn holds_date64(t: &DataType) -> bool {
+    match t {
+        DataType::Date64 => true,
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) | DataType::Map(f, _) => {
+            holds_date64(f.data_type())
+        }
+        DataType::Struct(fields) => fields.iter().any(|f| holds_date64(f.data_type())),
+        _ => false,
+    }
+}
+
+/// `stored` (the writer's Arrow field) with each `date64` that `physical` (the same field as the
+/// Parquet types alone read it: lists of every kind as `List`) holds as `date32` made `date32`.
+fn days_where_stored_as_days(
+    stored: &arrow_schema::FieldRef,
+    physical: &arrow_schema::FieldRef,
+) -> arrow_schema::FieldRef {
+    use DataType::*;
+    let child = |a: &arrow_schema::FieldRef| match physical.data_type() {
+        List(b) | LargeList(b) | FixedSizeList(b, _) => days_where_stored_as_days(a, b),
+        _ => a.clone(),
+    };
+    let data_type = match (stored.data_type(), physical.data_type()) {
+        (Date64, Date32) => Date32,
+        (List(a), _) => List(child(a)),
+        (LargeList(a), _) => LargeList(child(a)),
+        (FixedSizeList(a, n), _) => FixedSizeList(child(a), *n),
+        (Map(a, sorted), Map(b, _)) => Map(days_where_stored_as_days(a, b), *sorted),
+        (Struct(a), Struct(b)) if a.len() == b.len() => Struct(
+            a.iter()
+                .zip(b.iter())
+                .map(|(x, y)| days_where_stored_as_days(x, y))
+                .collect(),
+        ),
+        _ => return stored.clone(),
+    };
+    std::sync::Arc::new(stored.as_ref().clone().with_data_type(data_type))
 }
 
 /// A Parquet file opened and its footer read, ready to build readers of it.

@@ -185,6 +185,66 @@ fn a_date64_column_stored_as_days_passes_through_as_days() {
     assert!(std::fs::read(fx.out().join("clean.parquet")).unwrap() == before);
 }
 
+/// A list of `date64` that pyarrow stored as Parquet DATEs (INT32 days) passes through as
+/// such a list: read as its Arrow schema's date64, it was written back as INT64.
+#[test]
+fn a_list_of_date64_stored_as_days_passes_through_as_days() {
+    use arrow_array::builder::{Date64Builder, ListBuilder};
+    use parquet::basic::Type as PhysicalType;
+    let fx = Fixture::new();
+    let batch = backdoored(&fx.path("planted.parquet"), 6, 32, 0.1, 15).to_batch();
+    let mut days = ListBuilder::new(Date64Builder::new());
+    for i in 0..batch.num_rows() as i64 {
+        days.values().append_value((19_000 + i) * 86_400_000);
+        days.values().append_value((19_001 + i) * 86_400_000);
+        days.append(true);
+    }
+    let days = days.finish();
+    let mut fields: Vec<arrow_schema::FieldRef> = batch.schema().fields().iter().cloned().collect();
+    fields.push(std::sync::Arc::new(arrow_schema::Field::new(
+        "days",
+        days.data_type().clone(),
+        true,
+    )));
+    let mut columns = batch.columns().to_vec();
+    columns.push(std::sync::Arc::new(days));
+    let with_days = RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
+    let input = fx.path("in.parquet");
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_coerce_types(true) // pyarrow's way: DATE (INT32 days), the Arrow schema's date64 beside it
+        .set_max_row_group_row_count(Some(300))
+        .build();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&input).unwrap(), with_days.schema(), Some(props))
+            .unwrap();
+    writer.write(&with_days).unwrap();
+    writer.close().unwrap();
+    fx.scan(&input, &[]).success();
+    let mut rows = 0;
+    for file in ["clean.parquet", "quarantine.parquet"] {
+        let path = fx.out().join(file);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
+        let leaf = reader
+            .parquet_schema()
+            .columns()
+            .iter()
+            .find(|c| c.path().string().starts_with("days"))
+            .unwrap();
+        assert_eq!(leaf.physical_type(), PhysicalType::INT32, "{file}");
+        let out = super::read_all(&path);
+        let ids = out.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+        let lists = out.column_by_name("days").unwrap().as_list::<i32>();
+        for r in 0..out.num_rows() {
+            let values = lists.value(r);
+            let values = values.as_primitive::<arrow_array::types::Date32Type>();
+            let first = 19_000 + ids.value(r) as i32 - batch.column(0).as_primitive::<Int64Type>().value(0) as i32;
+            assert_eq!(values.values().to_vec(), vec![first, first + 1], "{file} row {r}");
+        }
+        rows += out.num_rows();
+    }
+    assert_eq!(rows, batch.num_rows());
+}
+
 #[test]
 fn every_real_writer_file_scans_and_conserves_rows() {
     let files = [
