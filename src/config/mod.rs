@@ -374,10 +374,20 @@ fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, Config
     scan.min_class_rows = file.scan.min_class_rows;
     scan.reference.save = file.output.save_reference;
     if file.incremental.enabled && !file.output.save_reference {
-        log::info!(
-            "[output] save-reference = false: no new reference is saved, so every incremental scan of this \
-             pipeline diffs against the one last saved (a fixed baseline)"
-        );
+        let base = reference.as_deref().unwrap_or(&out_dir);
+        if crate::reference::locate(base).is_ok() {
+            log::info!(
+                "[output] save-reference = false: no new reference is saved, so every incremental scan of \
+                 this pipeline diffs against the one in {} (a fixed baseline)",
+                base.display()
+            );
+        } else {
+            log::warn!(
+                "[output] save-reference = false and no reference in {}: every incremental scan of this \
+                 pipeline is a full scan that saves none; set save-reference = true to start the nightly diffs",
+                base.display()
+            );
+        }
     }
     if file.incremental.enabled {
         scan.reference.required = reference.is_some();

@@ -276,8 +276,8 @@ pub enum InputError {
     },
     #[error(
         "{path}: column `{column}`, row {row} (0-based): a date64 of {ms} ms is not a whole day, and the first \
-         file ({first}) stores this column as date32 (days), so it would lose its time of day; write the \
-         files with one date type"
+         file ({first}) stores this column as days (date32, or a date64 as pyarrow writes it), so it would \
+         lose its time of day; keep a time of day in a timestamp column"
     )]
     PartialDay {
         path: PathBuf,

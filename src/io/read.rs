@@ -269,13 +269,23 @@ impl Source {
         row_groups: Option<Vec<usize>>,
         batch_rows: usize,
     ) -> Result<impl Iterator<Item = Result<RecordBatch, InputError>> + '_, InputError> {
+        let roots: Vec<usize> = columns.iter().filter_map(|c| self.schema().index_of(c).ok()).collect();
+        self.batches_of_roots(roots, row_groups, batch_rows)
+    }
+
+    /// [`Source::batches`] of top-level columns given by position (names may repeat).
+    fn batches_of_roots(
+        &self,
+        roots: Vec<usize>,
+        row_groups: Option<Vec<usize>>,
+        batch_rows: usize,
+    ) -> Result<impl Iterator<Item = Result<RecordBatch, InputError>> + '_, InputError> {
         // A fresh descriptor per reader: `try_clone` shares the file offset, and parquet's reader
         // seeks, so parallel row-group readers on clones would read each other's bytes.
         let file = File::open(&self.path).map_err(|source| InputError::Io {
             path: self.path.clone(),
             source,
         })?;
-        let roots: Vec<usize> = columns.iter().filter_map(|c| self.schema().index_of(c).ok()).collect();
         let mask = ProjectionMask::roots(self.meta.metadata().file_metadata().schema_descr(), roots);
         let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
             .with_projection(mask)
@@ -576,45 +586,118 @@ fn schema_difference(a: &SchemaRef, b: &SchemaRef) -> Option<String> {
             names(b).join(", ")
         ));
     }
-    // Days as date32 or date64 (as pyarrow and arrow-rs store a date64) are one type: batches are
-    // cast to the first file's (`io::write::conform`).
-    let dates = |t: &DataType| matches!(t, DataType::Date32 | DataType::Date64);
     a.fields().iter().zip(b.fields()).find_map(|(fa, fb)| {
         let (ta, tb) = (fa.data_type(), fb.data_type());
-        let same = ta.equals_datatype(tb) || (dates(ta) && dates(tb));
-        (!same).then(|| format!("column `{}` is {ta} vs {tb}", fa.name()))
+        (!same_but_dates(ta, tb)).then(|| format!("column `{}` is {ta} vs {tb}", fa.name()))
     })
 }
 
-/// Checks that `s`'s date64 columns that `first` stores as date32 hold whole days, which the
-/// outputs (of the first file's schema) can keep exactly (`io::write::conform`); else an error
-/// naming the row, before any analysis runs. Reads those columns only, and only in such files.
+/// Whether two columns' types are one to a dataset: equal (nested field names aside), or
+/// differing only where one holds days as date32 and the other as date64, at any depth (pyarrow
+/// stores a date64 as days, arrow-rs as milliseconds). Batches are cast to the first file's
+/// types (`io::write::conform`).
+fn same_but_dates(a: &DataType, b: &DataType) -> bool {
+    use DataType::*;
+    let child = |x: &arrow_schema::FieldRef, y: &arrow_schema::FieldRef| {
+        x.is_nullable() == y.is_nullable() && same_but_dates(x.data_type(), y.data_type())
+    };
+    match (a, b) {
+        _ if a.equals_datatype(b) => true,
+        (Date32 | Date64, Date32 | Date64) => true,
+        (List(x), List(y)) | (LargeList(x), LargeList(y)) => child(x, y),
+        (FixedSizeList(x, n), FixedSizeList(y, m)) => n == m && child(x, y),
+        (Map(x, s), Map(y, t)) => s == t && child(x, y),
+        (Struct(x), Struct(y)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(x, y)| x.name() == y.name() && child(x, y))
+        }
+        _ => false,
+    }
+}
+
+/// Checks that `s`'s date64 values that `first` stores as date32 (at the top level or nested)
+/// hold whole days, which the outputs (of the first file's schema) can keep exactly
+/// (`io::write::conform`); else an error naming the record's row, before any analysis runs.
+/// Reads those columns only, and only in such files.
 fn dates_are_whole_days(first: &Source, s: &Source) -> Result<(), InputError> {
-    let narrowed: Vec<&str> = first
+    let narrowed = first
         .schema()
         .fields()
         .iter()
         .zip(s.schema().fields())
-        .filter(|(a, b)| *a.data_type() == DataType::Date32 && *b.data_type() == DataType::Date64)
-        .map(|(_, b)| b.name().as_str())
-        .collect();
-    for column in narrowed {
-        let mut row0 = 0u64;
-        for batch in s.batches(&[column], None, DEFAULT_BATCH_ROWS)? {
-            let values = batch?.column(0).clone();
-            if let Some((row, ms)) = crate::io::write::first_partial_day(&values) {
-                return Err(InputError::PartialDay {
-                    path: s.path.clone(),
-                    column: column.to_string(),
-                    row: row0 + row as u64,
-                    ms,
-                    first: first.path.clone(),
-                });
-            }
-            row0 += values.len() as u64;
+        .enumerate()
+        .filter(|(_, (a, b))| a.data_type() != b.data_type() && holds_date64(b.data_type()));
+    for (root, (first_field, field)) in narrowed {
+        let batches = s.batches_of_roots(vec![root], None, DEFAULT_BATCH_ROWS)?;
+        let found = first_partial_day_in(first_field.data_type(), batches.map(|b| b.map(|b| b.column(0).clone())))?;
+        if let Some((row, ms)) = found {
+            return Err(InputError::PartialDay {
+                path: s.path.clone(),
+                column: field.name().clone(),
+                row,
+                ms,
+                first: first.path.clone(),
+            });
         }
     }
     Ok(())
+}
+
+/// The first record (its row, counted over `batches`, the column's values batch by batch)
+/// holding a date64 that is not a whole day where `first` (the first file's type of the column)
+/// holds date32, with that value in milliseconds.
+fn first_partial_day_in(
+    first: &DataType,
+    batches: impl Iterator<Item = Result<ArrayRef, InputError>>,
+) -> Result<Option<(u64, i64)>, InputError> {
+    let mut row0 = 0u64;
+    for values in batches {
+        let values = values?;
+        if let Some((row, ms)) = partial_day_under(first, &values) {
+            return Ok(Some((row0 + row as u64, ms)));
+        }
+        row0 += values.len() as u64;
+    }
+    Ok(None)
+}
+
+/// The index into `array` of the first element holding (itself or nested) a date64 that is not
+/// a whole day where `first` holds date32, with that value.
+fn partial_day_under(first: &DataType, array: &ArrayRef) -> Option<(usize, i64)> {
+    use DataType::*;
+    // A child array's index back to its parent's, through the parent's offsets.
+    fn parent<O: Copy + TryInto<usize>>(offsets: &[O], (child, ms): (usize, i64)) -> (usize, i64) {
+        let at = offsets.partition_point(|&o| o.try_into().unwrap_or(usize::MAX) <= child);
+        (at.saturating_sub(1), ms)
+    }
+    match (first, array.data_type()) {
+        (Date32, Date64) => crate::io::write::first_partial_day(array),
+        (List(f), List(_)) => {
+            let list = array.as_list::<i32>();
+            let found = partial_day_under(f.data_type(), list.values())?;
+            Some(parent(list.value_offsets(), found))
+        }
+        (LargeList(f), LargeList(_)) => {
+            let list = array.as_list::<i64>();
+            let found = partial_day_under(f.data_type(), list.values())?;
+            Some(parent(list.value_offsets(), found))
+        }
+        (FixedSizeList(f, n), FixedSizeList(_, _)) => {
+            let (child, ms) = partial_day_under(f.data_type(), array.as_fixed_size_list().values())?;
+            Some((child / (*n).max(1) as usize, ms))
+        }
+        (Map(f, _), Map(_, _)) => {
+            let map = array.as_map();
+            let entries: ArrayRef = std::sync::Arc::new(map.entries().clone());
+            let found = partial_day_under(f.data_type(), &entries)?;
+            Some(parent(map.value_offsets(), found))
+        }
+        (Struct(fields), Struct(_)) => fields
+            .iter()
+            .zip(array.as_struct().columns())
+            .filter_map(|(f, column)| partial_day_under(f.data_type(), column))
+            .min_by_key(|found| found.0),
+        _ => None,
+    }
 }
 
 /// Types a source column may have: what names a group (strings, integers, booleans, dates, and
@@ -1445,6 +1528,53 @@ fn read_scalars(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A date64 with a time of day where the first file holds days is found in lists and
+    /// structs, and named by its record's row counted over every batch.
+    #[test]
+    fn partial_days_are_found_at_any_depth_and_counted_over_batches() {
+        use arrow_array::builder::{Date64Builder, ListBuilder};
+        use arrow_schema::Field;
+        use std::sync::Arc;
+        const DAY: i64 = 86_400_000;
+        let lists = |records: &[&[i64]]| -> ArrayRef {
+            let mut list = ListBuilder::new(Date64Builder::new());
+            for values in records {
+                list.values().append_slice(values);
+                list.append(true);
+            }
+            Arc::new(list.finish())
+        };
+        let batches = [
+            lists(&[&[DAY], &[2 * DAY, 3 * DAY]]),
+            lists(&[&[], &[DAY, DAY + 5], &[DAY]]),
+        ];
+        let list_of = |t: DataType| DataType::List(Arc::new(Field::new("item", t, true)));
+        let found = |first: &DataType, batches: &[ArrayRef]| {
+            first_partial_day_in(first, batches.iter().cloned().map(Ok)).unwrap()
+        };
+        assert_eq!(found(&list_of(DataType::Date32), &batches), Some((3, DAY + 5)));
+        // Kept as date64 (the first file's type): nothing to lose, nothing refused.
+        assert_eq!(found(&list_of(DataType::Date64), &batches), None);
+        let whole = [lists(&[&[DAY], &[-3 * DAY]])];
+        assert_eq!(found(&list_of(DataType::Date32), &whole), None);
+
+        let days: ArrayRef = Arc::new(arrow_array::Date64Array::from(vec![DAY, 2 * DAY, 2 * DAY - 1]));
+        let ids: ArrayRef = Arc::new(arrow_array::Int64Array::from(vec![1, 2, 3]));
+        let fields = |t: DataType| {
+            arrow_schema::Fields::from(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("day", t, false),
+            ])
+        };
+        let records: ArrayRef = Arc::new(arrow_array::StructArray::new(
+            fields(DataType::Date64),
+            vec![ids, days],
+            None,
+        ));
+        let first = DataType::Struct(fields(DataType::Date32));
+        assert_eq!(found(&first, &[records]), Some((2, 2 * DAY - 1)));
+    }
 
     #[test]
     fn dates_display_as_days_whichever_way_they_are_stored() {

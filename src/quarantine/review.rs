@@ -333,7 +333,7 @@ pub fn release(dir: &Path, ids_file: &Path, ids: &[String], reason: &str, by: &s
             path: report_path.clone(),
             source,
         })?)
-        .map_err(|e| InputError::Corrupt {
+        .map_err(|e| InputError::BadReport {
             path: report_path.clone(),
             message: e.to_string(),
         })?;

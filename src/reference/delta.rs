@@ -106,9 +106,10 @@ pub fn match_records(dataset: &Dataset, hashes: &[u128], records: &Records) -> M
 }
 
 /// The reference row holding each position's key, if any. Keys of another type than the
-/// reference's (an id column rewritten from integers to strings, or back) are matched by their
-/// text, as the report's diff matches them: typed, every record read as new and every
-/// reference record as gone, while diff.json, matching by text, saw nothing new.
+/// reference's (an id column rewritten from integers to strings or back, added or removed, or
+/// uint64 ids that passed i64's range and so are kept as text) are matched by their text, as the
+/// report's diff matches them: typed, every record read as new and every reference record as
+/// gone, while diff.json, matching by text, saw nothing new.
 fn reference_rows(dataset: &Dataset, records: &Records) -> Vec<Option<u32>> {
     let reference_rows = 0..records.keys.len() as u32;
     if std::mem::discriminant(&records.keys) == std::mem::discriminant(&dataset.keys) {
@@ -117,9 +118,15 @@ fn reference_rows(dataset: &Dataset, records: &Records) -> Vec<Option<u32>> {
             .map(|p| by_key.get(&dataset.key_at(p)).copied())
             .collect();
     }
+    let kind = |keys: &crate::io::RecordKeys| match keys {
+        crate::io::RecordKeys::Int(_) => "integers",
+        crate::io::RecordKeys::Str(_) => "text",
+    };
     log::warn!(
-        "the id column's type changed since the reference (integers and strings): records are matched by \
-         their ids' text"
+        "the reference's record keys are {} and tonight's {} (an id column retyped, added or removed, or uint64 ids \
+         past i64's range): records are matched by their keys' text",
+        kind(&records.keys),
+        kind(&dataset.keys)
     );
     let by_text: HashMap<String, u32> = reference_rows.map(|r| (records.keys.display(r as usize), r)).collect();
     (0..dataset.rows())

@@ -433,12 +433,14 @@ impl Prepared {
     /// and `report.json`, makes the generation current and deletes generations before the
     /// previous one, but for the one its scan diffed against. Returns the generation directory.
     pub fn commit(self) -> Result<PathBuf, OutputError> {
+        // `created` first: a pattern's bindings drop in reverse order, and the folder can only be
+        // removed once `temp` is gone (a failure before the rename below).
         let Prepared {
+            mut created,
             temp,
             name,
             out_dir,
             diff_base,
-            mut created,
         } = self;
         let reference_dir = out_dir.join(DIR);
         for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
@@ -508,18 +510,22 @@ mod tests {
     #[test]
     fn a_prepared_reference_is_current_only_once_committed_and_gone_if_dropped() {
         let out = tempfile::tempdir().unwrap();
-        for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
-            std::fs::write(out.path().join(file), file).unwrap();
-        }
         let records = Records {
             keys: RecordKeys::Int(vec![1, 2]),
             hashes: vec![7, 8],
             influence: None,
         };
         let reference_dir = out.path().join(DIR);
-        // A first scan that fails while publishing leaves no empty reference folder behind.
+        // A first scan that fails while publishing leaves no empty reference folder behind,
+        // nor one whose commit failed (no scores.parquet to snapshot).
         drop(prepare(out.path(), &header(1), &records, &Releases::default()).unwrap());
         assert!(!reference_dir.exists());
+        let prepared = prepare(out.path(), &header(1), &records, &Releases::default()).unwrap();
+        assert!(prepared.commit().is_err());
+        assert!(!reference_dir.exists());
+        for file in [crate::quarantine::SCORES_FILE, crate::report::REPORT_FILE] {
+            std::fs::write(out.path().join(file), file).unwrap();
+        }
         let entries = || -> Vec<String> {
             let mut names: Vec<String> = std::fs::read_dir(&reference_dir)
                 .unwrap()

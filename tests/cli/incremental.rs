@@ -1000,7 +1000,7 @@ fn ids_rewritten_as_strings_still_match_the_reference() {
     let line = stdout(&assert);
     assert!(line.contains("0 new, 0 changed, 0 gone"), "{line}");
     assert!(
-        String::from_utf8_lossy(&assert.get_output().stderr).contains("matched by their ids' text"),
+        String::from_utf8_lossy(&assert.get_output().stderr).contains("matched by their keys' text"),
         "the change is said"
     );
     let diff = json(&fx.out().join("diff.json"));

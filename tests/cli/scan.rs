@@ -104,19 +104,8 @@ fn a_date64_column_stored_as_days_passes_through_as_days() {
     // a.parquet pyarrow's way: the DATE type on disk, the Arrow schema's date64 beside it;
     // b.parquet (the last 300 rows) arrow-rs's: plain INT64. One dataset, as the first file's.
     let split = with_day.num_rows() - 300;
-    for (name, coerce, rows) in [
-        ("a.parquet", true, with_day.slice(0, split)),
-        ("b.parquet", false, with_day.slice(split, 300)),
-    ] {
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_coerce_types(coerce)
-            .set_max_row_group_row_count(Some(300))
-            .build();
-        let file = std::fs::File::create(input.join(name)).unwrap();
-        let mut writer = parquet::arrow::ArrowWriter::try_new(file, with_day.schema(), Some(props)).unwrap();
-        writer.write(&rows).unwrap();
-        writer.close().unwrap();
-    }
+    write_dates(&input.join("a.parquet"), &with_day.slice(0, split), true, 300);
+    write_dates(&input.join("b.parquet"), &with_day.slice(split, 300), false, 300);
     fx.scan(&input, &[]).success();
     let mut seen = Vec::new();
     for file in ["clean.parquet", "quarantine.parquet"] {
@@ -169,13 +158,7 @@ fn a_date64_column_stored_as_days_passes_through_as_days() {
     let mut columns = with_day.slice(split, 300).columns().to_vec();
     *columns.last_mut().unwrap() = std::sync::Arc::new(Date64Array::from(afternoon));
     let rows = RecordBatch::try_new(with_day.schema(), columns).unwrap();
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_max_row_group_row_count(Some(200))
-        .build();
-    let file = std::fs::File::create(input.join("b.parquet")).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, with_day.schema(), Some(props)).unwrap();
-    writer.write(&rows).unwrap();
-    writer.close().unwrap();
+    write_dates(&input.join("b.parquet"), &rows, false, 200);
     let before = std::fs::read(fx.out().join("clean.parquet")).unwrap();
     fx.scan(&input, &[])
         .code(2)
@@ -185,40 +168,59 @@ fn a_date64_column_stored_as_days_passes_through_as_days() {
     assert!(std::fs::read(fx.out().join("clean.parquet")).unwrap() == before);
 }
 
-/// A list of `date64` that pyarrow stored as Parquet DATEs (INT32 days) passes through as
-/// such a list: read as its Arrow schema's date64, it was written back as INT64.
+/// Writes `rows` as a Parquet file in row groups of `group_rows`: with `coerce`, pyarrow's way
+/// for a date64 (a Parquet DATE of INT32 days, the Arrow schema's date64 beside it), else
+/// arrow-rs's (INT64 milliseconds).
+fn write_dates(path: &Path, rows: &RecordBatch, coerce: bool, group_rows: usize) {
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_coerce_types(coerce)
+        .set_max_row_group_row_count(Some(group_rows))
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, rows.schema(), Some(props)).unwrap();
+    writer.write(rows).unwrap();
+    writer.close().unwrap();
+}
+
+/// A list of `date64` that pyarrow stored as Parquet DATEs passes through as such a list: read
+/// as its Arrow schema's date64, it was written back as INT64. Beside a file where arrow-rs
+/// stored the list as INT64 milliseconds it is one dataset (the first file's type), and a
+/// value there that is not a whole day is refused, naming its record's row.
 #[test]
 fn a_list_of_date64_stored_as_days_passes_through_as_days() {
     use arrow_array::builder::{Date64Builder, ListBuilder};
     use parquet::basic::Type as PhysicalType;
+    const DAY: i64 = 86_400_000;
     let fx = Fixture::new();
     let batch = backdoored(&fx.path("planted.parquet"), 6, 32, 0.1, 15).to_batch();
-    let mut days = ListBuilder::new(Date64Builder::new());
-    for i in 0..batch.num_rows() as i64 {
-        days.values().append_value((19_000 + i) * 86_400_000);
-        days.values().append_value((19_001 + i) * 86_400_000);
-        days.append(true);
-    }
-    let days = days.finish();
-    let mut fields: Vec<arrow_schema::FieldRef> = batch.schema().fields().iter().cloned().collect();
-    fields.push(std::sync::Arc::new(arrow_schema::Field::new(
-        "days",
-        days.data_type().clone(),
-        true,
-    )));
-    let mut columns = batch.columns().to_vec();
-    columns.push(std::sync::Arc::new(days));
-    let with_days = RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
-    let input = fx.path("in.parquet");
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_coerce_types(true) // pyarrow's way: DATE (INT32 days), the Arrow schema's date64 beside it
-        .set_max_row_group_row_count(Some(300))
-        .build();
-    let mut writer =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&input).unwrap(), with_days.schema(), Some(props))
-            .unwrap();
-    writer.write(&with_days).unwrap();
-    writer.close().unwrap();
+    let with_days = |past_midnight_at: usize| {
+        let mut days = ListBuilder::new(Date64Builder::new());
+        for i in 0..batch.num_rows() {
+            let first = (19_000 + i as i64) * DAY;
+            days.values().append_value(first);
+            days.values()
+                .append_value(first + DAY + if i == past_midnight_at { 3_600_000 } else { 0 });
+            days.append(true);
+        }
+        let days = days.finish();
+        let mut fields: Vec<arrow_schema::FieldRef> = batch.schema().fields().iter().cloned().collect();
+        fields.push(std::sync::Arc::new(arrow_schema::Field::new(
+            "days",
+            days.data_type().clone(),
+            true,
+        )));
+        let mut columns = batch.columns().to_vec();
+        columns.push(std::sync::Arc::new(days));
+        RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap()
+    };
+    let input = fx.path("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let split = batch.num_rows() - 300;
+    let write = |rows: &RecordBatch| {
+        write_dates(&input.join("a.parquet"), &rows.slice(0, split), true, 300);
+        write_dates(&input.join("b.parquet"), &rows.slice(split, 300), false, 200);
+    };
+    write(&with_days(usize::MAX));
     fx.scan(&input, &[]).success();
     let mut rows = 0;
     for file in ["clean.parquet", "quarantine.parquet"] {
@@ -234,15 +236,65 @@ fn a_list_of_date64_stored_as_days_passes_through_as_days() {
         let out = super::read_all(&path);
         let ids = out.column_by_name("id").unwrap().as_primitive::<Int64Type>();
         let lists = out.column_by_name("days").unwrap().as_list::<i32>();
+        let first_id = batch.column(0).as_primitive::<Int64Type>().value(0);
         for r in 0..out.num_rows() {
             let values = lists.value(r);
             let values = values.as_primitive::<arrow_array::types::Date32Type>();
-            let first = 19_000 + ids.value(r) as i32 - batch.column(0).as_primitive::<Int64Type>().value(0) as i32;
+            let first = 19_000 + (ids.value(r) - first_id) as i32;
             assert_eq!(values.values().to_vec(), vec![first, first + 1], "{file} row {r}");
         }
         rows += out.num_rows();
     }
     assert_eq!(rows, batch.num_rows());
+    write(&with_days(split + 250));
+    fx.scan(&input, &[])
+        .code(2)
+        .stderr(contains("b.parquet: column `days`, row 250 (0-based)"))
+        .stderr(contains("not a whole day"));
+}
+
+/// Two columns of one name, an integer and a date64 stored as days in one file and as
+/// milliseconds in the other: the date is checked as itself (it was read by name, found the
+/// integer column and panicked).
+#[test]
+fn a_date64_beside_a_column_of_its_name_is_checked_as_itself() {
+    let fx = Fixture::new();
+    let batch = backdoored(&fx.path("planted.parquet"), 6, 32, 0.1, 16).to_batch();
+    let (n, split) = (batch.num_rows(), batch.num_rows() - 300);
+    let input = fx.path("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let write = |past_midnight_at: usize| {
+        let mut fields: Vec<arrow_schema::FieldRef> = batch.schema().fields().iter().cloned().collect();
+        fields.push(std::sync::Arc::new(arrow_schema::Field::new(
+            "d",
+            arrow_schema::DataType::Int64,
+            false,
+        )));
+        fields.push(std::sync::Arc::new(arrow_schema::Field::new(
+            "d",
+            arrow_schema::DataType::Date64,
+            false,
+        )));
+        let mut columns = batch.columns().to_vec();
+        columns.push(std::sync::Arc::new(arrow_array::Int64Array::from_iter_values(
+            0..n as i64,
+        )));
+        let days = (0..n).map(|i| i as i64 * 86_400_000 + if i == past_midnight_at { 60_000 } else { 0 });
+        columns.push(std::sync::Arc::new(arrow_array::Date64Array::from_iter_values(days)));
+        let rows = RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
+        write_dates(&input.join("a.parquet"), &rows.slice(0, split), true, 300);
+        write_dates(&input.join("b.parquet"), &rows.slice(split, 300), false, 300);
+    };
+    write(usize::MAX);
+    fx.scan(&input, &[]).success();
+    assert_eq!(
+        parquet_rows(&fx.out().join("clean.parquet")) + parquet_rows(&fx.out().join("quarantine.parquet")),
+        n
+    );
+    write(split + 100);
+    fx.scan(&input, &[])
+        .code(2)
+        .stderr(contains("b.parquet: column `d`, row 100 (0-based)"));
 }
 
 #[test]
