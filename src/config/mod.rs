@@ -373,6 +373,7 @@ fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, Config
     scan.seed = file.scan.seed;
     scan.min_class_rows = file.scan.min_class_rows;
     scan.reference.save = file.output.save_reference;
+    // With `[incremental] reference` named, a missing one is the scan's error, not this warning.
     if file.incremental.enabled && !file.output.save_reference {
         let base = reference.as_deref().unwrap_or(&out_dir);
         if crate::reference::locate(base).is_ok() {
@@ -381,7 +382,7 @@ fn check(path: &Path, text: &str, file: PipelineFile) -> Result<Pipeline, Config
                  this pipeline diffs against the one in {} (a fixed baseline)",
                 base.display()
             );
-        } else {
+        } else if reference.is_none() {
             log::warn!(
                 "[output] save-reference = false and no reference in {}: every incremental scan of this \
                  pipeline is a full scan that saves none; set save-reference = true to start the nightly diffs",

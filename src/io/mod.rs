@@ -275,9 +275,9 @@ pub enum InputError {
         problem: String,
     },
     #[error(
-        "{path}: column `{column}`, row {row} (0-based): a date64 of {ms} ms is not a whole day, and the first \
-         file ({first}) stores this column as days (date32, or a date64 as pyarrow writes it), so it would \
-         lose its time of day; keep a time of day in a timestamp column"
+        "{path}: column `{column}`, row {row} (0-based): a date64 of {ms} ms is not a whole day (or is past \
+         date32's range), and the first file ({first}) stores this column as days (date32, or a date64 as \
+         pyarrow writes it), so it would be changed; keep a time of day in a timestamp column"
     )]
     PartialDay {
         path: PathBuf,

@@ -592,7 +592,8 @@ fn schema_difference(a: &SchemaRef, b: &SchemaRef) -> Option<String> {
     })
 }
 
-/// Whether two columns' types are one to a dataset: equal (nested field names aside), or
+/// Whether two columns' types are one to a dataset: equal as `equals_datatype` has it (nested
+/// field names aside, struct fields matched by position), or
 /// differing only where one holds days as date32 and the other as date64, at any depth (pyarrow
 /// stores a date64 as days, arrow-rs as milliseconds). Batches are cast to the first file's
 /// types (`io::write::conform`).
@@ -607,9 +608,8 @@ fn same_but_dates(a: &DataType, b: &DataType) -> bool {
         (List(x), List(y)) | (LargeList(x), LargeList(y)) => child(x, y),
         (FixedSizeList(x, n), FixedSizeList(y, m)) => n == m && child(x, y),
         (Map(x, s), Map(y, t)) => s == t && child(x, y),
-        (Struct(x), Struct(y)) => {
-            x.len() == y.len() && x.iter().zip(y.iter()).all(|(x, y)| x.name() == y.name() && child(x, y))
-        }
+        (Dictionary(k, x), Dictionary(l, y)) => k == l && same_but_dates(x, y),
+        (Struct(x), Struct(y)) => x.len() == y.len() && x.iter().zip(y.iter()).all(|(x, y)| child(x, y)),
         _ => false,
     }
 }
@@ -661,7 +661,8 @@ fn first_partial_day_in(
 }
 
 /// The index into `array` of the first element holding (itself or nested) a date64 that is not
-/// a whole day where `first` holds date32, with that value.
+/// a whole day where `first` holds date32, with that value. For arrays as the Parquet reader
+/// makes them: not sliced (a list's values are its offsets' whole range), nothing under a null.
 fn partial_day_under(first: &DataType, array: &ArrayRef) -> Option<(usize, i64)> {
     use DataType::*;
     // A child array's index back to its parent's, through the parent's offsets.
@@ -696,6 +697,11 @@ fn partial_day_under(first: &DataType, array: &ArrayRef) -> Option<(usize, i64)>
             .zip(array.as_struct().columns())
             .filter_map(|(f, column)| partial_day_under(f.data_type(), column))
             .min_by_key(|found| found.0),
+        // Unpacked: one value per record (the column is checked in files that need it only).
+        (Dictionary(_, first_values), Dictionary(_, values)) => {
+            let unpacked = arrow_cast::cast(array, values).ok()?;
+            partial_day_under(first_values, &unpacked)
+        }
         _ => None,
     }
 }
@@ -799,6 +805,7 @@ fn holds_date64(t: &DataType) -> bool {
             holds_date64(f.data_type())
         }
         DataType::Struct(fields) => fields.iter().any(|f| holds_date64(f.data_type())),
+        DataType::Dictionary(_, values) => holds_date64(values),
         _ => false,
     }
 }
@@ -816,6 +823,7 @@ fn days_where_stored_as_days(
     };
     let data_type = match (stored.data_type(), physical.data_type()) {
         (Date64, Date32) => Date32,
+        (Dictionary(keys, values), Date32) if **values == Date64 => Dictionary(keys.clone(), Box::new(Date32)),
         (List(a), _) => List(child(a)),
         (LargeList(a), _) => LargeList(child(a)),
         (FixedSizeList(a, n), _) => FixedSizeList(child(a), *n),
@@ -1574,6 +1582,24 @@ mod tests {
         ));
         let first = DataType::Struct(fields(DataType::Date32));
         assert_eq!(found(&first, &[records]), Some((2, 2 * DAY - 1)));
+
+        // A dictionary of dates: the record whose key points at the value is named.
+        let values = arrow_array::Date64Array::from(vec![DAY, DAY + 1]);
+        let keys = arrow_array::Int32Array::from(vec![0, 0, 1, 0]);
+        let coded: ArrayRef = Arc::new(arrow_array::DictionaryArray::new(keys, Arc::new(values)));
+        let dictionary_of = |t: DataType| DataType::Dictionary(Box::new(DataType::Int32), Box::new(t));
+        assert_eq!(found(&dictionary_of(DataType::Date32), &[coded]), Some((2, DAY + 1)));
+        // Such types are one dataset's, at any depth; other differences are not.
+        assert!(same_but_dates(
+            &dictionary_of(DataType::Date32),
+            &dictionary_of(DataType::Date64)
+        ));
+        assert!(same_but_dates(
+            &list_of(first.clone()),
+            &list_of(DataType::Struct(fields(DataType::Date64)))
+        ));
+        assert!(!same_but_dates(&list_of(DataType::Date32), &list_of(DataType::Int32)));
+        assert!(!same_but_dates(&first, &DataType::Struct(fields(DataType::Int64))));
     }
 
     #[test]

@@ -1012,8 +1012,8 @@ pub(crate) fn whole_days(column: &arrow_array::ArrayRef) -> Result<arrow_array::
     use arrow_array::cast::AsArray;
     if let Some((row, ms)) = first_partial_day(column) {
         return Err(arrow_schema::ArrowError::CastError(format!(
-            "row {row}: a date64 of {ms} ms is not a whole day, and the first file stores this \
-             column as date32 (days): it would lose its time of day"
+            "row {row}: a date64 of {ms} ms is not a whole day within date32's range, and the first \
+             file stores this column as date32 (days): it would be changed"
         )));
     }
     let ms = column.as_primitive::<arrow_array::types::Date64Type>();
@@ -1023,13 +1023,15 @@ pub(crate) fn whole_days(column: &arrow_array::ArrayRef) -> Result<arrow_array::
 
 const MS_PER_DAY: i64 = 86_400_000;
 
-/// The first value of a date64 column that is not a whole day: (index, milliseconds).
+/// The first value of a date64 column that is not a whole day a date32 can hold (days past
+/// i32's range would wrap): (index, milliseconds).
 pub(crate) fn first_partial_day(column: &arrow_array::ArrayRef) -> Option<(usize, i64)> {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     let ms = column.as_primitive::<arrow_array::types::Date64Type>();
+    let a_day = |v: i64| v.rem_euclid(MS_PER_DAY) == 0 && i32::try_from(v.div_euclid(MS_PER_DAY)).is_ok();
     (0..ms.len())
-        .find(|&i| ms.is_valid(i) && ms.value(i).rem_euclid(MS_PER_DAY) != 0)
+        .find(|&i| ms.is_valid(i) && !a_day(ms.value(i)))
         .map(|i| (i, ms.value(i)))
 }
 
@@ -1343,6 +1345,10 @@ mod tests {
             Arc::new(arrow_array::Date64Array::from(vec![0, -10 * DAY + 13 * 3_600_000]));
         let e = whole_days(&afternoon).unwrap_err().to_string();
         assert!(e.contains("row 1") && e.contains("not a whole day"), "{e}");
+        // A whole day past i32's days would wrap to another date.
+        let far: arrow_array::ArrayRef = Arc::new(arrow_array::Date64Array::from(vec![DAY, 3_000_000_000 * DAY]));
+        let e = whole_days(&far).unwrap_err().to_string();
+        assert!(e.contains("row 1") && e.contains("range"), "{e}");
     }
 
     #[test]

@@ -184,8 +184,8 @@ fn write_dates(path: &Path, rows: &RecordBatch, coerce: bool, group_rows: usize)
 
 /// A list of `date64` that pyarrow stored as Parquet DATEs passes through as such a list: read
 /// as its Arrow schema's date64, it was written back as INT64. Beside a file where arrow-rs
-/// stored the list as INT64 milliseconds it is one dataset (the first file's type), and a
-/// value there that is not a whole day is refused, naming its record's row.
+/// stored the list as INT64 milliseconds it is one dataset (the first file's type, either way
+/// round), and a value there that is not a whole day is refused, naming its record's row.
 #[test]
 fn a_list_of_date64_stored_as_days_passes_through_as_days() {
     use arrow_array::builder::{Date64Builder, ListBuilder};
@@ -216,37 +216,52 @@ fn a_list_of_date64_stored_as_days_passes_through_as_days() {
     let input = fx.path("in");
     std::fs::create_dir_all(&input).unwrap();
     let split = batch.num_rows() - 300;
-    let write = |rows: &RecordBatch| {
-        write_dates(&input.join("a.parquet"), &rows.slice(0, split), true, 300);
-        write_dates(&input.join("b.parquet"), &rows.slice(split, 300), false, 200);
+    // `days_first`: a.parquet (the first file) pyarrow's way, b.parquet arrow-rs's; else the other
+    // way round, and the outputs hold milliseconds.
+    let write = |rows: &RecordBatch, days_first: bool| {
+        write_dates(&input.join("a.parquet"), &rows.slice(0, split), days_first, 300);
+        write_dates(&input.join("b.parquet"), &rows.slice(split, 300), !days_first, 200);
     };
-    write(&with_days(usize::MAX));
-    fx.scan(&input, &[]).success();
-    let mut rows = 0;
-    for file in ["clean.parquet", "quarantine.parquet"] {
-        let path = fx.out().join(file);
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
-        let leaf = reader
-            .parquet_schema()
-            .columns()
-            .iter()
-            .find(|c| c.path().string().starts_with("days"))
-            .unwrap();
-        assert_eq!(leaf.physical_type(), PhysicalType::INT32, "{file}");
-        let out = super::read_all(&path);
-        let ids = out.column_by_name("id").unwrap().as_primitive::<Int64Type>();
-        let lists = out.column_by_name("days").unwrap().as_list::<i32>();
-        let first_id = batch.column(0).as_primitive::<Int64Type>().value(0);
-        for r in 0..out.num_rows() {
-            let values = lists.value(r);
-            let values = values.as_primitive::<arrow_array::types::Date32Type>();
-            let first = 19_000 + (ids.value(r) - first_id) as i32;
-            assert_eq!(values.values().to_vec(), vec![first, first + 1], "{file} row {r}");
+    let first_id = batch.column(0).as_primitive::<Int64Type>().value(0);
+    for days_first in [true, false] {
+        write(&with_days(usize::MAX), days_first);
+        fx.scan(&input, &[]).success();
+        let mut rows = 0;
+        for file in ["clean.parquet", "quarantine.parquet"] {
+            let path = fx.out().join(file);
+            let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
+            let leaf = reader
+                .parquet_schema()
+                .columns()
+                .iter()
+                .find(|c| c.path().string().starts_with("days"))
+                .unwrap();
+            let stored = if days_first {
+                PhysicalType::INT32
+            } else {
+                PhysicalType::INT64
+            };
+            assert_eq!(leaf.physical_type(), stored, "{file}");
+            let out = super::read_all(&path);
+            let ids = out.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+            let lists = out.column_by_name("days").unwrap().as_list::<i32>();
+            for r in 0..out.num_rows() {
+                let values = lists.value(r);
+                let days: Vec<i64> = if days_first {
+                    let v = values.as_primitive::<arrow_array::types::Date32Type>();
+                    v.values().iter().map(|&d| d as i64).collect()
+                } else {
+                    let v = values.as_primitive::<arrow_array::types::Date64Type>();
+                    v.values().iter().map(|&ms| ms / DAY).collect()
+                };
+                let first = 19_000 + ids.value(r) - first_id;
+                assert_eq!(days, vec![first, first + 1], "{file} row {r}");
+            }
+            rows += out.num_rows();
         }
-        rows += out.num_rows();
+        assert_eq!(rows, batch.num_rows());
     }
-    assert_eq!(rows, batch.num_rows());
-    write(&with_days(split + 250));
+    write(&with_days(split + 250), true);
     fx.scan(&input, &[])
         .code(2)
         .stderr(contains("b.parquet: column `days`, row 250 (0-based)"))
