@@ -798,6 +798,8 @@ pub fn load_input_footer(file: &File, path: &Path) -> Result<ArrowReaderMetadata
     ArrowReaderMetadata::try_new(meta.metadata().clone(), options).map_err(not_parquet)
 }
 
+/// Whether a column of type `t` holds a date64 anywhere (nested in lists, maps, structs,
+/// dictionaries): only such files' footers are read again by [`load_input_footer`].
 fn holds_date64(t: &DataType) -> bool {
     match t {
         DataType::Date64 => true,
