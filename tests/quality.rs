@@ -302,10 +302,16 @@ fn a_one_percent_cluster_is_found_in_classes_large_enough_to_hold_one() {
 }
 
 /// Runs on `seeds` with a 1% backdoor of strength 4 in class 3 of 10 Gaussian classes of `rows`
-/// records in `dim` dims: no class but the target may be judged attacked, nor more than 0.5% of
-/// the clean records quarantined; how many runs judged the target with `min_recall` of its
-/// records quarantined.
-fn one_percent_backdoors_found(dim: usize, rows: usize, seeds: std::ops::Range<u64>, min_recall: f64) -> usize {
+/// records in `dim` dims: no class but the target may be judged attacked, nor more than
+/// `max_false_quarantine` of the clean records quarantined; how many runs judged the target with
+/// `min_recall` of its records quarantined.
+fn one_percent_backdoors_found(
+    dim: usize,
+    rows: usize,
+    seeds: std::ops::Range<u64>,
+    min_recall: f64,
+    max_false_quarantine: f64,
+) -> usize {
     let attack = Attack::Backdoor {
         target: 3,
         rate: 0.01,
@@ -320,7 +326,7 @@ fn one_percent_backdoors_found(dim: usize, rows: usize, seeds: std::ops::Range<u
             m.attacked
         );
         assert!(
-            m.false_quarantine <= 0.005,
+            m.false_quarantine <= max_false_quarantine,
             "seed {seed}: false quarantine {:.4}",
             m.false_quarantine
         );
@@ -336,7 +342,7 @@ fn a_one_percent_cluster_of_five_records_is_found_by_its_shared_shift() {
     // out along the others' mean direction in the class's whitened space (detect::shared_shift).
     // Tuning seeds 11-20: found in 1 of 10 runs before it, 9 of 10 with it; these seeds: 8 of 10
     // (1082 and 1083 missed: their groups stood out under the bound).
-    let found = one_percent_backdoors_found(64, 500, 1081..1091, 0.8);
+    let found = one_percent_backdoors_found(64, 500, 1081..1091, 0.8, 0.005);
     assert!(found >= 7, "found in {found} of 10 runs");
 }
 
@@ -346,8 +352,19 @@ fn three_records_shifted_together_in_a_class_of_few_records_per_dimension_are_fo
     // the shared shift's few-records search (harder shrinkage, groups of 3).
     // Tuning seeds 11-20: recall 0.300 -> 0.600. These seeds: found in 3 of 10 runs before it,
     // 6 with it (1092, 1096 and 1100 are missed by every detector; 1091 is found in part).
-    let found = one_percent_backdoors_found(256, 300, 1091..1101, 0.6);
+    let found = one_percent_backdoors_found(256, 300, 1091..1101, 0.6, 0.005);
     assert!(found >= 5, "found in {found} of 10 runs");
+}
+
+#[test]
+fn three_records_off_their_class_shell_are_found() {
+    // 1% of a 300-record class at 512 dims: 3 triggered records whose source classes spread
+    // more or less than the target's share too little direction for a group, but lie inside or
+    // outside the class's shell of whitened lengths (detect::shared_shift, 0.2.51). These seeds
+    // (fresh, first run when it was built): found in 4 of 10 runs before it, 7 with it (7003 is
+    // missed by every detector; 7004 and 7007 are found in part, 2 of 3).
+    let found = one_percent_backdoors_found(512, 300, 7000..7010, 0.9, 0.01);
+    assert!(found >= 6, "found in {found} of 10 runs");
 }
 
 #[test]

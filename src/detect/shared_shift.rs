@@ -25,6 +25,11 @@
 //! than to their own (label flips, boundary inputs) join no group: confident learning and the
 //! distance analysis speak for them. It keeps no fit: an incremental scan searches tonight's class
 //! again, yesterday's records and tonight's together, as a full scan would.
+//!
+//! Where records are few per dimension it also asks which records lie off the shell the class's
+//! whitened lengths concentrate on (`off_the_shell`): 3 poisoned records whose source classes
+//! spread more or less than the target share too little direction for a group (1% backdoors at
+//! 256 dims x 300: half the tuning runs) but sit 5-19 robust z inside or outside that shell.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -190,15 +195,33 @@ impl Detector for SharedShift {
             return not_asked(vec![discrete, tails]);
         }
         let (best, joins) = strongest_group_of_each(&space, &eligible, regime.min_group);
+        // Only where records are few per dimension: that is where the shell was measured.
+        let shell = (regime == FEW_PER_DIM).then(|| off_the_shell(&space, &eligible));
         let scores: Vec<f32> = best
             .iter()
-            .map(|b| b.as_ref().map_or(0.0, |(z, _)| z.max(0.0) as f32))
+            .enumerate()
+            .map(|(i, b)| {
+                let standout = b.as_ref().map_or(0.0, |(z, _)| z.max(0.0));
+                let off_shell = shell.as_ref().map_or(0.0, |s| s.z[i]);
+                standout.max(off_shell) as f32
+            })
             .collect();
         let top = best.iter().flatten().max_by(|a, b| a.0.total_cmp(&b.0)).cloned();
-        let (value, members) = match top {
+        let (mut value, mut members) = match top {
             Some((z, group)) => (z, joined(&space, &group, &joins)),
             None => (0.0, Vec::new()),
         };
+        let off_shell_second = shell.as_ref().map_or(0.0, |s| s.second);
+        if let Some(s) = &shell {
+            value = value.max(s.second);
+            if s.second > regime.clean_bound {
+                // Off the shell as well as (or instead of) a group: the suspect records are
+                // both (taking the shell's alone lost records a group had found).
+                members.extend((0..n).filter(|&i| s.z[i] >= JOIN_Z));
+                members.sort_unstable();
+                members.dedup();
+            }
+        }
         let mut cluster = vec![0u8; n];
         members.iter().for_each(|&i| cluster[i] = 1);
         Ok(ClassScores {
@@ -211,6 +234,10 @@ impl Detector for SharedShift {
                 Stat {
                     name: "best_group_records".into(),
                     value: members.len() as f64,
+                },
+                Stat {
+                    name: "off_shell_second_z".into(),
+                    value: off_shell_second,
                 },
                 discrete,
                 tails,
@@ -411,6 +438,58 @@ impl Whitened {
         let mean = -sum / (n - m);
         let var = (all - squares) / (n - m) - mean * mean;
         (mean, var.max(1e-12).sqrt())
+    }
+}
+
+/// How far each record's whitened length is from the class's: in a class of few records per
+/// dimension the lengths of its records concentrate on a thin shell, so one far inside or outside
+/// it is no ordinary record of the class.
+struct OffShell {
+    /// Per record, |robust z| of its whitened length among the eligible records' (0 for the rest).
+    z: Vec<f64>,
+    /// The second largest: two records off the shell together, as three of a 1% backdoor are.
+    second: f64,
+}
+
+/// Why: a trigger that dominates its records' activations leaves them their source class's
+/// spread, not the target's: inside the target's shell where that spread is smaller, outside
+/// it where larger, and a handful of records too few to move the spectrum or form a group of
+/// shared direction (generated Gaussian classes of 300 x 256, 1% backdoors, tuning seeds: the
+/// poison's partners' standout 1-3 in half the runs, its lengths 5-19 robust z off the shell).
+fn off_the_shell(space: &Whitened, eligible: &[bool]) -> OffShell {
+    let lengths: Vec<f64> = (0..space.n()).map(|i| dot(space.row(i), space.row(i)).sqrt()).collect();
+    let kept: Vec<f64> = lengths
+        .iter()
+        .zip(eligible)
+        .filter(|(_, e)| **e)
+        .map(|(l, _)| *l)
+        .collect();
+    let median = crate::stats::median(&kept);
+    // Each side of the median measured by its own deviations: a class whose lengths are skewed
+    // (a long tail of long records, as pooled features have) must not call its tail off-shell.
+    let spread_of = |longer: bool| {
+        let deviations: Vec<f64> = kept
+            .iter()
+            .filter(|&&l| (l > median) == longer)
+            .map(|l| (l - median).abs())
+            .collect();
+        (1.4826 * crate::stats::median(&deviations)).max(1e-12)
+    };
+    let (below, above) = (spread_of(false), spread_of(true));
+    let z: Vec<f64> = lengths
+        .iter()
+        .zip(eligible)
+        .map(|(&l, e)| match (e, l > median) {
+            (false, _) => 0.0,
+            (true, true) => (l - median) / above,
+            (true, false) => (median - l) / below,
+        })
+        .collect();
+    let mut sorted: Vec<f64> = z.clone();
+    sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+    OffShell {
+        second: sorted.get(1).copied().unwrap_or(0.0),
+        z,
     }
 }
 
@@ -711,6 +790,37 @@ mod tests {
         for seed in 0..3 {
             let (standout, _) = group_of(&class(n, dim, 0, 0.0, 20 + seed), dim);
             assert!(standout < FEW_PER_DIM.clean_bound, "seed {seed}: standout {standout}");
+        }
+    }
+
+    /// Three records of a class of 300 x 256 with a third of the class's spread (a trigger
+    /// that dominates its records) and no shared direction: no group, but off the shell, far
+    /// over the bound, which clean classes of that shape stay under.
+    #[test]
+    fn records_far_inside_the_shell_are_off_it_where_no_group_stands_out() {
+        let (n, dim) = (300, 256);
+        let off_shell_of = |x: &[f32]| {
+            let eligible = vec![true; n];
+            let space = Whitened::of(x, dim, &eligible, FEW_PER_DIM.shrinkage);
+            off_the_shell(&space, &eligible)
+        };
+        let mut x = class(n, dim, 0, 0.0, 5);
+        x[(n - 3) * dim..].iter_mut().for_each(|v| *v /= 3.0);
+        let (standout, _) = group_of(&x, dim);
+        assert!(standout < FEW_PER_DIM.clean_bound, "standout {standout}");
+        let shell = off_shell_of(&x);
+        assert!(shell.second > 2.0 * FEW_PER_DIM.clean_bound, "second {}", shell.second);
+        // Past the bound, the three alone (a clean record may join them at JOIN_Z: 4 is within
+        // a clean class's reach).
+        let off: Vec<usize> = (0..n).filter(|&i| shell.z[i] > FEW_PER_DIM.clean_bound).collect();
+        assert_eq!(off, (n - 3..n).collect::<Vec<_>>());
+        for seed in 0..3 {
+            let shell = off_shell_of(&class(n, dim, 0, 0.0, 30 + seed));
+            assert!(
+                shell.second < FEW_PER_DIM.clean_bound,
+                "seed {seed}: second {}",
+                shell.second
+            );
         }
     }
 
