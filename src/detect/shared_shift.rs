@@ -465,15 +465,24 @@ fn off_the_shell(space: &Whitened, eligible: &[bool]) -> OffShell {
         .map(|(l, _)| *l)
         .collect();
     let median = crate::stats::median(&kept);
+    let deviation_of = |lengths: &mut dyn Iterator<Item = &f64>| {
+        let deviations: Vec<f64> = lengths.map(|l| (l - median).abs()).collect();
+        1.4826 * crate::stats::median(&deviations)
+    };
+    let overall = deviation_of(&mut kept.iter());
+    if overall <= 1e-9 * median {
+        // Most records one length (copies of one vector, say): no shell to be off.
+        return OffShell {
+            z: vec![0.0; lengths.len()],
+            second: 0.0,
+        };
+    }
     // Each side of the median measured by its own deviations: a class whose lengths are skewed
     // (a long tail of long records, as pooled features have) must not call its tail off-shell.
+    // At least half the overall deviation, so a side of ties cannot shrink to nothing.
     let spread_of = |longer: bool| {
-        let deviations: Vec<f64> = kept
-            .iter()
-            .filter(|&&l| (l > median) == longer)
-            .map(|l| (l - median).abs())
-            .collect();
-        (1.4826 * crate::stats::median(&deviations)).max(1e-12)
+        let side = deviation_of(&mut kept.iter().filter(|&&l| (l > median) == longer));
+        side.max(overall / 2.0)
     };
     let (below, above) = (spread_of(false), spread_of(true));
     let z: Vec<f64> = lengths
@@ -822,6 +831,16 @@ mod tests {
                 shell.second
             );
         }
+        // Most of the class one vector (a default embedding for missing inputs, say): the
+        // median length's deviation is 0, and no record is called off a shell of nothing.
+        let mut x = class(n, dim, 0, 0.0, 6);
+        let first = x[..dim].to_vec();
+        x.chunks_exact_mut(dim)
+            .take(n * 3 / 5)
+            .for_each(|row| row.copy_from_slice(&first));
+        let shell = off_shell_of(&x);
+        assert_eq!(shell.second, 0.0);
+        assert!(shell.z.iter().all(|&z| z == 0.0));
     }
 
     #[test]
