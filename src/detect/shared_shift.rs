@@ -196,7 +196,9 @@ impl Detector for SharedShift {
         }
         let (best, joins) = strongest_group_of_each(&space, &eligible, regime.min_group);
         // Only where records are few per dimension: that is where the shell was measured.
-        let shell = (regime == FEW_PER_DIM).then(|| off_the_shell(&space, &eligible));
+        // Copies are left out (`joins`): at about a record per dimension a record counted twice
+        // pulls the whitening toward itself, and both copies fall far inside the shell.
+        let shell = (regime == FEW_PER_DIM).then(|| off_the_shell(&space, &joins));
         let scores: Vec<f32> = best
             .iter()
             .enumerate()
@@ -207,21 +209,28 @@ impl Detector for SharedShift {
             })
             .collect();
         let top = best.iter().flatten().max_by(|a, b| a.0.total_cmp(&b.0)).cloned();
-        let (mut value, mut members) = match top {
+        let (group_standout, group_members) = match top {
             Some((z, group)) => (z, joined(&space, &group, &joins)),
             None => (0.0, Vec::new()),
         };
         let off_shell_second = shell.as_ref().map_or(0.0, |s| s.second);
-        if let Some(s) = &shell {
-            value = value.max(s.second);
-            if s.second > regime.clean_bound {
-                // Off the shell as well as (or instead of) a group: the suspect records are
-                // both (taking the shell's alone lost records a group had found).
-                members.extend((0..n).filter(|&i| s.z[i] >= JOIN_Z));
-                members.sort_unstable();
-                members.dedup();
-            }
-        }
+        let off_shell_members: Vec<usize> = match &shell {
+            Some(s) if s.second > regime.clean_bound => (0..n).filter(|&i| s.z[i] >= JOIN_Z).collect(),
+            _ => Vec::new(),
+        };
+        // The suspect records: the group's, and those off the shell where it passed the bound
+        // (the shell's alone lost records a passing group had found). Where only the shell
+        // passed, a group under the bound joins only when half its records or more are off the
+        // shell too (one population: the third poisoned record a little less off it); otherwise
+        // it is a clean class's ordinary best and stays out.
+        let shared = group_members.iter().filter(|i| off_shell_members.contains(i)).count();
+        let group_joins =
+            off_shell_members.is_empty() || group_standout > regime.clean_bound || 2 * shared >= group_members.len();
+        let mut members = if group_joins { group_members.clone() } else { Vec::new() };
+        members.extend(&off_shell_members);
+        members.sort_unstable();
+        members.dedup();
+        let value = group_standout.max(off_shell_second);
         let mut cluster = vec![0u8; n];
         members.iter().for_each(|&i| cluster[i] = 1);
         Ok(ClassScores {
@@ -229,15 +238,19 @@ impl Detector for SharedShift {
             stats: vec![
                 Stat {
                     name: "best_group_standout".into(),
-                    value,
+                    value: group_standout,
                 },
                 Stat {
                     name: "best_group_records".into(),
-                    value: members.len() as f64,
+                    value: group_members.len() as f64,
                 },
                 Stat {
                     name: "off_shell_second_z".into(),
                     value: off_shell_second,
+                },
+                Stat {
+                    name: "off_shell_records".into(),
+                    value: off_shell_members.len() as f64,
                 },
                 discrete,
                 tails,
@@ -841,6 +854,35 @@ mod tests {
         let shell = off_shell_of(&x);
         assert_eq!(shell.second, 0.0);
         assert!(shell.z.iter().all(|&z| z == 0.0));
+    }
+
+    /// A record counted twice, at about a record per dimension, pulls the whitening toward
+    /// itself: both copies fall far inside the shell. They are the near-copy detector's, so the
+    /// shell is measured on the records that may join groups (copies left out).
+    #[test]
+    fn copies_are_not_called_off_the_shell() {
+        let (n, dim) = (300, 512);
+        let mut x = class(n, dim, 0, 0.0, 8);
+        for (from, to) in [(0, 1), (2, 3)] {
+            let row = x[from * dim..(from + 1) * dim].to_vec();
+            x[to * dim..(to + 1) * dim].copy_from_slice(&row);
+        }
+        let eligible = vec![true; n];
+        let space = Whitened::of(&x, dim, &eligible, FEW_PER_DIM.shrinkage);
+        let (_, joins) = strongest_group_of_each(&space, &eligible, FEW_PER_DIM.min_group);
+        assert!((0..4).all(|i| !joins[i]), "copies join no group");
+        let counted = off_the_shell(&space, &eligible);
+        assert!(
+            counted.second > FEW_PER_DIM.clean_bound,
+            "copies counted: {}",
+            counted.second
+        );
+        let left_out = off_the_shell(&space, &joins);
+        assert!(
+            left_out.second < FEW_PER_DIM.clean_bound,
+            "copies left out: {}",
+            left_out.second
+        );
     }
 
     #[test]
