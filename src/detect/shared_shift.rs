@@ -226,7 +226,8 @@ impl Detector for SharedShift {
         let shared = group_members.iter().filter(|i| off_shell_members.contains(i)).count();
         let group_joins =
             off_shell_members.is_empty() || group_standout > regime.clean_bound || 2 * shared >= group_members.len();
-        let mut members = if group_joins { group_members.clone() } else { Vec::new() };
+        let group_records = group_members.len();
+        let mut members = if group_joins { group_members } else { Vec::new() };
         members.extend(&off_shell_members);
         members.sort_unstable();
         members.dedup();
@@ -242,7 +243,7 @@ impl Detector for SharedShift {
                 },
                 Stat {
                     name: "best_group_records".into(),
-                    value: group_members.len() as f64,
+                    value: group_records as f64,
                 },
                 Stat {
                     name: "off_shell_second_z".into(),
@@ -478,11 +479,7 @@ fn off_the_shell(space: &Whitened, eligible: &[bool]) -> OffShell {
         .map(|(l, _)| *l)
         .collect();
     let median = crate::stats::median(&kept);
-    let deviation_of = |lengths: &mut dyn Iterator<Item = &f64>| {
-        let deviations: Vec<f64> = lengths.map(|l| (l - median).abs()).collect();
-        1.4826 * crate::stats::median(&deviations)
-    };
-    let overall = deviation_of(&mut kept.iter());
+    let overall = crate::stats::mad_sigma(&kept, median);
     if overall <= 1e-9 * median {
         // Most records one length (copies of one vector, say): no shell to be off.
         return OffShell {
@@ -494,8 +491,8 @@ fn off_the_shell(space: &Whitened, eligible: &[bool]) -> OffShell {
     // (a long tail of long records, as pooled features have) must not call its tail off-shell.
     // At least half the overall deviation, so a side of ties cannot shrink to nothing.
     let spread_of = |longer: bool| {
-        let side = deviation_of(&mut kept.iter().filter(|&&l| (l > median) == longer));
-        side.max(overall / 2.0)
+        let side: Vec<f64> = kept.iter().copied().filter(|&l| (l > median) == longer).collect();
+        crate::stats::mad_sigma(&side, median).max(overall / 2.0)
     };
     let (below, above) = (spread_of(false), spread_of(true));
     let z: Vec<f64> = lengths
@@ -507,12 +504,14 @@ fn off_the_shell(space: &Whitened, eligible: &[bool]) -> OffShell {
             (true, false) => (median - l) / below,
         })
         .collect();
-    let mut sorted: Vec<f64> = z.clone();
-    sorted.sort_unstable_by(|a, b| b.total_cmp(a));
-    OffShell {
-        second: sorted.get(1).copied().unwrap_or(0.0),
-        z,
-    }
+    // The two largest, in one pass.
+    let (_, second) = z.iter().fold(
+        (0.0, 0.0),
+        |(first, second): (f64, f64), &v| {
+            if v > first { (v, first) } else { (first, second.max(v)) }
+        },
+    );
+    OffShell { z, second }
 }
 
 /// Each eligible record's [`PARTNERS`] most co-directional eligible records (cosine of whitened
