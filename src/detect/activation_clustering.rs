@@ -253,7 +253,7 @@ impl ActivationClustering {
                 cluster: split.cluster.clone(),
                 closer_to_class: None,
                 suspect_is_whole: true,
-                may_be_part: false,
+                ..Grouping::default()
             }),
             record_level: None,
             flagged: Vec::new(),

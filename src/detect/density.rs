@@ -121,7 +121,7 @@ fn score_with(view: &ClassView<'_>, norms: &[f64], log_distance: &[f64], scale: 
             suspect: Some(1),
             closer_to_class: None,
             suspect_is_whole: false,
-            may_be_part: false,
+            ..Grouping::default()
         }),
         record_level: None,
         flagged: Vec::new(),

@@ -335,7 +335,7 @@ fn score_split(
             suspect: (closer || lean.is_some()).then_some(1),
             closer_to_class: nearest_class.filter(|_| closer),
             suspect_is_whole: true,
-            may_be_part: false,
+            ..Grouping::default()
         }),
         record_level: None,
         flagged: Vec::new(),

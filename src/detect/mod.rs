@@ -300,7 +300,7 @@ pub fn over_bound(value: f64, clean_bound: f64, bound_with_group: Option<f64>) -
 }
 
 /// Per-record cluster assignment, for reasons ("cluster 1 of 2").
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Grouping {
     pub cluster: Vec<u8>,
     /// The cluster that looks anomalous (the smaller, well-separated one), if any.
@@ -323,6 +323,11 @@ pub struct Grouping {
     /// the class, it is still what is flagged ([`Grouping::suspect_is_whole`]), then regrown.
     #[serde(default)]
     pub may_be_part: bool,
+    /// Empty, or one per record: what the detector says of a suspect member beyond being one
+    /// (how it stands out; "" where nothing more), added to its reason. A detector whose group
+    /// gathers records found in different ways says which way found each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Grouping {
@@ -332,9 +337,8 @@ impl Grouping {
         Grouping {
             cluster: members,
             suspect: Some(1),
-            closer_to_class: None,
             suspect_is_whole: true,
-            may_be_part: false,
+            ..Grouping::default()
         }
     }
 }

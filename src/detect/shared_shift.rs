@@ -227,13 +227,32 @@ impl Detector for SharedShift {
         let group_joins =
             off_shell_members.is_empty() || group_standout > regime.clean_bound || 2 * shared >= group_members.len();
         let group_records = group_members.len();
-        let mut members = if group_joins { group_members } else { Vec::new() };
+        let joining_group = if group_joins { group_members } else { Vec::new() };
+        let mut members = joining_group.clone();
         members.extend(&off_shell_members);
         members.sort_unstable();
         members.dedup();
         let value = group_standout.max(off_shell_second);
         let mut cluster = vec![0u8; n];
         members.iter().for_each(|&i| cluster[i] = 1);
+        // Each member's reason says which test found it: the group's shift, the shell, or both.
+        let mut notes = vec![String::new(); if members.is_empty() { 0 } else { n }];
+        for &i in &members {
+            let mut found = Vec::new();
+            if joining_group.contains(&i) {
+                found.push(format!(
+                    "moved with the group along its shift (group stands {group_standout:.1} out)"
+                ));
+            }
+            if let Some(s) = shell.as_ref().filter(|_| off_shell_members.contains(&i)) {
+                let side = if s.longer[i] { "outside" } else { "inside" };
+                found.push(format!(
+                    "whitened length {:.1} robust z {side} the class's shell",
+                    s.z[i]
+                ));
+            }
+            notes[i] = found.join(", ");
+        }
         Ok(ClassScores {
             scores,
             stats: vec![
@@ -259,6 +278,7 @@ impl Detector for SharedShift {
             signal: Some(ClassSignal::new(value, regime.clean_bound, MIN_SPREAD)),
             grouping: Some(Grouping {
                 may_be_part: true,
+                notes,
                 ..Grouping::whole(cluster)
             }),
             record_level: None,
@@ -461,6 +481,8 @@ impl Whitened {
 struct OffShell {
     /// Per record, |robust z| of its whitened length among the eligible records' (0 for the rest).
     z: Vec<f64>,
+    /// Per record, whether it is longer than the median (outside the shell) or not (inside).
+    longer: Vec<bool>,
     /// The second largest: two records off the shell together, as three of a 1% backdoor are.
     second: f64,
 }
@@ -484,6 +506,7 @@ fn off_the_shell(space: &Whitened, eligible: &[bool]) -> OffShell {
         // Most records one length (copies of one vector, say): no shell to be off.
         return OffShell {
             z: vec![0.0; lengths.len()],
+            longer: vec![false; lengths.len()],
             second: 0.0,
         };
     }
@@ -511,7 +534,8 @@ fn off_the_shell(space: &Whitened, eligible: &[bool]) -> OffShell {
             if v > first { (v, first) } else { (first, second.max(v)) }
         },
     );
-    OffShell { z, second }
+    let longer = lengths.iter().map(|&l| l > median).collect();
+    OffShell { z, longer, second }
 }
 
 /// Each eligible record's [`PARTNERS`] most co-directional eligible records (cosine of whitened
@@ -853,6 +877,35 @@ mod tests {
         let shell = off_shell_of(&x);
         assert_eq!(shell.second, 0.0);
         assert!(shell.z.iter().all(|&z| z == 0.0));
+    }
+
+    /// Records found off the shell say so in their reason (the group is the detector's one
+    /// suspect group, so its reason alone would not tell the ways apart).
+    #[test]
+    fn records_off_the_shell_say_which_side_in_their_reason() {
+        let (n, dim) = (300, 256);
+        let mut x = class(n, dim, 0, 0.0, 5);
+        x[(n - 3) * dim..].iter_mut().for_each(|v| *v /= 3.0);
+        let scores = scores_beside_another(x, dim);
+        let grouping = scores.grouping.expect("a grouping");
+        assert_eq!(grouping.notes.len(), n);
+        for i in 0..n {
+            let member = grouping.cluster[i] == 1;
+            assert_eq!(
+                member,
+                !grouping.notes[i].is_empty(),
+                "record {i}: {:?}",
+                grouping.notes[i]
+            );
+        }
+        for i in n - 3..n {
+            assert_eq!(grouping.cluster[i], 1, "record {i}");
+            assert!(
+                grouping.notes[i].contains("robust z inside the class's shell"),
+                "record {i}: {}",
+                grouping.notes[i]
+            );
+        }
     }
 
     /// A record counted twice, at about a record per dimension, pulls the whitening toward

@@ -225,7 +225,7 @@ impl Spectre {
                 suspect: (split.separation() > CLEAN_SEPARATION).then_some(1),
                 closer_to_class: None,
                 suspect_is_whole: false,
-                may_be_part: false,
+                ..Grouping::default()
             }
         });
         let (separation, minor_weight) = fit

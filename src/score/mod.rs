@@ -862,7 +862,7 @@ mod tests {
                             suspect: Some(1),
                             closer_to_class: None,
                             suspect_is_whole: true,
-                            may_be_part: false,
+                            ..Grouping::default()
                         }),
                         ..scores(vec![0.0; n], 0.0)
                     }]
@@ -941,7 +941,7 @@ mod tests {
                 suspect: Some(1),
                 closer_to_class: None,
                 suspect_is_whole: true,
-                may_be_part: false,
+                ..Grouping::default()
             }),
             signal: Some(ClassSignal::new(60.0, 11.0, 1.0)),
             ..scores(vec![0.0; n], 60.0)
@@ -1250,7 +1250,7 @@ mod tests {
             suspect: Some(1),
             closer_to_class: None,
             suspect_is_whole: true,
-            may_be_part: false,
+            ..Grouping::default()
         });
         group
     }
@@ -1722,7 +1722,17 @@ mod tests {
                                 suspect: Some(1),
                                 closer_to_class: None,
                                 suspect_is_whole: true,
-                                may_be_part: false,
+                                // The detector says more of one member.
+                                notes: (0..r.len())
+                                    .map(|i| {
+                                        if attacked && i == 0 {
+                                            "found first".into()
+                                        } else {
+                                            String::new()
+                                        }
+                                    })
+                                    .collect(),
+                                ..Grouping::default()
                             }),
                             record_level: None,
                             flagged: Vec::new(),
@@ -1742,7 +1752,9 @@ mod tests {
         );
         let flagged: Vec<usize> = (0..200).filter(|&g| strong.quarantined[g]).collect();
         assert_eq!(flagged, vec![100, 101, 102, 103, 104]);
-        assert!(strong.reasons[100].contains("suspect group (10.0% of class"));
+        assert!(strong.reasons[100].contains("suspect group (10.0% of class, class signal 0.90): found first"));
+        assert!(strong.reasons[101].contains("suspect group (10.0% of class, class signal 0.90)"));
+        assert!(!strong.reasons[101].contains("found first"));
         // Below the clean bound the class is not attacked, whatever its rank among classes.
         let weak = decide(
             &evidence(0.4, None),
@@ -1794,7 +1806,7 @@ mod tests {
                         suspect: Some(1),
                         closer_to_class: None,
                         suspect_is_whole,
-                        may_be_part: false,
+                        ..Grouping::default()
                     }),
                     record_level: None,
                     flagged: Vec::new(),
@@ -1897,7 +1909,7 @@ mod tests {
                 suspect: Some(suspect),
                 closer_to_class: None,
                 suspect_is_whole,
-                may_be_part: false,
+                ..Grouping::default()
             }),
             ..scores(vec![1.0; 10], 1.0)
         };
@@ -1949,7 +1961,7 @@ mod tests {
                         suspect: (c == 3).then_some(1),
                         closer_to_class: None,
                         suspect_is_whole: true,
-                        may_be_part: false,
+                        ..Grouping::default()
                     }),
                     ..scores(vec![0.0; r.len()], value)
                 }]

@@ -54,11 +54,13 @@ pub(super) fn record_evidence(
             for i in (0..n).filter(|&i| g.cluster[i] == suspect) {
                 ev.flag[i] = true;
                 ev.evidence[i] = ev.evidence[i].max(0.75);
+                let note = g.notes.get(i).filter(|note| !note.is_empty());
                 parts[i].push(format!(
-                    "{} suspect group ({:.1}% of class, class signal {:.2}{closer})",
+                    "{} suspect group ({:.1}% of class, class signal {:.2}{closer}){}",
                     names[d],
                     share * 100.0,
-                    sig.value
+                    sig.value,
+                    note.map(|note| format!(": {note}")).unwrap_or_default()
                 ));
             }
         }
