@@ -178,7 +178,12 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Pipeline, ConfigError> 
         message,
     };
     // Parse the text as written first: its errors carry line, column and the offending key.
-    let mut file: PipelineFile = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let mut file = parse_reporting_all(&text).map_err(|errors| {
+        invalid(match errors.len() {
+            1 => errors.join(""),
+            count => format!("{count} problems\n{}", errors.join("\n")),
+        })
+    })?;
     if !overrides.is_empty() {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| invalid(e.to_string()))?;
         for assignment in overrides {
@@ -195,6 +200,109 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Pipeline, ConfigError> 
         })?;
     }
     check(path, &text, file)
+}
+
+/// Most errors one parse collects ([`parse_reporting_all`]); a file with more says so at the
+/// next run.
+const MAX_PARSE_ERRORS: usize = 20;
+
+/// Parses a pipeline file, reporting every misspelt key and mistyped value at once rather than
+/// one per run. TOML's deserializer stops at the first; after each, the entry it names is
+/// blanked out (its line; for an unknown `[table]`, the table and its keys) and the text parsed
+/// again. Blanking keeps every byte's place, so each message shows the file's own line and
+/// column; the errors come back in the file's order. Collecting stops at a syntax error, where
+/// a blanked text no longer parses, and at a "missing field" for a key this blanked (an error of
+/// our making, not the file's).
+fn parse_reporting_all(text: &str) -> Result<PipelineFile, Vec<String>> {
+    let mut work = text.as_bytes().to_vec();
+    // (where in the file, message)
+    let (mut errors, mut blanked_keys) = (Vec::<(usize, String)>::new(), Vec::<String>::new());
+    while errors.len() < MAX_PARSE_ERRORS {
+        // Only whole lines of ASCII spaces replace whole lines: still UTF-8.
+        let current = String::from_utf8_lossy(&work).into_owned();
+        let e = match toml::from_str::<PipelineFile>(&current) {
+            Ok(file) if errors.is_empty() => return Ok(file),
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let ours = blanked_keys
+            .iter()
+            .any(|k| e.message().contains(&format!("missing field `{k}`")));
+        if ours {
+            break;
+        }
+        errors.push((e.span().map_or(0, |s| s.start), e.to_string()));
+        // A missing key has nothing to blank (its span is the table that lacks it).
+        if e.message().starts_with("missing field") {
+            break;
+        }
+        let Some(span) = e.span() else { break };
+        let Some(key) = blank_entry(&mut work, span.start) else {
+            break;
+        };
+        blanked_keys.push(key);
+        if std::str::from_utf8(&work).map_or(true, |t| t.parse::<toml::Table>().is_err()) {
+            break;
+        }
+    }
+    errors.sort_by_key(|(at, _)| *at);
+    Err(errors.into_iter().map(|(_, message)| message).collect())
+}
+
+/// Blanks (spaces for every byte but line ends) the line holding byte `at`, and where that line
+/// is a `[table]` header, the table's lines up to the next header. Returns the entry's key (the
+/// header's last name, or the text before `=`), `None` when `at` is past the text or on a
+/// blank line (nothing left to blank).
+fn blank_entry(text: &mut [u8], at: usize) -> Option<String> {
+    let line_at = |from: usize| {
+        let start = text[..from.min(text.len())]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        let end = text[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text.len(), |p| start + p);
+        (start, end)
+    };
+    if at >= text.len() {
+        return None;
+    }
+    let (start, end) = line_at(at);
+    let line = String::from_utf8_lossy(&text[start..end]).trim().to_string();
+    if line.is_empty() {
+        return None;
+    }
+    let header = line.starts_with('[');
+    let key = if header {
+        line.trim_matches(|c| c == '[' || c == ']')
+            .rsplit('.')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    } else {
+        line.split('=').next().unwrap_or("").trim().to_string()
+    };
+    let mut last = end;
+    if header {
+        // The table's own lines: up to the next header.
+        while last < text.len() {
+            let (next_start, next_end) = line_at(last + 1);
+            if String::from_utf8_lossy(&text[next_start..next_end])
+                .trim_start()
+                .starts_with('[')
+            {
+                break;
+            }
+            last = next_end;
+        }
+    }
+    text[start..last]
+        .iter_mut()
+        .filter(|b| **b != b'\n' && **b != b'\r')
+        .for_each(|b| *b = b' ');
+    Some(key.trim_matches('"').to_string())
 }
 
 /// `a.b.c=value`: sets the dotted key; the value is TOML (`3`, `true`, `"x"`, `[1, 2]`), or a
@@ -439,6 +547,41 @@ mod tests {
         let text = format!("{GOOD}[scan]\nseed = \"forty-two\"\n");
         let err = load(&write(dir.path(), &text), &[]).unwrap_err().to_string();
         assert!(err.contains("line 6") && err.contains("seed"), "{err}");
+    }
+
+    /// Misspelt keys, an unknown table and a mistyped value, all in one run and in the file's
+    /// order; blanking one (a whole unknown table with its keys) invents no error of its own.
+    #[test]
+    fn every_misspelt_key_and_mistyped_value_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[input]\npaths = [\n  \"data.parquet\",\n]\nlable-col = \"y\"\n[output]\ndir = \"out\"\n\
+                    [detect.spectr]\ntrim = 0.1\n[detect.spectre]\nalpah = 3\n[scan]\nseed = \"forty-two\"\n";
+        let err = load(&write(dir.path(), text), &[]).unwrap_err().to_string();
+        assert!(err.contains("4 problems"), "{err}");
+        let lines: Vec<usize> = ["line 5,", "line 8,", "line 11,", "line 13,"]
+            .iter()
+            .map(|l| err.find(l).unwrap_or_else(|| panic!("{l} missing: {err}")))
+            .collect();
+        assert!(lines.is_sorted(), "not in the file's order: {err}");
+        for key in ["lable-col", "spectr", "alpah", "forty-two"] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        assert!(
+            !err.contains("line 9,"),
+            "the unknown table's keys are its, not errors: {err}"
+        );
+        // A required key's value mistyped: one error, not also "missing field" for it.
+        let text = "input = { paths = 3 }\n[output]\ndir = \"out\"\n";
+        let err = load(&write(dir.path(), text), &[]).unwrap_err().to_string();
+        assert!(err.contains("invalid type") && !err.contains("missing field"), "{err}");
+        assert!(!err.contains("problems"), "{err}");
+        // A missing required table is an error of the file's, reported beside the others.
+        let text = "[output]\ndir = \"out\"\ndirr = 1\n";
+        let err = load(&write(dir.path(), text), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("2 problems") && err.contains("dirr") && err.contains("missing field `input`"),
+            "{err}"
+        );
     }
 
     #[test]
