@@ -592,25 +592,35 @@ fn schema_difference(a: &SchemaRef, b: &SchemaRef) -> Option<String> {
     })
 }
 
-/// Whether two columns' types are one to a dataset: equal as `equals_datatype` has it (nested
-/// field names aside, struct fields matched by position), or
-/// differing only where one holds days as date32 and the other as date64, at any depth (pyarrow
-/// stores a date64 as days, arrow-rs as milliseconds). Batches are cast to the first file's
-/// types (`io::write::conform`).
+/// Whether two columns' types are one to a dataset: equal as `equals_datatype` has it (list item
+/// names aside), or differing only where one holds days as date32 and the other as date64, at
+/// any depth (pyarrow stores a date64 as days, arrow-rs as milliseconds). Struct fields match by
+/// name, in any order: `equals_datatype` matches them by position, and the cast to the first
+/// file's types (`io::write::conform`) then relabelled another file's `x, y` as `a, b` without a
+/// word; a map's entries match by position, as their names are the writer's convention.
+/// Batches are cast to the first file's types.
 fn same_but_dates(a: &DataType, b: &DataType) -> bool {
     use DataType::*;
     let child = |x: &arrow_schema::FieldRef, y: &arrow_schema::FieldRef| {
         x.is_nullable() == y.is_nullable() && same_but_dates(x.data_type(), y.data_type())
     };
     match (a, b) {
-        _ if a.equals_datatype(b) => true,
         (Date32 | Date64, Date32 | Date64) => true,
         (List(x), List(y)) | (LargeList(x), LargeList(y)) => child(x, y),
         (FixedSizeList(x, n), FixedSizeList(y, m)) => n == m && child(x, y),
-        (Map(x, s), Map(y, t)) => s == t && child(x, y),
+        (Map(x, s), Map(y, t)) => {
+            s == t
+                && x.is_nullable() == y.is_nullable()
+                && match (x.data_type(), y.data_type()) {
+                    (Struct(p), Struct(q)) => p.len() == q.len() && p.iter().zip(q.iter()).all(|(p, q)| child(p, q)),
+                    _ => child(x, y),
+                }
+        }
         (Dictionary(k, x), Dictionary(l, y)) => k == l && same_but_dates(x, y),
-        (Struct(x), Struct(y)) => x.len() == y.len() && x.iter().zip(y.iter()).all(|(x, y)| child(x, y)),
-        _ => false,
+        (Struct(x), Struct(y)) => {
+            x.len() == y.len() && x.iter().all(|f| y.find(f.name()).is_some_and(|(_, g)| child(f, g)))
+        }
+        _ => a.equals_datatype(b),
     }
 }
 
@@ -692,10 +702,10 @@ fn partial_day_under(first: &DataType, array: &ArrayRef) -> Option<(usize, i64)>
             let found = partial_day_under(f.data_type(), &entries)?;
             Some(parent(map.value_offsets(), found))
         }
+        // By name: the fields may come in another order (`same_but_dates`).
         (Struct(fields), Struct(_)) => fields
             .iter()
-            .zip(array.as_struct().columns())
-            .filter_map(|(f, column)| partial_day_under(f.data_type(), column))
+            .filter_map(|f| partial_day_under(f.data_type(), array.as_struct().column_by_name(f.name())?))
             .min_by_key(|found| found.0),
         // Unpacked: one value per record (the column is checked in files that need it only).
         (Dictionary(_, first_values), Dictionary(_, values)) => {
@@ -1602,6 +1612,49 @@ mod tests {
         ));
         assert!(!same_but_dates(&list_of(DataType::Date32), &list_of(DataType::Int32)));
         assert!(!same_but_dates(&first, &DataType::Struct(fields(DataType::Int64))));
+    }
+
+    /// Struct fields are matched by name: renamed ones are other data (a cast by position
+    /// relabelled them), reordered ones the same; a map's entries by position, whose names are
+    /// each writer's own (`entries`/`key`, `key_value`/`keys`).
+    #[test]
+    fn struct_fields_match_by_name_and_map_entries_by_position() {
+        use arrow_schema::{DataType, Field, Fields};
+        use std::sync::Arc;
+        let pair = |a: &str, b: &str| {
+            DataType::Struct(Fields::from(vec![
+                Field::new(a, DataType::Int64, false),
+                Field::new(b, DataType::Utf8, true),
+            ]))
+        };
+        let list_of = |t: DataType| DataType::List(Arc::new(Field::new("item", t, true)));
+        assert!(same_but_dates(&pair("a", "b"), &pair("a", "b")));
+        assert!(!same_but_dates(&pair("a", "b"), &pair("x", "y")));
+        assert!(!same_but_dates(&pair("a", "b"), &pair("a", "y")));
+        assert!(!same_but_dates(&list_of(pair("a", "b")), &list_of(pair("x", "y"))));
+        // Reordered: the same fields, types and all.
+        let reordered = DataType::Struct(Fields::from(vec![
+            Field::new("b", DataType::Utf8, true),
+            Field::new("a", DataType::Int64, false),
+        ]));
+        assert!(same_but_dates(&pair("a", "b"), &reordered));
+        assert!(same_but_dates(&list_of(pair("a", "b")), &list_of(reordered)));
+        let swapped_types = DataType::Struct(Fields::from(vec![
+            Field::new("b", DataType::Int64, false),
+            Field::new("a", DataType::Utf8, true),
+        ]));
+        assert!(!same_but_dates(&pair("a", "b"), &swapped_types));
+        let map = |entries: &str, key: &str, value: &str| {
+            let fields = Fields::from(vec![
+                Field::new(key, DataType::Utf8, false),
+                Field::new(value, DataType::Int64, true),
+            ]);
+            DataType::Map(Arc::new(Field::new(entries, DataType::Struct(fields), false)), false)
+        };
+        assert!(same_but_dates(
+            &map("entries", "key", "value"),
+            &map("key_value", "keys", "values")
+        ));
     }
 
     #[test]

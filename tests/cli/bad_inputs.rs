@@ -489,3 +489,112 @@ fn a_failed_run_removes_every_folder_it_created_for_out() {
         assert!(!fx.path("nest").exists() && !fx.path("other").exists(), "{out}");
     }
 }
+
+/// Files whose struct column names its fields otherwise hold other data: refused, naming the
+/// column (matched by position, another file's `x, y` were written out as `a, b`). The same
+/// fields in another order are the same data: each value lands under its own name.
+#[test]
+fn struct_fields_are_matched_by_name_across_files() {
+    use std::sync::Arc;
+
+    use arrow_array::{
+        Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray, StructArray,
+    };
+    use arrow_schema::{DataType, Field, Fields, Schema};
+
+    let rows: usize = 120;
+    // `meta` holds (number = id, text = "r{id}") under the given names, in the given order.
+    let write = |path: &std::path::Path, first_id: i64, names: [&str; 2], number_first: bool| {
+        let ids: Vec<i64> = (0..rows as i64).map(|i| first_id + i).collect();
+        let number: ArrayRef = Arc::new(Int64Array::from(ids.clone()));
+        let text: ArrayRef = Arc::new(StringArray::from(
+            ids.iter().map(|i| format!("r{i}")).collect::<Vec<_>>(),
+        ));
+        let (number_field, text_field) = (
+            Field::new(names[0], DataType::Int64, false),
+            Field::new(names[1], DataType::Utf8, false),
+        );
+        let meta = if number_first {
+            StructArray::new(Fields::from(vec![number_field, text_field]), vec![number, text], None)
+        } else {
+            StructArray::new(Fields::from(vec![text_field, number_field]), vec![text, number], None)
+        };
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let vectors = (0..rows * 4)
+            .map(|i| ((i * 7919) % 101) as f32 / 10.0)
+            .collect::<Vec<_>>();
+        let embedding = FixedSizeListArray::new(item, 4, Arc::new(Float32Array::from(vectors)), None);
+        let labels = Int64Array::from((0..rows as i64).map(|i| i % 2).collect::<Vec<_>>());
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("label", DataType::Int64, false),
+            Field::new("embedding", embedding.data_type().clone(), false),
+            Field::new("meta", meta.data_type().clone(), false),
+        ]);
+        let batch = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(labels),
+                Arc::new(embedding),
+                Arc::new(meta),
+            ],
+        )
+        .unwrap();
+        super::write_batch(path, &batch);
+    };
+    let fx = Fixture::new();
+    let renamed = fx.path("renamed");
+    std::fs::create_dir(&renamed).unwrap();
+    write(&renamed.join("part-0.parquet"), 0, ["number", "text"], true);
+    write(&renamed.join("part-1.parquet"), 1000, ["n", "t"], true);
+    fx.scan(&renamed, &["-q"])
+        .code(2)
+        .stderr(contains("part-1.parquet"))
+        .stderr(contains("column `meta`"));
+    assert!(!fx.out().join("clean.parquet").exists());
+
+    let reordered = fx.path("reordered");
+    std::fs::create_dir(&reordered).unwrap();
+    write(&reordered.join("part-0.parquet"), 0, ["number", "text"], true);
+    write(&reordered.join("part-1.parquet"), 1000, ["number", "text"], false);
+    fx.scan(&reordered, &["-q"]).code(0);
+    let mut seen = 0;
+    for file in ["clean.parquet", "quarantine.parquet"] {
+        let batch = super::read_all(&fx.out().join(file));
+        let ids = batch
+            .column_by_name("id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .clone();
+        let meta = batch
+            .column_by_name("meta")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .unwrap()
+            .clone();
+        let number = meta
+            .column_by_name("number")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .clone();
+        let text = meta
+            .column_by_name("text")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone();
+        for row in 0..batch.num_rows() {
+            assert_eq!(number.value(row), ids.value(row), "{file} row {row}");
+            assert_eq!(text.value(row), format!("r{}", ids.value(row)), "{file} row {row}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 2 * rows);
+}
