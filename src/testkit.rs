@@ -516,7 +516,7 @@ fn relu(
         net.hidden(&inputs[i * p..(i + 1) * p], row);
         let out = &mut probs[i * c..(i + 1) * c];
         net.logits(row, out);
-        crate::influence::softmax::softmax_in_place(out);
+        softmax(out);
     }
     let target = match spec.attack {
         Attack::Backdoor { target, .. } => Some(target),
@@ -779,6 +779,19 @@ pub fn metrics(poisoned: &[bool], decision: &crate::score::Decision, classes: &[
         detector_auroc: Vec::new(),
         retrain: None,
     }
+}
+
+/// The generated network's own softmax (libm's `exp`, summed in order): the generator's outputs,
+/// the committed sample data's `probs` among them, stay as they were when the scan's surrogate
+/// changed its own (`influence::softmax::softmax_rows`).
+fn softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    row.iter_mut().for_each(|v| {
+        *v = (*v - max).exp();
+        sum += *v;
+    });
+    row.iter_mut().for_each(|v| *v /= sum);
 }
 
 #[cfg(test)]

@@ -82,7 +82,8 @@ pub struct InfluenceParams {
     /// classes exceeds this: its class probabilities are dense while it runs, 4 bytes each,
     /// in-sample and out-of-fold, and every fit costs rows x classes exponentials per step.
     /// Measured: 100k rows x 1000 classes (1e8) took 30-50 s and 1.1 GB with it, 1.4-3.6 s and
-    /// 140-170 MB without; 1.28M x 1000 (ImageNet) would need several GB.
+    /// 140-170 MB without (0.2.52's softmax: the stage 18.5 -> 13.5 s there, the same 1.1 GB);
+    /// 1.28M x 1000 (ImageNet) would need several GB.
     pub max_probability_values: usize,
 }
 
@@ -737,9 +738,17 @@ fn fit_surrogate(
     let full_rows = thin(&all, params.max_fit_rows);
     let full_x = gather(design, cols, &full_rows);
     let full_y: Vec<u32> = full_rows.iter().map(|&r| labels[r]).collect();
+    let started = std::time::Instant::now();
     let (full, full_fit) = Softmax::fit(&full_x, cols, &full_y, k, &settings, None);
     let in_sample = full.predict(design);
+    log::debug!(
+        "surrogate: full fit on {} rows x {cols} x {k} classes, {} iterations, {:.2}s",
+        full_rows.len(),
+        full_fit.iterations,
+        started.elapsed().as_secs_f64()
+    );
     progress.advance(quarter);
+    let started = std::time::Instant::now();
 
     // Stratified folds: shuffle each class, deal its records round-robin.
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0xf01d);
@@ -769,6 +778,12 @@ fn fit_surrogate(
             out_of_fold[r * k..(r + 1) * k].copy_from_slice(&p[i * k..(i + 1) * k]);
         }
     }
+    log::debug!(
+        "surrogate: {} folds, iterations {:?}, {:.2}s",
+        params.folds,
+        fold_fits.iter().map(|f| f.iterations).collect::<Vec<_>>(),
+        started.elapsed().as_secs_f64()
+    );
     progress.advance(quarter);
 
     let correct = (0..n)
