@@ -178,12 +178,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Pipeline, ConfigError> 
         message,
     };
     // Parse the text as written first: its errors carry line, column and the offending key.
-    let mut file = parse_reporting_all(&text).map_err(|errors| {
-        invalid(match errors.len() {
-            1 => errors.join(""),
-            count => format!("{count} problems\n{}", errors.join("\n")),
-        })
-    })?;
+    let mut file = parse_reporting_all(&text).map_err(|errors| invalid(errors.to_string()))?;
     if !overrides.is_empty() {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| invalid(e.to_string()))?;
         for assignment in overrides {
@@ -202,59 +197,96 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Pipeline, ConfigError> 
     check(path, &text, file)
 }
 
-/// Most errors one parse collects ([`parse_reporting_all`]); a file with more says so at the
-/// next run.
-const MAX_PARSE_ERRORS: usize = 20;
+/// Most errors one parse collects ([`parse_reporting_all`]).
+const MAX_PARSE_ERRORS: usize = 100;
+
+/// What [`parse_reporting_all`] found wrong: the errors in the file's order, and whether
+/// collecting went to the end of the file or stopped early (a missing key, a value it could not
+/// blank whole, the cap), so that more may show once these are fixed.
+struct ParseErrors {
+    errors: Vec<String>,
+    complete: bool,
+}
+
+impl std::fmt::Display for ParseErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.errors.len() {
+            1 => write!(f, "{}", self.errors[0])?,
+            count => write!(f, "{count} problems\n{}", self.errors.join("\n"))?,
+        }
+        if !self.complete {
+            write!(
+                f,
+                "\n(the file was read this far: the rest is checked once these are fixed)"
+            )?;
+        }
+        Ok(())
+    }
+}
 
 /// Parses a pipeline file, reporting every misspelt key and mistyped value at once rather than
-/// one per run. TOML's deserializer stops at the first; after each, the entry it names is
-/// blanked out (its line; for an unknown `[table]`, the table and its keys) and the text parsed
-/// again. Blanking keeps every byte's place, so each message shows the file's own line and
-/// column; the errors come back in the file's order. Collecting stops at a syntax error, where
-/// a blanked text no longer parses, and at a "missing field" for a key this blanked (an error of
-/// our making, not the file's).
-fn parse_reporting_all(text: &str) -> Result<PipelineFile, Vec<String>> {
+/// one per run. TOML's deserializer stops at the first (visiting keys in sorted order, not the
+/// file's); after each, the entry it names is blanked out (its lines: a multi-line value to its
+/// end; for an unknown `[table]`, the table and its keys) and the text parsed again. Blanking
+/// keeps every byte's place, so each message shows the file's own line and column; the errors
+/// come back in the file's order. A syntax error is reported alone (blanking its line could
+/// change what the rest means). Collecting stops, saying so, at a missing key (nothing to
+/// blank), where a blanked text no longer parses, at [`MAX_PARSE_ERRORS`], and at a "missing
+/// field" for a key this blanked (of our making: not reported). One entry per line: a
+/// second error on the same line (in an inline table) shows once the first is fixed.
+fn parse_reporting_all(text: &str) -> Result<PipelineFile, ParseErrors> {
+    if let Err(e) = text.parse::<toml::Table>() {
+        return Err(ParseErrors {
+            errors: vec![e.to_string()],
+            complete: true,
+        });
+    }
     let mut work = text.as_bytes().to_vec();
     // (where in the file, message)
     let (mut errors, mut blanked_keys) = (Vec::<(usize, String)>::new(), Vec::<String>::new());
-    while errors.len() < MAX_PARSE_ERRORS {
+    let complete = loop {
+        if errors.len() == MAX_PARSE_ERRORS {
+            break false;
+        }
         // Only whole lines of ASCII spaces replace whole lines: still UTF-8.
         let current = String::from_utf8_lossy(&work).into_owned();
         let e = match toml::from_str::<PipelineFile>(&current) {
             Ok(file) if errors.is_empty() => return Ok(file),
-            Ok(_) => break,
+            Ok(_) => break true,
             Err(e) => e,
         };
         let ours = blanked_keys
             .iter()
             .any(|k| e.message().contains(&format!("missing field `{k}`")));
         if ours {
-            break;
+            // Not the file's error, but it hides what comes after it.
+            break false;
         }
         errors.push((e.span().map_or(0, |s| s.start), e.to_string()));
         // A missing key has nothing to blank (its span is the table that lacks it).
         if e.message().starts_with("missing field") {
-            break;
+            break false;
         }
-        let Some(span) = e.span() else { break };
-        let Some(key) = blank_entry(&mut work, span.start) else {
-            break;
+        let Some(key) = e.span().and_then(|span| blank_entry(&mut work, span.start)) else {
+            break false;
         };
-        blanked_keys.push(key);
-        if std::str::from_utf8(&work).map_or(true, |t| t.parse::<toml::Table>().is_err()) {
-            break;
-        }
-    }
+        // `input.paths = 3` blanked: neither `input` nor `paths` may be called missing.
+        blanked_keys.extend(key.split('.').map(|part| part.trim().trim_matches('"').to_string()));
+    };
     errors.sort_by_key(|(at, _)| *at);
-    Err(errors.into_iter().map(|(_, message)| message).collect())
+    Err(ParseErrors {
+        errors: errors.into_iter().map(|(_, message)| message).collect(),
+        complete,
+    })
 }
 
-/// Blanks (spaces for every byte but line ends) the line holding byte `at`, and where that line
-/// is a `[table]` header, the table's lines up to the next header. Returns the entry's key (the
-/// header's last name, or the text before `=`), `None` when `at` is past the text or on a
-/// blank line (nothing left to blank).
+/// Blanks (spaces for every byte but line ends) the entry on the line holding byte `at`: that
+/// line, and the next ones until the text parses again (a multi-line array or string), or where
+/// the line is a `[table]` header, the table's lines up to the next header. Returns the entry's
+/// key (the header's name, or the text before `=`); `None` when `at` is past the text or on a
+/// blank line, or when no run of lines up to the next header leaves a text that parses.
 fn blank_entry(text: &mut [u8], at: usize) -> Option<String> {
-    let line_at = |from: usize| {
+    let line_at = |text: &[u8], from: usize| {
         let start = text[..from.min(text.len())]
             .iter()
             .rposition(|&b| b == b'\n')
@@ -265,44 +297,42 @@ fn blank_entry(text: &mut [u8], at: usize) -> Option<String> {
             .map_or(text.len(), |p| start + p);
         (start, end)
     };
+    let is_header = |text: &[u8], (start, end): (usize, usize)| {
+        String::from_utf8_lossy(&text[start..end]).trim_start().starts_with('[')
+    };
+    let blank = |text: &mut [u8], from: usize, to: usize| {
+        text[from..to]
+            .iter_mut()
+            .filter(|b| **b != b'\n' && **b != b'\r')
+            .for_each(|b| *b = b' ');
+    };
+    let parses = |text: &[u8]| std::str::from_utf8(text).is_ok_and(|t| t.parse::<toml::Table>().is_ok());
     if at >= text.len() {
         return None;
     }
-    let (start, end) = line_at(at);
+    let (start, end) = line_at(text, at);
     let line = String::from_utf8_lossy(&text[start..end]).trim().to_string();
     if line.is_empty() {
         return None;
     }
-    let header = line.starts_with('[');
+    let header = is_header(text, (start, end));
     let key = if header {
-        line.trim_matches(|c| c == '[' || c == ']')
-            .rsplit('.')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string()
+        line.trim_matches(|c| c == '[' || c == ']').trim().to_string()
     } else {
         line.split('=').next().unwrap_or("").trim().to_string()
     };
+    blank(text, start, end);
     let mut last = end;
-    if header {
-        // The table's own lines: up to the next header.
-        while last < text.len() {
-            let (next_start, next_end) = line_at(last + 1);
-            if String::from_utf8_lossy(&text[next_start..next_end])
-                .trim_start()
-                .starts_with('[')
-            {
-                break;
-            }
-            last = next_end;
+    // A header's table, or a value continuing over the next lines: blank on to the next header.
+    while (header || !parses(text)) && last < text.len() {
+        let next = line_at(text, last + 1);
+        if is_header(text, next) {
+            break;
         }
+        blank(text, next.0, next.1);
+        last = next.1;
     }
-    text[start..last]
-        .iter_mut()
-        .filter(|b| **b != b'\n' && **b != b'\r')
-        .for_each(|b| *b = b' ');
-    Some(key.trim_matches('"').to_string())
+    parses(text).then_some(key)
 }
 
 /// `a.b.c=value`: sets the dotted key; the value is TOML (`3`, `true`, `"x"`, `[1, 2]`), or a
@@ -575,13 +605,44 @@ mod tests {
         let err = load(&write(dir.path(), text), &[]).unwrap_err().to_string();
         assert!(err.contains("invalid type") && !err.contains("missing field"), "{err}");
         assert!(!err.contains("problems"), "{err}");
-        // A missing required table is an error of the file's, reported beside the others.
+        // A missing required table is an error of the file's, reported beside the others; what
+        // comes after it in the reader's order is not read, and the message says so.
         let text = "[output]\ndir = \"out\"\ndirr = 1\n";
         let err = load(&write(dir.path(), text), &[]).unwrap_err().to_string();
         assert!(
             err.contains("2 problems") && err.contains("dirr") && err.contains("missing field `input`"),
             "{err}"
         );
+        assert!(err.contains("the rest is checked once these are fixed"), "{err}");
+        // Dotted keys: blanking `input.paths` invents no missing `paths` or `input` (and what
+        // that hides is said to be unread).
+        let text = "input.paths = 3\ninput.label-col = \"y\"\n[output]\ndir = \"out\"\ndirr = 1\n";
+        let err = load(&write(dir.path(), text), &[]).unwrap_err().to_string();
+        assert!(err.contains("expected a sequence") && !err.contains("missing"), "{err}");
+        assert!(err.contains("the rest is checked once these are fixed"), "{err}");
+        // A multi-line value is blanked to its end, and reading goes on past it.
+        let text = "[input]\npaths = [\"data.parquet\"]\nfeature-colz = [\n  \"a\",\n  \"b\",\n]\n\
+                    [output]\ndir = \"out\"\ndirr = 1\n";
+        let err = load(&write(dir.path(), text), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("2 problems") && err.contains("feature-colz") && err.contains("dirr"),
+            "{err}"
+        );
+        assert!(!err.contains("read this far"), "{err}");
+        // A syntax error alone: blanking `decision]` would move its keys into `[output]`.
+        let text = format!("{GOOD}decision]\nanomaly-threshold = 4.0\n");
+        let err = load(&write(dir.path(), &text), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("line 5") && !err.contains("problems") && !err.contains("unknown field"),
+            "{err}"
+        );
+        // More than the cap: the first found, and a word that there is more.
+        let many: String = (0..MAX_PARSE_ERRORS + 5).map(|i| format!("bad{i} = 1\n")).collect();
+        let err = load(&write(dir.path(), &format!("{GOOD}[scan]\n{many}")), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("{MAX_PARSE_ERRORS} problems")), "{err}");
+        assert!(err.contains("the rest is checked once these are fixed"), "{err}");
     }
 
     #[test]

@@ -617,11 +617,23 @@ fn same_but_dates(a: &DataType, b: &DataType) -> bool {
                 }
         }
         (Dictionary(k, x), Dictionary(l, y)) => k == l && same_but_dates(x, y),
-        (Struct(x), Struct(y)) => {
+        // One to one by name; where a name repeats, by position and name (a cast by name
+        // would fill both of the first file's `a, a` from the other's one `a`).
+        (Struct(x), Struct(y)) if has_unique_names(x) && has_unique_names(y) => {
             x.len() == y.len() && x.iter().all(|f| y.find(f.name()).is_some_and(|(_, g)| child(f, g)))
+        }
+        (Struct(x), Struct(y)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(f, g)| f.name() == g.name() && child(f, g))
         }
         _ => a.equals_datatype(b),
     }
+}
+
+/// Whether no two of `fields` share a name.
+fn has_unique_names(fields: &arrow_schema::Fields) -> bool {
+    let mut names: Vec<&String> = fields.iter().map(|f| f.name()).collect();
+    names.sort_unstable();
+    names.windows(2).all(|pair| pair[0] != pair[1])
 }
 
 /// Checks that `s`'s date64 values that `first` stores as date32 (at the top level or nested)
@@ -696,10 +708,21 @@ fn partial_day_under(first: &DataType, array: &ArrayRef) -> Option<(usize, i64)>
             let (child, ms) = partial_day_under(f.data_type(), array.as_fixed_size_list().values())?;
             Some((child / (*n).max(1) as usize, ms))
         }
+        // A map's key and value by position, as `same_but_dates` matches them (writers name
+        // them differently: by name, a value named otherwise went unchecked).
         (Map(f, _), Map(_, _)) => {
             let map = array.as_map();
-            let entries: ArrayRef = std::sync::Arc::new(map.entries().clone());
-            let found = partial_day_under(f.data_type(), &entries)?;
+            let found = match f.data_type() {
+                Struct(fields) => fields
+                    .iter()
+                    .zip(map.entries().columns())
+                    .filter_map(|(f, column)| partial_day_under(f.data_type(), column))
+                    .min_by_key(|found| found.0),
+                first_entries => {
+                    let entries: ArrayRef = std::sync::Arc::new(map.entries().clone());
+                    partial_day_under(first_entries, &entries)
+                }
+            }?;
             Some(parent(map.value_offsets(), found))
         }
         // By name: the fields may come in another order (`same_but_dates`).
@@ -1612,6 +1635,35 @@ mod tests {
         ));
         assert!(!same_but_dates(&list_of(DataType::Date32), &list_of(DataType::Int32)));
         assert!(!same_but_dates(&first, &DataType::Struct(fields(DataType::Int64))));
+
+        // A map whose entries this file's writer named otherwise (arrow-rs `keys`/`values`,
+        // pyarrow `key`/`value`): its values are still checked, by position.
+        let entry_fields = |key: &str, value: &str, t: DataType| {
+            arrow_schema::Fields::from(vec![Field::new(key, DataType::Utf8, false), Field::new(value, t, true)])
+        };
+        let keys: ArrayRef = Arc::new(arrow_array::StringArray::from(vec!["x", "y", "z"]));
+        let values: ArrayRef = Arc::new(arrow_array::Date64Array::from(vec![DAY, DAY, 2 * DAY - 1]));
+        let entries = arrow_array::StructArray::new(
+            entry_fields("keys", "values", DataType::Date64),
+            vec![keys, values],
+            None,
+        );
+        let map: ArrayRef = Arc::new(arrow_array::MapArray::new(
+            Arc::new(Field::new("entries", entries.data_type().clone(), false)),
+            arrow_buffer::OffsetBuffer::new(vec![0, 2, 3].into()),
+            entries,
+            None,
+            false,
+        ));
+        let first = DataType::Map(
+            Arc::new(Field::new(
+                "key_value",
+                DataType::Struct(entry_fields("key", "value", DataType::Date32)),
+                false,
+            )),
+            false,
+        );
+        assert_eq!(found(&first, &[map]), Some((1, 2 * DAY - 1)));
     }
 
     /// Struct fields are matched by name: renamed ones are other data (a cast by position
@@ -1655,6 +1707,16 @@ mod tests {
             &map("entries", "key", "value"),
             &map("key_value", "keys", "values")
         ));
+        // A repeated name: by position and name, so `a, a` and `a, b` differ.
+        let twice = |b: &str| {
+            DataType::Struct(Fields::from(vec![
+                Field::new("a", DataType::Int64, false),
+                Field::new(b, DataType::Int64, false),
+            ]))
+        };
+        assert!(!same_but_dates(&twice("a"), &twice("b")));
+        assert!(!same_but_dates(&twice("b"), &twice("a")));
+        assert!(same_but_dates(&twice("a"), &twice("a")));
     }
 
     #[test]
