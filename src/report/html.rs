@@ -344,7 +344,7 @@ fn top_records(html: &mut String, view: &RunView) {
             esc(r.source.as_deref().unwrap_or("")),
             r.suspicion,
             if r.quarantined { "yes" } else { "no" },
-            esc(&r.reasons)
+            esc(super::view::record_part(&r.reasons))
         );
     }
     html.push_str("</table>");

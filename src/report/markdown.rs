@@ -101,7 +101,7 @@ pub fn render(view: &RunView) -> String {
             md(&rec.label),
             rec.suspicion,
             if rec.quarantined { "yes" } else { "no" },
-            md(&rec.reasons)
+            md(super::view::record_part(&rec.reasons))
         );
     }
     out

@@ -238,6 +238,17 @@ fn read_batch(
     Ok(())
 }
 
+/// What a record's reason says of the record itself: a quarantined record's reason opens with
+/// its class's verdict (`class `3` attacked: ...; record: ...`), which the reports show per class,
+/// and table cells are cut to a line or two, so the record's part would never show. Other
+/// reasons are returned whole.
+pub fn record_part(reasons: &str) -> &str {
+    match reasons.split_once("; record: ") {
+        Some((class, record)) if class.starts_with("class `") => record,
+        _ => reasons,
+    }
+}
+
 /// A data string made safe to show as text: control characters and bidirectional formatting
 /// characters (which would reorder what is displayed around them) become visible `\u{..}`
 /// escapes; values longer than `max_chars` are cut and say how long they were.
@@ -262,6 +273,14 @@ pub fn plain_text(s: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_record_part_of_a_reason_is_what_follows_the_class_verdict() {
+        let reason = "class `3` attacked: shared_shift 9.1 is 17.5 MADs above; record: spectre score 7.9 sigma";
+        assert_eq!(record_part(reason), "spectre score 7.9 sigma");
+        assert_eq!(record_part("label issue: p(label) 0.02"), "label issue: p(label) 0.02");
+        assert_eq!(record_part(""), "");
+    }
 
     #[test]
     fn top_records_are_the_most_suspicious_in_order_ties_by_key() {
