@@ -497,6 +497,8 @@ fn a_failed_run_removes_every_folder_it_created_for_out() {
 fn struct_fields_are_matched_by_name_across_files() {
     use std::sync::Arc;
 
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
     use arrow_array::{
         Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray, StructArray,
     };
@@ -562,34 +564,11 @@ fn struct_fields_are_matched_by_name_across_files() {
     let mut seen = 0;
     for file in ["clean.parquet", "quarantine.parquet"] {
         let batch = super::read_all(&fx.out().join(file));
-        let ids = batch
-            .column_by_name("id")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap()
-            .clone();
-        let meta = batch
-            .column_by_name("meta")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<StructArray>()
-            .unwrap()
-            .clone();
-        let number = meta
-            .column_by_name("number")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap()
-            .clone();
-        let text = meta
-            .column_by_name("text")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap()
-            .clone();
+        let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+        let (ids, meta) = (column("id"), column("meta"));
+        let (ids, meta) = (ids.as_primitive::<Int64Type>(), meta.as_struct());
+        let number = meta.column_by_name("number").unwrap().as_primitive::<Int64Type>();
+        let text = meta.column_by_name("text").unwrap().as_string::<i32>();
         for row in 0..batch.num_rows() {
             assert_eq!(number.value(row), ids.value(row), "{file} row {row}");
             assert_eq!(text.value(row), format!("r{}", ids.value(row)), "{file} row {row}");
